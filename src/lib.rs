@@ -1,0 +1,2 @@
+//! evloop: an evio-style event-loop TCP server framework.
+pub mod proto;

@@ -1,0 +1,97 @@
+//! Sans-IO protocols: bytes in, replies out, no sockets.
+//!
+//! Every protocol here is a state machine over `&[u8]`. An engine (the reactor in
+//! [`crate::reactor`] through [`crate::serve`], or the std::net baseline in
+//! [`crate::baseline`]) owns the sockets and the buffers; it hands a [`Session`] the
+//! unconsumed input of one connection and an output buffer, and the session appends its
+//! replies and says how much input it consumed. The engine keeps only the unconsumed tail
+//! and calls again when more bytes arrive, so a session never sees the same bytes twice
+//! unless it left them unconsumed.
+//!
+//! This module imports nothing from the engines: a protocol knows nothing of sockets.
+
+pub mod echo;
+pub mod frame;
+pub mod http;
+pub mod resp;
+pub mod size;
+
+use std::fmt;
+
+/// What a [`Session`] did with one call of [`Session::on_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Bytes of input consumed from the front of the slice (`<= input.len()`). The engine
+    /// drops exactly these and presents the rest, followed by new bytes, next time.
+    pub consumed: usize,
+    /// The session wants the connection closed once the output written so far (including
+    /// what this call appended) has been flushed, e.g. HTTP `Connection: close` or Redis
+    /// `QUIT`. The engine stops reading the connection.
+    pub close: bool,
+}
+
+impl Progress {
+    /// Consumed `consumed` bytes; keep the connection open.
+    pub fn consumed(consumed: usize) -> Self {
+        Progress { consumed, close: false }
+    }
+}
+
+/// A protocol error: the peer sent something the protocol cannot accept.
+///
+/// The engine sends what the session appended to the output buffer before it failed
+/// (replies to earlier pipelined requests), then [`ProtoError::reply`], then closes the
+/// connection after the output is flushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoError {
+    /// A short, stable name of the error kind for metrics and logs, e.g. `"bad_request"`,
+    /// `"head_too_large"`, `"bulk_too_large"`.
+    pub kind: &'static str,
+    /// Bytes to send to the peer before closing (may be empty: a plain close).
+    pub reply: Vec<u8>,
+}
+
+impl ProtoError {
+    /// An error of `kind` that sends `reply` and then closes.
+    pub fn new(kind: &'static str, reply: impl Into<Vec<u8>>) -> Self {
+        ProtoError { kind, reply: reply.into() }
+    }
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol error ({})", self.kind)
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+/// The per-connection state machine of a protocol.
+pub trait Session: Send + 'static {
+    /// Handles the unconsumed input of the connection.
+    ///
+    /// Appends a reply for every complete request in `input`, in order, to `out` (never
+    /// clearing it: it may hold earlier output), and returns how many bytes were consumed.
+    /// An incomplete request at the end is left unconsumed; the session must return an
+    /// error rather than leave more than its configured limits unconsumed, so an engine's
+    /// input buffer stays bounded. Must not panic on any input.
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError>;
+}
+
+/// A protocol: configuration and server-wide state (a Redis keyspace, say), shared by all
+/// loops and threads of one server. Cloning is cheap (an `Arc` or small config).
+pub trait Protocol: Clone + Send + Sync + 'static {
+    /// The per-connection state machine.
+    type Session: Session;
+
+    /// A short lowercase name: `"echo"`, `"http"`, `"redis"`, `"frame"`.
+    fn name(&self) -> &'static str;
+
+    /// A fresh session for a newly opened connection.
+    fn new_session(&self) -> Self::Session;
+
+    /// Periodic maintenance (expiry sweeps, cached dates), called about once a second from
+    /// every event-loop thread, and from one housekeeping thread by the std baseline.
+    /// Must be cheap and must not block for long.
+    fn tick(&self) {}
+}

@@ -1,0 +1,1 @@
+//! Redis RESP2 (placeholder, being written).
