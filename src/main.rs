@@ -1,1 +1,254 @@
-fn main() {}
+//! `evloop`: the command-line server built on the evloop reactor.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use log::{error, info};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use evloop::proto::Protocol;
+use evloop::proto::echo::Echo;
+use evloop::proto::frame::{Frame, FrameConfig};
+use evloop::proto::size::parse_size;
+use evloop::reactor::{Balance, Config};
+use evloop::serve::{self, Engine, Served};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "evloop",
+    version,
+    about = "An evio-style event-loop TCP server: echo, HTTP/1.1, Redis and framed protocols",
+    long_about = "evloop runs N event-loop threads, each with its own epoll poller, eventfd waker and \
+                  connections, and serves a bundled protocol on them. `--engine std` runs the same \
+                  protocol on a std::net thread-per-connection baseline for comparison.\n\n\
+                  Logging: -v / -vv for more, -q for errors only, or RUST_LOG=evloop=debug."
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only log errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a protocol until SIGINT or SIGTERM.
+    ///
+    /// Examples:
+    ///   evloop serve                                  # echo on 127.0.0.1:5000, one loop per CPU
+    ///   evloop serve --loops 4 --reuseport --pin
+    ///   evloop serve --proto frame --listen 0.0.0.0:5001
+    ///   evloop serve --engine std                     # the thread-per-connection baseline
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Protocol to serve.
+    #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
+    proto: ProtoKind,
+    /// Address to listen on, `HOST:PORT` or `tcp://HOST:PORT` (repeatable). Default:
+    /// 127.0.0.1 with the protocol's port (echo 5000, frame 5001).
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
+    listen: Vec<Vec<SocketAddr>>,
+    /// Event-loop threads; 0 = one per CPU.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    loops: usize,
+    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
+    /// one acceptor thread handing connections to loops.
+    #[arg(long)]
+    reuseport: bool,
+    /// Pin loop i to CPU i (modulo the CPUs available).
+    #[arg(long)]
+    pin: bool,
+    /// How the acceptor picks a loop (without --reuseport).
+    #[arg(long, value_enum, default_value_t = BalanceArg::RoundRobin)]
+    balance: BalanceArg,
+    /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline.
+    #[arg(long, value_enum, default_value_t = EngineArg::Reactor)]
+    engine: EngineArg,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    backlog: i32,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    no_nodelay: bool,
+    /// Per-loop read buffer size (bytes, or with K/M suffix).
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
+    read_buffer: usize,
+    /// Stop reading a connection whose pending output exceeds this.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    high_watermark: usize,
+    /// Resume reading once pending output is down to this.
+    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
+    low_watermark: usize,
+    /// frame: largest frame payload accepted.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_frame: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProtoKind {
+    /// Every byte back.
+    Echo,
+    /// 4-byte big-endian length-prefixed frames, echoed whole.
+    Frame,
+}
+
+impl ProtoKind {
+    fn default_port(self) -> u16 {
+        match self {
+            ProtoKind::Echo => 5000,
+            ProtoKind::Frame => 5001,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum BalanceArg {
+    RoundRobin,
+    LeastConn,
+    SourceHash,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum EngineArg {
+    Reactor,
+    Std,
+}
+
+/// Parses `HOST:PORT`, `[V6]:PORT` or `tcp://HOST:PORT` into its socket addresses.
+fn parse_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let hostport = s.strip_prefix("tcp://").unwrap_or(s);
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("invalid address {s:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:5000)")
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("address {s:?} resolves to nothing"));
+    }
+    Ok(addrs)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("evloop: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), String> {
+    let mut listen: Vec<SocketAddr> = args.listen.iter().flatten().copied().collect();
+    if listen.is_empty() {
+        listen.push(SocketAddr::from((
+            [127, 0, 0, 1],
+            args.proto.default_port(),
+        )));
+    }
+    if args.low_watermark > args.high_watermark {
+        return Err("--low-watermark must not exceed --high-watermark".into());
+    }
+    let config = Config {
+        listen,
+        loops: args.loops,
+        reuseport: args.reuseport,
+        pin: args.pin,
+        balance: match args.balance {
+            BalanceArg::RoundRobin => Balance::RoundRobin,
+            BalanceArg::LeastConn => Balance::LeastConnections,
+            BalanceArg::SourceHash => Balance::SourceHash,
+        },
+        backlog: args.backlog,
+        nodelay: !args.no_nodelay,
+        read_buffer: args.read_buffer,
+        high_watermark: args.high_watermark,
+        low_watermark: args.low_watermark,
+        ..Config::default()
+    };
+    let engine = match args.engine {
+        EngineArg::Reactor => Engine::Reactor,
+        EngineArg::Std => Engine::Std,
+    };
+    match args.proto {
+        ProtoKind::Echo => run(engine, Echo, config),
+        ProtoKind::Frame => run(
+            engine,
+            Frame::new(FrameConfig {
+                max_frame: args.max_frame,
+            }),
+            config,
+        ),
+    }
+}
+
+/// Starts the server, prints the ready line, and waits for a signal or a shutdown.
+fn run<P: Protocol>(engine: Engine, proto: P, config: Config) -> Result<(), String> {
+    let loops = config.effective_loops();
+    let reuseport = config.reuseport;
+    let name = proto.name();
+    let served: Served = serve::start(engine, proto, config).map_err(|e| e.to_string())?;
+    let stop = served.stop_handle();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("evloop-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!("signal {sig}: shutting down");
+                    stop.stop();
+                } else {
+                    error!("second signal {sig}: exiting at once");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let addrs: Vec<String> = served.local_addrs().iter().map(|a| a.to_string()).collect();
+    match engine {
+        Engine::Reactor => eprintln!(
+            "evloop: serving {name} on {} (engine reactor, {loops} loop{}, reuseport {})",
+            addrs.join(", "),
+            if loops == 1 { "" } else { "s" },
+            if reuseport { "on" } else { "off" }
+        ),
+        Engine::Std => eprintln!(
+            "evloop: serving {name} on {} (engine std, thread per connection)",
+            addrs.join(", ")
+        ),
+    }
+    let result = served.wait().map_err(|e| e.to_string());
+    signal_handle.close();
+    result
+}

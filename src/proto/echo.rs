@@ -1,6 +1,6 @@
 //! Echo: every byte received is sent back unchanged.
 
-use super::{ProtoError, Progress, Protocol, Session};
+use super::{Progress, ProtoError, Protocol, Session};
 
 /// The echo protocol (`--proto echo`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,0 +1,143 @@
+//! Server configuration: what to listen on and how the loops behave.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Loops in turn: 0, 1, 2, ..., 0, 1, ...
+    #[default]
+    RoundRobin,
+    /// The loop with the fewest open connections at the moment of the accept.
+    LeastConnections,
+    /// A hash of the peer's IP address (not its port), so one client host always lands on
+    /// the same loop.
+    SourceHash,
+}
+
+/// Configuration of a [`Server`](super::Server). Build one with [`Config::new`] and the
+/// chained setters; every field has a sane default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on (TCP). At least one is required.
+    pub listen: Vec<SocketAddr>,
+    /// Number of event-loop threads; 0 means one per available CPU.
+    pub loops: usize,
+    /// One `SO_REUSEPORT` listener per loop (the kernel spreads connections) instead of
+    /// one acceptor thread handing connections to loops.
+    pub reuseport: bool,
+    /// Pin loop `i` to CPU `i % cpus` (Linux; ignored elsewhere).
+    pub pin: bool,
+    /// Loop choice of the single acceptor (ignored with `reuseport`).
+    pub balance: Balance,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// Set `TCP_NODELAY` on accepted connections (default on).
+    pub nodelay: bool,
+    /// Size of each loop's read buffer: the most bytes one `read` call asks for.
+    pub read_buffer: usize,
+    /// Above this many bytes of pending output a connection is no longer read.
+    pub high_watermark: usize,
+    /// Reading a paused connection resumes once its pending output drops to this.
+    pub low_watermark: usize,
+    /// Reads per readiness event before the loop serves other connections (fairness).
+    pub read_budget: usize,
+    /// How long a connection closing with unflushed output waits for its peer to read
+    /// before it is dropped anyway.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Vec::new(),
+            loops: 0,
+            reuseport: false,
+            pin: false,
+            balance: Balance::RoundRobin,
+            backlog: 1024,
+            nodelay: true,
+            read_buffer: 64 * 1024,
+            high_watermark: 1024 * 1024,
+            low_watermark: 256 * 1024,
+            read_budget: 16,
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// A default configuration with no listen address yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds every address `addr` resolves to (e.g. `"127.0.0.1:5000"`, `"localhost:0"`).
+    pub fn listen(mut self, addr: impl ToSocketAddrs) -> io::Result<Self> {
+        self.listen.extend(addr.to_socket_addrs()?);
+        Ok(self)
+    }
+
+    /// Sets the number of loops (0 = one per CPU).
+    pub fn loops(mut self, n: usize) -> Self {
+        self.loops = n;
+        self
+    }
+
+    /// Turns per-loop `SO_REUSEPORT` listeners on or off.
+    pub fn reuseport(mut self, on: bool) -> Self {
+        self.reuseport = on;
+        self
+    }
+
+    /// Turns CPU pinning of loop threads on or off.
+    pub fn pin(mut self, on: bool) -> Self {
+        self.pin = on;
+        self
+    }
+
+    /// Sets the acceptor's balance policy.
+    pub fn balance(mut self, b: Balance) -> Self {
+        self.balance = b;
+        self
+    }
+
+    /// Sets the pending-output watermarks (`low <= high`).
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.low_watermark = low;
+        self.high_watermark = high;
+        self
+    }
+
+    /// Sets the per-loop read buffer size (at least 512 bytes is used).
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer = bytes;
+        self
+    }
+
+    /// The loop count this configuration resolves to (`loops`, or the CPU count for 0).
+    pub fn effective_loops(&self) -> usize {
+        if self.loops > 0 {
+            self.loops
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Checks the values for consistency.
+    pub(crate) fn validate(&self) -> io::Result<()> {
+        let bad = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
+        if self.listen.is_empty() {
+            return bad("no listen address configured");
+        }
+        if self.low_watermark > self.high_watermark {
+            return bad("low watermark is above the high watermark");
+        }
+        if self.read_budget == 0 {
+            return bad("read budget must be at least 1");
+        }
+        Ok(())
+    }
+}

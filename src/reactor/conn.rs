@@ -1,0 +1,87 @@
+//! One connection as the loop stores it: socket, state, leftover input, pending output.
+//!
+//! An idle connection holds no buffers: input and output vectors are dropped when they
+//! empty, and the fast path reads into and writes from per-loop scratch buffers.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mio::net::TcpStream;
+
+use super::stats::{LoopStats, bump};
+
+/// WRITABLE interest is registered (pending output is waiting for the kernel).
+pub(crate) const WRITE_INTEREST: u8 = 1;
+/// The peer closed its side (read returned EOF).
+pub(crate) const READ_CLOSED: u8 = 2;
+/// Close once pending output is flushed; read no more.
+pub(crate) const CLOSING: u8 = 4;
+/// Not read because pending output is above the high watermark.
+pub(crate) const PAUSED: u8 = 8;
+
+pub(crate) struct Connection<S> {
+    pub(crate) sock: TcpStream,
+    pub(crate) state: S,
+    pub(crate) generation: u64,
+    pub(crate) peer: SocketAddr,
+    /// Unconsumed input (empty, unallocated, on the fast path).
+    pub(crate) input: Vec<u8>,
+    /// Pending output; bytes before `out_pos` are already written.
+    pub(crate) output: Vec<u8>,
+    pub(crate) out_pos: usize,
+    /// Set to false when the connection goes away; allocated only once a handle exists.
+    pub(crate) alive: Option<Arc<AtomicBool>>,
+    pub(crate) listener: u32,
+    pub(crate) flags: u8,
+}
+
+impl<S> Connection<S> {
+    /// Bytes of output waiting for the kernel.
+    #[inline]
+    pub(crate) fn pending(&self) -> usize {
+        self.output.len() - self.out_pos
+    }
+
+    #[inline]
+    pub(crate) fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Writes pending output until it is all written or the kernel buffer is full.
+    pub(crate) fn write_pending(&mut self, stats: &LoopStats) -> io::Result<()> {
+        while self.out_pos < self.output.len() {
+            match (&self.sock).write(&self.output[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_pos += n;
+                    bump(&stats.writes, 1);
+                    bump(&stats.bytes_written, n as u64);
+                    if self.out_pos < self.output.len() {
+                        bump(&stats.partial_writes, 1);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.output.len() {
+            self.output = Vec::new();
+            self.out_pos = 0;
+        } else if self.out_pos >= self.output.len() / 2 {
+            // Amortised compaction: each byte moves at most once per halving.
+            self.output.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Marks the connection gone for any `ConnHandle` that points at it.
+    pub(crate) fn mark_dead(&self) {
+        if let Some(a) = &self.alive {
+            a.store(false, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Reaching loops and connections from other threads: [`ConnHandle`], [`ServerHandle`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::Sender;
+
+use super::stats::{LoopStats, ServerStats};
+use super::waker::Waker;
+
+/// A message to a loop, sent over its channel and followed by a wake.
+pub(crate) enum Command {
+    /// A connection accepted by the single acceptor, for this loop to own.
+    Register {
+        stream: mio::net::TcpStream,
+        peer: SocketAddr,
+        listener: usize,
+    },
+    /// Call `woken` for the connection, if it is still the same one.
+    Wake { key: usize, generation: u64 },
+    /// Queue bytes on the connection, if it is still the same one.
+    Write {
+        key: usize,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// The sending side of one loop: its channel, waker and counters.
+#[derive(Clone)]
+pub(crate) struct LoopRemote {
+    pub(crate) id: usize,
+    pub(crate) tx: Sender<Command>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) stats: Arc<LoopStats>,
+}
+
+impl LoopRemote {
+    /// Sends a command and wakes the loop. Fails only when the loop has stopped.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), HandleError> {
+        self.tx.send(cmd).map_err(|_| HandleError::LoopStopped)?;
+        self.waker.wake().map_err(|_| HandleError::LoopStopped)
+    }
+}
+
+/// Why a [`ConnHandle`] call could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleError {
+    /// The connection has closed (or been detached).
+    Closed,
+    /// The loop that owned the connection has stopped.
+    LoopStopped,
+}
+
+impl fmt::Display for HandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandleError::Closed => f.write_str("connection is closed"),
+            HandleError::LoopStopped => f.write_str("event loop has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for HandleError {}
+
+/// A `Send + Clone` reference to one connection, usable from any thread.
+///
+/// It names the connection by loop id, slab key and a generation number unique within
+/// its loop, so once the connection closes and its slot is reused by a new connection,
+/// commands sent through an old handle are dropped by the loop and never reach the new
+/// connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    remote: LoopRemote,
+    key: usize,
+    generation: u64,
+    alive: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("loop", &self.remote.id)
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+impl ConnHandle {
+    pub(crate) fn new(
+        remote: &LoopRemote,
+        key: usize,
+        generation: u64,
+        alive: Arc<AtomicBool>,
+    ) -> Self {
+        ConnHandle {
+            remote: remote.clone(),
+            key,
+            generation,
+            alive,
+        }
+    }
+
+    /// Id of the loop that owns the connection.
+    pub fn loop_id(&self) -> usize {
+        self.remote.id
+    }
+
+    /// False once the connection has closed or been detached. A true answer can be
+    /// stale by the time it is used: a message may still be dropped if the connection
+    /// closes before the loop sees it.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Asks the owning loop to call [`EventHandler::woken`](super::EventHandler::woken)
+    /// for this connection.
+    pub fn wake(&self) -> Result<(), HandleError> {
+        if !self.is_alive() {
+            return Err(HandleError::Closed);
+        }
+        self.remote.send(Command::Wake {
+            key: self.key,
+            generation: self.generation,
+        })
+    }
+
+    /// Queues `bytes` for the connection. Messages from one thread arrive in the order
+    /// they were written; nothing is dropped while the connection stays open.
+    pub fn write(&self, bytes: impl Into<Vec<u8>>) -> Result<(), HandleError> {
+        if !self.is_alive() {
+            return Err(HandleError::Closed);
+        }
+        let bytes = bytes.into();
+        self.remote.send(Command::Write {
+            key: self.key,
+            generation: self.generation,
+            bytes,
+        })
+    }
+}
+
+/// State shared by all handles of one server.
+pub(crate) struct Shared {
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) loops: Vec<LoopRemote>,
+    pub(crate) acceptor: Option<(Arc<Waker>, Arc<LoopStats>)>,
+    pub(crate) addrs: Vec<SocketAddr>,
+}
+
+/// A `Send + Clone` handle to a running server: shut it down, read its counters.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addrs", &self.shared.addrs)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// Asks every loop (and the acceptor) to stop. Returns at once; the threads exit
+    /// after their current iteration and close their connections.
+    pub fn shutdown(&self) {
+        if self.shared.shutdown.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for l in &self.shared.loops {
+            let _ = l.send(Command::Shutdown);
+        }
+        if let Some((waker, _)) = &self.shared.acceptor {
+            let _ = waker.wake();
+        }
+    }
+
+    /// True once shutdown has been requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// The addresses the server listens on, with ports resolved.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.addrs
+    }
+
+    /// A snapshot of every loop's counters (and the acceptor's).
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            loops: self
+                .shared
+                .loops
+                .iter()
+                .map(|l| l.stats.snapshot())
+                .collect(),
+            acceptor: self.shared.acceptor.as_ref().map(|(_, s)| s.snapshot()),
+        }
+    }
+}

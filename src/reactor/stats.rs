@@ -1,0 +1,121 @@
+//! Per-loop counters, written by their own loop thread and readable from any thread.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Adds `n` to a counter that only one thread ever writes: a plain load and store, no
+/// locked read-modify-write on the hot path. Readers on other threads see a recent value.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Live counters of one loop (or of the acceptor thread). Each is written by exactly one
+/// thread; read them with [`LoopStats::snapshot`].
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct LoopStats {
+    pub(crate) open: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) partial_writes: AtomicU64,
+    pub(crate) accept_would_block: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) poll_iterations: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+    pub(crate) dropped_commands: AtomicU64,
+}
+
+/// A point-in-time copy of one loop's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections this loop took on (accepted itself, or handed over by the acceptor).
+    pub accepted: u64,
+    /// Connections closed (for any reason, including detach).
+    pub closed: u64,
+    /// Bytes read from connections.
+    pub bytes_read: u64,
+    /// Bytes written to connections.
+    pub bytes_written: u64,
+    /// `read` calls that returned data or EOF.
+    pub reads: u64,
+    /// `write` calls that wrote something.
+    pub writes: u64,
+    /// Writes that the kernel took only part of (the rest was buffered).
+    pub partial_writes: u64,
+    /// `accept` calls that found no connection waiting (EAGAIN).
+    pub accept_would_block: u64,
+    /// `accept` calls that failed otherwise (EMFILE, ECONNABORTED, ...).
+    pub accept_errors: u64,
+    /// Returns from the poller (`epoll_wait`).
+    pub poll_iterations: u64,
+    /// Times the loop's waker fired and was drained.
+    pub wakeups: u64,
+    /// Commands from a `ConnHandle` whose connection was already gone.
+    pub dropped_commands: u64,
+}
+
+impl LoopStats {
+    /// Reads every counter (relaxed; the values may be a moment apart).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            open: self.open.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            closed: self.closed.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            reads: self.reads.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            partial_writes: self.partial_writes.load(Relaxed),
+            accept_would_block: self.accept_would_block.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
+            poll_iterations: self.poll_iterations.load(Relaxed),
+            wakeups: self.wakeups.load(Relaxed),
+            dropped_commands: self.dropped_commands.load(Relaxed),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Field-wise sum of several snapshots.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a StatsSnapshot>) -> StatsSnapshot {
+        let mut t = StatsSnapshot::default();
+        for s in all {
+            t.open += s.open;
+            t.accepted += s.accepted;
+            t.closed += s.closed;
+            t.bytes_read += s.bytes_read;
+            t.bytes_written += s.bytes_written;
+            t.reads += s.reads;
+            t.writes += s.writes;
+            t.partial_writes += s.partial_writes;
+            t.accept_would_block += s.accept_would_block;
+            t.accept_errors += s.accept_errors;
+            t.poll_iterations += s.poll_iterations;
+            t.wakeups += s.wakeups;
+            t.dropped_commands += s.dropped_commands;
+        }
+        t
+    }
+}
+
+/// Counters of a whole server: one snapshot per loop, plus the acceptor's when there is one.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats {
+    /// Per-loop snapshots, indexed by loop id.
+    pub loops: Vec<StatsSnapshot>,
+    /// The single acceptor's counters (its accept calls), when reuseport is off.
+    pub acceptor: Option<StatsSnapshot>,
+}
+
+impl ServerStats {
+    /// Sum over loops and the acceptor.
+    pub fn total(&self) -> StatsSnapshot {
+        StatsSnapshot::sum(self.loops.iter().chain(self.acceptor.as_ref()))
+    }
+}

@@ -1,0 +1,165 @@
+//! Running a sans-IO [`Protocol`] on either engine: the reactor (through
+//! [`ProtoHandler`], the small adapter between the two) or the std::net baseline.
+//!
+//! ```no_run
+//! use evloop::proto::echo::Echo;
+//! use evloop::reactor::Config;
+//! use evloop::serve::{Engine, start};
+//!
+//! let config = Config::new().listen("127.0.0.1:5000")?.loops(2);
+//! let server = start(Engine::Reactor, Echo, config)?;
+//! println!("listening on {:?}", server.local_addrs());
+//! server.wait()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::baseline;
+use crate::proto::{Protocol, Session};
+use crate::reactor::{self, Action, Config, Conn, EventHandler, Server, ServerHandle};
+
+/// Which engine runs the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The event-loop reactor.
+    #[default]
+    Reactor,
+    /// The std::net thread-per-connection baseline.
+    Std,
+}
+
+/// How often each loop calls [`Protocol::tick`].
+const PROTOCOL_TICK: Duration = Duration::from_secs(1);
+
+/// An [`EventHandler`] that runs one [`Protocol`] session per connection.
+///
+/// A protocol error's reply is queued after any replies the session produced, then the
+/// connection closes once the output is flushed.
+#[derive(Debug, Clone)]
+pub struct ProtoHandler<P: Protocol> {
+    proto: P,
+}
+
+impl<P: Protocol> ProtoHandler<P> {
+    /// A handler for `proto` (cloned once per loop).
+    pub fn new(proto: P) -> Self {
+        ProtoHandler { proto }
+    }
+}
+
+impl<P: Protocol> EventHandler for ProtoHandler<P> {
+    type State = P::Session;
+
+    fn opened(&mut self, _conn: &mut Conn<'_>) -> (P::Session, Action) {
+        (self.proto.new_session(), Action::None)
+    }
+
+    fn data(
+        &mut self,
+        conn: &mut Conn<'_>,
+        session: &mut P::Session,
+        input: &[u8],
+    ) -> (usize, Action) {
+        match session.on_input(input, conn.out()) {
+            Ok(p) => (
+                p.consumed.min(input.len()),
+                if p.close { Action::Close } else { Action::None },
+            ),
+            Err(e) => {
+                log::debug!("{} from {}: {e}", self.proto.name(), conn.peer_addr());
+                conn.write(&e.reply);
+                (input.len(), Action::Close)
+            }
+        }
+    }
+
+    fn tick(&mut self) -> Option<Duration> {
+        self.proto.tick();
+        Some(PROTOCOL_TICK)
+    }
+}
+
+/// A protocol server running on either engine.
+pub struct Served {
+    inner: Inner,
+}
+
+enum Inner {
+    Reactor(reactor::Running),
+    Std(baseline::Running),
+}
+
+/// Stops a [`Served`] server from any thread.
+#[derive(Clone)]
+pub enum StopHandle {
+    /// The reactor's server handle.
+    Reactor(ServerHandle),
+    /// The std baseline's stop handle.
+    Std(baseline::StopHandle),
+}
+
+impl StopHandle {
+    /// Begins shutdown; returns at once.
+    pub fn stop(&self) {
+        match self {
+            StopHandle::Reactor(h) => h.shutdown(),
+            StopHandle::Std(h) => h.stop(),
+        }
+    }
+}
+
+/// Binds and starts `proto` on `engine`. The std engine uses only `config.listen` and
+/// `config.nodelay`; everything else configures the reactor.
+pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Result<Served> {
+    let inner = match engine {
+        Engine::Reactor => {
+            let server = Server::bind(config)?;
+            Inner::Reactor(server.start(move |_| ProtoHandler::new(proto.clone()))?)
+        }
+        Engine::Std => Inner::Std(baseline::start(proto, &config.listen, config.nodelay)?),
+    };
+    Ok(Served { inner })
+}
+
+impl Served {
+    /// The bound addresses, ports resolved.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        match &self.inner {
+            Inner::Reactor(r) => r.local_addrs(),
+            Inner::Std(s) => s.local_addrs(),
+        }
+    }
+
+    /// The reactor's handle (stats and shutdown), when running on the reactor.
+    pub fn reactor(&self) -> Option<ServerHandle> {
+        match &self.inner {
+            Inner::Reactor(r) => Some(r.handle()),
+            Inner::Std(_) => None,
+        }
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        match &self.inner {
+            Inner::Reactor(r) => StopHandle::Reactor(r.handle()),
+            Inner::Std(s) => StopHandle::Std(s.stop_handle()),
+        }
+    }
+
+    /// Waits until the server has stopped.
+    pub fn wait(self) -> io::Result<()> {
+        match self.inner {
+            Inner::Reactor(r) => r.wait(),
+            Inner::Std(s) => s.wait(),
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub fn shutdown(self) -> io::Result<()> {
+        self.stop_handle().stop();
+        self.wait()
+    }
+}
