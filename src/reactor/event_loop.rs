@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -562,8 +563,14 @@ impl<H: EventHandler> EventLoop<H> {
                 .reregister(&mut c.sock, Token(key), Interest::READABLE)?;
             c.flags &= !WRITE_INTEREST;
         }
-        if pending > cfg.high_watermark {
-            c.flags |= PAUSED;
+        if pending > 0 {
+            let peak = &self.stats.peak_pending_output;
+            if pending as u64 > peak.load(Relaxed) {
+                peak.store(pending as u64, Relaxed);
+            }
+            if pending > cfg.high_watermark {
+                c.flags |= PAUSED;
+            }
         }
         Ok(())
     }

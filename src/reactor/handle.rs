@@ -107,6 +107,16 @@ impl ConnHandle {
         }
     }
 
+    /// A copy of this handle that claims its connection is alive, so a test can make a
+    /// stale handle reach the loop and prove the loop's generation check drops it.
+    #[cfg(test)]
+    pub(crate) fn forged_alive(&self) -> ConnHandle {
+        ConnHandle {
+            alive: Arc::new(AtomicBool::new(true)),
+            ..self.clone()
+        }
+    }
+
     /// Id of the loop that owns the connection.
     pub fn loop_id(&self) -> usize {
         self.remote.id

@@ -27,6 +27,7 @@ pub struct LoopStats {
     pub(crate) poll_iterations: AtomicU64,
     pub(crate) wakeups: AtomicU64,
     pub(crate) dropped_commands: AtomicU64,
+    pub(crate) peak_pending_output: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -58,6 +59,9 @@ pub struct StatsSnapshot {
     pub wakeups: u64,
     /// Commands from a `ConnHandle` whose connection was already gone.
     pub dropped_commands: u64,
+    /// The most output ever pending on one connection of this loop, in bytes (bounded by
+    /// the high watermark plus what one callback writes).
+    pub peak_pending_output: u64,
 }
 
 impl LoopStats {
@@ -77,12 +81,13 @@ impl LoopStats {
             poll_iterations: self.poll_iterations.load(Relaxed),
             wakeups: self.wakeups.load(Relaxed),
             dropped_commands: self.dropped_commands.load(Relaxed),
+            peak_pending_output: self.peak_pending_output.load(Relaxed),
         }
     }
 }
 
 impl StatsSnapshot {
-    /// Field-wise sum of several snapshots.
+    /// Field-wise sum of several snapshots (the maximum, for `peak_pending_output`).
     pub fn sum<'a>(all: impl IntoIterator<Item = &'a StatsSnapshot>) -> StatsSnapshot {
         let mut t = StatsSnapshot::default();
         for s in all {
@@ -99,6 +104,7 @@ impl StatsSnapshot {
             t.poll_iterations += s.poll_iterations;
             t.wakeups += s.wakeups;
             t.dropped_commands += s.dropped_commands;
+            t.peak_pending_output = t.peak_pending_output.max(s.peak_pending_output);
         }
         t
     }

@@ -41,7 +41,11 @@ impl Waker {
     /// Called by the loop when the waker fired: re-arms coalescing and drains the
     /// kernel object. The loop must then process its command channel.
     pub(crate) fn reset(&self) {
-        self.pending.store(false, Ordering::Release);
+        // A read-modify-write, not a plain store: it reads from the last sender's
+        // `swap(true)`, so every command sent before that swap is visible to the channel
+        // reads that follow. (A plain store could let those reads run ahead of it and
+        // miss a command whose sender saw the flag still set and skipped the wake.)
+        self.pending.swap(false, Ordering::AcqRel);
         self.inner.drain();
     }
 }
