@@ -2,15 +2,18 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use evloop::load::{self, LoadConfig, LoadProto};
 use evloop::proto::Protocol;
 use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
-use evloop::proto::size::parse_size;
+use evloop::proto::http::{Http, HttpConfig};
+use evloop::proto::size::{parse_duration, parse_size};
 use evloop::reactor::{Balance, Config};
 use evloop::serve::{self, Engine, Served};
 
@@ -42,10 +45,57 @@ enum Command {
     /// Examples:
     ///   evloop serve                                  # echo on 127.0.0.1:5000, one loop per CPU
     ///   evloop serve --loops 4 --reuseport --pin
+    ///   evloop serve --proto http --loops 1           # HTTP on 127.0.0.1:8080
     ///   evloop serve --proto frame --listen 0.0.0.0:5001
     ///   evloop serve --engine std                     # the thread-per-connection baseline
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Generate load against a server and report requests/s and latency.
+    ///
+    /// Client connections run on evloop's own reactor; every reply is checked, and any
+    /// wrong reply makes the exit code 1. Examples:
+    ///   evloop load 127.0.0.1:5000 -c 50 -d 10s                    # 6-byte echo ping-pong
+    ///   evloop load 127.0.0.1:8080 --proto http -c 50 --pipeline 16
+    ///   evloop load 127.0.0.1:6380 --proto redis --command set --size 64 --json
+    #[command(verbatim_doc_comment)]
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// Server address, HOST:PORT.
+    #[arg(value_parser = parse_one_addr, value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
+    proto: ProtoKind,
+    /// Concurrent connections.
+    #[arg(short = 'c', long, default_value_t = 50, value_name = "N")]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pipeline: usize,
+    /// Message size (echo, frame) or value size (redis set), bytes or K/M.
+    #[arg(long, default_value = "6", value_parser = parse_size, value_name = "SIZE")]
+    size: usize,
+    /// Measured duration (e.g. 10s, 500ms, 2m).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    duration: Duration,
+    /// Unmeasured warmup before it.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    warmup: Duration,
+    /// Client event-loop threads.
+    #[arg(short = 't', long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// HTTP path to GET.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Redis command to send.
+    #[arg(long = "command", value_parser = ["ping", "set", "get"], default_value = "ping")]
+    redis_command: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -54,7 +104,7 @@ struct ServeArgs {
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
     /// Address to listen on, `HOST:PORT` or `tcp://HOST:PORT` (repeatable). Default:
-    /// 127.0.0.1 with the protocol's port (echo 5000, frame 5001).
+    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, frame 5001).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
     listen: Vec<Vec<SocketAddr>>,
     /// Event-loop threads; 0 = one per CPU.
@@ -88,6 +138,15 @@ struct ServeArgs {
     /// Resume reading once pending output is down to this.
     #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
     low_watermark: usize,
+    /// http: largest request head (request line + headers), bytes or K/M.
+    #[arg(long, default_value = "8K", value_parser = parse_size, value_name = "SIZE")]
+    max_head_bytes: usize,
+    /// http: most header fields in one request.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_headers: usize,
+    /// http: largest request body (Content-Length or chunked total).
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    max_body: usize,
     /// frame: largest frame payload accepted.
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     max_frame: usize,
@@ -97,6 +156,8 @@ struct ServeArgs {
 enum ProtoKind {
     /// Every byte back.
     Echo,
+    /// HTTP/1.1: GET / and /plaintext, POST /echo, keep-alive, pipelining.
+    Http,
     /// 4-byte big-endian length-prefixed frames, echoed whole.
     Frame,
 }
@@ -105,6 +166,7 @@ impl ProtoKind {
     fn default_port(self) -> u16 {
         match self {
             ProtoKind::Echo => 5000,
+            ProtoKind::Http => 8080,
             ProtoKind::Frame => 5001,
         }
     }
@@ -138,6 +200,11 @@ fn parse_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// Like [`parse_addr`], keeping the first address.
+fn parse_one_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_addr(s).map(|v| v[0])
+}
+
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
@@ -155,6 +222,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Load(args) => run_load(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,6 +231,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_load(args: LoadArgs) -> Result<(), String> {
+    let config = LoadConfig {
+        addr: args.addr,
+        proto: match args.proto {
+            ProtoKind::Echo => LoadProto::Echo,
+            ProtoKind::Http => LoadProto::Http,
+            ProtoKind::Frame => LoadProto::Frame,
+        },
+        connections: args.connections,
+        pipeline: args.pipeline,
+        size: args.size,
+        duration: args.duration,
+        warmup: args.warmup,
+        threads: args.threads,
+        path: args.path,
+        redis_command: args.redis_command,
+        progress: !args.json,
+    };
+    let report = load::run(&config).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.to_text());
+    }
+    if report.errors > 0 || report.dropped > 0 {
+        return Err(format!(
+            "{} wrong replies, {} connections dropped",
+            report.errors, report.dropped
+        ));
+    }
+    if report.requests == 0 {
+        return Err("no replies were received in the measured window".into());
+    }
+    Ok(())
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
@@ -199,6 +303,14 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     };
     match args.proto {
         ProtoKind::Echo => run(engine, Echo, config),
+        ProtoKind::Http => {
+            let limits = HttpConfig {
+                max_head_bytes: args.max_head_bytes,
+                max_headers: args.max_headers,
+                max_body: args.max_body,
+            };
+            run(engine, Http::new(limits), config)
+        }
         ProtoKind::Frame => run(
             engine,
             Frame::new(FrameConfig {

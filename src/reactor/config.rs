@@ -21,7 +21,9 @@ pub enum Balance {
 /// chained setters; every field has a sane default.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Addresses to listen on (TCP). At least one is required.
+    /// Addresses to listen on (TCP). May be empty for a reactor that only serves
+    /// connections handed to it with [`ServerHandle::attach`](super::ServerHandle::attach)
+    /// (a client, say).
     pub listen: Vec<SocketAddr>,
     /// Number of event-loop threads; 0 means one per available CPU.
     pub loops: usize,
@@ -129,9 +131,6 @@ impl Config {
     /// Checks the values for consistency.
     pub(crate) fn validate(&self) -> io::Result<()> {
         let bad = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
-        if self.listen.is_empty() {
-            return bad("no listen address configured");
-        }
         if self.low_watermark > self.high_watermark {
             return bad("low watermark is above the high watermark");
         }

@@ -313,7 +313,7 @@ impl<H: EventHandler> EventLoop<H> {
             output: Vec::new(),
             out_pos: 0,
             alive,
-            listener: listener as u32,
+            listener: u32::try_from(listener).unwrap_or(u32::MAX),
             flags: 0,
         });
         bump(&self.stats.accepted, 1);
@@ -408,7 +408,7 @@ impl<H: EventHandler> EventLoop<H> {
         let mut conn = Conn {
             out: if pending > 0 { output } else { wbuf },
             peer: *peer,
-            listener: *listener as usize,
+            listener: listener_index(*listener),
             socket: sock,
             pending,
             remote: &parts.remote,
@@ -463,7 +463,7 @@ impl<H: EventHandler> EventLoop<H> {
         let mut conn = Conn {
             out: if pending > 0 { output } else { wbuf },
             peer: *peer,
-            listener: *listener as usize,
+            listener: listener_index(*listener),
             socket: sock,
             pending,
             remote: &parts.remote,
@@ -631,6 +631,15 @@ impl<H: EventHandler> EventLoop<H> {
             let _ = self.conns[key].write_pending(&self.stats);
             self.close(key, CloseReason::Shutdown);
         }
+    }
+}
+
+/// The listener index stored as u32 (u32::MAX for attached connections), as the API's usize.
+fn listener_index(stored: u32) -> usize {
+    if stored == u32::MAX {
+        usize::MAX
+    } else {
+        stored as usize
     }
 }
 

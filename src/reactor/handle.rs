@@ -76,8 +76,8 @@ impl std::error::Error for HandleError {}
 #[derive(Clone)]
 pub struct ConnHandle {
     remote: LoopRemote,
-    key: usize,
-    generation: u64,
+    pub(crate) key: usize,
+    pub(crate) generation: u64,
     alive: Arc<AtomicBool>,
 }
 
@@ -201,6 +201,23 @@ impl ServerHandle {
     /// The addresses the server listens on, with ports resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
+    }
+
+    /// Hands an already connected socket (an outbound client connection, say) to loop
+    /// `loop_id % loops`, which takes it on like an accepted one: `opened` runs on that
+    /// loop, with [`Conn::listener`](super::Conn::listener) = `usize::MAX`.
+    pub fn attach(&self, loop_id: usize, stream: std::net::TcpStream) -> std::io::Result<()> {
+        let peer = stream.peer_addr()?;
+        stream.set_nonblocking(true)?;
+        let remote = &self.shared.loops[loop_id % self.shared.loops.len()];
+        let cmd = Command::Register {
+            stream: mio::net::TcpStream::from_std(stream),
+            peer,
+            listener: usize::MAX,
+        };
+        remote
+            .send(cmd)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// A snapshot of every loop's counters (and the acceptor's).

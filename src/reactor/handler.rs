@@ -105,7 +105,8 @@ impl Conn<'_> {
         self.socket.local_addr()
     }
 
-    /// Index of the configured listen address this connection arrived on.
+    /// Index of the configured listen address this connection arrived on (`usize::MAX`
+    /// for a connection handed over with [`ServerHandle::attach`]).
     pub fn listener(&self) -> usize {
         self.listener
     }

@@ -34,6 +34,8 @@ mod handler;
 mod listener;
 mod server;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod waker;
 
 pub use config::{Balance, Config};

@@ -1,0 +1,261 @@
+//! `evloop load`: a load generator whose client connections run on evloop's own reactor.
+//!
+//! Every connection keeps `pipeline` requests in flight; each reply is parsed and
+//! checked (echo and frame byte-exact, HTTP status 2xx, RESP reply type), and its latency
+//! recorded in an HDR histogram. A run is a warmup, then the measured duration; only the
+//! measured part is reported.
+
+mod client;
+mod workload;
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::{Client, MEASURE, STOP, Shared, Tally, WARMUP};
+pub(crate) use workload::Workload;
+
+use crate::reactor::{Config, Server};
+
+/// The protocol a load run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadProto {
+    /// Echo `size` bytes.
+    Echo,
+    /// Frames with `size`-byte payloads.
+    Frame,
+    /// HTTP GET of `path`.
+    Http,
+    /// Redis command `redis_command` (`set` values are `size` bytes).
+    Redis,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Protocol.
+    pub proto: LoadProto,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Message / value size in bytes (echo, frame, redis set).
+    pub size: usize,
+    /// Measured duration.
+    pub duration: Duration,
+    /// Unmeasured warmup before it.
+    pub warmup: Duration,
+    /// Client loop threads.
+    pub threads: usize,
+    /// HTTP path.
+    pub path: String,
+    /// Redis command: ping, set or get.
+    pub redis_command: String,
+    /// Print a progress line every second to stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Replies received and checked in the measured window.
+    pub requests: u64,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Bytes sent / received in the window.
+    pub bytes_out: u64,
+    /// Bytes received in the window.
+    pub bytes_in: u64,
+    /// Wrong or unparsable replies.
+    pub errors: u64,
+    /// Connections that closed before the end.
+    pub dropped: u64,
+    /// Latency percentiles in microseconds: p50, p90, p99, p99.9, max.
+    pub latency_us: [f64; 5],
+}
+
+impl Report {
+    /// Requests per second.
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    /// One JSON object on one line.
+    pub fn to_json(&self) -> String {
+        let l = &self.latency_us;
+        format!(
+            "{{\"requests\":{},\"seconds\":{:.3},\"rps\":{:.1},\"mb_out_per_s\":{:.3},\"mb_in_per_s\":{:.3},\
+             \"errors\":{},\"dropped\":{},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p999\":{:.1},\"max\":{:.1}}}}}",
+            self.requests,
+            self.seconds,
+            self.rps(),
+            self.bytes_out as f64 / self.seconds / 1e6,
+            self.bytes_in as f64 / self.seconds / 1e6,
+            self.errors,
+            self.dropped,
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            l[4]
+        )
+    }
+
+    /// A human-readable summary.
+    pub fn to_text(&self) -> String {
+        let l = &self.latency_us;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "requests:   {} in {:.2} s = {:.0} req/s",
+            self.requests,
+            self.seconds,
+            self.rps()
+        );
+        let _ = writeln!(
+            s,
+            "throughput: {:.2} MB/s out, {:.2} MB/s in",
+            self.bytes_out as f64 / self.seconds / 1e6,
+            self.bytes_in as f64 / self.seconds / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "latency:    p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us",
+            l[0], l[1], l[2], l[3], l[4]
+        );
+        let _ = write!(
+            s,
+            "errors:     {} wrong replies, {} connections dropped",
+            self.errors, self.dropped
+        );
+        s
+    }
+}
+
+/// Runs the load and returns the report. Fails when connecting fails or the
+/// configuration is impossible (e.g. more connections than descriptors allow).
+pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if cfg.connections == 0 || cfg.pipeline == 0 || cfg.threads == 0 {
+        return Err(invalid(
+            "connections, pipeline and threads must be at least 1".into(),
+        ));
+    }
+    let workload = match cfg.proto {
+        LoadProto::Echo => Workload::echo(cfg.size.max(1)),
+        LoadProto::Frame => Workload::frame(cfg.size),
+        LoadProto::Http => Workload::http(&cfg.path),
+        LoadProto::Redis => Workload::redis(&cfg.redis_command, cfg.size).map_err(invalid)?,
+    };
+    raise_nofile(cfg.connections as u64 + 64)?;
+    let shared = Arc::new(Shared {
+        workload,
+        pipeline: cfg.pipeline,
+        phase: AtomicU8::new(WARMUP),
+        progress: AtomicU64::new(0),
+        results: Mutex::new(Vec::new()),
+    });
+    let server = Server::bind(Config::new().loops(cfg.threads))?;
+    let sh = shared.clone();
+    let running = server.start(move |_| Client {
+        shared: sh.clone(),
+        tally: Tally::new(),
+    })?;
+    let handle = running.handle();
+    for i in 0..cfg.connections {
+        let stream =
+            TcpStream::connect_timeout(&cfg.addr, Duration::from_secs(5)).map_err(|e| {
+                handle.shutdown();
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot connect to {} (connection {}): {e}", cfg.addr, i + 1),
+                )
+            })?;
+        let _ = stream.set_nodelay(true);
+        handle.attach(i, stream)?;
+    }
+    std::thread::sleep(cfg.warmup);
+    shared.phase.store(MEASURE, Ordering::Relaxed);
+    let start = Instant::now();
+    let show = cfg.progress && io::stderr().is_terminal();
+    let mut last = 0;
+    while start.elapsed() < cfg.duration {
+        let left = cfg.duration.saturating_sub(start.elapsed());
+        std::thread::sleep(left.min(Duration::from_secs(1)));
+        if show {
+            let now = shared.progress.load(Ordering::Relaxed);
+            eprint!(
+                "\r{:>6.1}s  {:>10} req/s  ",
+                start.elapsed().as_secs_f64(),
+                now - last
+            );
+            let _ = io::stderr().flush();
+            last = now;
+        }
+    }
+    shared.phase.store(STOP, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    if show {
+        eprintln!();
+    }
+    running.shutdown()?;
+    let mut total = Tally::new();
+    for t in shared
+        .results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        total.merge(t);
+    }
+    let h = &total.latency_ns;
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Ok(Report {
+        requests: total.requests,
+        seconds,
+        bytes_out: total.bytes_out,
+        bytes_in: total.bytes_in,
+        errors: total.errors,
+        dropped: total.dropped,
+        latency_us: [
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.9)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.max()),
+        ],
+    })
+}
+
+/// Raises the soft RLIMIT_NOFILE to at least `need` (up to the hard limit), or explains
+/// why it cannot.
+pub fn raise_nofile(need: u64) -> io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max < need {
+        return Err(io::Error::other(format!(
+            "{need} file descriptors are needed but the hard limit is {} (raise it with `ulimit -Hn` as root)",
+            lim.rlim_max
+        )));
+    }
+    lim.rlim_cur = need.max(lim.rlim_cur);
+    // SAFETY: setrlimit reads one valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
