@@ -13,6 +13,7 @@ use evloop::proto::Protocol;
 use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
+use evloop::proto::resp::{Redis, RespConfig};
 use evloop::proto::size::{parse_duration, parse_size};
 use evloop::reactor::{Balance, Config};
 use evloop::serve::{self, Engine, Served};
@@ -46,6 +47,7 @@ enum Command {
     ///   evloop serve                                  # echo on 127.0.0.1:5000, one loop per CPU
     ///   evloop serve --loops 4 --reuseport --pin
     ///   evloop serve --proto http --loops 1           # HTTP on 127.0.0.1:8080
+    ///   evloop serve --proto redis                    # RESP2 on 127.0.0.1:6380
     ///   evloop serve --proto frame --listen 0.0.0.0:5001
     ///   evloop serve --engine std                     # the thread-per-connection baseline
     #[command(verbatim_doc_comment)]
@@ -104,7 +106,7 @@ struct ServeArgs {
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
     /// Address to listen on, `HOST:PORT` or `tcp://HOST:PORT` (repeatable). Default:
-    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, frame 5001).
+    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
     listen: Vec<Vec<SocketAddr>>,
     /// Event-loop threads; 0 = one per CPU.
@@ -147,6 +149,12 @@ struct ServeArgs {
     /// http: largest request body (Content-Length or chunked total).
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
     max_body: usize,
+    /// redis: largest bulk string in a request.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_bulk: usize,
+    /// redis: most elements in one multibulk request.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "N")]
+    max_multibulk: usize,
     /// frame: largest frame payload accepted.
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     max_frame: usize,
@@ -158,6 +166,8 @@ enum ProtoKind {
     Echo,
     /// HTTP/1.1: GET / and /plaintext, POST /echo, keep-alive, pipelining.
     Http,
+    /// Redis RESP2: strings with expiry, pipelining; works with redis-cli.
+    Redis,
     /// 4-byte big-endian length-prefixed frames, echoed whole.
     Frame,
 }
@@ -167,6 +177,7 @@ impl ProtoKind {
         match self {
             ProtoKind::Echo => 5000,
             ProtoKind::Http => 8080,
+            ProtoKind::Redis => 6380,
             ProtoKind::Frame => 5001,
         }
     }
@@ -239,6 +250,7 @@ fn run_load(args: LoadArgs) -> Result<(), String> {
         proto: match args.proto {
             ProtoKind::Echo => LoadProto::Echo,
             ProtoKind::Http => LoadProto::Http,
+            ProtoKind::Redis => LoadProto::Redis,
             ProtoKind::Frame => LoadProto::Frame,
         },
         connections: args.connections,
@@ -310,6 +322,14 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
                 max_body: args.max_body,
             };
             run(engine, Http::new(limits), config)
+        }
+        ProtoKind::Redis => {
+            let limits = RespConfig {
+                max_bulk: args.max_bulk,
+                max_multibulk: args.max_multibulk,
+                ..RespConfig::default()
+            };
+            run(engine, Redis::new(limits), config)
         }
         ProtoKind::Frame => run(
             engine,

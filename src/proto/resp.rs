@@ -1,1 +1,0 @@
-//! Redis RESP2 (placeholder, being written).

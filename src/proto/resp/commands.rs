@@ -1,0 +1,934 @@
+//! Command execution: one parsed command in, one reply appended to `out`.
+//!
+//! Replies are worded as Redis 7 words them. Errors from commands are ordinary replies;
+//! the connection stays open (only the parser's protocol errors close it).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::Shared;
+use super::keyspace::{Keyspace, Now, Ttl};
+use super::parse::parse_i64;
+use super::reply::{self, NIL, NOT_INTEGER, OK, ONE, OVERFLOW, PONG, SYNTAX_ERR, ZERO};
+
+/// The arguments of one command, as ranges into a buffer (the connection's input for
+/// multibulk commands, the parser's scratch buffer for inline ones).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Args<'a> {
+    buf: &'a [u8],
+    ranges: &'a [(usize, usize)],
+}
+
+impl<'a> Args<'a> {
+    /// Arguments `ranges` of `buf`.
+    pub(super) fn new(buf: &'a [u8], ranges: &'a [(usize, usize)]) -> Self {
+        Args { buf, ranges }
+    }
+
+    /// Number of arguments, the command name included.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Argument `i` (an empty slice if out of range, so no index can panic).
+    #[inline]
+    pub(super) fn get(&self, i: usize) -> &'a [u8] {
+        self.ranges
+            .get(i)
+            .and_then(|&(s, e)| self.buf.get(s..e))
+            .unwrap_or(&[])
+    }
+}
+
+/// Per-connection client state.
+#[derive(Debug, Default)]
+pub(super) struct Client {
+    /// `CLIENT ID`.
+    pub(super) id: u64,
+    /// `CLIENT SETNAME`.
+    pub(super) name: Option<Vec<u8>>,
+}
+
+macro_rules! commands {
+    ($($variant:ident $name:literal $arity:literal,)*) => {
+        /// A supported command.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(super) enum Cmd { $($variant,)* }
+
+        /// Name and arity (Redis convention: `n` exactly n arguments, `-n` at least n,
+        /// the command name counted) of each command, in [`Cmd`] order.
+        pub(super) const SPECS: &[(Cmd, &[u8], i32)] = &[$((Cmd::$variant, $name, $arity),)*];
+
+        /// The command named `lower` (lowercase).
+        #[inline]
+        fn lookup_lower(lower: &[u8]) -> Option<Cmd> {
+            match lower {
+                $($name => Some(Cmd::$variant),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+commands! {
+    Get b"get" 2,
+    Set b"set" -3,
+    Ping b"ping" -1,
+    Incr b"incr" 2,
+    Decr b"decr" 2,
+    IncrBy b"incrby" 3,
+    DecrBy b"decrby" 3,
+    MGet b"mget" -2,
+    MSet b"mset" -3,
+    MSetNx b"msetnx" -3,
+    Del b"del" -2,
+    Unlink b"unlink" -2,
+    Exists b"exists" -2,
+    Echo b"echo" 2,
+    GetSet b"getset" 3,
+    GetDel b"getdel" 2,
+    SetNx b"setnx" 3,
+    SetEx b"setex" 4,
+    PSetEx b"psetex" 4,
+    Append b"append" 3,
+    StrLen b"strlen" 2,
+    Expire b"expire" -3,
+    PExpire b"pexpire" -3,
+    Ttl b"ttl" 2,
+    PTtl b"pttl" 2,
+    Persist b"persist" 2,
+    Type b"type" 2,
+    DbSize b"dbsize" 1,
+    FlushDb b"flushdb" -1,
+    FlushAll b"flushall" -1,
+    Select b"select" 2,
+    Quit b"quit" -1,
+    Command b"command" -1,
+    Config b"config" -2,
+    Info b"info" -1,
+    Client b"client" -2,
+}
+
+/// Looks a command up by name, case-insensitively, without allocating.
+#[inline]
+pub(super) fn lookup(name: &[u8]) -> Option<Cmd> {
+    let mut buf = [0u8; 16];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    lookup_lower(lower)
+}
+
+#[inline]
+fn arity_ok(arity: i32, argc: usize) -> bool {
+    if arity >= 0 {
+        argc == arity as usize
+    } else {
+        argc >= arity.unsigned_abs() as usize
+    }
+}
+
+fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"' command\r\n");
+}
+
+/// At most `n` bytes of `s`.
+fn prefix(s: &[u8], n: usize) -> &[u8] {
+    &s[..s.len().min(n)]
+}
+
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' ` (Redis 7).
+fn unknown_command(a: &Args<'_>, out: &mut Vec<u8>) {
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(prefix(a.get(0), 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    let start = msg.len();
+    let mut i = 1;
+    while i < a.len() && msg.len() - start < 128 {
+        let room = 128 - (msg.len() - start);
+        msg.push(b'\'');
+        msg.extend_from_slice(prefix(a.get(i), room));
+        msg.extend_from_slice(b"' ");
+        i += 1;
+    }
+    reply::error_sanitized(out, &msg);
+}
+
+/// `-ERR unknown subcommand 'sub'. Try CMD HELP.` (Redis 7).
+fn unknown_subcommand(a: &Args<'_>, out: &mut Vec<u8>) {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(prefix(a.get(1), 128));
+    msg.extend_from_slice(b"'. Try ");
+    msg.extend(a.get(0).iter().map(u8::to_ascii_uppercase));
+    msg.extend_from_slice(b" HELP.");
+    reply::error_sanitized(out, &msg);
+}
+
+fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"-ERR invalid expire time in '");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"' command\r\n");
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Executes one command with its arguments `a` (at least one: the name), appending its
+/// reply to `out`. Returns true when the connection should close (`QUIT`).
+pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) -> bool {
+    let Some(cmd) = lookup(a.get(0)) else {
+        unknown_command(a, out);
+        return false;
+    };
+    let (_, name, arity) = SPECS[cmd as usize];
+    if !arity_ok(arity, a.len()) {
+        wrong_arity(out, name);
+        return false;
+    }
+    let ks = &sh.keyspace;
+    match cmd {
+        Cmd::Get => {
+            let key = a.get(1);
+            let mut now = ks.clock();
+            ks.shard(key).with(key, &mut now, |e| {
+                reply::opt_bulk(out, e.map(|e| &e.value[..]))
+            });
+        }
+        Cmd::Set => set(ks, a, out),
+        Cmd::Ping => match a.len() {
+            1 => reply::raw(out, PONG),
+            2 => reply::bulk(out, a.get(1)),
+            _ => wrong_arity(out, name),
+        },
+        Cmd::Incr => incr_by(ks, a.get(1), 1, out),
+        Cmd::Decr => incr_by(ks, a.get(1), -1, out),
+        Cmd::IncrBy | Cmd::DecrBy => match parse_i64(a.get(2)) {
+            None => reply::raw(out, NOT_INTEGER),
+            Some(i64::MIN) if cmd == Cmd::DecrBy => {
+                reply::error(out, b"ERR decrement would overflow")
+            }
+            Some(v) => incr_by(ks, a.get(1), if cmd == Cmd::DecrBy { -v } else { v }, out),
+        },
+        Cmd::MGet => {
+            reply::array(out, a.len() - 1);
+            let mut now = ks.clock();
+            for i in 1..a.len() {
+                let key = a.get(i);
+                ks.shard(key).with(key, &mut now, |e| {
+                    reply::opt_bulk(out, e.map(|e| &e.value[..]))
+                });
+            }
+        }
+        Cmd::MSet | Cmd::MSetNx => {
+            if a.len().is_multiple_of(2) {
+                wrong_arity(out, name);
+                return false;
+            }
+            let mut now = ks.clock();
+            if cmd == Cmd::MSetNx
+                && (1..a.len())
+                    .step_by(2)
+                    .any(|i| ks.shard(a.get(i)).contains(a.get(i), &mut now))
+            {
+                reply::raw(out, ZERO);
+                return false;
+            }
+            for i in (1..a.len()).step_by(2) {
+                ks.shard(a.get(i))
+                    .set(a.get(i), a.get(i + 1), Ttl::Clear, &mut now);
+            }
+            reply::raw(out, if cmd == Cmd::MSet { OK } else { ONE });
+        }
+        Cmd::Del | Cmd::Unlink | Cmd::Exists => {
+            let mut now = ks.clock();
+            let mut n = 0;
+            for i in 1..a.len() {
+                let key = a.get(i);
+                let mut shard = ks.shard(key);
+                let hit = if cmd == Cmd::Exists {
+                    shard.contains(key, &mut now)
+                } else {
+                    shard.delete_live(key, &mut now)
+                };
+                n += i64::from(hit);
+            }
+            reply::int(out, n);
+        }
+        Cmd::Echo => reply::bulk(out, a.get(1)),
+        Cmd::GetSet => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let mut shard = ks.shard(key);
+            shard.with(key, &mut now, |e| {
+                reply::opt_bulk(out, e.map(|e| &e.value[..]))
+            });
+            shard.set(key, a.get(2), Ttl::Clear, &mut now);
+        }
+        Cmd::GetDel => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let old = ks.shard(key).remove(key);
+            match old {
+                Some(e) if e.expire().is_none_or(|d| now.get() < d) => reply::bulk(out, &e.value),
+                _ => reply::raw(out, NIL),
+            }
+        }
+        Cmd::SetNx => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let mut shard = ks.shard(key);
+            if shard.contains(key, &mut now) {
+                reply::raw(out, ZERO);
+            } else {
+                shard.set(key, a.get(2), Ttl::Clear, &mut now);
+                reply::raw(out, ONE);
+            }
+        }
+        Cmd::SetEx | Cmd::PSetEx => {
+            let unit = if cmd == Cmd::SetEx {
+                Unit::Ex
+            } else {
+                Unit::Px
+            };
+            let mut now = ks.clock();
+            if let Some(d) = deadline(a.get(2), unit, name, &mut now, out) {
+                ks.shard(a.get(1))
+                    .set(a.get(1), a.get(3), Ttl::At(d), &mut now);
+                reply::raw(out, OK);
+            }
+        }
+        Cmd::Append => {
+            let (key, value, mut now) = (a.get(1), a.get(2), ks.clock());
+            let max = sh.cfg.max_bulk;
+            let r = ks.shard(key).upsert(
+                key,
+                &mut now,
+                |e| {
+                    if e.value.len().saturating_add(value.len()) > max {
+                        return None;
+                    }
+                    e.value.extend_from_slice(value);
+                    Some(e.value.len())
+                },
+                || value.to_vec(),
+            );
+            match r {
+                None => reply::int(out, value.len() as i64),
+                Some(Some(len)) => reply::int(out, len as i64),
+                Some(None) => reply::error(
+                    out,
+                    b"ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+                ),
+            }
+        }
+        Cmd::StrLen => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let len = ks
+                .shard(key)
+                .with(key, &mut now, |e| e.map_or(0, |e| e.value.len()));
+            reply::int(out, len as i64);
+        }
+        Cmd::Expire => expire(ks, a, Unit::Ex, name, out),
+        Cmd::PExpire => expire(ks, a, Unit::Px, name, out),
+        Cmd::Ttl | Cmd::PTtl => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let found = ks.shard(key).with(key, &mut now, |e| e.map(|e| e.expire()));
+            let ms = match found {
+                None => -2,
+                Some(None) => -1,
+                Some(Some(d)) => ceil_ms(d.saturating_duration_since(now.get())),
+            };
+            reply::int(
+                out,
+                if cmd == Cmd::Ttl && ms >= 0 {
+                    (ms + 500) / 1000
+                } else {
+                    ms
+                },
+            );
+        }
+        Cmd::Persist => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let mut shard = ks.shard(key);
+            let had = shard.with(key, &mut now, |e| e.is_some_and(|e| e.expire().is_some()));
+            if had {
+                shard.set_expire(key, None);
+            }
+            reply::int(out, i64::from(had));
+        }
+        Cmd::Type => {
+            let (key, mut now) = (a.get(1), ks.clock());
+            let live = ks.shard(key).contains(key, &mut now);
+            reply::simple(out, if live { b"string" } else { b"none" });
+        }
+        Cmd::DbSize => reply::int(out, ks.len() as i64),
+        Cmd::FlushDb | Cmd::FlushAll => {
+            let opt_ok =
+                |o: &[u8]| o.eq_ignore_ascii_case(b"async") || o.eq_ignore_ascii_case(b"sync");
+            if a.len() > 2 || (a.len() == 2 && !opt_ok(a.get(1))) {
+                reply::raw(out, SYNTAX_ERR);
+            } else {
+                ks.clear();
+                reply::raw(out, OK);
+            }
+        }
+        Cmd::Select => match parse_i64(a.get(1)).and_then(|v| i32::try_from(v).ok()) {
+            None => reply::error(out, b"ERR invalid DB index"),
+            Some(0) => reply::raw(out, OK),
+            Some(_) => reply::error(out, b"ERR DB index is out of range"),
+        },
+        Cmd::Quit => {
+            reply::raw(out, OK);
+            return true;
+        }
+        Cmd::Command => command(a, out),
+        Cmd::Config => config(sh, a, out),
+        Cmd::Info => info(sh, a, out),
+        Cmd::Client => client_cmd(client, a, out),
+    }
+    false
+}
+
+/// Milliseconds in `d`, rounded up.
+fn ceil_ms(d: Duration) -> i64 {
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// How an expire argument is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Seconds from now.
+    Ex,
+    /// Milliseconds from now.
+    Px,
+    /// Unix time in seconds.
+    ExAt,
+    /// Unix time in milliseconds.
+    PxAt,
+}
+
+/// Reads a `SET`/`SETEX` expire argument into a deadline, or replies the error Redis
+/// gives (not an integer; `<= 0` or overflowing: invalid expire time) and returns None.
+fn deadline(
+    arg: &[u8],
+    unit: Unit,
+    name: &[u8],
+    now: &mut Now<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Instant> {
+    let Some(v) = parse_i64(arg) else {
+        reply::raw(out, NOT_INTEGER);
+        return None;
+    };
+    let seconds = matches!(unit, Unit::Ex | Unit::ExAt);
+    if v <= 0 || (seconds && v > i64::MAX / 1000) {
+        invalid_expire(out, name);
+        return None;
+    }
+    let ms = if seconds { v * 1000 } else { v };
+    let rel = match unit {
+        Unit::Ex | Unit::Px => {
+            if ms > i64::MAX - unix_ms() {
+                invalid_expire(out, name);
+                return None;
+            }
+            ms
+        }
+        // A time in the past gives a key that is already expired.
+        Unit::ExAt | Unit::PxAt => (ms - unix_ms()).max(0),
+    };
+    let d = now.get().checked_add(Duration::from_millis(rel as u64));
+    if d.is_none() {
+        invalid_expire(out, name);
+    }
+    d
+}
+
+/// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT ts | PXAT ms-ts | KEEPTTL]`, with
+/// Redis 7's option rules.
+fn set(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
+    let (key, value) = (a.get(1), a.get(2));
+    let (mut nx, mut xx, mut get, mut keepttl) = (false, false, false, false);
+    let mut expire: Option<(Unit, &[u8])> = None;
+    let mut j = 3;
+    while j < a.len() {
+        let opt = a.get(j);
+        let has_next = j + 1 < a.len();
+        let unit = |u: &[u8]| {
+            [(b"ex", Unit::Ex), (b"px", Unit::Px)]
+                .into_iter()
+                .find(|(n, _)| u.eq_ignore_ascii_case(&n[..]))
+                .map(|x| x.1)
+                .or_else(|| {
+                    [(b"exat", Unit::ExAt), (b"pxat", Unit::PxAt)]
+                        .into_iter()
+                        .find(|(n, _)| u.eq_ignore_ascii_case(&n[..]))
+                        .map(|x| x.1)
+                })
+        };
+        if opt.eq_ignore_ascii_case(b"nx") && !xx {
+            nx = true;
+        } else if opt.eq_ignore_ascii_case(b"xx") && !nx {
+            xx = true;
+        } else if opt.eq_ignore_ascii_case(b"get") {
+            get = true;
+        } else if opt.eq_ignore_ascii_case(b"keepttl") && expire.is_none() {
+            keepttl = true;
+        } else if let Some(u) =
+            unit(opt).filter(|&u| !keepttl && has_next && expire.is_none_or(|(e, _)| e == u))
+        {
+            expire = Some((u, a.get(j + 1)));
+            j += 1;
+        } else {
+            reply::raw(out, SYNTAX_ERR);
+            return;
+        }
+        j += 1;
+    }
+    let mut now = ks.clock();
+    let ttl = match expire {
+        None if keepttl => Ttl::Keep,
+        None => Ttl::Clear,
+        Some((u, arg)) => match deadline(arg, u, b"set", &mut now, out) {
+            Some(d) => Ttl::At(d),
+            None => return,
+        },
+    };
+    let mut shard = ks.shard(key);
+    if get || nx || xx {
+        let found = shard.with(key, &mut now, |e| {
+            if get {
+                reply::opt_bulk(out, e.as_ref().map(|e| &e.value[..]));
+            }
+            e.is_some()
+        });
+        if (nx && found) || (xx && !found) {
+            if !get {
+                reply::raw(out, NIL);
+            }
+            return;
+        }
+    }
+    shard.set(key, value, ttl, &mut now);
+    if !get {
+        reply::raw(out, OK);
+    }
+}
+
+/// `INCR`/`DECR`/`INCRBY`/`DECRBY`: adds `delta`, keeping the deadline.
+fn incr_by(ks: &Keyspace, key: &[u8], delta: i64, out: &mut Vec<u8>) {
+    enum R {
+        Value(i64),
+        NotInt,
+        Overflow,
+    }
+    let mut now = ks.clock();
+    let r = ks.shard(key).upsert(
+        key,
+        &mut now,
+        |e| match parse_i64(&e.value) {
+            None => R::NotInt,
+            Some(old) => match old.checked_add(delta) {
+                None => R::Overflow,
+                Some(v) => {
+                    e.value.clear();
+                    reply::decimal(&mut e.value, v);
+                    R::Value(v)
+                }
+            },
+        },
+        || {
+            let mut v = Vec::with_capacity(20);
+            reply::decimal(&mut v, delta);
+            v
+        },
+    );
+    match r.unwrap_or(R::Value(delta)) {
+        R::Value(v) => reply::int(out, v),
+        R::NotInt => reply::raw(out, NOT_INTEGER),
+        R::Overflow => reply::raw(out, OVERFLOW),
+    }
+}
+
+/// `EXPIRE`/`PEXPIRE key time [NX | XX | GT | LT]` (Redis 7).
+fn expire(ks: &Keyspace, a: &Args<'_>, unit: Unit, name: &[u8], out: &mut Vec<u8>) {
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for j in 3..a.len() {
+        let opt = a.get(j);
+        if opt.eq_ignore_ascii_case(b"nx") {
+            nx = true;
+        } else if opt.eq_ignore_ascii_case(b"xx") {
+            xx = true;
+        } else if opt.eq_ignore_ascii_case(b"gt") {
+            gt = true;
+        } else if opt.eq_ignore_ascii_case(b"lt") {
+            lt = true;
+        } else {
+            let mut msg = b"ERR Unsupported option ".to_vec();
+            msg.extend_from_slice(opt);
+            reply::error_sanitized(out, &msg);
+            return;
+        }
+    }
+    if nx && (xx || gt || lt) {
+        reply::error(
+            out,
+            b"ERR NX and XX, GT or LT options at the same time are not compatible",
+        );
+        return;
+    }
+    if gt && lt {
+        reply::error(
+            out,
+            b"ERR GT and LT options at the same time are not compatible",
+        );
+        return;
+    }
+    let Some(mut when) = parse_i64(a.get(2)) else {
+        reply::raw(out, NOT_INTEGER);
+        return;
+    };
+    if unit == Unit::Ex {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
+            invalid_expire(out, name);
+            return;
+        }
+        when *= 1000;
+    }
+    if when > i64::MAX - unix_ms() {
+        invalid_expire(out, name);
+        return;
+    }
+    let key = a.get(1);
+    let mut now = ks.clock();
+    let mut shard = ks.shard(key);
+    let Some(current) = shard.with(key, &mut now, |e| e.map(|e| e.expire())) else {
+        reply::raw(out, ZERO);
+        return;
+    };
+    let now_t = now.get();
+    let current_ms = current.map(|d| ceil_ms(d.saturating_duration_since(now_t)));
+    let refused = (nx && current.is_some())
+        || (xx && current.is_none())
+        || (gt && current_ms.is_none_or(|c| when <= c))
+        || (lt && current_ms.is_some_and(|c| when >= c));
+    if refused {
+        reply::raw(out, ZERO);
+        return;
+    }
+    if when <= 0 {
+        shard.remove(key);
+        reply::raw(out, ONE);
+        return;
+    }
+    match now_t.checked_add(Duration::from_millis(when as u64)) {
+        Some(d) => {
+            shard.set_expire(key, Some(d));
+            reply::raw(out, ONE);
+        }
+        None => invalid_expire(out, name),
+    }
+}
+
+/// `COMMAND`, `COMMAND COUNT|DOCS|INFO|LIST`. Tools send these on connect; the detailed
+/// command metadata Redis returns is not provided (empty arrays, nulls).
+fn command(a: &Args<'_>, out: &mut Vec<u8>) {
+    if a.len() == 1 {
+        reply::raw(out, reply::EMPTY_ARRAY);
+        return;
+    }
+    let sub = a.get(1);
+    if sub.eq_ignore_ascii_case(b"count") {
+        if a.len() != 2 {
+            return wrong_arity(out, b"command|count");
+        }
+        reply::int(out, SPECS.len() as i64);
+    } else if sub.eq_ignore_ascii_case(b"docs") {
+        reply::raw(out, reply::EMPTY_ARRAY);
+    } else if sub.eq_ignore_ascii_case(b"info") {
+        reply::array(out, a.len() - 2);
+        for _ in 2..a.len() {
+            reply::raw(out, reply::NIL_ARRAY);
+        }
+    } else if sub.eq_ignore_ascii_case(b"list") {
+        reply::array(out, SPECS.len());
+        for (_, name, _) in SPECS {
+            reply::bulk(out, name);
+        }
+    } else {
+        unknown_subcommand(a, out);
+    }
+}
+
+/// Glob matching as Redis's `stringmatchlen` (`*`, `?`, `[a-z]`, `[^x]`, `\x`),
+/// ASCII case-insensitively.
+pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    let lower = u8::to_ascii_lowercase;
+    match pat.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => {
+            let rest = {
+                let mut r = rest;
+                while let [b'*', more @ ..] = r {
+                    r = more;
+                }
+                r
+            };
+            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
+        }
+        Some((b'?', rest)) => !s.is_empty() && glob_match(rest, &s[1..]),
+        Some((b'[', rest)) => {
+            let Some((&c, s_rest)) = s.split_first() else {
+                return false;
+            };
+            let (negate, mut p) = match rest {
+                [b'^', r @ ..] => (true, r),
+                r => (false, r),
+            };
+            let mut matched = false;
+            loop {
+                match p {
+                    [] => break,
+                    [b']', r @ ..] => {
+                        p = r;
+                        break;
+                    }
+                    [b'\\', x, r @ ..] => {
+                        matched |= lower(x) == lower(&c);
+                        p = r;
+                    }
+                    [lo, b'-', hi, r @ ..] if *hi != b']' => {
+                        let (lo, hi) = (lower(lo).min(lower(hi)), lower(lo).max(lower(hi)));
+                        matched |= (lo..=hi).contains(&lower(&c));
+                        p = r;
+                    }
+                    [x, r @ ..] => {
+                        matched |= lower(x) == lower(&c);
+                        p = r;
+                    }
+                }
+            }
+            matched != negate && glob_match(p, s_rest)
+        }
+        Some((b'\\', [x, rest @ ..])) => {
+            s.first().is_some_and(|c| lower(c) == lower(x)) && glob_match(rest, &s[1..])
+        }
+        Some((x, rest)) => {
+            s.first().is_some_and(|c| lower(c) == lower(x)) && glob_match(rest, &s[1..])
+        }
+    }
+}
+
+/// `CONFIG GET pattern...` over a few read-only parameters; `CONFIG SET` is refused;
+/// `CONFIG RESETSTAT` is accepted.
+fn config(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
+    let sub = a.get(1);
+    if sub.eq_ignore_ascii_case(b"get") {
+        if a.len() < 3 {
+            return wrong_arity(out, b"config|get");
+        }
+        let params: [(&str, String); 9] = [
+            ("save", String::new()),
+            ("appendonly", "no".into()),
+            ("databases", "1".into()),
+            ("maxmemory", "0".into()),
+            ("maxmemory-policy", "noeviction".into()),
+            ("maxclients", "10000".into()),
+            ("timeout", "0".into()),
+            ("proto-max-bulk-len", sh.cfg.max_bulk.to_string()),
+            ("client-query-buffer-limit", sh.cfg.max_request.to_string()),
+        ];
+        let hits: Vec<&(&str, String)> = params
+            .iter()
+            .filter(|(n, _)| (2..a.len()).any(|i| glob_match(a.get(i), n.as_bytes())))
+            .collect();
+        reply::array(out, hits.len() * 2);
+        for (n, v) in hits {
+            reply::bulk(out, n.as_bytes());
+            reply::bulk(out, v.as_bytes());
+        }
+    } else if sub.eq_ignore_ascii_case(b"set") {
+        if a.len() < 4 || !a.len().is_multiple_of(2) {
+            return wrong_arity(out, b"config|set");
+        }
+        let mut msg = b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
+        msg.extend_from_slice(prefix(a.get(2), 128));
+        msg.push(b'\'');
+        reply::error_sanitized(out, &msg);
+    } else if sub.eq_ignore_ascii_case(b"resetstat") {
+        if a.len() != 2 {
+            return wrong_arity(out, b"config|resetstat");
+        }
+        reply::raw(out, OK);
+    } else {
+        unknown_subcommand(a, out);
+    }
+}
+
+/// `INFO [section...]`: the `server`, `clients`, `stats` and `keyspace` sections.
+fn info(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
+    let all = a.len() == 1
+        || (1..a.len()).any(|i| {
+            [&b"all"[..], b"default", b"everything"]
+                .iter()
+                .any(|s| a.get(i).eq_ignore_ascii_case(s))
+        });
+    let want = |s: &str| all || (1..a.len()).any(|i| a.get(i).eq_ignore_ascii_case(s.as_bytes()));
+    let mut sections: Vec<String> = Vec::new();
+    if want("server") {
+        let up = sh.started.elapsed().as_secs();
+        sections.push(format!(
+            "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\n\
+             multiplexing_api:evloop\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
+            std::process::id(),
+            up,
+            up / 86400
+        ));
+    }
+    if want("clients") {
+        sections.push(format!(
+            "# Clients\r\nconnected_clients:{}\r\n",
+            sh.clients.load(std::sync::atomic::Ordering::Relaxed)
+        ));
+    }
+    if want("stats") {
+        sections.push(format!(
+            "# Stats\r\ntotal_connections_received:{}\r\n",
+            sh.connections.load(std::sync::atomic::Ordering::Relaxed)
+        ));
+    }
+    if want("keyspace") {
+        let keys = sh.keyspace.len();
+        let mut s = String::from("# Keyspace\r\n");
+        if keys > 0 {
+            s.push_str(&format!(
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                keys,
+                sh.keyspace.expires()
+            ));
+        }
+        sections.push(s);
+    }
+    reply::bulk(out, sections.join("\r\n").as_bytes());
+}
+
+/// Bytes allowed in client names and library attributes: printable ASCII, no space.
+fn valid_name(s: &[u8]) -> bool {
+    s.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// `CLIENT SETNAME|GETNAME|ID|SETINFO|INFO|LIST`.
+fn client_cmd(client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) {
+    let sub = a.get(1);
+    let sub_arity = |n: usize, name: &[u8], out: &mut Vec<u8>| {
+        if a.len() != n {
+            wrong_arity(out, name);
+            false
+        } else {
+            true
+        }
+    };
+    let info_line = |client: &Client| {
+        let mut line = format!("id={} addr=? laddr=? fd=-1 name=", client.id).into_bytes();
+        line.extend_from_slice(client.name.as_deref().unwrap_or_default());
+        line.extend_from_slice(b" db=0\n");
+        line
+    };
+    if sub.eq_ignore_ascii_case(b"setname") {
+        if !sub_arity(3, b"client|setname", out) {
+            return;
+        }
+        let name = a.get(2);
+        if !valid_name(name) {
+            reply::error(
+                out,
+                b"ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+            return;
+        }
+        client.name = (!name.is_empty()).then(|| name.to_vec());
+        reply::raw(out, OK);
+    } else if sub.eq_ignore_ascii_case(b"getname") {
+        if sub_arity(2, b"client|getname", out) {
+            reply::opt_bulk(out, client.name.as_deref());
+        }
+    } else if sub.eq_ignore_ascii_case(b"id") {
+        if sub_arity(2, b"client|id", out) {
+            reply::int(out, client.id as i64);
+        }
+    } else if sub.eq_ignore_ascii_case(b"setinfo") {
+        if !sub_arity(4, b"client|setinfo", out) {
+            return;
+        }
+        let attr = a.get(2);
+        if !(attr.eq_ignore_ascii_case(b"lib-name") || attr.eq_ignore_ascii_case(b"lib-ver")) {
+            let mut msg = b"ERR Unrecognized option '".to_vec();
+            msg.extend_from_slice(prefix(attr, 128));
+            msg.push(b'\'');
+            reply::error_sanitized(out, &msg);
+        } else if !valid_name(a.get(3)) {
+            let mut msg = attr.to_ascii_lowercase();
+            msg.splice(0..0, b"ERR ".iter().copied());
+            msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+            reply::error(out, &msg);
+        } else {
+            reply::raw(out, OK);
+        }
+    } else if sub.eq_ignore_ascii_case(b"info") {
+        if sub_arity(2, b"client|info", out) {
+            reply::bulk(out, &info_line(client));
+        }
+    } else if sub.eq_ignore_ascii_case(b"list") {
+        reply::bulk(out, &info_line(client));
+    } else {
+        unknown_subcommand(a, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_in_enum_order_and_found_by_name() {
+        for (i, &(cmd, name, _)) in SPECS.iter().enumerate() {
+            assert_eq!(cmd as usize, i, "{cmd:?}");
+            assert_eq!(lookup(name), Some(cmd));
+            assert_eq!(lookup(&name.to_ascii_uppercase()), Some(cmd));
+            assert!(name.len() <= 16);
+        }
+        assert_eq!(lookup(b"GeT"), Some(Cmd::Get));
+        assert_eq!(lookup(b"nope"), None);
+        assert_eq!(lookup(b""), None);
+        assert_eq!(lookup(&[b'a'; 100]), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*", b"save"));
+        assert!(glob_match(b"SAVE", b"save"));
+        assert!(glob_match(b"s?ve", b"save"));
+        assert!(glob_match(b"max*", b"maxmemory"));
+        assert!(glob_match(b"*memory*", b"maxmemory-policy"));
+        assert!(glob_match(b"[a-t]ave", b"save"));
+        assert!(!glob_match(b"[^s]ave", b"save"));
+        assert!(glob_match(b"\\save", b"save"));
+        assert!(!glob_match(b"sav", b"save"));
+        assert!(!glob_match(b"save?", b"save"));
+        assert!(glob_match(b"a**b", b"axxb"));
+    }
+
+    #[test]
+    fn ceil_ms_rounds_up() {
+        assert_eq!(ceil_ms(Duration::from_millis(5)), 5);
+        assert_eq!(ceil_ms(Duration::from_micros(4001)), 5);
+        assert_eq!(ceil_ms(Duration::ZERO), 0);
+    }
+}

@@ -1,0 +1,203 @@
+//! Redis RESP2: a string-only, in-memory Redis (`--proto redis`).
+//!
+//! [`Redis`] is the protocol value (configuration plus one shared [`Keyspace`]; clones,
+//! one per event loop, share it) and [`RedisSession`] the per-connection state machine.
+//! A session parses every complete command at the front of its input (multibulk
+//! `*N\r\n$len\r\n...` or inline `SET k v\r\n`, pipelined in any mix), executes them in
+//! order and appends their replies, byte-compatible with Redis 7 speaking RESP2.
+//!
+//! Layout:
+//! - `parse.rs`: the request parser, zero-copy for multibulk arguments, resumable for
+//!   large requests that arrive in pieces;
+//! - `keyspace.rs`: [`Keyspace`], 64 sharded maps with lazy and active expiry;
+//! - `commands.rs`: command execution;
+//! - `reply.rs`: reply encoding.
+//!
+//! Supported commands: `PING ECHO SET GET GETSET GETDEL SETNX SETEX PSETEX DEL UNLINK
+//! EXISTS INCR DECR INCRBY DECRBY APPEND STRLEN MGET MSET MSETNX EXPIRE PEXPIRE TTL PTTL
+//! PERSIST TYPE DBSIZE FLUSHDB FLUSHALL SELECT QUIT COMMAND CONFIG INFO CLIENT`. `HELLO`
+//! is answered as by a RESP2-only server (unknown command), so clients fall back to RESP2.
+//!
+//! Protocol errors (malformed requests, limits exceeded) are answered with Redis's
+//! `-ERR Protocol error: ...` reply in [`ProtoError::reply`] and close the connection;
+//! command errors are ordinary replies.
+//!
+//! Differences from Redis worth knowing: one database (`SELECT 0` only); string values
+//! only; multi-key commands lock one key's shard at a time, so they are not atomic with
+//! respect to other connections; a whole request is limited by
+//! [`RespConfig::max_request`] (Redis's `client-query-buffer-limit` closes silently, this
+//! replies `-ERR Protocol error: too big request`); a bulk payload not followed by CRLF is
+//! a protocol error (Redis does not check).
+
+mod commands;
+mod keyspace;
+mod parse;
+mod reply;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::{Progress, ProtoError, Protocol, Session};
+use commands::{Args, Client};
+use parse::{Parsed, Parser};
+
+pub use keyspace::{Keyspace, SweepStats};
+
+/// Limits of the Redis protocol. Exceeding one is a protocol error that closes the
+/// connection, never an unbounded allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespConfig {
+    /// Largest bulk string accepted in a request (`$len`), and the largest value `APPEND`
+    /// may grow (Redis's `proto-max-bulk-len`). Default 16 MiB.
+    pub max_bulk: usize,
+    /// Most elements in one multibulk request (`*N`). Default 1M (1,048,576).
+    pub max_multibulk: usize,
+    /// Longest inline request line, and longest `*N`/`$len` length line, without its
+    /// line ending (Redis's `PROTO_INLINE_MAX_SIZE`). Default 64 KiB.
+    pub max_inline: usize,
+    /// Most bytes of one multibulk request, headers and payloads together (Redis's
+    /// `client-query-buffer-limit`); bounds what a connection leaves unconsumed.
+    /// Default 256 MiB.
+    pub max_request: usize,
+}
+
+impl Default for RespConfig {
+    fn default() -> Self {
+        RespConfig {
+            max_bulk: 16 << 20,
+            max_multibulk: 1 << 20,
+            max_inline: 64 << 10,
+            max_request: 256 << 20,
+        }
+    }
+}
+
+/// Server-wide state shared by all sessions and clones.
+#[derive(Debug)]
+struct Shared {
+    cfg: RespConfig,
+    keyspace: Keyspace,
+    started: Instant,
+    next_client_id: AtomicU64,
+    /// Sessions alive now (`connected_clients`).
+    clients: AtomicUsize,
+    /// Sessions ever created (`total_connections_received`).
+    connections: AtomicU64,
+}
+
+/// The Redis protocol: configuration and one keyspace shared by every clone (one clone
+/// per event loop), so all connections of a server see the same data.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    shared: Arc<Shared>,
+}
+
+impl Redis {
+    /// A server with the limits `cfg` and an empty keyspace.
+    pub fn new(cfg: RespConfig) -> Self {
+        Redis {
+            shared: Arc::new(Shared {
+                cfg,
+                keyspace: Keyspace::new(),
+                started: Instant::now(),
+                next_client_id: AtomicU64::new(0),
+                clients: AtomicUsize::new(0),
+                connections: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The keyspace shared by all clones (for tests and metrics).
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.shared.keyspace
+    }
+
+    /// The limits this server was made with.
+    pub fn config(&self) -> &RespConfig {
+        &self.shared.cfg
+    }
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis::new(RespConfig::default())
+    }
+}
+
+impl Protocol for Redis {
+    type Session = RedisSession;
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn new_session(&self) -> RedisSession {
+        let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        RedisSession {
+            shared: Arc::clone(&self.shared),
+            parser: Parser::default(),
+            client: Client { id, name: None },
+        }
+    }
+
+    /// One bounded active-expiry step ([`Keyspace::active_expire`]).
+    fn tick(&self) {
+        self.shared.keyspace.active_expire();
+    }
+}
+
+/// One Redis connection: parser state (reused buffers, a request read in part) and client
+/// state (`CLIENT ID`, `CLIENT SETNAME`).
+#[derive(Debug)]
+pub struct RedisSession {
+    shared: Arc<Shared>,
+    parser: Parser,
+    client: Client,
+}
+
+impl Drop for RedisSession {
+    fn drop(&mut self) {
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Session for RedisSession {
+    /// Executes every complete command at the front of `input` in order, appending each
+    /// reply to `out`. Stops at an incomplete command (left unconsumed; at most about
+    /// `max_request + max_inline` bytes before a protocol error), after `QUIT` (with
+    /// `close: true`), or at a protocol error (replies of earlier commands stay in `out`).
+    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
+        let shared = &*self.shared;
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match self.parser.parse(rest, &shared.cfg)? {
+                Parsed::Incomplete => break,
+                Parsed::Skip(n) => pos += n,
+                Parsed::Command { len, inline } => {
+                    let buf = if inline {
+                        &self.parser.scratch[..]
+                    } else {
+                        rest
+                    };
+                    let args = Args::new(buf, &self.parser.ranges);
+                    let close = commands::execute(shared, &mut self.client, &args, out);
+                    pos += len;
+                    if close {
+                        return Ok(Progress {
+                            consumed: pos,
+                            close: true,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Progress::consumed(pos))
+    }
+}

@@ -1,0 +1,1205 @@
+//! Session-level tests: byte-exact replies, pipelining, expiry, protocol errors, and
+//! property tests over chunking and hostile input.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A tiny engine: keeps the unconsumed tail, appends chunks, calls `on_input`, drains
+/// what was consumed, and on a protocol error appends its reply and stops (as an engine
+/// would close the connection).
+struct Sim {
+    session: RedisSession,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    closed: bool,
+    error: Option<ProtoError>,
+    max_buf: usize,
+}
+
+impl Sim {
+    fn new(r: &Redis) -> Self {
+        Sim {
+            session: r.new_session(),
+            buf: Vec::new(),
+            out: Vec::new(),
+            closed: false,
+            error: None,
+            max_buf: 0,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.buf.extend_from_slice(chunk);
+        match self.session.on_input(&self.buf, &mut self.out) {
+            Ok(p) => {
+                assert!(p.consumed <= self.buf.len());
+                self.buf.drain(..p.consumed);
+                self.closed = p.close;
+            }
+            Err(e) => {
+                self.out.extend_from_slice(&e.reply);
+                self.error = Some(e);
+                self.closed = true;
+            }
+        }
+        self.max_buf = self.max_buf.max(self.buf.len());
+    }
+}
+
+fn server() -> Redis {
+    Redis::new(RespConfig::default())
+}
+
+/// Feeds `input` to a fresh session of `r` in one call; asserts it was all consumed
+/// without error and returns the replies.
+fn on(r: &Redis, input: &[u8]) -> Vec<u8> {
+    let mut s = r.new_session();
+    let mut out = Vec::new();
+    let p = s
+        .on_input(input, &mut out)
+        .unwrap_or_else(|e| panic!("{e:?} for {:?}", String::from_utf8_lossy(input)));
+    assert_eq!(
+        p.consumed,
+        input.len(),
+        "{:?}",
+        String::from_utf8_lossy(input)
+    );
+    out
+}
+
+/// Encodes one multibulk command.
+fn mb(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// Runs one inline command line and returns its reply as a string.
+fn q(r: &Redis, line: &str) -> String {
+    String::from_utf8(on(r, format!("{line}\r\n").as_bytes())).unwrap()
+}
+
+/// Runs `input` and expects a protocol error; returns (output before it, error).
+fn proto_err(cfg: RespConfig, input: &[u8]) -> (Vec<u8>, ProtoError) {
+    let mut s = Redis::new(cfg).new_session();
+    let mut out = Vec::new();
+    let e = s
+        .on_input(input, &mut out)
+        .expect_err("expected a protocol error");
+    (out, e)
+}
+
+#[test]
+fn name_and_shared_keyspace() {
+    let r = server();
+    assert_eq!(r.name(), "redis");
+    let r2 = r.clone();
+    assert_eq!(q(&r, "SET k v"), "+OK\r\n");
+    assert_eq!(q(&r2, "GET k"), "$1\r\nv\r\n");
+    assert_eq!(r2.keyspace().get(b"k"), Some(b"v".to_vec()));
+    assert_eq!(r.config(), &RespConfig::default());
+}
+
+#[test]
+fn ping_and_echo() {
+    let r = server();
+    assert_eq!(q(&r, "PING"), "+PONG\r\n");
+    assert_eq!(q(&r, "ping"), "+PONG\r\n");
+    assert_eq!(q(&r, "PING hello"), "$5\r\nhello\r\n");
+    assert_eq!(
+        q(&r, "PING a b"),
+        "-ERR wrong number of arguments for 'ping' command\r\n"
+    );
+    assert_eq!(on(&r, &mb(&[b"PING"])), b"+PONG\r\n");
+    assert_eq!(on(&r, &mb(&[b"PiNg", b"x y"])), b"$3\r\nx y\r\n");
+    assert_eq!(q(&r, "ECHO \"a\\r\\nb\""), "$4\r\na\r\nb\r\n");
+    assert_eq!(
+        q(&r, "ECHO"),
+        "-ERR wrong number of arguments for 'echo' command\r\n"
+    );
+    assert_eq!(on(&r, &mb(&[b"ECHO", b""])), b"$0\r\n\r\n");
+}
+
+#[test]
+fn set_and_get() {
+    let r = server();
+    assert_eq!(q(&r, "GET k"), "$-1\r\n");
+    assert_eq!(q(&r, "SET k hello"), "+OK\r\n");
+    assert_eq!(q(&r, "GET k"), "$5\r\nhello\r\n");
+    assert_eq!(on(&r, &mb(&[b"set", b"bin", b"\x00\r\n\xff"])), b"+OK\r\n");
+    assert_eq!(on(&r, &mb(&[b"get", b"bin"])), b"$4\r\n\x00\r\n\xff\r\n");
+    assert_eq!(
+        q(&r, "SET k"),
+        "-ERR wrong number of arguments for 'set' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "GET"),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "GET a b"),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(q(&r, "SET k ''"), "+OK\r\n");
+    assert_eq!(q(&r, "GET k"), "$0\r\n\r\n");
+}
+
+#[test]
+fn set_options() {
+    let r = server();
+    assert_eq!(q(&r, "SET k v NX"), "+OK\r\n");
+    assert_eq!(q(&r, "SET k w NX"), "$-1\r\n");
+    assert_eq!(q(&r, "GET k"), "$1\r\nv\r\n");
+    assert_eq!(q(&r, "SET k w XX"), "+OK\r\n");
+    assert_eq!(q(&r, "SET nope w xx"), "$-1\r\n");
+    assert_eq!(q(&r, "EXISTS nope"), ":0\r\n");
+    assert_eq!(q(&r, "SET k x GET"), "$1\r\nw\r\n");
+    assert_eq!(q(&r, "SET new x GET"), "$-1\r\n");
+    assert_eq!(q(&r, "SET k y NX GET"), "$1\r\nx\r\n");
+    assert_eq!(q(&r, "GET k"), "$1\r\nx\r\n");
+    assert_eq!(q(&r, "SET k v EX 100"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":100\r\n");
+    assert_eq!(q(&r, "SET k v px 5000"), "+OK\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":5000\r\n");
+    assert_eq!(q(&r, "SET k v EX 10 EX 20"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":20\r\n");
+    assert_eq!(q(&r, "SET k v2 KEEPTTL"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":20\r\n");
+    assert_eq!(q(&r, "SET k v3"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    for bad in [
+        "SET k v NX XX",
+        "SET k v XX NX",
+        "SET k v EX",
+        "SET k v PX",
+        "SET k v EX 10 PX 100",
+        "SET k v KEEPTTL EX 10",
+        "SET k v EX 10 KEEPTTL",
+        "SET k v FOO",
+        "SET k v EX 10 foo",
+    ] {
+        assert_eq!(q(&r, bad), "-ERR syntax error\r\n", "{bad}");
+    }
+    for bad in [
+        "SET k v EX 0",
+        "SET k v EX -1",
+        "SET k v PX 0",
+        "SET k v px -5",
+        "SET k v EX 9223372036854775807",
+    ] {
+        assert_eq!(
+            q(&r, bad),
+            "-ERR invalid expire time in 'set' command\r\n",
+            "{bad}"
+        );
+    }
+    for bad in [
+        "SET k v EX abc",
+        "SET k v PX 1.5",
+        "SET k v EX 99999999999999999999",
+    ] {
+        assert_eq!(
+            q(&r, bad),
+            "-ERR value is not an integer or out of range\r\n",
+            "{bad}"
+        );
+    }
+    // None of the failed SETs changed anything.
+    assert_eq!(q(&r, "GET k"), "$2\r\nv3\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+}
+
+#[test]
+fn set_exat_pxat() {
+    let r = server();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(q(&r, &format!("SET k v EXAT {}", now_s + 1000)), "+OK\r\n");
+    let ttl: i64 = q(&r, "TTL k")
+        .trim_start_matches(':')
+        .trim_end()
+        .parse()
+        .unwrap();
+    assert!((998..=1000).contains(&ttl), "{ttl}");
+    assert_eq!(
+        q(&r, &format!("SET k v PXAT {}", (now_s - 10) * 1000)),
+        "+OK\r\n"
+    );
+    assert_eq!(q(&r, "GET k"), "$-1\r\n");
+}
+
+#[test]
+fn getset_getdel_setnx_setex() {
+    let r = server();
+    assert_eq!(q(&r, "GETSET k a"), "$-1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 100"), ":1\r\n");
+    assert_eq!(q(&r, "GETSET k b"), "$1\r\na\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    assert_eq!(q(&r, "GETDEL k"), "$1\r\nb\r\n");
+    assert_eq!(q(&r, "GETDEL k"), "$-1\r\n");
+    assert_eq!(q(&r, "SETNX k 1"), ":1\r\n");
+    assert_eq!(q(&r, "SETNX k 2"), ":0\r\n");
+    assert_eq!(q(&r, "GET k"), "$1\r\n1\r\n");
+    assert_eq!(q(&r, "SETEX k 10 v"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":10\r\n");
+    assert_eq!(q(&r, "PSETEX k 1500 v"), "+OK\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":1500\r\n");
+    assert_eq!(
+        q(&r, "SETEX k 0 v"),
+        "-ERR invalid expire time in 'setex' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "PSETEX k -1 v"),
+        "-ERR invalid expire time in 'psetex' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "SETEX k x v"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        q(&r, "SETEX k 1"),
+        "-ERR wrong number of arguments for 'setex' command\r\n"
+    );
+}
+
+#[test]
+fn del_exists_type() {
+    let r = server();
+    assert_eq!(q(&r, "MSET a 1 b 2 c 3"), "+OK\r\n");
+    assert_eq!(q(&r, "EXISTS a b x a"), ":3\r\n");
+    assert_eq!(q(&r, "TYPE a"), "+string\r\n");
+    assert_eq!(q(&r, "TYPE x"), "+none\r\n");
+    assert_eq!(q(&r, "DEL a x a"), ":1\r\n");
+    assert_eq!(q(&r, "UNLINK b c"), ":2\r\n");
+    assert_eq!(q(&r, "EXISTS a b c"), ":0\r\n");
+    assert_eq!(
+        q(&r, "DEL"),
+        "-ERR wrong number of arguments for 'del' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "EXISTS"),
+        "-ERR wrong number of arguments for 'exists' command\r\n"
+    );
+}
+
+#[test]
+fn incr_family() {
+    let r = server();
+    assert_eq!(q(&r, "INCR n"), ":1\r\n");
+    assert_eq!(q(&r, "INCR n"), ":2\r\n");
+    assert_eq!(q(&r, "INCRBY n 10"), ":12\r\n");
+    assert_eq!(q(&r, "DECR n"), ":11\r\n");
+    assert_eq!(q(&r, "DECRBY n 20"), ":-9\r\n");
+    assert_eq!(q(&r, "GET n"), "$2\r\n-9\r\n");
+    assert_eq!(q(&r, "DECR fresh"), ":-1\r\n");
+    assert_eq!(q(&r, "INCRBY fresh2 -5"), ":-5\r\n");
+    assert_eq!(
+        q(&r, "INCRBY n abc"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        q(&r, "INCRBY n 1.5"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(q(&r, "SET s hello"), "+OK\r\n");
+    assert_eq!(
+        q(&r, "INCR s"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(q(&r, "SET s \" 1\""), "+OK\r\n");
+    assert_eq!(
+        q(&r, "INCR s"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(q(&r, "SET s 01"), "+OK\r\n");
+    assert_eq!(
+        q(&r, "INCR s"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(q(&r, "SET m 9223372036854775807"), "+OK\r\n");
+    assert_eq!(
+        q(&r, "INCR m"),
+        "-ERR increment or decrement would overflow\r\n"
+    );
+    assert_eq!(q(&r, "GET m"), "$19\r\n9223372036854775807\r\n");
+    assert_eq!(q(&r, "SET m -9223372036854775808"), "+OK\r\n");
+    assert_eq!(
+        q(&r, "DECR m"),
+        "-ERR increment or decrement would overflow\r\n"
+    );
+    assert_eq!(q(&r, "INCRBY m 9223372036854775807"), ":-1\r\n");
+    assert_eq!(
+        q(&r, "DECRBY m -9223372036854775808"),
+        "-ERR decrement would overflow\r\n"
+    );
+    assert_eq!(
+        q(&r, "INCR"),
+        "-ERR wrong number of arguments for 'incr' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "INCRBY a"),
+        "-ERR wrong number of arguments for 'incrby' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "DECRBY a"),
+        "-ERR wrong number of arguments for 'decrby' command\r\n"
+    );
+    // INCR keeps the deadline.
+    assert_eq!(q(&r, "SET t 5 EX 100"), "+OK\r\n");
+    assert_eq!(q(&r, "INCR t"), ":6\r\n");
+    assert_eq!(q(&r, "TTL t"), ":100\r\n");
+}
+
+#[test]
+fn append_strlen() {
+    let r = server();
+    assert_eq!(q(&r, "STRLEN k"), ":0\r\n");
+    assert_eq!(q(&r, "APPEND k hello"), ":5\r\n");
+    assert_eq!(q(&r, "APPEND k \" world\""), ":11\r\n");
+    assert_eq!(q(&r, "GET k"), "$11\r\nhello world\r\n");
+    assert_eq!(q(&r, "STRLEN k"), ":11\r\n");
+    assert_eq!(q(&r, "EXPIRE k 50"), ":1\r\n");
+    assert_eq!(q(&r, "APPEND k !"), ":12\r\n");
+    assert_eq!(q(&r, "TTL k"), ":50\r\n");
+    let small = Redis::new(RespConfig {
+        max_bulk: 8,
+        ..RespConfig::default()
+    });
+    assert_eq!(q(&small, "APPEND k 12345"), ":5\r\n");
+    assert_eq!(
+        q(&small, "APPEND k 6789"),
+        "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+    );
+    assert_eq!(q(&small, "GET k"), "$5\r\n12345\r\n");
+}
+
+#[test]
+fn mset_mget_msetnx() {
+    let r = server();
+    assert_eq!(q(&r, "MSET a 1 b 2"), "+OK\r\n");
+    assert_eq!(q(&r, "MGET a b c"), "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n");
+    assert_eq!(
+        q(&r, "MSET a"),
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "MSET a 1 b"),
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "MGET"),
+        "-ERR wrong number of arguments for 'mget' command\r\n"
+    );
+    assert_eq!(q(&r, "MSETNX a 9 z 9"), ":0\r\n");
+    assert_eq!(q(&r, "EXISTS z"), ":0\r\n");
+    assert_eq!(q(&r, "MSETNX y 9 z 9"), ":1\r\n");
+    assert_eq!(q(&r, "MGET y z"), "*2\r\n$1\r\n9\r\n$1\r\n9\r\n");
+    assert_eq!(
+        q(&r, "MSETNX y"),
+        "-ERR wrong number of arguments for 'msetnx' command\r\n"
+    );
+}
+
+#[test]
+fn expire_ttl_persist_with_clock() {
+    let r = server();
+    let ks = r.keyspace();
+    assert_eq!(q(&r, "TTL k"), ":-2\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":-2\r\n");
+    assert_eq!(q(&r, "EXPIRE k 10"), ":0\r\n");
+    assert_eq!(q(&r, "SET k v"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":-1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 100"), ":1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":100\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":100000\r\n");
+    ks.advance(Duration::from_millis(1500));
+    assert_eq!(q(&r, "TTL k"), ":99\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":98500\r\n");
+    assert_eq!(q(&r, "PERSIST k"), ":1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    assert_eq!(q(&r, "PERSIST k"), ":0\r\n");
+    assert_eq!(q(&r, "PERSIST nokey"), ":0\r\n");
+    assert_eq!(q(&r, "PEXPIRE k 250"), ":1\r\n");
+    assert_eq!(q(&r, "PTTL k"), ":250\r\n");
+    ks.advance(Duration::from_millis(249));
+    assert_eq!(q(&r, "GET k"), "$1\r\nv\r\n");
+    ks.advance(Duration::from_millis(1));
+    assert_eq!(q(&r, "GET k"), "$-1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-2\r\n");
+    assert_eq!(q(&r, "DBSIZE"), ":0\r\n");
+    ks.check();
+}
+
+#[test]
+fn expire_non_positive_deletes() {
+    let r = server();
+    assert_eq!(q(&r, "SET k v"), "+OK\r\n");
+    assert_eq!(q(&r, "PEXPIRE k 0"), ":1\r\n");
+    assert_eq!(q(&r, "EXISTS k"), ":0\r\n");
+    assert_eq!(q(&r, "PEXPIRE k 0"), ":0\r\n");
+    assert_eq!(q(&r, "SET k v"), "+OK\r\n");
+    assert_eq!(q(&r, "EXPIRE k -5"), ":1\r\n");
+    assert_eq!(q(&r, "GET k"), "$-1\r\n");
+    assert_eq!(
+        q(&r, "EXPIRE k abc"),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        q(&r, "EXPIRE k 9223372036854775807"),
+        "-ERR invalid expire time in 'expire' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "PEXPIRE k 9223372036854775807"),
+        "-ERR invalid expire time in 'pexpire' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "EXPIRE k"),
+        "-ERR wrong number of arguments for 'expire' command\r\n"
+    );
+}
+
+#[test]
+fn expire_options() {
+    let r = server();
+    assert_eq!(q(&r, "SET k v"), "+OK\r\n");
+    assert_eq!(q(&r, "EXPIRE k 100 XX"), ":0\r\n");
+    assert_eq!(q(&r, "EXPIRE k 100 GT"), ":0\r\n");
+    assert_eq!(q(&r, "EXPIRE k 100 NX"), ":1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 200 NX"), ":0\r\n");
+    assert_eq!(q(&r, "EXPIRE k 50 GT"), ":0\r\n");
+    assert_eq!(q(&r, "EXPIRE k 200 gt"), ":1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 300 LT"), ":0\r\n");
+    assert_eq!(q(&r, "EXPIRE k 150 LT"), ":1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":150\r\n");
+    assert_eq!(q(&r, "EXPIRE k 120 XX"), ":1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":120\r\n");
+    assert_eq!(q(&r, "PERSIST k"), ":1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 10 LT"), ":1\r\n");
+    assert_eq!(q(&r, "EXPIRE k 10 FOO"), "-ERR Unsupported option FOO\r\n");
+    assert_eq!(
+        q(&r, "EXPIRE k 10 NX XX"),
+        "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"
+    );
+    assert_eq!(
+        q(&r, "EXPIRE k 10 GT LT"),
+        "-ERR GT and LT options at the same time are not compatible\r\n"
+    );
+}
+
+#[test]
+fn expiry_in_real_time() {
+    // Deterministic direction only: after the sleep the key must be gone.
+    let r = server();
+    assert_eq!(q(&r, "SET k v PX 5"), "+OK\r\n");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(q(&r, "GET k"), "$-1\r\n");
+    assert_eq!(q(&r, "EXISTS k"), ":0\r\n");
+}
+
+#[test]
+fn expired_keys_behave_as_missing() {
+    let r = server();
+    let ks = r.keyspace();
+    let setup = |r: &Redis| {
+        assert_eq!(q(r, "SET k 5 PX 10"), "+OK\r\n");
+        ks.advance(Duration::from_millis(10));
+    };
+    setup(&r);
+    assert_eq!(q(&r, "INCR k"), ":1\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "APPEND k x"), ":1\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "SET k v NX"), "+OK\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "SET k v XX"), "$-1\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "SET k v KEEPTTL"), "+OK\r\n");
+    assert_eq!(q(&r, "TTL k"), ":-1\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "DEL k"), ":0\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "GETDEL k"), "$-1\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "STRLEN k"), ":0\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "EXPIRE k 10"), ":0\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "PERSIST k"), ":0\r\n");
+    setup(&r);
+    assert_eq!(q(&r, "SETNX k 1"), ":1\r\n");
+    ks.check();
+}
+
+#[test]
+fn tick_runs_active_expiry() {
+    let r = server();
+    let ks = r.keyspace();
+    let mut cmds = Vec::new();
+    for i in 0..300 {
+        cmds.extend(mb(&[
+            b"SET",
+            format!("t{i}").as_bytes(),
+            b"v",
+            b"PX",
+            b"100",
+        ]));
+        cmds.extend(mb(&[b"SET", format!("p{i}").as_bytes(), b"v"]));
+    }
+    on(&r, &cmds);
+    assert_eq!(q(&r, "DBSIZE"), ":600\r\n");
+    r.tick();
+    assert_eq!(ks.len(), 600);
+    ks.advance(Duration::from_millis(100));
+    // No access at all: only the sweep can reclaim the keys.
+    // Each tick is bounded; keep ticking (within a generous cap) until all are gone.
+    for _ in 0..10_000 {
+        if ks.expires() == 0 {
+            break;
+        }
+        r.tick();
+    }
+    assert_eq!(ks.len(), 300);
+    assert_eq!(ks.expires(), 0);
+    assert_eq!(q(&r, "DBSIZE"), ":300\r\n");
+    ks.check();
+}
+
+#[test]
+fn dbsize_flush_select() {
+    let r = server();
+    assert_eq!(q(&r, "DBSIZE"), ":0\r\n");
+    assert_eq!(q(&r, "MSET a 1 b 2"), "+OK\r\n");
+    assert_eq!(q(&r, "EXPIRE a 100"), ":1\r\n");
+    assert_eq!(q(&r, "DBSIZE"), ":2\r\n");
+    assert_eq!(q(&r, "FLUSHDB"), "+OK\r\n");
+    assert_eq!(q(&r, "DBSIZE"), ":0\r\n");
+    assert_eq!(q(&r, "SET a 1"), "+OK\r\n");
+    assert_eq!(q(&r, "FLUSHALL ASYNC"), "+OK\r\n");
+    assert_eq!(q(&r, "FLUSHALL sync"), "+OK\r\n");
+    assert_eq!(q(&r, "FLUSHALL foo"), "-ERR syntax error\r\n");
+    assert_eq!(q(&r, "FLUSHDB async x"), "-ERR syntax error\r\n");
+    assert_eq!(
+        q(&r, "DBSIZE x"),
+        "-ERR wrong number of arguments for 'dbsize' command\r\n"
+    );
+    assert_eq!(r.keyspace().len(), 0);
+    assert_eq!(q(&r, "SELECT 0"), "+OK\r\n");
+    assert_eq!(q(&r, "SELECT 1"), "-ERR DB index is out of range\r\n");
+    assert_eq!(q(&r, "SELECT -1"), "-ERR DB index is out of range\r\n");
+    assert_eq!(q(&r, "SELECT abc"), "-ERR invalid DB index\r\n");
+    assert_eq!(q(&r, "SELECT 99999999999"), "-ERR invalid DB index\r\n");
+    assert_eq!(
+        q(&r, "SELECT"),
+        "-ERR wrong number of arguments for 'select' command\r\n"
+    );
+}
+
+#[test]
+fn quit_closes_after_reply() {
+    let r = server();
+    let mut s = r.new_session();
+    let mut out = b"earlier".to_vec();
+    let input = b"PING\r\nQUIT\r\nPING\r\n";
+    let p = s.on_input(input, &mut out).unwrap();
+    assert_eq!(
+        p,
+        Progress {
+            consumed: 12,
+            close: true
+        }
+    );
+    assert_eq!(out, b"earlier+PONG\r\n+OK\r\n");
+    let p = r.new_session().on_input(&mb(&[b"quit"]), &mut out).unwrap();
+    assert!(p.close);
+}
+
+#[test]
+fn command_introspection() {
+    let r = server();
+    assert_eq!(q(&r, "COMMAND"), "*0\r\n");
+    assert_eq!(q(&r, "COMMAND DOCS"), "*0\r\n");
+    assert_eq!(q(&r, "command docs get set"), "*0\r\n");
+    assert_eq!(
+        q(&r, "COMMAND COUNT"),
+        format!(":{}\r\n", commands::SPECS.len())
+    );
+    assert_eq!(
+        q(&r, "COMMAND COUNT x"),
+        "-ERR wrong number of arguments for 'command|count' command\r\n"
+    );
+    assert_eq!(q(&r, "COMMAND INFO get"), "*1\r\n*-1\r\n");
+    assert!(
+        q(&r, "COMMAND LIST").starts_with(&format!("*{}\r\n$3\r\nget\r\n", commands::SPECS.len()))
+    );
+    assert_eq!(
+        q(&r, "command foo"),
+        "-ERR unknown subcommand 'foo'. Try COMMAND HELP.\r\n"
+    );
+}
+
+#[test]
+fn config_get() {
+    let r = server();
+    assert_eq!(q(&r, "CONFIG GET save"), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    assert_eq!(
+        q(&r, "config get appendonly"),
+        "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    );
+    assert_eq!(
+        q(&r, "CONFIG GET save appendonly"),
+        "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+    );
+    assert_eq!(q(&r, "CONFIG GET nosuch"), "*0\r\n");
+    assert_eq!(
+        q(&r, "CONFIG GET proto-max-bulk-len"),
+        "*2\r\n$18\r\nproto-max-bulk-len\r\n$8\r\n16777216\r\n"
+    );
+    assert!(q(&r, "CONFIG GET *").starts_with("*18\r\n"));
+    assert_eq!(
+        q(&r, "CONFIG GET"),
+        "-ERR wrong number of arguments for 'config|get' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "CONFIG"),
+        "-ERR wrong number of arguments for 'config' command\r\n"
+    );
+    assert_eq!(
+        q(&r, "config foo"),
+        "-ERR unknown subcommand 'foo'. Try CONFIG HELP.\r\n"
+    );
+    assert_eq!(
+        q(&r, "CONFIG SET save x"),
+        "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n"
+    );
+    assert_eq!(q(&r, "CONFIG RESETSTAT"), "+OK\r\n");
+}
+
+/// The payload of a bulk reply.
+fn bulk_payload(reply: &str) -> &str {
+    let (head, rest) = reply.split_once("\r\n").unwrap();
+    let len: usize = head.strip_prefix('$').unwrap().parse().unwrap();
+    assert_eq!(rest.len(), len + 2);
+    &rest[..len]
+}
+
+#[test]
+fn info_sections() {
+    let r = server();
+    let info = q(&r, "INFO");
+    let body = bulk_payload(&info);
+    assert!(
+        body.starts_with("# Server\r\nredis_version:7.0.0\r\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\r\n\r\n# Clients\r\nconnected_clients:1\r\n"),
+        "{body}"
+    );
+    assert!(body.ends_with("\r\n\r\n# Keyspace\r\n"), "{body}");
+    assert_eq!(q(&r, "MSET a 1 b 2 c 3"), "+OK\r\n");
+    assert_eq!(q(&r, "EXPIRE a 100"), ":1\r\n");
+    let info = q(&r, "info keyspace");
+    assert_eq!(
+        bulk_payload(&info),
+        "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n"
+    );
+    let info = q(&r, "INFO server");
+    assert!(bulk_payload(&info).starts_with("# Server\r\nredis_version:7.0.0\r\n"));
+    assert!(!info.contains("Keyspace"));
+    assert_eq!(q(&r, "INFO nosuch"), "$0\r\n\r\n");
+    let info = q(&r, "INFO all");
+    assert!(bulk_payload(&info).contains("db0:keys=3,expires=1,avg_ttl=0\r\n"));
+}
+
+#[test]
+fn client_commands() {
+    let r = server();
+    let mut s = r.new_session();
+    let mut out = Vec::new();
+    let input = b"CLIENT GETNAME\r\nCLIENT SETNAME app\r\nCLIENT GETNAME\r\nCLIENT SETNAME \"a b\"\r\n\
+CLIENT SETINFO LIB-NAME redis-rs\r\nCLIENT SETINFO lib-ver 1.0\r\nCLIENT SETINFO foo x\r\nCLIENT SETNAME\r\n\
+CLIENT NOPE\r\nCLIENT\r\n";
+    s.on_input(input, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "$-1\r\n+OK\r\n$3\r\napp\r\n\
+-ERR Client names cannot contain spaces, newlines or special characters.\r\n\
++OK\r\n+OK\r\n-ERR Unrecognized option 'foo'\r\n\
+-ERR wrong number of arguments for 'client|setname' command\r\n\
+-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n\
+-ERR wrong number of arguments for 'client' command\r\n"
+    );
+    let mut out = Vec::new();
+    s.on_input(b"CLIENT ID\r\n", &mut out).unwrap();
+    let mut out2 = Vec::new();
+    r.new_session()
+        .on_input(b"CLIENT ID\r\n", &mut out2)
+        .unwrap();
+    assert_ne!(out, out2);
+    assert!(out.starts_with(b":"));
+    let mut out = Vec::new();
+    s.on_input(b"CLIENT INFO\r\n", &mut out).unwrap();
+    assert!(String::from_utf8_lossy(&out).contains(" name=app "));
+}
+
+#[test]
+fn hello_is_unknown_like_redis5() {
+    let r = server();
+    assert_eq!(
+        q(&r, "HELLO 3"),
+        "-ERR unknown command 'HELLO', with args beginning with: '3' \r\n"
+    );
+    assert_eq!(
+        on(&r, &mb(&[b"HELLO", b"3"])),
+        b"-ERR unknown command 'HELLO', with args beginning with: '3' \r\n"
+    );
+}
+
+#[test]
+fn unknown_command_format() {
+    let r = server();
+    assert_eq!(
+        q(&r, "foo a b"),
+        "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+    );
+    assert_eq!(
+        q(&r, "FOO"),
+        "-ERR unknown command 'FOO', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        on(&r, &mb(&[b"x\r\ny", b"a\nb"])),
+        b"-ERR unknown command 'x  y', with args beginning with: 'a b' \r\n"
+    );
+    let long = "x".repeat(200);
+    let reply = q(&r, &format!("nope {long} second"));
+    assert_eq!(
+        reply,
+        format!(
+            "-ERR unknown command 'nope', with args beginning with: '{}' \r\n",
+            "x".repeat(128)
+        )
+    );
+    let reply = q(&r, &format!("{long} a"));
+    assert_eq!(
+        reply,
+        format!(
+            "-ERR unknown command '{}', with args beginning with: 'a' \r\n",
+            "x".repeat(128)
+        )
+    );
+    // Many short args: stops once the list reaches 128 bytes.
+    let args: Vec<String> = (0..100).map(|i| format!("a{i:02}")).collect();
+    let reply = q(&r, &format!("nope {}", args.join(" ")));
+    let listed =
+        reply.trim_start_matches("-ERR unknown command 'nope', with args beginning with: ");
+    // 21 quoted args take 126 bytes; the 22nd is cut to the 2 bytes left (as Redis's
+    // `'%.*s' ` with 128 - len does).
+    let first: Vec<String> = args[..21].iter().map(|a| format!("'{a}'")).collect();
+    assert_eq!(listed, format!("{} 'a2' \r\n", first.join(" ")));
+}
+
+#[test]
+fn pipelining_sixteen_commands() {
+    let r = server();
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..4 {
+        let k = format!("k{i}");
+        input.extend(mb(&[b"SET", k.as_bytes(), b"v"]));
+        expected.extend(b"+OK\r\n");
+        input.extend(format!("GET {k}\r\n").as_bytes());
+        expected.extend(b"$1\r\nv\r\n");
+        input.extend(mb(&[b"INCR", b"n"]));
+        expected.extend(format!(":{}\r\n", i + 1).as_bytes());
+        input.extend(b"PING\r\n");
+        expected.extend(b"+PONG\r\n");
+    }
+    let mut s = r.new_session();
+    let mut out = Vec::new();
+    // An incomplete 17th command stays unconsumed.
+    let full = input.len();
+    input.extend(b"*2\r\n$3\r\nGET\r\n$2\r\nk");
+    let p = s.on_input(&input, &mut out).unwrap();
+    assert_eq!(p, Progress::consumed(full));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+    let mut out = Vec::new();
+    input.drain(..full);
+    input.extend(b"1\r\n");
+    let p = s.on_input(&input, &mut out).unwrap();
+    assert_eq!(p, Progress::consumed(input.len()));
+    assert_eq!(out, b"$1\r\nv\r\n");
+}
+
+#[test]
+fn inline_forms() {
+    let r = server();
+    assert_eq!(on(&r, b"\r\n\n   \r\nPING\n"), b"+PONG\r\n");
+    assert_eq!(
+        on(&r, b"SET k \"a\\x41\\n\"\nGET k\n"),
+        b"+OK\r\n$3\r\naA\n\r\n"
+    );
+    assert_eq!(
+        on(&r, b"SET k 'it\\'s'\r\nGET k\r\n"),
+        b"+OK\r\n$4\r\nit's\r\n"
+    );
+    assert_eq!(on(&r, b"*0\r\n*-1\r\nPING\r\n"), b"+PONG\r\n");
+}
+
+#[test]
+fn protocol_errors() {
+    let cfg = RespConfig::default();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"*abc\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1x\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1048577\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*99999999999999999999\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\rx".to_vec(),
+            "-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\n$abc\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$-1\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$16777217\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\nGET\r\n".to_vec(),
+            "-ERR Protocol error: expected '$', got 'G'\r\n",
+        ),
+        (
+            b"*2\r\n$3\r\nGET\r\n:1\r\n".to_vec(),
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*1\r\n$3\r\nGETxx".to_vec(),
+            "-ERR Protocol error: bulk data not followed by CRLF\r\n",
+        ),
+        (
+            b"SET k \"abc\r\n".to_vec(),
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+        (
+            b"SET k 'abc\r\n".to_vec(),
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+        (
+            b"SET k \"a\"b\r\n".to_vec(),
+            "-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+        (
+            vec![b'a'; 64 * 1024 + 2],
+            "-ERR Protocol error: too big inline request\r\n",
+        ),
+        (
+            [&b"*"[..], &[b'1'; 64 * 1024 + 1]].concat(),
+            "-ERR Protocol error: too big mbulk count string\r\n",
+        ),
+        (
+            [&b"*1\r\n$"[..], &[b'1'; 64 * 1024 + 1]].concat(),
+            "-ERR Protocol error: too big bulk count string\r\n",
+        ),
+    ];
+    for (input, reply) in cases {
+        let (out, e) = proto_err(cfg, &input);
+        assert_eq!(
+            String::from_utf8_lossy(&e.reply),
+            reply,
+            "{:?}",
+            String::from_utf8_lossy(&input[..input.len().min(40)])
+        );
+        assert!(out.is_empty());
+    }
+    // Just below the inline limit is still waiting for its newline.
+    let mut s = server().new_session();
+    let p = s
+        .on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new())
+        .unwrap();
+    assert_eq!(p, Progress::consumed(0));
+}
+
+#[test]
+fn replies_before_a_protocol_error_are_kept() {
+    let (out, e) = proto_err(RespConfig::default(), b"PING\r\nSET a 1\r\n*x\r\nPING\r\n");
+    assert_eq!(out, b"+PONG\r\n+OK\r\n");
+    assert_eq!(
+        e.reply,
+        b"-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    assert_eq!(e.kind, "invalid_multibulk_length");
+}
+
+#[test]
+fn configured_limits_apply() {
+    let cfg = RespConfig {
+        max_bulk: 10,
+        max_multibulk: 3,
+        max_inline: 16,
+        max_request: 1 << 20,
+    };
+    let (_, e) = proto_err(cfg, b"*4\r\n");
+    assert_eq!(
+        e.reply,
+        b"-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    let (_, e) = proto_err(cfg, b"*1\r\n$11\r\n");
+    assert_eq!(e.reply, b"-ERR Protocol error: invalid bulk length\r\n");
+    let (_, e) = proto_err(cfg, &[b'x'; 18]);
+    assert_eq!(e.reply, b"-ERR Protocol error: too big inline request\r\n");
+    let r = Redis::new(cfg);
+    assert_eq!(on(&r, &mb(&[b"SET", b"k", b"0123456789"])), b"+OK\r\n");
+    assert_eq!(on(&r, b"GET 0123456789k\r\n"), b"$-1\r\n");
+}
+
+#[test]
+fn large_value_trickles_in() {
+    let r = server();
+    let value: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let msg = mb(&[b"SET", b"big", &value]);
+    let mut sim = Sim::new(&r);
+    for chunk in msg.chunks(4096) {
+        sim.feed(chunk);
+    }
+    sim.feed(&mb(&[b"STRLEN", b"big"]));
+    assert_eq!(sim.out, b"+OK\r\n:1000000\r\n");
+    assert_eq!(r.keyspace().get(b"big").as_deref(), Some(&value[..]));
+    assert!(sim.buf.is_empty());
+}
+
+#[test]
+fn session_counts_clients() {
+    let r = server();
+    let s1 = r.new_session();
+    let s2 = r.new_session();
+    assert!(bulk_payload(&q(&r, "INFO clients")).contains("connected_clients:3"));
+    drop((s1, s2));
+    assert!(bulk_payload(&q(&r, "INFO clients")).contains("connected_clients:1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Property tests
+
+/// A command of the generated streams (no command whose reply depends on anything but
+/// the stream: no INFO, CLIENT ID).
+fn arb_command() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let key = prop::sample::select(vec![&b"a"[..], b"b", b"key:1", b"n", b"sp ace", b"q\"t"])
+        .prop_map(|k| k.to_vec());
+    let value = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..12),
+        (-20i64..20).prop_map(|n| n.to_string().into_bytes()),
+        Just(b"hello world".to_vec()),
+    ];
+    let k = || key.clone();
+    let v = || value.clone();
+    prop_oneof![
+        (k(), v()).prop_map(|(k, v)| vec![b"SET".to_vec(), k, v]),
+        (k(), v()).prop_map(|(k, v)| vec![b"set".to_vec(), k, v, b"NX".to_vec()]),
+        k().prop_map(|k| vec![b"GET".to_vec(), k]),
+        k().prop_map(|k| vec![b"INCR".to_vec(), k]),
+        (k(), -100i64..100).prop_map(|(k, n)| vec![
+            b"INCRBY".to_vec(),
+            k,
+            n.to_string().into_bytes()
+        ]),
+        (k(), v()).prop_map(|(k, v)| vec![b"APPEND".to_vec(), k, v]),
+        (k(), k()).prop_map(|(a, b)| vec![b"DEL".to_vec(), a, b]),
+        k().prop_map(|k| vec![b"STRLEN".to_vec(), k]),
+        (k(), k()).prop_map(|(a, b)| vec![b"MGET".to_vec(), a, b]),
+        (k(), v(), k(), v()).prop_map(|(a, x, b, y)| vec![b"MSET".to_vec(), a, x, b, y]),
+        (k(), k()).prop_map(|(a, b)| vec![b"EXISTS".to_vec(), a, b]),
+        k().prop_map(|k| vec![b"TTL".to_vec(), k]),
+        k().prop_map(|k| vec![b"EXPIRE".to_vec(), k, b"1000".to_vec()]),
+        v().prop_map(|v| vec![b"ECHO".to_vec(), v]),
+        Just(vec![b"PING".to_vec()]),
+        Just(vec![b"DBSIZE".to_vec()]),
+        Just(vec![b"NOSUCH".to_vec(), b"x".to_vec()]),
+        Just(vec![b"GET".to_vec()]),
+    ]
+}
+
+/// Encodes a command inline: plain words where possible, else double-quoted with `\xHH`
+/// escapes.
+fn inline(args: &[Vec<u8>]) -> Vec<u8> {
+    let mut line = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            line.push(b' ');
+        }
+        if !a.is_empty() && a.iter().all(u8::is_ascii_alphanumeric) {
+            line.extend_from_slice(a);
+        } else {
+            line.push(b'"');
+            for b in a {
+                line.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            }
+            line.push(b'"');
+        }
+    }
+    line.extend_from_slice(b"\r\n");
+    line
+}
+
+fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec((arb_command(), any::<bool>()), 1..24).prop_map(|cmds| {
+        let mut s = Vec::new();
+        for (args, as_inline) in cmds {
+            if as_inline {
+                s.extend(inline(&args));
+            } else {
+                let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+                s.extend(mb(&refs));
+            }
+        }
+        s
+    })
+}
+
+fn run_chunks(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    let r = server();
+    let mut sim = Sim::new(&r);
+    let mut at = 0;
+    for cut in cuts {
+        let cut = cut.clamp(at, stream.len());
+        sim.feed(&stream[at..cut]);
+        at = cut;
+    }
+    sim.feed(&stream[at..]);
+    assert!(sim.error.is_none(), "{:?}", sim.error);
+    assert!(sim.buf.is_empty());
+    r.keyspace().check();
+    sim.out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The output does not depend on how the stream is chunked.
+    #[test]
+    fn chunking_does_not_change_output(stream in arb_stream(), sizes in prop::collection::vec(1usize..40, 1..64)) {
+        let whole = run_chunks(&stream, []);
+        prop_assert!(!whole.is_empty());
+        for split in 0..=stream.len() {
+            let two = run_chunks(&stream, [split]);
+            prop_assert_eq!(&two, &whole, "split at {}", split);
+        }
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        for s in sizes.iter().cycle() {
+            at += s;
+            if at >= stream.len() {
+                break;
+            }
+            cuts.push(at);
+        }
+        prop_assert_eq!(run_chunks(&stream, cuts), whole);
+    }
+
+    /// Hostile input never panics, and the unconsumed input stays within the limits
+    /// (plus a line ending) until an error closes the connection.
+    #[test]
+    fn hostile_input_is_bounded(
+        pieces in prop::collection::vec(arb_piece(), 1..16),
+        sizes in prop::collection::vec(1usize..64, 1..32),
+    ) {
+        let cfg = RespConfig { max_bulk: 64, max_multibulk: 8, max_inline: 32, max_request: 300 };
+        let bound = cfg.max_request + cfg.max_inline + 2;
+        let stream = pieces.concat();
+        let r = Redis::new(cfg);
+        let mut sim = Sim::new(&r);
+        let mut at = 0;
+        for s in sizes.iter().cycle() {
+            if at >= stream.len() || sim.closed {
+                break;
+            }
+            let end = (at + s).min(stream.len());
+            sim.feed(&stream[at..end]);
+            prop_assert!(sim.buf.len() <= bound, "unconsumed {} > {}", sim.buf.len(), bound);
+            at = end;
+        }
+        if let Some(e) = &sim.error {
+            prop_assert!(e.reply.starts_with(b"-ERR Protocol error: "));
+            prop_assert!(e.reply.ends_with(b"\r\n"));
+        }
+        r.keyspace().check();
+    }
+
+    /// Valid streams cut short anywhere are simply incomplete: no error, and what was
+    /// consumed is a prefix of whole commands.
+    #[test]
+    fn truncated_streams_wait(stream in arb_stream(), cut in any::<prop::sample::Index>()) {
+        let cut = cut.index(stream.len() + 1);
+        let r = server();
+        let mut sim = Sim::new(&r);
+        sim.feed(&stream[..cut]);
+        prop_assert!(sim.error.is_none());
+        sim.feed(&stream[cut..]);
+        prop_assert!(sim.error.is_none());
+        prop_assert!(sim.buf.is_empty());
+    }
+}
+
+/// A piece of hostile input: random bytes, protocol-ish fragments, oversized headers,
+/// valid commands.
+fn arb_piece() -> impl Strategy<Value = Vec<u8>> {
+    let protoish = prop::collection::vec(
+        prop::sample::select(vec![
+            b'*', b'$', b'\r', b'\n', b'0', b'1', b'9', b'-', b'"', b'\'', b'\\', b'x', b' ', b'a',
+        ]),
+        0..40,
+    );
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..80),
+        protoish,
+        (0usize..20).prop_map(|n| format!("*{n}\r\n").into_bytes()),
+        (0usize..100).prop_map(|n| format!("${n}\r\n").into_bytes()),
+        (0usize..100).prop_map(|n| vec![b'z'; n]),
+        (0usize..200).prop_map(|n| [&b"$"[..], &vec![b'1'; n]].concat()),
+        arb_stream(),
+        Just(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$64\r\n".to_vec()),
+        Just(vec![b'v'; 64]),
+        Just(b"\r\n".to_vec()),
+    ]
+}
