@@ -960,9 +960,9 @@ fn eof_with_data(engine: Engine) {
     served.shutdown().unwrap();
 }
 
+/// Regression: the FIN arriving in the same readiness event as the data used to go
+/// unseen (a short read ended the read loop) and the connection stayed open forever.
 #[test]
-#[ignore = "reactor bug: EOF that arrives in the same readiness event as data is never \
-            seen (short read ends on_readable), so the connection is never closed"]
 fn eof_arriving_with_data_closes_reactor() {
     eof_with_data(Engine::Reactor);
 }

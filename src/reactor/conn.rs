@@ -20,6 +20,9 @@ pub(crate) const READ_CLOSED: u8 = 2;
 pub(crate) const CLOSING: u8 = 4;
 /// Not read because pending output is above the high watermark.
 pub(crate) const PAUSED: u8 = 8;
+/// The poller reported the peer's FIN (EPOLLRDHUP) together with data: a short read no
+/// longer means "drained", so reading goes on until it returns EOF.
+pub(crate) const HUP_SEEN: u8 = 16;
 
 pub(crate) struct Connection<S> {
     pub(crate) sock: TcpStream,

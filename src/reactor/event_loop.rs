@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::config::Config;
-use super::conn::{CLOSING, Connection, PAUSED, READ_CLOSED, WRITE_INTEREST};
+use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED, WRITE_INTEREST};
 use super::handle::{Command, LoopRemote, ServerHandle};
 use super::handler::{Action, CloseReason, Conn, Detached, EventHandler, LoopInfo};
 use super::listener::is_resource_exhaustion;
@@ -131,7 +131,7 @@ impl<H: EventHandler> EventLoop<H> {
                     Token(key) if key < usize::MAX - 1 - self.parts.listeners.len() => {
                         // Errors and hang-ups surface through read/write.
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        self.on_conn_event(key, readable, ev.is_writable());
+                        self.on_conn_event(key, readable, ev.is_writable(), ev.is_read_closed());
                     }
                     Token(t) => self.accept(usize::MAX - 1 - t),
                 }
@@ -323,8 +323,14 @@ impl<H: EventHandler> EventLoop<H> {
 
     // ---- reading ------------------------------------------------------------------
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
-        let Some(c) = self.conns.get(key) else { return };
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if hup {
+            // The FIN came with this edge: no later event will report it.
+            c.flags |= HUP_SEEN;
+        }
         if writable && c.has(WRITE_INTEREST) {
             self.on_writable(key);
         }
@@ -333,8 +339,9 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    /// Reads until the socket is drained (WouldBlock or a short read), the connection
-    /// stops being readable, or the read budget is spent.
+    /// Reads until the socket is drained (WouldBlock, or a short read unless the peer's
+    /// FIN is known to be queued), the connection stops being readable, or the read
+    /// budget is spent.
     fn on_readable(&mut self, key: usize) {
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else {
@@ -359,7 +366,11 @@ impl<H: EventHandler> EventLoop<H> {
             }
             bump(&self.stats.bytes_read, n as u64);
             let action = self.deliver(key, n);
-            if !self.after_callback(key, action) || n < self.rbuf.len() {
+            if !self.after_callback(key, action) {
+                return;
+            }
+            if n < self.rbuf.len() && !self.conns[key].has(HUP_SEEN) {
+                // A short read drained the socket; new bytes will raise a new edge.
                 return;
             }
         }
