@@ -838,9 +838,6 @@ fn hostile(addr: SocketAddr, i: u64) -> Result<(), String> {
     // The server may close before reading everything: a failed write is fine.
     let _ = c.stream.write_all(&input);
     if half_close {
-        // A pause, so that the FIN is not seen in the same readiness event as the data:
-        // that case is `eof_arriving_with_data_closes_*` (a known reactor bug).
-        thread::sleep(Duration::from_millis(50));
         let _ = c.stream.shutdown(Shutdown::Write);
     }
     let mut got = Vec::new();

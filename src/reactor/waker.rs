@@ -38,15 +38,20 @@ impl Waker {
         self.inner.wake()
     }
 
-    /// Called by the loop when the waker fired: re-arms coalescing and drains the
-    /// kernel object. The loop must then process its command channel.
+    /// Called by the loop when the waker fired, before it processes its command
+    /// channel: drains the kernel object, then re-arms coalescing.
+    ///
+    /// The order matters. A sender that finds the flag already set skips its eventfd
+    /// write, relying on the one who set it. Draining first means every write that
+    /// could belong to a flag setter after our re-arm lands after the drain and wakes
+    /// the loop again; re-arming first would let the drain swallow such a write and
+    /// strand the commands queued behind it.
     pub(crate) fn reset(&self) {
-        // A read-modify-write, not a plain store: it reads from the last sender's
-        // `swap(true)`, so every command sent before that swap is visible to the channel
-        // reads that follow. (A plain store could let those reads run ahead of it and
-        // miss a command whose sender saw the flag still set and skipped the wake.)
-        self.pending.swap(false, Ordering::AcqRel);
         self.inner.drain();
+        // A read-modify-write, not a plain store: it reads from the last sender's
+        // `swap(true)`, so every command sent before that swap is visible to the
+        // channel reads that follow.
+        self.pending.swap(false, Ordering::AcqRel);
     }
 }
 
