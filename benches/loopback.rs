@@ -1,0 +1,2 @@
+//! Placeholder: criterion loopback echo benchmark (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder: criterion benchmarks of the protocol parsers (being written).
+fn main() {}
