@@ -9,10 +9,7 @@ impl EventHandler for Echo {
     type State = u64; // bytes echoed on this connection
 
     fn serving(&mut self, info: &LoopInfo) {
-        println!(
-            "loop {} of {} serving {:?}",
-            info.id, info.loops, info.addrs
-        );
+        println!("loop {} of {} serving {:?}", info.id, info.loops, info.addrs);
     }
 
     fn opened(&mut self, conn: &mut Conn<'_>) -> (u64, Action) {
@@ -28,9 +25,6 @@ impl EventHandler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let config = Config::new()
-        .listen("127.0.0.1:7000")?
-        .loops(2)
-        .reuseport(true);
+    let config = Config::new().listen("127.0.0.1:7000")?.loops(2).reuseport(true);
     Server::bind(config)?.serve(|_loop_id| Echo)
 }

@@ -33,11 +33,7 @@ impl EventHandler for Front {
         let mut consumed = 0;
         while let Some(end) = input[consumed..].iter().position(|&b| b == b'\n') {
             let line = input[consumed..consumed + end + 1].to_vec();
-            let job = Job {
-                handle: conn.handle(),
-                outbox: outbox.clone(),
-                line,
-            };
+            let job = Job { handle: conn.handle(), outbox: outbox.clone(), line };
             if self.jobs.send(job).is_err() {
                 return (input.len(), Action::Close);
             }
@@ -60,10 +56,7 @@ fn main() -> std::io::Result<()> {
         thread::spawn(move || {
             for job in queue {
                 let answer = job.line.to_ascii_uppercase(); // the "slow" work
-                job.outbox
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&answer);
+                job.outbox.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&answer);
                 let _ = job.handle.wake(); // Err(Closed) if the client left: fine
             }
         });

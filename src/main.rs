@@ -284,10 +284,7 @@ fn run_load(args: LoadArgs) -> Result<(), String> {
 fn run_serve(args: ServeArgs) -> Result<(), String> {
     let mut listen: Vec<SocketAddr> = args.listen.iter().flatten().copied().collect();
     if listen.is_empty() {
-        listen.push(SocketAddr::from((
-            [127, 0, 0, 1],
-            args.proto.default_port(),
-        )));
+        listen.push(SocketAddr::from(([127, 0, 0, 1], args.proto.default_port())));
     }
     if args.low_watermark > args.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
@@ -331,13 +328,9 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             };
             run(engine, Redis::new(limits), config)
         }
-        ProtoKind::Frame => run(
-            engine,
-            Frame::new(FrameConfig {
-                max_frame: args.max_frame,
-            }),
-            config,
-        ),
+        ProtoKind::Frame => {
+            run(engine, Frame::new(FrameConfig { max_frame: args.max_frame }), config)
+        }
     }
 }
 

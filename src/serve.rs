@@ -64,10 +64,9 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         input: &[u8],
     ) -> (usize, Action) {
         match session.on_input(input, conn.out()) {
-            Ok(p) => (
-                p.consumed.min(input.len()),
-                if p.close { Action::Close } else { Action::None },
-            ),
+            Ok(p) => {
+                (p.consumed.min(input.len()), if p.close { Action::Close } else { Action::None })
+            }
             Err(e) => {
                 log::debug!("{} from {}: {e}", self.proto.name(), conn.peer_addr());
                 conn.write(&e.reply);

@@ -19,11 +19,7 @@ fn evloop(args: &[&str]) -> Command {
 /// Starts `evloop serve ARGS --listen 127.0.0.1:0` and returns the child with the address
 /// taken from its ready line.
 fn spawn_ready(args: &[&str]) -> (Child, SocketAddr, String) {
-    let mut child = evloop(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -37,14 +33,7 @@ fn spawn_ready(args: &[&str]) -> (Child, SocketAddr, String) {
             break line;
         }
     };
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .trim_end_matches(',');
+    let addr = line.split(" on ").nth(1).unwrap().split(' ').next().unwrap().trim_end_matches(',');
     (child, addr.parse().unwrap(), line)
 }
 
@@ -70,19 +59,10 @@ fn wait_exit(mut child: Child) -> i32 {
 
 #[test]
 fn serves_echo_and_exits_zero_on_sigterm() {
-    let (child, addr, line) = spawn_ready(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--loops",
-        "2",
-        "--reuseport",
-    ]);
+    let (child, addr, line) =
+        spawn_ready(&["serve", "--listen", "127.0.0.1:0", "--loops", "2", "--reuseport"]);
     assert!(line.contains("serving echo on 127.0.0.1:"), "{line}");
-    assert!(
-        line.contains("2 loops") && line.contains("reuseport on"),
-        "{line}"
-    );
+    assert!(line.contains("2 loops") && line.contains("reuseport on"), "{line}");
     let mut c = connect(addr);
     send(&mut c, b"hello evloop");
     assert_eq!(read_n(&mut c, 12), b"hello evloop");
@@ -103,10 +83,7 @@ fn std_engine_exits_zero_on_sigint() {
 
 fn run_to_end(args: &[&str]) -> (i32, String) {
     let out = evloop(args).output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -125,10 +102,7 @@ fn unbindable_address_is_one_line_exit_1() {
     // TEST-NET-1: not an address of this machine, so bind fails (no traffic is sent).
     let (code, err) = run_to_end(&["serve", "--listen", "192.0.2.1:5000"]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.starts_with("evloop: cannot listen on 192.0.2.1:5000"),
-        "{err}"
-    );
+    assert!(err.starts_with("evloop: cannot listen on 192.0.2.1:5000"), "{err}");
     assert!(!err.contains("panicked"));
 }
 
@@ -153,15 +127,8 @@ fn help_explains_the_flags() {
     let out = evloop(&["serve", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--loops",
-        "--reuseport",
-        "--pin",
-        "--balance",
-        "--engine",
-        "--proto",
-        "--listen",
-    ] {
+    for flag in ["--loops", "--reuseport", "--pin", "--balance", "--engine", "--proto", "--listen"]
+    {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }

@@ -35,9 +35,7 @@ fn many_writers_many_connections_nothing_lost_in_order() {
     let running = server.start(move |_| Publish(tx.clone())).unwrap();
 
     let clients: Vec<_> = (0..CONNS).map(|_| connect(addr)).collect();
-    let handles: Vec<ConnHandle> = (0..CONNS)
-        .map(|_| rx.recv_timeout(LIMIT).unwrap())
-        .collect();
+    let handles: Vec<ConnHandle> = (0..CONNS).map(|_| rx.recv_timeout(LIMIT).unwrap()).collect();
     assert!(handles.iter().any(|h| h.loop_id() == 0) && handles.iter().any(|h| h.loop_id() == 1));
 
     let writers: Vec<_> = (0..WRITERS)

@@ -37,14 +37,8 @@ fn run(engine: Engine, reuseport: bool, balance: Balance) {
     if let Some(h) = server.reactor() {
         let s = h.stats();
         assert_eq!(s.total().accepted, CLIENTS);
-        assert!(
-            s.loops.iter().all(|l| l.accepted > 0),
-            "all 4 loops served: {:?}",
-            s.loops
-        );
-        wait_until("echo bytes counted", || {
-            h.stats().total().bytes_written == sent
-        });
+        assert!(s.loops.iter().all(|l| l.accepted > 0), "all 4 loops served: {:?}", s.loops);
+        wait_until("echo bytes counted", || h.stats().total().bytes_written == sent);
     }
     server.shutdown().unwrap();
 }

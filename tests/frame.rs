@@ -12,12 +12,8 @@ use evloop::proto::frame::{Frame, FrameConfig, HEADER_LEN, decode, encode};
 use evloop::serve::{Engine, Served, start};
 
 fn serve(engine: Engine, loops: usize, max_frame: usize) -> Served {
-    start(
-        engine,
-        Frame::new(FrameConfig { max_frame }),
-        local_config(loops),
-    )
-    .expect("start frame server")
+    start(engine, Frame::new(FrameConfig { max_frame }), local_config(loops))
+        .expect("start frame server")
 }
 
 /// Deterministic xorshift numbers.
@@ -35,9 +31,7 @@ impl Rng {
 /// `count` payloads of random sizes below `max_len`, with random contents.
 fn payloads(count: usize, max_len: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(seed | 1);
-    (0..count)
-        .map(|i| pattern(rng.below(max_len), seed.wrapping_mul(1000) + i as u64))
-        .collect()
+    (0..count).map(|i| pattern(rng.below(max_len), seed.wrapping_mul(1000) + i as u64)).collect()
 }
 
 fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
@@ -162,11 +156,7 @@ fn size_limit(engine: Engine) {
     request.extend_from_slice(&(MAX as u32 + 1).to_be_bytes());
     send(&mut s, &request);
     let got = read_until_closed(&mut s);
-    assert_eq!(
-        got.len(),
-        before.len(),
-        "only the frames before the bad header"
-    );
+    assert_eq!(got.len(), before.len(), "only the frames before the bad header");
     assert!(got == before);
 
     // An oversized header alone, and one announcing 4 GiB - 1, close without a reply.
@@ -219,11 +209,7 @@ fn concurrent(engine: Engine) {
     }
     if let Some(h) = server.reactor() {
         let per_loop: Vec<u64> = h.stats().loops.iter().map(|l| l.accepted).collect();
-        assert_eq!(
-            per_loop.iter().sum::<u64>(),
-            CONNS,
-            "accepted: {per_loop:?}"
-        );
+        assert_eq!(per_loop.iter().sum::<u64>(), CONNS, "accepted: {per_loop:?}");
         assert!(
             per_loop.iter().filter(|&&n| n > 0).count() >= 2,
             "all connections on one loop: {per_loop:?}"

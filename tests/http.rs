@@ -27,11 +27,7 @@ fn serve(engine: Engine) -> Served {
     let proto = Http::new(HttpConfig::default());
     assert_eq!(
         *proto.config(),
-        HttpConfig {
-            max_head_bytes: MAX_HEAD,
-            max_headers: MAX_HEADERS,
-            max_body: MAX_BODY,
-        },
+        HttpConfig { max_head_bytes: MAX_HEAD, max_headers: MAX_HEADERS, max_body: MAX_BODY },
         "the tests below are written for the default limits"
     );
     start(engine, proto, local_config(2)).expect("start http server")
@@ -105,36 +101,21 @@ impl Resp {
     /// The value of the only field called `name` (case-insensitive); panics if absent
     /// or repeated.
     fn header(&self, name: &str) -> &str {
-        let mut found = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        let (_, v) = found
-            .next()
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.headers));
-        assert!(
-            found.next().is_none(),
-            "{name} repeated: {:?}",
-            self.headers
-        );
+        let mut found = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let (_, v) = found.next().unwrap_or_else(|| panic!("no {name} in {:?}", self.headers));
+        assert!(found.next().is_none(), "{name} repeated: {:?}", self.headers);
         v
     }
 
     fn has(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// A `200 Hello, World!` on a persistent connection, every header checked.
     fn assert_hello(&self) {
         assert_eq!(self.status_line, "HTTP/1.1 200 OK");
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["Server", "Date", "Content-Type", "Content-Length"],
-            "{self:?}"
-        );
+        assert_eq!(names, ["Server", "Date", "Content-Type", "Content-Length"], "{self:?}");
         assert_eq!(self.header("Server"), "evloop");
         assert_imf_fixdate(self.header("Date"));
         assert_eq!(self.header("Content-Type"), "text/plain");
@@ -159,10 +140,7 @@ struct Client {
 
 impl Client {
     fn new(addr: SocketAddr) -> Self {
-        Client {
-            stream: connect(addr),
-            buf: Vec::new(),
-        }
+        Client { stream: connect(addr), buf: Vec::new() }
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -212,22 +190,12 @@ impl Client {
             .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
         let headers: Vec<(String, String)> = lines
             .map(|l| {
-                let (n, v) = l
-                    .split_once(": ")
-                    .unwrap_or_else(|| panic!("bad header line {l:?}"));
+                let (n, v) = l.split_once(": ").unwrap_or_else(|| panic!("bad header line {l:?}"));
                 (n.to_string(), v.to_string())
             })
             .collect();
-        let mut resp = Resp {
-            status_line,
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let len: usize = resp
-            .header("Content-Length")
-            .parse()
-            .expect("numeric Content-Length");
+        let mut resp = Resp { status_line, status, headers, body: Vec::new() };
+        let len: usize = resp.header("Content-Length").parse().expect("numeric Content-Length");
         if !head_only {
             resp.body = self.take(len);
         }
@@ -268,9 +236,7 @@ impl Client {
     /// No bytes are waiting and the connection is still open (a short read timeout).
     fn assert_idle(&mut self) {
         assert!(self.buf.is_empty(), "unexpected bytes {:?}", self.buf);
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        self.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let mut b = [0u8; 1];
         match self.stream.read(&mut b) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -285,11 +251,8 @@ fn get(path: &str) -> Vec<u8> {
 }
 
 fn post_echo(body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut r = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len())
+        .into_bytes();
     r.extend_from_slice(body);
     r
 }
@@ -322,10 +285,7 @@ fn routes(engine: Engine) {
         let allow = header(&resp, "allow");
         assert_eq!(allow, "GET, HEAD");
         assert!(allow.split(", ").any(|m| m == "GET"));
-        assert_eq!(
-            resp.body_mut().read_to_string().unwrap(),
-            "Method Not Allowed\n"
-        );
+        assert_eq!(resp.body_mut().read_to_string().unwrap(), "Method Not Allowed\n");
     }
     let mut resp = agent.get(url(&served, "/echo")).call().unwrap();
     assert_eq!(resp.status().as_u16(), 405);
@@ -404,8 +364,7 @@ fn ureq_reader_upload_on_the_wire() -> Vec<u8> {
             assert!(n > 0, "EOF before the last chunk");
             got.extend_from_slice(&b[..n]);
         }
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
         tx.send(got).unwrap();
     });
     let mut resp = agent()
@@ -425,10 +384,7 @@ fn chunked_upload(engine: Engine) {
         text.contains("\r\ntransfer-encoding: chunked\r\n") && !text.contains("content-length"),
         "ureq did not send a reader body chunked: {text:?}"
     );
-    assert!(
-        text.ends_with("\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n"),
-        "{text:?}"
-    );
+    assert!(text.ends_with("\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n"), "{text:?}");
 
     let served = serve(engine);
     let body = pattern(300 * 1024, 9);
@@ -483,10 +439,7 @@ fn keep_alive(engine: Engine) {
     }
     if let Some(h) = served.reactor() {
         let s = total(&h);
-        assert_eq!(
-            s.accepted, 1,
-            "50 requests on one agent must reuse one connection"
-        );
+        assert_eq!(s.accepted, 1, "50 requests on one agent must reuse one connection");
         assert_eq!(s.closed, 0);
     }
     served.shutdown().unwrap();
@@ -569,13 +522,7 @@ fn assert_error(served: &Served, request: &[u8], status_line: &str) {
     assert_eq!(r.header("Content-Type"), "text/plain");
     assert_eq!(r.header("Server"), "evloop");
     assert_imf_fixdate(r.header("Date"));
-    let text = status_line
-        .split_once(' ')
-        .unwrap()
-        .1
-        .split_once(' ')
-        .unwrap()
-        .1;
+    let text = status_line.split_once(' ').unwrap().1.split_once(' ').unwrap().1;
     assert_eq!(r.body, format!("{text}\n").as_bytes(), "request {shown:?}");
     c.assert_closed();
 }
@@ -605,11 +552,7 @@ fn errors(engine: Engine) {
 
     // 431: a head not complete within 8 KiB (exactly 8192 bytes sent, so the server has
     // read everything when it answers), and 65 fields.
-    assert_error(
-        s,
-        &head_of_len(MAX_HEAD, false),
-        "HTTP/1.1 431 Request Header Fields Too Large",
-    );
+    assert_error(s, &head_of_len(MAX_HEAD, false), "HTTP/1.1 431 Request Header Fields Too Large");
     assert_error(
         s,
         &head_with_fields(MAX_HEADERS + 1),
@@ -633,11 +576,8 @@ fn errors(engine: Engine) {
     }
     assert_error(
         s,
-        format!(
-            "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
-            MAX_BODY + 1
-        )
-        .as_bytes(),
+        format!("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", MAX_BODY + 1)
+            .as_bytes(),
         "HTTP/1.1 413 Content Too Large",
     );
     // ... while exactly 1 MiB is echoed.
@@ -781,10 +721,7 @@ fn http10(engine: Engine) {
     }
     c.send(b"POST /echo HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 3\r\n\r\nxyz");
     let r = c.response();
-    assert_eq!(
-        (r.header("Connection"), &r.body[..]),
-        ("keep-alive", &b"xyz"[..])
-    );
+    assert_eq!((r.header("Connection"), &r.body[..]), ("keep-alive", &b"xyz"[..]));
     c.assert_idle();
     // Without keep-alive the connection ends after this one.
     c.send(b"GET /plaintext HTTP/1.0\r\n\r\n");
@@ -855,9 +792,7 @@ fn hostile(addr: SocketAddr, i: u64) -> Result<(), String> {
     if half_close {
         // An incomplete request gets no answer: the server just closes.
         if !got.is_empty() || end != "eof" {
-            return Err(format!(
-                "client {i}: truncated request: {end} after {text:?}"
-            ));
+            return Err(format!("client {i}: truncated request: {end} after {text:?}"));
         }
     } else if !got.is_empty() {
         // Whatever arrived must be one error response with Connection: close.
@@ -876,22 +811,15 @@ fn garbage(engine: Engine) {
     let served = serve(engine);
     let at = addr(&served);
     let start = Instant::now();
-    let clients: Vec<_> = (0..20)
-        .map(|i| thread::spawn(move || hostile(at, i)))
-        .collect();
+    let clients: Vec<_> = (0..20).map(|i| thread::spawn(move || hostile(at, i))).collect();
     // A client that sends a partial request and vanishes without reading anything.
     {
         let mut s = connect(at);
-        send(
-            &mut s,
-            b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",
-        );
+        send(&mut s, b"POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc");
         thread::sleep(Duration::from_millis(50));
     }
-    let failures: Vec<String> = clients
-        .into_iter()
-        .filter_map(|t| t.join().unwrap().err())
-        .collect();
+    let failures: Vec<String> =
+        clients.into_iter().filter_map(|t| t.join().unwrap().err()).collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(start.elapsed() < GARBAGE_LIMIT * 2);
     if let Some(h) = served.reactor() {
@@ -941,9 +869,7 @@ fn eof_with_data(engine: Engine) {
         (post_echo(b"0123456789")[..60].to_vec(), false),
     ] {
         let mut c = Client::new(addr(&served));
-        c.stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        c.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         send_with_fin(&c.stream, &input);
         if answered {
             c.response().assert_hello();

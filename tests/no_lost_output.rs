@@ -41,10 +41,7 @@ fn sixty_four_mib_to_a_slow_reader_arrive_byte_exact() {
     assert_eq!(got.len(), BIG);
     assert_eq!(checksum(&got), checksum(&pattern(BIG, 7)));
     let s = h.stats().total();
-    assert!(
-        s.partial_writes >= 1,
-        "the kernel never refused bytes: the test proved nothing"
-    );
+    assert!(s.partial_writes >= 1, "the kernel never refused bytes: the test proved nothing");
     assert_eq!(s.bytes_written, BIG as u64);
     running.shutdown().unwrap();
 }
@@ -71,10 +68,7 @@ fn echo_of_32_mib_sent_before_reading_is_complete_and_bounded() {
     sender.join().unwrap();
     assert!(got == pattern(LEN, 3), "echo differs from what was sent");
     let s = h.stats().total();
-    assert!(
-        s.partial_writes >= 1,
-        "no partial write happened: the test proved nothing"
-    );
+    assert!(s.partial_writes >= 1, "no partial write happened: the test proved nothing");
     assert!(
         s.peak_pending_output <= high + rbuf,
         "pending output reached {} bytes, over high watermark {high} + read buffer {rbuf}",

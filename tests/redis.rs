@@ -79,20 +79,10 @@ fn basic_commands(engine: Engine) {
     let mut con = client(server.local_addrs()[0]);
 
     assert_eq!(q::<String>(&mut con, &["SET", "greeting", "hello"]), "OK");
-    assert_eq!(
-        q::<Option<String>>(&mut con, &["GET", "greeting"]),
-        Some("hello".into())
-    );
+    assert_eq!(q::<Option<String>>(&mut con, &["GET", "greeting"]), Some("hello".into()));
     assert_eq!(q::<Option<String>>(&mut con, &["GET", "missing"]), None);
     let bin: Vec<u8> = (0..=255u8).collect();
-    assert_eq!(
-        redis::cmd("SET")
-            .arg("bin")
-            .arg(&bin[..])
-            .query::<String>(&mut con)
-            .unwrap(),
-        "OK"
-    );
+    assert_eq!(redis::cmd("SET").arg("bin").arg(&bin[..]).query::<String>(&mut con).unwrap(), "OK");
     assert_eq!(q::<Vec<u8>>(&mut con, &["GET", "bin"]), bin, "binary-safe");
 
     assert_eq!(q::<i64>(&mut con, &["INCR", "n"]), 1);
@@ -103,10 +93,7 @@ fn basic_commands(engine: Engine) {
     assert_eq!(q::<i64>(&mut con, &["DECRBY", "n", "1"]), -10);
     assert_eq!(q::<String>(&mut con, &["GET", "n"]), "-10");
     let e = try_q::<i64>(&mut con, &["INCR", "greeting"]).unwrap_err();
-    assert!(
-        e.to_string().contains("not an integer"),
-        "INCR on a string: {e}"
-    );
+    assert!(e.to_string().contains("not an integer"), "INCR on a string: {e}");
     assert_eq!(e.code(), Some("ERR"), "{e}");
     let e = try_q::<i64>(&mut con, &["INCRBY", "n", "x"]).unwrap_err();
     assert!(e.to_string().contains("not an integer"), "{e}");
@@ -122,18 +109,12 @@ fn basic_commands(engine: Engine) {
     assert_eq!(q::<i64>(&mut con, &["STRLEN", "a"]), 9);
     assert_eq!(q::<i64>(&mut con, &["STRLEN", "missing"]), 0);
 
-    assert_eq!(
-        q::<String>(&mut con, &["MSET", "k1", "v1", "k2", "v2", "k3", "v3"]),
-        "OK"
-    );
+    assert_eq!(q::<String>(&mut con, &["MSET", "k1", "v1", "k2", "v2", "k3", "v3"]), "OK");
     assert_eq!(
         q::<Vec<Option<String>>>(&mut con, &["MGET", "k1", "nope", "k3"]),
         vec![Some("v1".into()), None, Some("v3".into())]
     );
-    assert_eq!(
-        q::<Vec<Option<String>>>(&mut con, &["MGET", "k2"]),
-        vec![Some("v2".into())]
-    );
+    assert_eq!(q::<Vec<Option<String>>>(&mut con, &["MGET", "k2"]), vec![Some("v2".into())]);
 
     assert_eq!(q::<i64>(&mut con, &["EXISTS", "k1", "k2", "nope", "k1"]), 3);
     assert_eq!(q::<i64>(&mut con, &["DEL", "k1", "k2", "nope"]), 2);
@@ -160,10 +141,7 @@ fn expiry(engine: Engine) {
     let server = serve(engine, 1, RespConfig::default());
     let mut con = client(server.local_addrs()[0]);
 
-    assert_eq!(
-        q::<String>(&mut con, &["SET", "short", "v", "PX", "100"]),
-        "OK"
-    );
+    assert_eq!(q::<String>(&mut con, &["SET", "short", "v", "PX", "100"]), "OK");
     let pttl = q::<i64>(&mut con, &["PTTL", "short"]);
     assert!((1..=100).contains(&pttl), "PTTL right after PX 100: {pttl}");
     assert_eq!(q::<String>(&mut con, &["SET", "plain", "v"]), "OK");
@@ -184,16 +162,10 @@ fn expiry(engine: Engine) {
     let ttl = q::<i64>(&mut con, &["TTL", "plain"]);
     assert!((99..=100).contains(&ttl), "TTL after EXPIRE 100: {ttl}");
     let pttl = q::<i64>(&mut con, &["PTTL", "plain"]);
-    assert!(
-        (99_000..=100_000).contains(&pttl),
-        "PTTL after EXPIRE 100: {pttl}"
-    );
+    assert!((99_000..=100_000).contains(&pttl), "PTTL after EXPIRE 100: {pttl}");
     assert_eq!(q::<i64>(&mut con, &["PEXPIRE", "plain", "5000"]), 1);
     let pttl = q::<i64>(&mut con, &["PTTL", "plain"]);
-    assert!(
-        (4_000..=5_000).contains(&pttl),
-        "PTTL after PEXPIRE: {pttl}"
-    );
+    assert!((4_000..=5_000).contains(&pttl), "PTTL after PEXPIRE: {pttl}");
     assert_eq!(q::<i64>(&mut con, &["TTL", "plain"]), 5);
     assert_eq!(q::<i64>(&mut con, &["PERSIST", "plain"]), 1);
     assert_eq!(q::<i64>(&mut con, &["TTL", "plain"]), -1);
@@ -232,9 +204,7 @@ fn pipelines(engine: Engine) {
 
     let mut p = redis::pipe();
     for i in 0..40 {
-        p.cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(format!("value-{i}"));
+        p.cmd("SET").arg(format!("key:{i}")).arg(format!("value-{i}"));
     }
     for i in 0..40 {
         p.cmd("GET").arg(format!("key:{i}"));
@@ -248,11 +218,7 @@ fn pipelines(engine: Engine) {
         assert_eq!(r, &Value::Okay, "reply {i}");
     }
     for (i, r) in replies[40..80].iter().enumerate() {
-        assert_eq!(
-            r,
-            &Value::BulkString(format!("value-{i}").into_bytes()),
-            "GET reply {i}"
-        );
+        assert_eq!(r, &Value::BulkString(format!("value-{i}").into_bytes()), "GET reply {i}");
     }
     for (i, r) in replies[80..].iter().enumerate() {
         assert_eq!(r, &Value::Int(i as i64 + 1), "INCR reply {i}");
@@ -289,10 +255,7 @@ fn shared_keyspace(engine: Engine) {
     let cons: Vec<Connection> = (0..CONNS).map(|_| client(addr)).collect();
     if let Some(h) = server.reactor() {
         let busy = h.stats().loops.iter().filter(|l| l.open > 0).count();
-        assert!(
-            busy >= 2,
-            "8 connections all on one loop: the test shows nothing"
-        );
+        assert!(busy >= 2, "8 connections all on one loop: the test shows nothing");
     }
     let workers: Vec<_> = cons
         .into_iter()
@@ -346,20 +309,15 @@ fn raw_socket(engine: Engine) {
     assert_eq!(read_n(&mut s, expect.len()), expect);
     // Inline and multibulk mixed in one write, bare LF allowed inline.
     let expect = b"+PONG\r\n:1\r\n$5\r\nhello\r\n";
-    send(
-        &mut s,
-        b"ping\n*2\r\n$6\r\nEXISTS\r\n$1\r\na\r\nECHO hello\r\n",
-    );
+    send(&mut s, b"ping\n*2\r\n$6\r\nEXISTS\r\n$1\r\na\r\nECHO hello\r\n");
     assert_eq!(read_n(&mut s, expect.len()), expect);
 
     send(&mut s, b"QUIT\r\n");
     assert_eq!(read_until_closed(&mut s), b"+OK\r\n", "QUIT: +OK then EOF");
 
     // Commands after QUIT in the same write are not executed.
-    let got = request_then_close(
-        addr,
-        b"*1\r\n$4\r\nQUIT\r\n*3\r\n$3\r\nSET\r\n$1\r\nq\r\n$1\r\n1\r\n",
-    );
+    let got =
+        request_then_close(addr, b"*1\r\n$4\r\nQUIT\r\n*3\r\n$3\r\nSET\r\n$1\r\nq\r\n$1\r\n1\r\n");
     assert_eq!(got, b"+OK\r\n");
     let mut s = connect(addr);
     send(&mut s, b"EXISTS q\r\n");
@@ -383,14 +341,7 @@ const INVALID_MULTIBULK: &[u8] = b"-ERR Protocol error: invalid multibulk length
 const INVALID_BULK: &[u8] = b"-ERR Protocol error: invalid bulk length\r\n";
 
 fn protocol_errors(engine: Engine) {
-    let server = serve(
-        engine,
-        2,
-        RespConfig {
-            max_bulk: 1024,
-            ..Default::default()
-        },
-    );
+    let server = serve(engine, 2, RespConfig { max_bulk: 1024, ..Default::default() });
     let addr = server.local_addrs()[0];
     let cases: &[(&[u8], &[u8])] = &[
         (b"*abc\r\n", INVALID_MULTIBULK),
@@ -398,18 +349,9 @@ fn protocol_errors(engine: Engine) {
         (b"*1\r\n$abc\r\n", INVALID_BULK),
         (b"*2\r\n$3\r\nGET\r\n$12x\r\n", INVALID_BULK),
         (b"*1\r\n$2048\r\n", INVALID_BULK),
-        (
-            b"*1\r\nX\r\n",
-            b"-ERR Protocol error: expected '$', got 'X'\r\n",
-        ),
-        (
-            b"*1\r\n$4\r\nPINGxx\r\n",
-            b"-ERR Protocol error: bulk data not followed by CRLF\r\n",
-        ),
-        (
-            b"SET k \"unbalanced\r\n",
-            b"-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
+        (b"*1\r\nX\r\n", b"-ERR Protocol error: expected '$', got 'X'\r\n"),
+        (b"*1\r\n$4\r\nPINGxx\r\n", b"-ERR Protocol error: bulk data not followed by CRLF\r\n"),
+        (b"SET k \"unbalanced\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
         // Replies to earlier pipelined commands come first.
         (
             b"PING\r\n*1\r\n$4\r\nPING\r\n*abc\r\nPING\r\n",
@@ -435,10 +377,7 @@ fn protocol_errors(engine: Engine) {
 
     // An inline line of 70 KiB with no newline.
     let got = request_then_close(addr, &vec![b'a'; 70 * 1024]);
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        "-ERR Protocol error: too big inline request\r\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&got), "-ERR Protocol error: too big inline request\r\n");
     // The limit is max_inline (64 KiB) plus a line ending: one byte more fails too.
     let got = request_then_close(addr, &vec![b'a'; (64 << 10) + 2]);
     assert_eq!(got, b"-ERR Protocol error: too big inline request\r\n");
@@ -620,10 +559,8 @@ fn truncated_command_then_half_close(engine: Engine) {
     let server = serve(engine, 1, RespConfig::default());
     let addr = server.local_addrs()[0];
     for round in 0..5 {
-        for (request, reply) in TAILS
-            .iter()
-            .map(|t| (*t, &b""[..]))
-            .chain([(&b"PING\r\n"[..], &b"+PONG\r\n"[..])])
+        for (request, reply) in
+            TAILS.iter().map(|t| (*t, &b""[..])).chain([(&b"PING\r\n"[..], &b"+PONG\r\n"[..])])
         {
             let mut s = connect(addr);
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

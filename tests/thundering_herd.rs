@@ -30,17 +30,10 @@ fn run(reuseport: bool) {
     wait_until("all connections accepted", || total(&h).accepted == CONNS);
     let stats = h.stats();
     let per_loop: Vec<u64> = stats.loops.iter().map(|s| s.accepted).collect();
-    assert_eq!(
-        per_loop.iter().sum::<u64>(),
-        CONNS,
-        "each connection taken by exactly one loop"
-    );
+    assert_eq!(per_loop.iter().sum::<u64>(), CONNS, "each connection taken by exactly one loop");
     assert_eq!(stats.acceptor.is_some(), !reuseport);
     if reuseport {
-        assert!(
-            per_loop.iter().all(|&n| n > 0),
-            "kernel spreads over all listeners: {per_loop:?}"
-        );
+        assert!(per_loop.iter().all(|&n| n > 0), "kernel spreads over all listeners: {per_loop:?}");
     } else {
         // Round-robin hands each loop exactly a quarter.
         assert_eq!(per_loop, vec![CONNS / LOOPS as u64; LOOPS]);

@@ -44,12 +44,7 @@ fn waker_is_drained_and_idle_loop_blocks() {
     let w = woken.clone();
     let server = Server::bind(local_config(1)).unwrap();
     let addr = server.local_addrs()[0];
-    let running = server
-        .start(move |_| Waked {
-            handles: tx.clone(),
-            woken: w.clone(),
-        })
-        .unwrap();
+    let running = server.start(move |_| Waked { handles: tx.clone(), woken: w.clone() }).unwrap();
     let h = running.handle();
 
     let mut client = connect(addr);
@@ -61,11 +56,7 @@ fn waker_is_drained_and_idle_loop_blocks() {
     });
     waker.join().unwrap();
     assert_eq!(read_n(&mut client, 4), b"done");
-    assert_eq!(
-        woken.load(Ordering::Relaxed),
-        WAKES,
-        "every wake is delivered"
-    );
+    assert_eq!(woken.load(Ordering::Relaxed), WAKES, "every wake is delivered");
 
     let before = h.stats().loops[0];
     std::thread::sleep(Duration::from_millis(500));

@@ -52,10 +52,7 @@ pub struct StopHandle {
 /// thread per connection. Errors name the address that could not be bound.
 pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::Result<Running> {
     if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "no listen address configured",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listen address configured"));
     }
     let mut listeners = Vec::with_capacity(addrs.len());
     for &addr in addrs {
@@ -63,10 +60,7 @@ pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
-    let bound = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<io::Result<Vec<_>>>()?;
+    let bound = listeners.iter().map(|l| l.local_addr()).collect::<io::Result<Vec<_>>>()?;
     let state = Arc::new(State {
         stop: AtomicBool::new(false),
         next_id: AtomicU64::new(0),
@@ -84,23 +78,15 @@ pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::
         );
     }
     let (p, st) = (proto, state.clone());
-    threads.push(
-        thread::Builder::new()
-            .name("evloop-std-tick".into())
-            .spawn(move || {
-                while !st.stop.load(Ordering::Acquire) {
-                    p.tick();
-                    let guard = st.conns.lock().unwrap_or_else(|e| e.into_inner());
-                    // Doubles as an interruptible one-second sleep: `stop` notifies.
-                    let _ = st.drained.wait_timeout(guard, Duration::from_secs(1));
-                }
-            })?,
-    );
-    Ok(Running {
-        addrs: bound,
-        state,
-        threads,
-    })
+    threads.push(thread::Builder::new().name("evloop-std-tick".into()).spawn(move || {
+        while !st.stop.load(Ordering::Acquire) {
+            p.tick();
+            let guard = st.conns.lock().unwrap_or_else(|e| e.into_inner());
+            // Doubles as an interruptible one-second sleep: `stop` notifies.
+            let _ = st.drained.wait_timeout(guard, Duration::from_secs(1));
+        }
+    })?);
+    Ok(Running { addrs: bound, state, threads })
 }
 
 fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, nodelay: bool) {
@@ -124,11 +110,7 @@ fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, 
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         match stream.try_clone() {
             Ok(clone) => {
-                state
-                    .conns
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, clone);
+                state.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, clone);
             }
             Err(e) => {
                 warn!("std engine: cannot track connection: {e}");
@@ -153,11 +135,7 @@ fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, 
             });
         if let Err(e) = spawned {
             warn!("std engine: cannot spawn a connection thread: {e}");
-            state
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            state.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         }
     }
 }
@@ -216,10 +194,7 @@ impl Running {
 
     /// A handle that can stop the server from another thread.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            addrs: self.addrs.clone(),
-            state: self.state.clone(),
-        }
+        StopHandle { addrs: self.addrs.clone(), state: self.state.clone() }
     }
 
     /// Waits for the acceptor threads to end (after [`StopHandle::stop`]), then up to
@@ -231,10 +206,8 @@ impl Running {
             }
         }
         let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self
-            .state
-            .drained
-            .wait_timeout_while(conns, Duration::from_secs(5), |c| !c.is_empty());
+        let _ =
+            self.state.drained.wait_timeout_while(conns, Duration::from_secs(5), |c| !c.is_empty());
         Ok(())
     }
 }

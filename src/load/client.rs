@@ -127,10 +127,7 @@ impl EventHandler for Client {
             if measuring {
                 replies += 1;
                 self.tally.bytes_in += n as u64;
-                let _ = self
-                    .tally
-                    .latency_ns
-                    .record((now - sent).as_nanos().max(1) as u64);
+                let _ = self.tally.latency_ns.record((now - sent).as_nanos().max(1) as u64);
             }
             if phase != STOP {
                 self.send(conn, flight, now, measuring);
@@ -153,10 +150,6 @@ impl EventHandler for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         let tally = std::mem::replace(&mut self.tally, Tally::new());
-        self.shared
-            .results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tally);
+        self.shared.results.lock().unwrap_or_else(|e| e.into_inner()).push(tally);
     }
 }

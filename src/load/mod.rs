@@ -142,9 +142,7 @@ impl Report {
 pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
     if cfg.connections == 0 || cfg.pipeline == 0 || cfg.threads == 0 {
-        return Err(invalid(
-            "connections, pipeline and threads must be at least 1".into(),
-        ));
+        return Err(invalid("connections, pipeline and threads must be at least 1".into()));
     }
     let workload = match cfg.proto {
         LoadProto::Echo => Workload::echo(cfg.size.max(1)),
@@ -162,10 +160,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     });
     let server = Server::bind(Config::new().loops(cfg.threads))?;
     let sh = shared.clone();
-    let running = server.start(move |_| Client {
-        shared: sh.clone(),
-        tally: Tally::new(),
-    })?;
+    let running = server.start(move |_| Client { shared: sh.clone(), tally: Tally::new() })?;
     let handle = running.handle();
     for i in 0..cfg.connections {
         let stream =
@@ -189,11 +184,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         std::thread::sleep(left.min(Duration::from_secs(1)));
         if show {
             let now = shared.progress.load(Ordering::Relaxed);
-            eprint!(
-                "\r{:>6.1}s  {:>10} req/s  ",
-                start.elapsed().as_secs_f64(),
-                now - last
-            );
+            eprint!("\r{:>6.1}s  {:>10} req/s  ", start.elapsed().as_secs_f64(), now - last);
             let _ = io::stderr().flush();
             last = now;
         }
@@ -205,12 +196,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
     }
     running.shutdown()?;
     let mut total = Tally::new();
-    for t in shared
-        .results
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    for t in shared.results.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         total.merge(t);
     }
     let h = &total.latency_ns;
@@ -235,10 +221,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
 /// Raises the soft RLIMIT_NOFILE to at least `need` (up to the hard limit), or explains
 /// why it cannot.
 pub fn raise_nofile(need: u64) -> io::Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());

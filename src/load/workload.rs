@@ -25,10 +25,7 @@ pub(crate) enum Workload {
     /// Send `request` (a GET), expect a 2xx response with a body.
     Http { request: Vec<u8> },
     /// Send `request` (one RESP command), expect a reply of kind `expect`.
-    Redis {
-        request: Vec<u8>,
-        expect: RedisExpect,
-    },
+    Redis { request: Vec<u8>, expect: RedisExpect },
 }
 
 /// The reply a Redis command must get.
@@ -45,9 +42,7 @@ pub(crate) enum RedisExpect {
 impl Workload {
     /// Echo of `size` pseudo-random bytes.
     pub(crate) fn echo(size: usize) -> Workload {
-        Workload::Echo {
-            payload: payload(size),
-        }
+        Workload::Echo { payload: payload(size) }
     }
 
     /// A frame with a `size`-byte payload.
@@ -71,9 +66,7 @@ impl Workload {
             "set" => (vec![b"SET", key], RedisExpect::Ok),
             "get" => (vec![b"GET", key], RedisExpect::Bulk),
             other => {
-                return Err(format!(
-                    "unknown redis command {other:?} (use ping, set or get)"
-                ));
+                return Err(format!("unknown redis command {other:?} (use ping, set or get)"));
             }
         };
         let value = payload(size);
@@ -134,10 +127,7 @@ fn http_reply(input: &[u8]) -> Reply {
     let mut body = 0usize;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-            {
+            match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()) {
                 Some(n) => body = n,
                 None => return Reply::Garbage,
             }
@@ -155,10 +145,7 @@ fn http_reply(input: &[u8]) -> Reply {
 
 /// Position just past the CRLF that ends the line starting at `from`.
 fn line_end(input: &[u8], from: usize) -> Option<usize> {
-    input[from..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| from + p + 2)
+    input[from..].windows(2).position(|w| w == b"\r\n").map(|p| from + p + 2)
 }
 
 fn redis_reply(input: &[u8], expect: RedisExpect) -> Reply {
@@ -166,11 +153,7 @@ fn redis_reply(input: &[u8], expect: RedisExpect) -> Reply {
         return Reply::Incomplete;
     };
     let Some(end) = line_end(input, 0) else {
-        return if input.len() > 64 * 1024 {
-            Reply::Garbage
-        } else {
-            Reply::Incomplete
-        };
+        return if input.len() > 64 * 1024 { Reply::Garbage } else { Reply::Incomplete };
     };
     let line = &input[1..end - 2];
     match kind {
@@ -180,17 +163,11 @@ fn redis_reply(input: &[u8], expect: RedisExpect) -> Reply {
                 RedisExpect::Ok => line == b"OK",
                 RedisExpect::Bulk => false,
             };
-            if ok {
-                Reply::Ok(end)
-            } else {
-                Reply::Wrong(end)
-            }
+            if ok { Reply::Ok(end) } else { Reply::Wrong(end) }
         }
         b'-' | b':' => Reply::Wrong(end),
         b'$' => {
-            let Some(len) = std::str::from_utf8(line)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
+            let Some(len) = std::str::from_utf8(line).ok().and_then(|s| s.parse::<i64>().ok())
             else {
                 return Reply::Garbage;
             };
@@ -235,20 +212,14 @@ mod tests {
     #[test]
     fn redis_replies() {
         let set = Workload::redis("set", 3).unwrap();
-        assert_eq!(
-            set.request(),
-            b"*3\r\n$3\r\nSET\r\n$11\r\nevloop:load\r\n$3\r\nabc\r\n"
-        );
+        assert_eq!(set.request(), b"*3\r\n$3\r\nSET\r\n$11\r\nevloop:load\r\n$3\r\nabc\r\n");
         assert_eq!(set.reply(b"+OK\r\n"), Reply::Ok(5));
         assert_eq!(set.reply(b"-ERR x\r\n"), Reply::Wrong(8));
         let get = Workload::redis("get", 3).unwrap();
         assert_eq!(get.reply(b"$3\r\nabc\r\n"), Reply::Ok(9));
         assert_eq!(get.reply(b"$3\r\nab"), Reply::Incomplete);
         assert_eq!(get.reply(b"$-1\r\n"), Reply::Ok(5));
-        assert_eq!(
-            Workload::redis("ping", 0).unwrap().reply(b"+PONG\r\n"),
-            Reply::Ok(7)
-        );
+        assert_eq!(Workload::redis("ping", 0).unwrap().reply(b"+PONG\r\n"), Reply::Ok(7));
         assert!(Workload::redis("flushall", 0).is_err());
     }
 }

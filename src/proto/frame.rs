@@ -22,9 +22,7 @@ pub struct FrameConfig {
 
 impl Default for FrameConfig {
     fn default() -> Self {
-        FrameConfig {
-            max_frame: 16 << 20,
-        }
+        FrameConfig { max_frame: 16 << 20 }
     }
 }
 
@@ -39,11 +37,7 @@ pub struct FrameTooLarge {
 
 impl fmt::Display for FrameTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "frame of {} bytes exceeds the limit of {} bytes",
-            self.len, self.max
-        )
+        write!(f, "frame of {} bytes exceeds the limit of {} bytes", self.len, self.max)
     }
 }
 
@@ -61,10 +55,7 @@ pub fn decode(input: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, FrameT
     };
     let len = u32::from_be_bytes(*header) as usize;
     if len > max {
-        return Err(FrameTooLarge {
-            len: len as u64,
-            max,
-        });
+        return Err(FrameTooLarge { len: len as u64, max });
     }
     let total = HEADER_LEN + len;
     Ok(input.get(HEADER_LEN..total).map(|payload| (payload, total)))
@@ -73,10 +64,8 @@ pub fn decode(input: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, FrameT
 /// Appends a frame carrying `payload` to `out`. Fails when the payload does not fit a
 /// 32-bit length.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameTooLarge> {
-    let len = u32::try_from(payload.len()).map_err(|_| FrameTooLarge {
-        len: payload.len() as u64,
-        max: u32::MAX as usize,
-    })?;
+    let len = u32::try_from(payload.len())
+        .map_err(|_| FrameTooLarge { len: payload.len() as u64, max: u32::MAX as usize })?;
     out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
@@ -108,9 +97,7 @@ impl Protocol for Frame {
         "frame"
     }
     fn new_session(&self) -> FrameSession {
-        FrameSession {
-            max: self.config.max_frame,
-        }
+        FrameSession { max: self.config.max_frame }
     }
 }
 
@@ -158,28 +145,13 @@ mod tests {
     #[test]
     fn oversized_header_fails_before_payload_arrives() {
         let header = 1000u32.to_be_bytes();
-        assert_eq!(
-            decode(&header, 999),
-            Err(FrameTooLarge {
-                len: 1000,
-                max: 999
-            })
-        );
+        assert_eq!(decode(&header, 999), Err(FrameTooLarge { len: 1000, max: 999 }));
         let mut s = Frame::new(FrameConfig { max_frame: 999 }).new_session();
         let mut out = Vec::new();
-        let e = s.on_input(
-            &framed(&[b"ok"])
-                .into_iter()
-                .chain(header)
-                .collect::<Vec<_>>(),
-            &mut out,
-        );
+        let e =
+            s.on_input(&framed(&[b"ok"]).into_iter().chain(header).collect::<Vec<_>>(), &mut out);
         assert_eq!(e.unwrap_err().kind, "frame_too_large");
-        assert_eq!(
-            out,
-            framed(&[b"ok"]),
-            "frames before the bad one are still echoed"
-        );
+        assert_eq!(out, framed(&[b"ok"]), "frames before the bad one are still echoed");
     }
 
     #[test]

@@ -33,10 +33,7 @@ pub struct Progress {
 impl Progress {
     /// Consumed `consumed` bytes; keep the connection open.
     pub fn consumed(consumed: usize) -> Self {
-        Progress {
-            consumed,
-            close: false,
-        }
+        Progress { consumed, close: false }
     }
 }
 
@@ -57,10 +54,7 @@ pub struct ProtoError {
 impl ProtoError {
     /// An error of `kind` that sends `reply` and then closes.
     pub fn new(kind: &'static str, reply: impl Into<Vec<u8>>) -> Self {
-        ProtoError {
-            kind,
-            reply: reply.into(),
-        }
+        ProtoError { kind, reply: reply.into() }
     }
 }
 

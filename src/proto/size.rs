@@ -9,14 +9,10 @@ use std::time::Duration;
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
+    let digits_end = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
     let (num, suffix) = lower.split_at(digits_end);
     if num.is_empty() {
-        return Err(format!(
-            "invalid size {s:?}: expected a number like 8192, 16K or 16M"
-        ));
+        return Err(format!("invalid size {s:?}: expected a number like 8192, 16K or 16M"));
     }
     let mult: usize = match suffix {
         "" | "b" => 1,
@@ -24,25 +20,18 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         _ => {
-            return Err(format!(
-                "invalid size {s:?}: unknown suffix {suffix:?} (use K, M or G)"
-            ));
+            return Err(format!("invalid size {s:?}: unknown suffix {suffix:?} (use K, M or G)"));
         }
     };
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 /// Parses a duration: seconds (`5`, `0.5`) or a number with a unit `ms`, `s`, `m`, `h`
 /// (`500ms`, `5s`, `2m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let v: f64 = num
         .parse()

@@ -33,9 +33,7 @@ impl Acceptor {
     /// Registers the listeners (token = position) in the acceptor's poller.
     pub(crate) fn register(&mut self) -> io::Result<()> {
         for (i, (_, l)) in self.listeners.iter_mut().enumerate() {
-            self.poll
-                .registry()
-                .register(l, Token(i), Interest::READABLE)?;
+            self.poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         Ok(())
     }
@@ -47,14 +45,10 @@ impl Acceptor {
             Some((w, _)) => w.clone(),
             None => return,
         };
-        let mut picker = Picker {
-            balance: self.balance,
-            next: 0,
-            handed: vec![0; loops.len()],
-        };
+        let mut picker = Picker { balance: self.balance, next: 0, handed: vec![0; loops.len()] };
         let mut events = Events::with_capacity(64);
         let mut retry_at: Option<Instant> = None;
-        while !shared.shutdown.load(Ordering::Acquire) {
+        while !shared.shutdown.load(Ordering::Acquire) && !shared.draining.load(Ordering::Acquire) {
             let timeout = retry_at.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -75,7 +69,7 @@ impl Acceptor {
                 ready = (0..self.listeners.len()).collect();
             }
             for i in ready {
-                if self.accept_all(i, loops, &mut picker) {
+                if self.accept_all(i, &shared, &mut picker) {
                     retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
                 }
             }
@@ -84,19 +78,18 @@ impl Acceptor {
 
     /// Accepts until WouldBlock. Returns true when accepting must pause (out of
     /// descriptors or memory).
-    fn accept_all(&mut self, i: usize, loops: &[LoopRemote], picker: &mut Picker) -> bool {
-        let Some((index, listener)) = self.listeners.get(i) else {
-            return false;
-        };
+    fn accept_all(&mut self, i: usize, shared: &Shared, picker: &mut Picker) -> bool {
+        let loops = &shared.loops;
+        let Some((index, listener)) = self.listeners.get(i) else { return false };
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    if !shared.admit() {
+                        bump(&self.stats.rejected, 1);
+                        continue; // dropping the stream closes it
+                    }
                     let target = picker.pick(loops, &peer);
-                    let cmd = Command::Register {
-                        stream,
-                        peer,
-                        listener: *index,
-                    };
+                    let cmd = Command::Register { stream, peer, listener: *index, admitted: true };
                     if loops[target].send(cmd).is_err() {
                         debug!("acceptor: loop {target} has stopped; dropping {peer}");
                     }

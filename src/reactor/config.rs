@@ -49,6 +49,25 @@ pub struct Config {
     /// How long a connection closing with unflushed output waits for its peer to read
     /// before it is dropped anyway.
     pub close_timeout: Duration,
+    /// Close connections with no bytes read or written for this long (off by default).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection that holds an incomplete request (unconsumed input) for this
+    /// long, counted from the first byte of that request — the slowloris defence
+    /// (HTTP's `--header-timeout`). Off by default.
+    pub request_timeout: Option<Duration>,
+    /// Most connections open at once in the whole server; beyond it new connections are
+    /// accepted and closed at once (counted as rejected). `None`: no limit.
+    pub max_conns: Option<usize>,
+    /// TCP keepalive on accepted connections: (idle time before probes, probe interval).
+    pub keepalive: Option<(Duration, Duration)>,
+    /// `SO_RCVBUF` of listeners (inherited by accepted connections).
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF` of listeners (inherited by accepted connections).
+    pub send_buffer: Option<usize>,
+    /// Catch a panic in a handler callback: the connection it was serving is closed
+    /// (the panic is logged) and the loop goes on. Off: the panic ends the loop thread
+    /// and shuts the server down.
+    pub catch_panics: bool,
 }
 
 impl Default for Config {
@@ -66,6 +85,13 @@ impl Default for Config {
             low_watermark: 256 * 1024,
             read_budget: 16,
             close_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            request_timeout: None,
+            max_conns: None,
+            keepalive: None,
+            recv_buffer: None,
+            send_buffer: None,
+            catch_panics: true,
         }
     }
 }
@@ -116,6 +142,24 @@ impl Config {
     /// Sets the per-loop read buffer size (at least 512 bytes is used).
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.read_buffer = bytes;
+        self
+    }
+
+    /// Sets the idle timeout (`None`: off).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+
+    /// Sets the incomplete-request timeout (`None`: off).
+    pub fn request_timeout(mut self, t: Option<Duration>) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Sets the server-wide connection limit (`None`: no limit).
+    pub fn max_conns(mut self, n: Option<usize>) -> Self {
+        self.max_conns = n;
         self
     }
 

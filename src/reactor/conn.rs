@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mio::net::TcpStream;
 
 use super::stats::{LoopStats, bump};
+use super::timer::Tick;
 
 /// WRITABLE interest is registered (pending output is waiting for the kernel).
 pub(crate) const WRITE_INTEREST: u8 = 1;
@@ -38,6 +39,12 @@ pub(crate) struct Connection<S> {
     pub(crate) alive: Option<Arc<AtomicBool>>,
     pub(crate) listener: u32,
     pub(crate) flags: u8,
+    /// Wheel tick of the last bytes read or written (kept only when timeouts are on).
+    pub(crate) active: Tick,
+    /// Wheel tick at which the current unconsumed input began.
+    pub(crate) partial_since: Tick,
+    /// Tick of this connection's live timer-wheel entry; `Tick::MAX` when none.
+    pub(crate) timer_at: Tick,
 }
 
 impl<S> Connection<S> {
@@ -79,6 +86,11 @@ impl<S> Connection<S> {
             self.out_pos = 0;
         }
         Ok(())
+    }
+
+    /// True when nothing is in flight: no unconsumed input, no pending output.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.pending() == 0
     }
 
     /// Marks the connection gone for any `ConnHandle` that points at it.

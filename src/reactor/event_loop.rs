@@ -2,16 +2,18 @@
 //!
 //! Each iteration: poll (timeout = the nearest timer), then for every event either drain
 //! the waker and run the queued commands, accept on this loop's own listener (reuseport),
-//! or serve one connection: read until the socket is drained, a short read, or the read
-//! budget; hand the unconsumed input to the handler; write its output at once. Whatever
-//! the kernel does not take waits in the connection's output buffer under WRITABLE
-//! interest, which is turned off again once the buffer drains.
+//! or serve one connection (the read and write paths are in `io.rs`): read until the
+//! socket is drained, a short read, or the read budget; hand the unconsumed input to the
+//! handler; write its output at once. Whatever the kernel does not take waits in the
+//! connection's output buffer under WRITABLE interest, which is turned off again once
+//! the buffer drains. Then the timers: the handler's tick, accept back-off, close
+//! deadlines, and the connection timer wheel (idle and incomplete-request timeouts).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -21,11 +23,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::config::Config;
-use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED, WRITE_INTEREST};
+use super::conn::{CLOSING, Connection};
 use super::handle::{Command, LoopRemote, ServerHandle};
-use super::handler::{Action, CloseReason, Conn, Detached, EventHandler, LoopInfo};
-use super::listener::is_resource_exhaustion;
+use super::handler::{Action, CloseReason, Conn, EventHandler, LoopInfo};
+use super::listener::{configure_accepted, is_resource_exhaustion};
 use super::stats::{LoopStats, bump};
+use super::timer::{Tick, TimerWheel};
 
 /// Token of the loop's waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -54,36 +57,69 @@ impl LoopParts {
     /// Registers this loop's own listeners in its poller.
     pub(crate) fn register_listeners(&mut self) -> io::Result<()> {
         for (i, (_, l)) in self.listeners.iter_mut().enumerate() {
-            self.poll
-                .registry()
-                .register(l, listener_token(i), Interest::READABLE)?;
+            self.poll.registry().register(l, listener_token(i), Interest::READABLE)?;
         }
         Ok(())
     }
 }
 
+/// Connection timeouts in wheel ticks, when any is configured.
+#[derive(Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) idle: Option<Tick>,
+    pub(crate) request: Option<Tick>,
+}
+
+impl Timeouts {
+    /// The tick at which `c` times out, as its stamps stand now.
+    pub(crate) fn deadline<S>(&self, c: &Connection<S>) -> Option<Tick> {
+        let idle = self.idle.map(|t| c.active.saturating_add(t));
+        let request =
+            self.request.filter(|_| !c.input.is_empty()).map(|t| c.partial_since.saturating_add(t));
+        match (idle, request) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 pub(crate) struct EventLoop<H: EventHandler> {
-    handler: H,
-    parts: LoopParts,
-    conns: Slab<Connection<H::State>>,
-    stats: Arc<LoopStats>,
+    pub(crate) handler: H,
+    pub(crate) parts: LoopParts,
+    pub(crate) conns: Slab<Connection<H::State>>,
+    pub(crate) stats: Arc<LoopStats>,
     /// Per-loop read buffer: every read lands here first.
-    rbuf: Vec<u8>,
+    pub(crate) rbuf: Vec<u8>,
     /// Per-loop output buffer for connections with nothing pending (the fast path).
-    wbuf: Vec<u8>,
+    pub(crate) wbuf: Vec<u8>,
     next_generation: u64,
     next_tick: Option<Instant>,
     accept_retry: Option<Instant>,
     /// Connections closing with unflushed output, in deadline order.
-    closing: VecDeque<(usize, u64, Instant)>,
+    pub(crate) closing: VecDeque<(usize, u64, Instant)>,
     /// Connections whose read budget ran out while still readable.
-    more_to_read: Vec<(usize, u64)>,
-    stop: bool,
+    pub(crate) more_to_read: Vec<(usize, u64)>,
+    /// Idle and incomplete-request timeouts; `None` when neither is configured, and
+    /// then no clock is read for them.
+    pub(crate) timeouts: Option<Timeouts>,
+    pub(crate) wheel: TimerWheel,
+    /// The wheel tick of this iteration (updated only when timeouts are on).
+    pub(crate) now_tick: Tick,
+    expired: Vec<(usize, u64, Tick)>,
+    /// Set while draining: the moment the loop stops regardless.
+    pub(crate) draining: Option<Instant>,
+    pub(crate) stop: bool,
 }
 
 impl<H: EventHandler> EventLoop<H> {
     pub(crate) fn new(handler: H, parts: LoopParts) -> Self {
         let rsize = parts.config.read_buffer.max(512);
+        let cfg = &parts.config;
+        let timeouts =
+            (cfg.idle_timeout.is_some() || cfg.request_timeout.is_some()).then(|| Timeouts {
+                idle: cfg.idle_timeout.map(TimerWheel::ticks),
+                request: cfg.request_timeout.map(TimerWheel::ticks),
+            });
         EventLoop {
             handler,
             stats: parts.remote.stats.clone(),
@@ -95,12 +131,17 @@ impl<H: EventHandler> EventLoop<H> {
             accept_retry: None,
             closing: VecDeque::new(),
             more_to_read: Vec::new(),
+            timeouts,
+            wheel: TimerWheel::new(Instant::now()),
+            now_tick: 0,
+            expired: Vec::new(),
+            draining: None,
             stop: false,
             parts,
         }
     }
 
-    /// Runs until shutdown, then closes every connection.
+    /// Runs until shutdown (or the end of a drain), then closes every connection.
     pub(crate) fn run(mut self) {
         let info = LoopInfo {
             id: self.parts.id,
@@ -109,7 +150,7 @@ impl<H: EventHandler> EventLoop<H> {
             server: self.parts.server.clone(),
         };
         self.handler.serving(&info);
-        self.next_tick = self.handler.tick().map(|d| Instant::now() + d);
+        self.run_tick(Instant::now());
         let mut events = Events::with_capacity(1024);
         while !self.stop {
             let timeout = self.poll_timeout();
@@ -117,14 +158,14 @@ impl<H: EventHandler> EventLoop<H> {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                error!(
-                    "loop {}: poll failed: {e}; shutting the server down",
-                    self.parts.id
-                );
+                error!("loop {}: poll failed: {e}; shutting the server down", self.parts.id);
                 self.parts.server.shutdown();
                 break;
             }
             bump(&self.stats.poll_iterations, 1);
+            if self.timeouts.is_some() {
+                self.now_tick = self.wheel.tick_of(Instant::now());
+            }
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => self.on_wake(),
@@ -138,6 +179,9 @@ impl<H: EventHandler> EventLoop<H> {
             }
             self.continue_reads();
             self.run_timers();
+            if self.draining.is_some() && self.conns.is_empty() {
+                break;
+            }
         }
         self.close_all();
     }
@@ -150,6 +194,8 @@ impl<H: EventHandler> EventLoop<H> {
             self.next_tick,
             self.accept_retry,
             self.closing.front().map(|c| c.2),
+            self.wheel.next_deadline(),
+            self.draining,
         ]
         .into_iter()
         .flatten()
@@ -158,12 +204,17 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     fn run_timers(&mut self) {
-        if self.next_tick.is_none() && self.accept_retry.is_none() && self.closing.is_empty() {
+        if self.next_tick.is_none()
+            && self.accept_retry.is_none()
+            && self.closing.is_empty()
+            && self.wheel.next_deadline().is_none()
+            && self.draining.is_none()
+        {
             return;
         }
         let now = Instant::now();
         if self.next_tick.is_some_and(|t| t <= now) {
-            self.next_tick = self.handler.tick().map(|d| now + d);
+            self.run_tick(now);
         }
         if self.accept_retry.is_some_and(|t| t <= now) {
             self.accept_retry = None;
@@ -180,12 +231,72 @@ impl<H: EventHandler> EventLoop<H> {
                 self.close(key, CloseReason::FlushTimeout);
             }
         }
+        if self.wheel.next_deadline().is_some_and(|t| t <= now) {
+            self.expire_timeouts(now);
+        }
+        if self.draining.is_some_and(|t| t <= now) {
+            self.stop = true;
+        }
     }
 
-    fn is_current(&self, key: usize, generation: u64) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| c.generation == generation)
+    /// Calls the handler's tick and schedules the next one.
+    fn run_tick(&mut self, now: Instant) {
+        let handler = &mut self.handler;
+        match guard(self.parts.config.catch_panics, || handler.tick()) {
+            Ok(next) => self.next_tick = next.map(|d| now + d),
+            Err(msg) => {
+                bump(&self.stats.panics, 1);
+                error!("loop {}: tick panicked: {msg}; ticking stops", self.parts.id);
+                self.next_tick = None;
+            }
+        }
+    }
+
+    /// Closes connections whose idle or incomplete-request timeout has passed, and
+    /// moves the others' wheel entries to their current deadlines.
+    fn expire_timeouts(&mut self, now: Instant) {
+        let Some(timeouts) = self.timeouts else { return };
+        self.now_tick = self.wheel.tick_of(now);
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.expire(now, &mut expired);
+        for &(key, generation, tick) in &expired {
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            if c.generation != generation || c.timer_at != tick || c.has(CLOSING) {
+                continue;
+            }
+            c.timer_at = Tick::MAX;
+            let request_due = timeouts.request.is_some_and(|t| {
+                !c.input.is_empty() && c.partial_since.saturating_add(t) <= self.now_tick
+            });
+            let idle_due =
+                timeouts.idle.is_some_and(|t| c.active.saturating_add(t) <= self.now_tick);
+            if request_due {
+                bump(&self.stats.request_timeouts, 1);
+                self.close(key, CloseReason::RequestTimeout);
+            } else if idle_due {
+                bump(&self.stats.idle_timeouts, 1);
+                self.close(key, CloseReason::IdleTimeout);
+            } else {
+                self.schedule(key);
+            }
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    /// Makes sure the wheel holds an entry no later than `key`'s current deadline.
+    pub(crate) fn schedule(&mut self, key: usize) {
+        let Some(timeouts) = self.timeouts else { return };
+        let c = &mut self.conns[key];
+        let Some(due) = timeouts.deadline(c) else { return };
+        if c.timer_at == Tick::MAX || due < c.timer_at {
+            c.timer_at = due;
+            self.wheel.insert(key, c.generation, due);
+        }
+    }
+
+    pub(crate) fn is_current(&self, key: usize, generation: u64) -> bool {
+        self.conns.get(key).is_some_and(|c| c.generation == generation)
     }
 
     // ---- waker and commands -------------------------------------------------------
@@ -195,26 +306,22 @@ impl<H: EventHandler> EventLoop<H> {
         bump(&self.stats.wakeups, 1);
         // Only what is queued now: later commands come with a wake of their own.
         for _ in 0..self.parts.rx.len() {
-            let Ok(cmd) = self.parts.rx.try_recv() else {
-                break;
-            };
+            let Ok(cmd) = self.parts.rx.try_recv() else { break };
             match cmd {
-                Command::Register {
-                    stream,
-                    peer,
-                    listener,
-                } => self.open(stream, peer, listener),
+                Command::Register { stream, peer, listener, admitted } => {
+                    if !admitted && !self.parts.server.shared.admit() {
+                        bump(&self.stats.rejected, 1);
+                        continue;
+                    }
+                    self.open(stream, peer, listener);
+                }
                 Command::Wake { key, generation } => {
                     if self.accepts_commands(key, generation) {
-                        let action = self.callback(key, |h, conn, state| h.woken(conn, state));
+                        let action = self.dispatch(key, |h, conn, state| h.woken(conn, state));
                         self.after_callback(key, action);
                     }
                 }
-                Command::Write {
-                    key,
-                    generation,
-                    bytes,
-                } => {
+                Command::Write { key, generation, bytes } => {
                     if self.accepts_commands(key, generation) {
                         let c = &mut self.conns[key];
                         if c.pending() == 0 {
@@ -226,6 +333,7 @@ impl<H: EventHandler> EventLoop<H> {
                         self.after_callback(key, Action::None);
                     }
                 }
+                Command::Drain(deadline) => self.start_draining(deadline),
                 Command::Shutdown => self.stop = true,
             }
         }
@@ -242,16 +350,35 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// Graceful shutdown: close the listeners and the idle connections; the rest close
+    /// as they become idle (see `after_callback`), or at the deadline.
+    fn start_draining(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
+        self.accept_retry = None;
+        for (_, mut l) in self.parts.listeners.drain(..) {
+            let _ = self.parts.poll.registry().deregister(&mut l);
+        }
+        let idle: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.is_idle()).map(|(k, _)| k).collect();
+        for key in idle {
+            self.close(key, CloseReason::Shutdown);
+        }
+    }
+
     // ---- accepting ----------------------------------------------------------------
 
     fn accept(&mut self, i: usize) {
         loop {
-            let Some((index, listener)) = self.parts.listeners.get(i) else {
-                return;
-            };
+            let Some((index, listener)) = self.parts.listeners.get(i) else { return };
             let index = *index;
             match listener.accept() {
-                Ok((stream, peer)) => self.open(stream, peer, index),
+                Ok((stream, peer)) => {
+                    if self.parts.server.shared.admit() {
+                        self.open(stream, peer, index);
+                    } else {
+                        bump(&self.stats.rejected, 1);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     bump(&self.stats.accept_would_block, 1);
                     return;
@@ -270,23 +397,16 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
-    /// Takes on a new connection: registers it, then calls `opened`.
+    /// Takes on a new connection (already admitted): registers it, then calls `opened`.
     fn open(&mut self, mut sock: TcpStream, peer: SocketAddr, listener: usize) {
-        if self.parts.config.nodelay {
-            let _ = sock.set_nodelay(true);
-        }
+        configure_accepted(&sock, &self.parts.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) =
-            self.parts
-                .poll
-                .registry()
-                .register(&mut sock, Token(key), Interest::READABLE)
+            self.parts.poll.registry().register(&mut sock, Token(key), Interest::READABLE)
         {
-            warn!(
-                "loop {}: cannot register connection from {peer}: {e}",
-                self.parts.id
-            );
+            warn!("loop {}: cannot register connection from {peer}: {e}", self.parts.id);
+            self.parts.server.shared.release();
             return;
         }
         let generation = self.next_generation;
@@ -303,7 +423,18 @@ impl<H: EventHandler> EventLoop<H> {
             generation,
             alive: &mut alive,
         };
-        let (state, action) = self.handler.opened(&mut conn);
+        let handler = &mut self.handler;
+        let state = match guard(self.parts.config.catch_panics, || handler.opened(&mut conn)) {
+            Ok((state, action)) => (state, action),
+            Err(msg) => {
+                bump(&self.stats.panics, 1);
+                error!("loop {}: opened panicked for {peer}: {msg}; closing it", self.parts.id);
+                self.wbuf.clear();
+                self.parts.server.shared.release();
+                return; // dropping `sock` closes it
+            }
+        };
+        let (state, action) = state;
         entry.insert(Connection {
             sock,
             state,
@@ -315,352 +446,31 @@ impl<H: EventHandler> EventLoop<H> {
             alive,
             listener: u32::try_from(listener).unwrap_or(u32::MAX),
             flags: 0,
+            active: self.now_tick,
+            partial_since: 0,
+            timer_at: Tick::MAX,
         });
         bump(&self.stats.accepted, 1);
         bump(&self.stats.open, 1);
+        if self.timeouts.is_some() {
+            self.now_tick = self.wheel.tick_of(Instant::now());
+            self.conns[key].active = self.now_tick;
+            self.schedule(key);
+        }
         self.after_callback(key, action);
     }
-
-    // ---- reading ------------------------------------------------------------------
-
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if hup {
-            // The FIN came with this edge: no later event will report it.
-            c.flags |= HUP_SEEN;
-        }
-        if writable && c.has(WRITE_INTEREST) {
-            self.on_writable(key);
-        }
-        if readable {
-            self.on_readable(key);
-        }
-    }
-
-    /// Reads until the socket is drained (WouldBlock, or a short read unless the peer's
-    /// FIN is known to be queued), the connection stops being readable, or the read
-    /// budget is spent.
-    fn on_readable(&mut self, key: usize) {
-        for _ in 0..self.parts.config.read_budget {
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            if c.has(PAUSED | READ_CLOSED | CLOSING) {
-                return;
-            }
-            let n = match (&c.sock).read(&mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.close(key, CloseReason::Error(e)),
-            };
-            bump(&self.stats.reads, 1);
-            if n == 0 {
-                c.flags |= READ_CLOSED;
-                if c.pending() == 0 {
-                    self.close(key, CloseReason::PeerClosed);
-                }
-                return;
-            }
-            bump(&self.stats.bytes_read, n as u64);
-            let action = self.deliver(key, n);
-            if !self.after_callback(key, action) {
-                return;
-            }
-            if n < self.rbuf.len() && !self.conns[key].has(HUP_SEEN) {
-                // A short read drained the socket; new bytes will raise a new edge.
-                return;
-            }
-        }
-        // Budget spent while the socket may still hold data: edge-triggered polling will
-        // not report it again, so come back after serving the others.
-        if let Some(c) = self.conns.get(key) {
-            self.more_to_read.push((key, c.generation));
-        }
-    }
-
-    fn continue_reads(&mut self) {
-        if self.more_to_read.is_empty() {
-            return;
-        }
-        for (key, generation) in std::mem::take(&mut self.more_to_read) {
-            if self.is_current(key, generation) {
-                self.on_readable(key);
-            }
-        }
-    }
-
-    /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the
-    /// unconsumed tail.
-    fn deliver(&mut self, key: usize, n: usize) -> Action {
-        let Self {
-            handler,
-            conns,
-            rbuf,
-            wbuf,
-            parts,
-            ..
-        } = self;
-        let c = &mut conns[key];
-        let pending = c.pending();
-        let Connection {
-            sock,
-            state,
-            generation,
-            peer,
-            input,
-            output,
-            alive,
-            listener,
-            ..
-        } = c;
-        let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
-            peer: *peer,
-            listener: listener_index(*listener),
-            socket: sock,
-            pending,
-            remote: &parts.remote,
-            key,
-            generation: *generation,
-            alive,
-        };
-        if input.is_empty() {
-            let data = &rbuf[..n];
-            let (consumed, action) = handler.data(&mut conn, state, data);
-            if consumed < n {
-                input.extend_from_slice(&data[consumed..]);
-            }
-            action
-        } else {
-            input.extend_from_slice(&rbuf[..n]);
-            let (consumed, action) = handler.data(&mut conn, state, input);
-            if consumed >= input.len() {
-                *input = Vec::new();
-            } else {
-                input.drain(..consumed);
-            }
-            action
-        }
-    }
-
-    /// Runs a callback that gets the connection's context and state (woken, ...).
-    fn callback(
-        &mut self,
-        key: usize,
-        f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State) -> Action,
-    ) -> Action {
-        let Self {
-            handler,
-            conns,
-            wbuf,
-            parts,
-            ..
-        } = self;
-        let c = &mut conns[key];
-        let pending = c.pending();
-        let Connection {
-            sock,
-            state,
-            generation,
-            peer,
-            output,
-            alive,
-            listener,
-            ..
-        } = c;
-        let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
-            peer: *peer,
-            listener: listener_index(*listener),
-            socket: sock,
-            pending,
-            remote: &parts.remote,
-            key,
-            generation: *generation,
-            alive,
-        };
-        f(handler, &mut conn, state)
-    }
-
-    // ---- writing ------------------------------------------------------------------
-
-    /// Writes what the callback produced, then carries out its action. Returns whether
-    /// the connection is still open and may be read.
-    fn after_callback(&mut self, key: usize, action: Action) -> bool {
-        if let Err(e) = self.flush(key) {
-            self.close(key, CloseReason::Error(e));
-            return false;
-        }
-        match action {
-            Action::None => {}
-            Action::Close => {
-                let c = &mut self.conns[key];
-                c.flags |= CLOSING;
-                if c.pending() > 0 {
-                    let deadline = Instant::now() + self.parts.config.close_timeout;
-                    self.closing.push_back((key, c.generation, deadline));
-                }
-            }
-            Action::Shutdown => {
-                self.stop = true;
-                self.parts.server.shutdown();
-                return false;
-            }
-            Action::Detach => {
-                self.detach(key);
-                return false;
-            }
-        }
-        let c = &self.conns[key];
-        if c.pending() == 0 && c.has(CLOSING | READ_CLOSED) {
-            let reason = if c.has(CLOSING) {
-                CloseReason::Closed
-            } else {
-                CloseReason::PeerClosed
-            };
-            self.close(key, reason);
-            return false;
-        }
-        !c.has(PAUSED | CLOSING | READ_CLOSED)
-    }
-
-    /// Writes the output of a callback (or pending output) and sets WRITABLE interest
-    /// and the read pause to match what is left.
-    fn flush(&mut self, key: usize) -> io::Result<()> {
-        let c = &mut self.conns[key];
-        if !self.wbuf.is_empty() {
-            // Fast path: nothing was pending, so the callback wrote into the loop's
-            // buffer. One write; what the kernel does not take is kept, in order.
-            let res = write_once(&c.sock, &self.wbuf);
-            let written = match res {
-                Ok(n) => {
-                    bump(&self.stats.writes, 1);
-                    bump(&self.stats.bytes_written, n as u64);
-                    n
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => {
-                    self.wbuf.clear();
-                    return Err(e);
-                }
-            };
-            if written < self.wbuf.len() {
-                bump(&self.stats.partial_writes, 1);
-                c.output.extend_from_slice(&self.wbuf[written..]);
-            }
-            self.wbuf.clear();
-            if self.wbuf.capacity() > 4 * self.rbuf.len() {
-                self.wbuf.shrink_to(self.rbuf.len());
-            }
-        } else if c.pending() > 0 && !c.has(WRITE_INTEREST) {
-            c.write_pending(&self.stats)?;
-        }
-        let pending = c.pending();
-        let cfg = &self.parts.config;
-        if pending > 0 && !c.has(WRITE_INTEREST) {
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            self.parts
-                .poll
-                .registry()
-                .reregister(&mut c.sock, Token(key), interest)?;
-            c.flags |= WRITE_INTEREST;
-        } else if pending == 0 && c.has(WRITE_INTEREST) && !c.has(CLOSING | READ_CLOSED) {
-            self.parts
-                .poll
-                .registry()
-                .reregister(&mut c.sock, Token(key), Interest::READABLE)?;
-            c.flags &= !WRITE_INTEREST;
-        }
-        if pending > 0 {
-            let peak = &self.stats.peak_pending_output;
-            if pending as u64 > peak.load(Relaxed) {
-                peak.store(pending as u64, Relaxed);
-            }
-            if pending > cfg.high_watermark {
-                c.flags |= PAUSED;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_writable(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if let Err(e) = c.write_pending(&self.stats) {
-            return self.close(key, CloseReason::Error(e));
-        }
-        let resume = c.has(PAUSED) && c.pending() <= self.parts.config.low_watermark;
-        if resume {
-            c.flags &= !PAUSED;
-        }
-        if self.after_callback(key, Action::None) && resume {
-            // Bytes that arrived while paused raised no new edge: read them now.
-            self.on_readable(key);
-        }
-    }
-
-    // ---- closing ------------------------------------------------------------------
-
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(c) = self.conns.try_remove(key) else {
-            return;
-        };
-        c.mark_dead();
-        bump(&self.stats.closed, 1);
-        bump(&self.stats.open, u64::MAX); // wrapping -1
-        // Dropping the socket closes it, which also removes it from epoll (we never
-        // duplicate connection descriptors), saving an epoll_ctl per close.
-        #[cfg(not(target_os = "linux"))]
-        let _ = self.parts.poll.registry().deregister(&mut { c.sock });
-        self.handler.closed(c.state, reason);
-    }
-
-    fn detach(&mut self, key: usize) {
-        let Some(mut c) = self.conns.try_remove(key) else {
-            return;
-        };
-        c.mark_dead();
-        let _ = c.write_pending(&self.stats);
-        let _ = self.parts.poll.registry().deregister(&mut c.sock);
-        bump(&self.stats.closed, 1);
-        bump(&self.stats.open, u64::MAX);
-        let output = c.output.split_off(c.out_pos);
-        self.handler.detached(Detached {
-            stream: c.sock.into(),
-            state: c.state,
-            input: c.input,
-            output,
-        });
-    }
-
-    /// At shutdown: one last nonblocking attempt to write pending output, then close.
-    fn close_all(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let _ = self.conns[key].write_pending(&self.stats);
-            self.close(key, CloseReason::Shutdown);
-        }
-    }
 }
 
-/// The listener index stored as u32 (u32::MAX for attached connections), as the API's usize.
-fn listener_index(stored: u32) -> usize {
-    if stored == u32::MAX {
-        usize::MAX
-    } else {
-        stored as usize
+/// Runs a handler callback, catching a panic when `catch` is on (the message is returned
+/// as the error). With `catch` off a panic unwinds through the loop thread.
+pub(crate) fn guard<R>(catch: bool, f: impl FnOnce() -> R) -> Result<R, String> {
+    if !catch {
+        return Ok(f());
     }
-}
-
-/// One nonblocking `write`, retried only on EINTR.
-fn write_once(mut sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        match sock.write(buf) {
-            Ok(0) if !buf.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into())
+    })
 }

@@ -12,20 +12,15 @@ use super::waker::Waker;
 
 /// A message to a loop, sent over its channel and followed by a wake.
 pub(crate) enum Command {
-    /// A connection accepted by the single acceptor, for this loop to own.
-    Register {
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-        listener: usize,
-    },
+    /// A connection for this loop to own: accepted by the single acceptor (`admitted`:
+    /// already counted against `max_conns`) or attached by the user.
+    Register { stream: mio::net::TcpStream, peer: SocketAddr, listener: usize, admitted: bool },
     /// Call `woken` for the connection, if it is still the same one.
     Wake { key: usize, generation: u64 },
     /// Queue bytes on the connection, if it is still the same one.
-    Write {
-        key: usize,
-        generation: u64,
-        bytes: Vec<u8>,
-    },
+    Write { key: usize, generation: u64, bytes: Vec<u8> },
+    /// Stop accepting, close idle connections, let the others finish, stop by the deadline.
+    Drain(std::time::Instant),
     /// Stop the loop.
     Shutdown,
 }
@@ -99,22 +94,14 @@ impl ConnHandle {
         generation: u64,
         alive: Arc<AtomicBool>,
     ) -> Self {
-        ConnHandle {
-            remote: remote.clone(),
-            key,
-            generation,
-            alive,
-        }
+        ConnHandle { remote: remote.clone(), key, generation, alive }
     }
 
     /// A copy of this handle that claims its connection is alive, so a test can make a
     /// stale handle reach the loop and prove the loop's generation check drops it.
     #[cfg(test)]
     pub(crate) fn forged_alive(&self) -> ConnHandle {
-        ConnHandle {
-            alive: Arc::new(AtomicBool::new(true)),
-            ..self.clone()
-        }
+        ConnHandle { alive: Arc::new(AtomicBool::new(true)), ..self.clone() }
     }
 
     /// Id of the loop that owns the connection.
@@ -135,10 +122,7 @@ impl ConnHandle {
         if !self.is_alive() {
             return Err(HandleError::Closed);
         }
-        self.remote.send(Command::Wake {
-            key: self.key,
-            generation: self.generation,
-        })
+        self.remote.send(Command::Wake { key: self.key, generation: self.generation })
     }
 
     /// Queues `bytes` for the connection. Messages from one thread arrive in the order
@@ -148,20 +132,41 @@ impl ConnHandle {
             return Err(HandleError::Closed);
         }
         let bytes = bytes.into();
-        self.remote.send(Command::Write {
-            key: self.key,
-            generation: self.generation,
-            bytes,
-        })
+        self.remote.send(Command::Write { key: self.key, generation: self.generation, bytes })
     }
 }
 
 /// State shared by all handles of one server.
 pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
+    /// Set by [`ServerHandle::drain`]: accepting has stopped.
+    pub(crate) draining: AtomicBool,
+    /// Connections open in the whole server, kept only when `max_conns` is set.
+    pub(crate) open_total: std::sync::atomic::AtomicUsize,
+    pub(crate) max_conns: Option<usize>,
     pub(crate) loops: Vec<LoopRemote>,
     pub(crate) acceptor: Option<(Arc<Waker>, Arc<LoopStats>)>,
     pub(crate) addrs: Vec<SocketAddr>,
+}
+
+impl Shared {
+    /// Counts a new connection against `max_conns`; false when the limit is reached
+    /// (the caller closes the connection at once).
+    pub(crate) fn admit(&self) -> bool {
+        let Some(max) = self.max_conns else { return true };
+        if self.open_total.fetch_add(1, Ordering::AcqRel) >= max {
+            self.open_total.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Uncounts a closed connection.
+    pub(crate) fn release(&self) {
+        if self.max_conns.is_some() {
+            self.open_total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A `Send + Clone` handle to a running server: shut it down, read its counters.
@@ -172,9 +177,7 @@ pub struct ServerHandle {
 
 impl fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("addrs", &self.shared.addrs)
-            .finish()
+        f.debug_struct("ServerHandle").field("addrs", &self.shared.addrs).finish()
     }
 }
 
@@ -187,6 +190,26 @@ impl ServerHandle {
         }
         for l in &self.shared.loops {
             let _ = l.send(Command::Shutdown);
+        }
+        if let Some((waker, _)) = &self.shared.acceptor {
+            let _ = waker.wake();
+        }
+    }
+
+    /// Graceful shutdown: every loop (and the acceptor) stops accepting at once, closes
+    /// its idle connections, lets connections with a request in flight (unconsumed
+    /// input or unflushed output) finish and close, and stops when none are left or at
+    /// `timeout`, whichever comes first (then the rest are closed as by [`shutdown`]).
+    /// Returns at once; [`Running::wait`](super::Running::wait) waits for the end.
+    ///
+    /// [`shutdown`]: Self::shutdown
+    pub fn drain(&self, timeout: std::time::Duration) {
+        if self.shared.draining.swap(true, Ordering::AcqRel) || self.is_shutting_down() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        for l in &self.shared.loops {
+            let _ = l.send(Command::Drain(deadline));
         }
         if let Some((waker, _)) = &self.shared.acceptor {
             let _ = waker.wake();
@@ -210,25 +233,15 @@ impl ServerHandle {
         let peer = stream.peer_addr()?;
         stream.set_nonblocking(true)?;
         let remote = &self.shared.loops[loop_id % self.shared.loops.len()];
-        let cmd = Command::Register {
-            stream: mio::net::TcpStream::from_std(stream),
-            peer,
-            listener: usize::MAX,
-        };
-        remote
-            .send(cmd)
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        let stream = mio::net::TcpStream::from_std(stream);
+        let cmd = Command::Register { stream, peer, listener: usize::MAX, admitted: false };
+        remote.send(cmd).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// A snapshot of every loop's counters (and the acceptor's).
     pub fn stats(&self) -> ServerStats {
         ServerStats {
-            loops: self
-                .shared
-                .loops
-                .iter()
-                .map(|l| l.stats.snapshot())
-                .collect(),
+            loops: self.shared.loops.iter().map(|l| l.stats.snapshot()).collect(),
             acceptor: self.shared.acceptor.as_ref().map(|(_, s)| s.snapshot()),
         }
     }

@@ -35,8 +35,15 @@ pub enum CloseReason {
     Closed,
     /// Closing gave up on unflushed output after the close timeout.
     FlushTimeout,
-    /// The server is shutting down.
+    /// The server is shutting down (or draining, and the connection was idle).
     Shutdown,
+    /// No bytes moved either way for [`Config::idle_timeout`](super::Config::idle_timeout).
+    IdleTimeout,
+    /// An incomplete request sat unconsumed for
+    /// [`Config::request_timeout`](super::Config::request_timeout).
+    RequestTimeout,
+    /// A handler callback panicked with this message while serving the connection.
+    Panic(String),
     /// A socket error (e.g. connection reset by peer).
     Error(io::Error),
 }
@@ -118,9 +125,7 @@ impl Conn<'_> {
 
     /// A `Send` handle to this connection, for waking or writing to it from other threads.
     pub fn handle(&mut self) -> ConnHandle {
-        let alive = self
-            .alive
-            .get_or_insert_with(|| Arc::new(AtomicBool::new(true)));
+        let alive = self.alive.get_or_insert_with(|| Arc::new(AtomicBool::new(true)));
         ConnHandle::new(self.remote, self.key, self.generation, alive.clone())
     }
 }

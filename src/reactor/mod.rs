@@ -31,11 +31,13 @@ mod conn;
 mod event_loop;
 mod handle;
 mod handler;
+mod io;
 mod listener;
 mod server;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod timer;
 mod waker;
 
 pub use config::{Balance, Config};

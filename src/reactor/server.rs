@@ -44,25 +44,19 @@ impl Server {
         let mut per_loop: Vec<Vec<(usize, TcpListener)>> = (0..loops).map(|_| Vec::new()).collect();
         let mut shared_listeners = Vec::new();
         for (index, &addr) in config.listen.iter().enumerate() {
-            let first = listener::bind(addr, config.reuseport, config.backlog)?;
+            let first = listener::bind(addr, &config)?;
             let actual = first.local_addr()?;
             addrs.push(actual);
             if config.reuseport {
                 per_loop[0].push((index, first));
                 for l in per_loop.iter_mut().skip(1) {
-                    l.push((index, listener::bind(actual, true, config.backlog)?));
+                    l.push((index, listener::bind(actual, &config)?));
                 }
             } else {
                 shared_listeners.push((index, first));
             }
         }
-        Ok(Server {
-            config,
-            loops,
-            addrs,
-            per_loop,
-            shared_listeners,
-        })
+        Ok(Server { config, loops, addrs, per_loop, shared_listeners })
     }
 
     /// The bound addresses, in configuration order, with ports resolved.
@@ -83,13 +77,7 @@ impl Server {
         H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let Server {
-            config,
-            loops,
-            addrs,
-            per_loop,
-            shared_listeners,
-        } = self;
+        let Server { config, loops, addrs, per_loop, shared_listeners } = self;
         let config = Arc::new(config);
         let mut parts = Vec::with_capacity(loops);
         let mut remotes = Vec::with_capacity(loops);
@@ -99,12 +87,7 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(&poll, WAKER)?);
             let (tx, rx) = crossbeam_channel::unbounded();
-            remotes.push(LoopRemote {
-                id,
-                tx,
-                waker,
-                stats: Arc::new(LoopStats::default()),
-            });
+            remotes.push(LoopRemote { id, tx, waker, stats: Arc::new(LoopStats::default()) });
             rxs.push(rx);
             polls.push(poll);
         }
@@ -125,13 +108,14 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            open_total: std::sync::atomic::AtomicUsize::new(0),
+            max_conns: config.max_conns,
             loops: remotes.clone(),
             acceptor: acceptor.as_ref().map(|(_, w, s)| (w.clone(), s.clone())),
             addrs,
         });
-        let server = ServerHandle {
-            shared: shared.clone(),
-        };
+        let server = ServerHandle { shared: shared.clone() };
         for ((((id, poll), rx), remote), listeners) in
             (0..loops).zip(polls).zip(rxs).zip(remotes).zip(per_loop)
         {
@@ -154,16 +138,14 @@ impl Server {
             let factory = factory.clone();
             let pin = config.pin;
             let guard = StopOnExit(server.clone());
-            let t = thread::Builder::new()
-                .name(format!("evloop-loop-{}", p.id))
-                .spawn(move || {
-                    let _guard = guard;
-                    if pin && !pin_current_thread(p.id) {
-                        warn!("loop {}: could not pin to a CPU; running unpinned", p.id);
-                    }
-                    let handler = factory(p.id);
-                    EventLoop::new(handler, p).run();
-                });
+            let t = thread::Builder::new().name(format!("evloop-loop-{}", p.id)).spawn(move || {
+                let _guard = guard;
+                if pin && !pin_current_thread(p.id) {
+                    warn!("loop {}: could not pin to a CPU; running unpinned", p.id);
+                }
+                let handler = factory(p.id);
+                EventLoop::new(handler, p).run();
+            });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -174,12 +156,10 @@ impl Server {
         }
         if let Some((a, _, _)) = acceptor {
             let guard = StopOnExit(server.clone());
-            let t = thread::Builder::new()
-                .name("evloop-acceptor".into())
-                .spawn(move || {
-                    let _guard = guard;
-                    a.run(shared);
-                });
+            let t = thread::Builder::new().name("evloop-acceptor".into()).spawn(move || {
+                let _guard = guard;
+                a.run(shared);
+            });
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -188,10 +168,7 @@ impl Server {
                 }
             }
         }
-        Ok(Running {
-            handle: server,
-            threads,
-        })
+        Ok(Running { handle: server, threads })
     }
 
     /// [`start`](Self::start), then wait until the server shuts down.
@@ -247,9 +224,7 @@ impl Running {
             }
         }
         if panicked > 0 {
-            return Err(io::Error::other(format!(
-                "{panicked} server thread(s) panicked"
-            )));
+            return Err(io::Error::other(format!("{panicked} server thread(s) panicked")));
         }
         Ok(())
     }

@@ -28,6 +28,10 @@ pub struct LoopStats {
     pub(crate) wakeups: AtomicU64,
     pub(crate) dropped_commands: AtomicU64,
     pub(crate) peak_pending_output: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) request_timeouts: AtomicU64,
+    pub(crate) panics: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -62,6 +66,14 @@ pub struct StatsSnapshot {
     /// The most output ever pending on one connection of this loop, in bytes (bounded by
     /// the high watermark plus what one callback writes).
     pub peak_pending_output: u64,
+    /// Connections accepted and closed at once because `max_conns` was reached.
+    pub rejected: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Connections closed by the incomplete-request timeout.
+    pub request_timeouts: u64,
+    /// Handler callbacks that panicked (their connection was closed).
+    pub panics: u64,
 }
 
 impl LoopStats {
@@ -82,6 +94,10 @@ impl LoopStats {
             wakeups: self.wakeups.load(Relaxed),
             dropped_commands: self.dropped_commands.load(Relaxed),
             peak_pending_output: self.peak_pending_output.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            request_timeouts: self.request_timeouts.load(Relaxed),
+            panics: self.panics.load(Relaxed),
         }
     }
 }
@@ -105,6 +121,10 @@ impl StatsSnapshot {
             t.wakeups += s.wakeups;
             t.dropped_commands += s.dropped_commands;
             t.peak_pending_output = t.peak_pending_output.max(s.peak_pending_output);
+            t.rejected += s.rejected;
+            t.idle_timeouts += s.idle_timeouts;
+            t.request_timeouts += s.request_timeouts;
+            t.panics += s.panics;
         }
         t
     }

@@ -55,15 +55,9 @@ fn stale_handle_never_reaches_the_connection_that_reused_its_slot() {
     assert!(!old.is_alive());
 
     let mut second = TcpStream::connect(addr).unwrap();
-    second
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let new = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(
-        (old.key, old.loop_id()),
-        (new.key, new.loop_id()),
-        "slot was reused"
-    );
+    assert_eq!((old.key, old.loop_id()), (new.key, new.loop_id()), "slot was reused");
     assert_ne!(old.generation, new.generation);
 
     assert_eq!(old.write(&b"stale"[..]), Err(HandleError::Closed));

@@ -23,10 +23,7 @@ pub(crate) struct Waker {
 impl Waker {
     /// Creates the waker and registers it in `poll` under `token`.
     pub(crate) fn new(poll: &Poll, token: Token) -> io::Result<Waker> {
-        Ok(Waker {
-            pending: AtomicBool::new(false),
-            inner: sys::Inner::new(poll, token)?,
-        })
+        Ok(Waker { pending: AtomicBool::new(false), inner: sys::Inner::new(poll, token)? })
     }
 
     /// Makes the loop's next (or current) poll return. Cheap when a wake is already
@@ -78,19 +75,11 @@ mod sys {
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
             // Level-triggered on purpose (no EPOLLET); see the module docs. The event's
             // u64 carries the token, which is how mio reads tokens back on Linux.
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: token.0 as u64,
-            };
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token.0 as u64 };
             // SAFETY: both descriptors are open and `ev` is a valid epoll_event that
             // outlives the call.
             let rc = unsafe {
-                libc::epoll_ctl(
-                    poll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    fd.as_raw_fd(),
-                    &mut ev,
-                )
+                libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
             };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
@@ -134,9 +123,7 @@ mod sys {
 
     impl Inner {
         pub(super) fn new(poll: &Poll, token: Token) -> io::Result<Inner> {
-            Ok(Inner {
-                waker: mio::Waker::new(poll.registry(), token)?,
-            })
+            Ok(Inner { waker: mio::Waker::new(poll.registry(), token)? })
         }
         pub(super) fn wake(&self) -> io::Result<()> {
             self.waker.wake()

@@ -13,10 +13,7 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// A config listening on an ephemeral loopback port.
 pub fn local_config(loops: usize) -> Config {
-    Config::new()
-        .listen("127.0.0.1:0")
-        .expect("loopback address")
-        .loops(loops)
+    Config::new().listen("127.0.0.1:0").expect("loopback address").loops(loops)
 }
 
 /// Connects with read/write timeouts set.
@@ -62,9 +59,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// FNV-1a checksum.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// Polls `cond` every few milliseconds until it holds; panics after [`LIMIT`].

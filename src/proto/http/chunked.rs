@@ -31,11 +31,7 @@ pub(super) fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Fail> {
     }
     let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() >= MAX_CHUNK_LINE {
-            Err(Fail::BadRequest)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() >= MAX_CHUNK_LINE { Err(Fail::BadRequest) } else { Ok(None) };
     };
     let Some(line) = window[..lf].strip_suffix(b"\r") else {
         return Err(Fail::BadRequest);
@@ -43,10 +39,7 @@ pub(super) fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Fail> {
     let mut size: u64 = 0;
     let mut i = 0;
     while let Some(d) = line.get(i).copied().and_then(hex) {
-        size = size
-            .checked_mul(16)
-            .and_then(|s| s.checked_add(d))
-            .ok_or(Fail::BadRequest)?;
+        size = size.checked_mul(16).and_then(|s| s.checked_add(d)).ok_or(Fail::BadRequest)?;
         i += 1;
     }
     let mut rest = &line[i..];
@@ -55,10 +48,7 @@ pub(super) fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Fail> {
     }
     match rest {
         [] => {}
-        [b';', ext @ ..]
-            if ext
-                .iter()
-                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) => {}
+        [b';', ext @ ..] if ext.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) => {}
         _ => return Err(Fail::BadRequest),
     }
     Ok(Some((lf + 1, size)))
@@ -73,11 +63,7 @@ pub(super) fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Fail> {
 pub(super) fn trailer_line(buf: &[u8], budget: usize) -> Result<Option<(usize, bool)>, Fail> {
     let window = &buf[..buf.len().min(budget)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() >= budget {
-            Err(Fail::HeadTooLarge)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() >= budget { Err(Fail::HeadTooLarge) } else { Ok(None) };
     };
     let Some(line) = window[..lf].strip_suffix(b"\r") else {
         return Err(Fail::BadRequest);
@@ -87,14 +73,8 @@ pub(super) fn trailer_line(buf: &[u8], budget: usize) -> Result<Option<(usize, b
     }
     let ok = !matches!(line[0], b' ' | b'\t' | b':')
         && line.contains(&b':')
-        && line
-            .iter()
-            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
-    if ok {
-        Ok(Some((lf + 1, false)))
-    } else {
-        Err(Fail::BadRequest)
-    }
+        && line.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
+    if ok { Ok(Some((lf + 1, false))) } else { Err(Fail::BadRequest) }
 }
 
 #[cfg(test)]

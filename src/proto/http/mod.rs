@@ -80,11 +80,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            max_head_bytes: 8192,
-            max_headers: 64,
-            max_body: 1 << 20,
-        }
+        HttpConfig { max_head_bytes: 8192, max_headers: 64, max_body: 1 << 20 }
     }
 }
 
@@ -231,12 +227,7 @@ const STACK_HEADERS: usize = 64;
 impl HttpSession {
     /// A fresh connection enforcing `config`.
     pub fn new(config: HttpConfig) -> Self {
-        HttpSession {
-            config,
-            pending: None,
-            body: Vec::new(),
-            finished: false,
-        }
+        HttpSession { config, pending: None, body: Vec::new(), finished: false }
     }
 
     /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete (and within
@@ -317,10 +308,7 @@ impl HttpSession {
             if te_fields != 1 || !te_chunked {
                 return Err(Fail::NotImplemented);
             }
-            Body::Chunked {
-                at: Chunk::Size,
-                total: 0,
-            }
+            Body::Chunked { at: Chunk::Size, total: 0 }
         } else {
             let len = content_length.unwrap_or(0);
             if len > self.config.max_body as u64 {
@@ -383,11 +371,7 @@ impl HttpSession {
                         return Err(Fail::BodyTooLarge);
                     }
                     *total += size;
-                    *at = if size == 0 {
-                        Chunk::Trailers { seen: 0 }
-                    } else {
-                        Chunk::Data(size)
-                    };
+                    *at = if size == 0 { Chunk::Trailers { seen: 0 } } else { Chunk::Data(size) };
                 }
                 Chunk::Data(remaining) => {
                     if rest.is_empty() {
@@ -399,11 +383,7 @@ impl HttpSession {
                     }
                     p += take;
                     let left = remaining - take as u64;
-                    *at = if left == 0 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left)
-                    };
+                    *at = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
                 }
                 Chunk::DataEnd => match rest {
                     [b'\r', b'\n', ..] => {
@@ -469,24 +449,14 @@ fn respond(out: &mut Vec<u8>, date: &HttpDate, req: &Request, echo_body: &[u8]) 
         Route::Hello => (status::OK, None, response::TEXT, response::HELLO),
         Route::Echo => (status::OK, None, response::OCTETS, echo_body),
         Route::NotFound => (status::NOT_FOUND, None, response::TEXT, &b"Not Found\n"[..]),
-        Route::NotAllowed(allow) => (
-            status::METHOD_NOT_ALLOWED,
-            Some(allow),
-            response::TEXT,
-            &b"Method Not Allowed\n"[..],
-        ),
+        Route::NotAllowed(allow) => {
+            (status::METHOD_NOT_ALLOWED, Some(allow), response::TEXT, &b"Method Not Allowed\n"[..])
+        }
     };
     response::write(
         out,
         date,
-        &Response {
-            status,
-            allow,
-            content_type,
-            body,
-            head_only: req.head_only,
-            conn: req.conn,
-        },
+        &Response { status, allow, content_type, body, head_only: req.head_only, conn: req.conn },
     );
 }
 
@@ -517,9 +487,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Fail> {
         if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
             return Err(Fail::BadRequest);
         }
-        let v = item
-            .iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        let v = item.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
         if result.is_some_and(|r| r != v) {
             return Err(Fail::BadRequest);
         }
@@ -532,10 +500,7 @@ impl Session for HttpSession {
     /// Answers every complete request in `input` (see the [module docs](self)).
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
         if self.finished {
-            return Ok(Progress {
-                consumed: input.len(),
-                close: true,
-            });
+            return Ok(Progress { consumed: input.len(), close: true });
         }
         // The clock is read at most once per call, when the first response needs it.
         let mut date: Option<HttpDate> = None;
@@ -612,10 +577,7 @@ impl Session for HttpSession {
             }
             if req.conn == ConnHeader::Close {
                 self.finished = true;
-                return Ok(Progress {
-                    consumed: pos,
-                    close: true,
-                });
+                return Ok(Progress { consumed: pos, close: true });
             }
         }
         debug_assert!(pos <= input.len());

@@ -42,10 +42,7 @@ fn resp(
     if let Some(a) = allow {
         s += &format!("Allow: {a}\r\n");
     }
-    s += &format!(
-        "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    s += &format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n", body.len());
     if let Some(c) = conn {
         s += &format!("Connection: {c}\r\n");
     }
@@ -62,25 +59,11 @@ fn hello(conn: Option<&str>) -> Vec<u8> {
 }
 
 fn echo(body: &[u8], conn: Option<&str>) -> Vec<u8> {
-    resp(
-        "200 OK",
-        None,
-        "application/octet-stream",
-        body,
-        conn,
-        false,
-    )
+    resp("200 OK", None, "application/octet-stream", body, conn, false)
 }
 
 fn error(status: &str, body: &str) -> Vec<u8> {
-    resp(
-        status,
-        None,
-        "text/plain",
-        body.as_bytes(),
-        Some("close"),
-        false,
-    )
+    resp(status, None, "text/plain", body.as_bytes(), Some("close"), false)
 }
 
 fn s(v: &[u8]) -> String {
@@ -88,11 +71,7 @@ fn s(v: &[u8]) -> String {
 }
 
 fn small() -> HttpConfig {
-    HttpConfig {
-        max_head_bytes: 256,
-        max_headers: 8,
-        max_body: 1024,
-    }
+    HttpConfig { max_head_bytes: 256, max_headers: 8, max_body: 1024 }
 }
 
 /// One call on a fresh default session.
@@ -190,10 +169,7 @@ fn get_plaintext_and_query_strings() {
     assert_one(b"GET /plaintext HTTP/1.1\r\n\r\n", &hello(None));
     assert_one(b"GET /?x=1 HTTP/1.1\r\n\r\n", &hello(None));
     assert_one(b"GET /plaintext?a=b&c HTTP/1.1\r\n\r\n", &hello(None));
-    assert_one(
-        b"POST /echo?q HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
-        &echo(b"hi", None),
-    );
+    assert_one(b"POST /echo?q HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", &echo(b"hi", None));
 }
 
 #[test]
@@ -201,14 +177,7 @@ fn head_has_headers_but_no_body() {
     let want = resp("200 OK", None, "text/plain", b"Hello, World!", None, true);
     assert_one(b"HEAD / HTTP/1.1\r\n\r\n", &want);
     assert_one(b"HEAD /plaintext HTTP/1.1\r\n\r\n", &want);
-    let nf = resp(
-        "404 Not Found",
-        None,
-        "text/plain",
-        b"Not Found\n",
-        None,
-        true,
-    );
+    let nf = resp("404 Not Found", None, "text/plain", b"Not Found\n", None, true);
     assert_one(b"HEAD /nope HTTP/1.1\r\n\r\n", &nf);
     let na = resp(
         "405 Method Not Allowed",
@@ -223,27 +192,14 @@ fn head_has_headers_but_no_body() {
 
 #[test]
 fn post_echo() {
-    assert_one(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-        &echo(b"hello", None),
-    );
+    assert_one(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", &echo(b"hello", None));
     assert_one(b"POST /echo HTTP/1.1\r\n\r\n", &echo(b"", None));
-    assert_one(
-        b"POST /echo HTTP/1.1\r\ncontent-length: 3\r\n\r\n\0\r\n",
-        &echo(b"\0\r\n", None),
-    );
+    assert_one(b"POST /echo HTTP/1.1\r\ncontent-length: 3\r\n\r\n\0\r\n", &echo(b"\0\r\n", None));
 }
 
 #[test]
 fn not_found_and_method_not_allowed() {
-    let nf = resp(
-        "404 Not Found",
-        None,
-        "text/plain",
-        b"Not Found\n",
-        None,
-        false,
-    );
+    let nf = resp("404 Not Found", None, "text/plain", b"Not Found\n", None, false);
     assert_one(b"GET /nope HTTP/1.1\r\n\r\n", &nf);
     assert_one(b"GET /echo/x HTTP/1.1\r\n\r\n", &nf);
     assert_one(b"GET * HTTP/1.1\r\n\r\n", &nf);
@@ -255,10 +211,7 @@ fn not_found_and_method_not_allowed() {
         None,
         false,
     );
-    assert_one(
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-        &allow_get,
-    );
+    assert_one(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", &allow_get);
     assert_one(b"DELETE /plaintext HTTP/1.1\r\n\r\n", &allow_get);
     let allow_post = resp(
         "405 Method Not Allowed",
@@ -269,10 +222,7 @@ fn not_found_and_method_not_allowed() {
         false,
     );
     assert_one(b"GET /echo HTTP/1.1\r\n\r\n", &allow_post);
-    assert_one(
-        b"PUT /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
-        &allow_post,
-    );
+    assert_one(b"PUT /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", &allow_post);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -281,20 +231,11 @@ fn not_found_and_method_not_allowed() {
 
 #[test]
 fn http11_keeps_alive_unless_close() {
-    assert_one(
-        b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
-        &hello(None),
-    );
+    assert_one(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", &hello(None));
     let input = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
     let (out, r) = call(input);
     assert_eq!(text(&out), s(&hello(Some("close"))));
-    assert_eq!(
-        r,
-        Ok(Progress {
-            consumed: 37,
-            close: true
-        })
-    );
+    assert_eq!(r, Ok(Progress { consumed: 37, close: true }));
     let (out, r) = call(b"GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
     assert!(r.unwrap().close);
@@ -304,17 +245,8 @@ fn http11_keeps_alive_unless_close() {
 fn http10_closes_unless_keep_alive() {
     let (out, r) = call(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
-    assert_eq!(
-        r,
-        Ok(Progress {
-            consumed: 18,
-            close: true
-        })
-    );
-    assert_one(
-        b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
-        &hello(Some("keep-alive")),
-    );
+    assert_eq!(r, Ok(Progress { consumed: 18, close: true }));
+    assert_one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &hello(Some("keep-alive")));
     let (out, r) = call(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
     assert!(r.unwrap().close);
@@ -324,21 +256,11 @@ fn http10_closes_unless_keep_alive() {
 fn input_after_close_is_ignored() {
     let mut session = Http::default().new_session();
     let mut out = Vec::new();
-    let p = session
-        .on_input(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &mut out)
-        .unwrap();
+    let p = session.on_input(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &mut out).unwrap();
     assert!(p.close);
     let n = out.len();
-    let p = session
-        .on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out)
-        .unwrap();
-    assert_eq!(
-        p,
-        Progress {
-            consumed: 18,
-            close: true
-        }
-    );
+    let p = session.on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out).unwrap();
+    assert_eq!(p, Progress { consumed: 18, close: true });
     assert_eq!(out.len(), n);
 }
 
@@ -355,24 +277,14 @@ fn pipelines_sixteen_requests_in_order() {
             1 => {
                 let body = format!("body-{i}");
                 input.extend(
-                    format!(
-                        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .bytes(),
+                    format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        .bytes(),
                 );
                 want.extend(echo(body.as_bytes(), None));
             }
             2 => {
                 input.extend_from_slice(b"GET /missing HTTP/1.1\r\n\r\n");
-                want.extend(resp(
-                    "404 Not Found",
-                    None,
-                    "text/plain",
-                    b"Not Found\n",
-                    None,
-                    false,
-                ));
+                want.extend(resp("404 Not Found", None, "text/plain", b"Not Found\n", None, false));
             }
             _ => {
                 input.extend_from_slice(
@@ -444,10 +356,7 @@ fn expect_100_continue_once() {
     let (out, _) =
         call(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert!(out.is_empty());
-    assert_one(
-        b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-        &echo(b"", None),
-    );
+    assert_one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", &echo(b"", None));
 
     // Chunked, partial.
     let mut e = Engine::new(HttpConfig::default());
@@ -475,28 +384,15 @@ fn chunked_with_extensions_and_trailers() {
     assert_eq!(text(&e.out), s(&echo(b"hello world0123456789", None)));
     assert!(e.buf.len() <= 64);
     // Chunked body on a route that discards it.
-    let nf = resp(
-        "404 Not Found",
-        None,
-        "text/plain",
-        b"Not Found\n",
-        None,
-        false,
-    );
-    assert_one(
-        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        &nf,
-    );
+    let nf = resp("404 Not Found", None, "text/plain", b"Not Found\n", None, false);
+    assert_one(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", &nf);
 }
 
 #[test]
 fn large_bodies() {
     let body: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
-    let mut input = format!(
-        "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut input =
+        format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     input.extend_from_slice(&body);
     let (out, r) = call(&input);
     assert_eq!(r, Ok(Progress::consumed(input.len())));
@@ -537,10 +433,7 @@ fn large_bodies() {
 
 #[test]
 fn content_length_forms() {
-    assert_one(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
-        &echo(b"hello", None),
-    );
+    assert_one(b"POST /echo HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello", &echo(b"hello", None));
     assert_one(
         b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
         &echo(b"hello", None),
@@ -570,10 +463,7 @@ fn content_length_forms() {
 // ---------------------------------------------------------------------------------------
 
 fn too_large_431() -> Vec<u8> {
-    error(
-        "431 Request Header Fields Too Large",
-        "Request Header Fields Too Large\n",
-    )
+    error("431 Request Header Fields Too Large", "Request Header Fields Too Large\n")
 }
 
 #[test]
@@ -581,22 +471,13 @@ fn head_too_large() {
     // Incomplete and already over the limit.
     let mut input = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
     input.resize(9000, b'a');
-    assert_fail(
-        HttpConfig::default(),
-        &input,
-        b"",
-        "head_too_large",
-        &too_large_431(),
-    );
+    assert_fail(HttpConfig::default(), &input, b"", "head_too_large", &too_large_431());
     // Incomplete and under the limit: wait.
     let (out, r) = call(&input[..8000]);
     assert!(out.is_empty());
     assert_eq!(r, Ok(Progress::consumed(0)));
     // Complete but longer than the limit; exactly at the limit is fine.
-    let config = HttpConfig {
-        max_head_bytes: 64,
-        ..HttpConfig::default()
-    };
+    let config = HttpConfig { max_head_bytes: 64, ..HttpConfig::default() };
     let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
     head.resize(60, b'a');
     head.extend_from_slice(b"\r\n\r\n");
@@ -609,13 +490,7 @@ fn head_too_large() {
     // Replies to earlier pipelined requests stay in `out`.
     let mut input = b"GET / HTTP/1.1\r\n\r\n".to_vec();
     input.extend_from_slice(&head);
-    assert_fail(
-        config,
-        &input,
-        &hello(None),
-        "head_too_large",
-        &too_large_431(),
-    );
+    assert_fail(config, &input, &hello(None), "head_too_large", &too_large_431());
 }
 
 #[test]
@@ -629,27 +504,12 @@ fn too_many_headers() {
         v
     };
     assert_one(&make(64), &hello(None));
-    assert_fail(
-        HttpConfig::default(),
-        &make(65),
-        b"",
-        "head_too_large",
-        &too_large_431(),
-    );
-    let two = HttpConfig {
-        max_headers: 2,
-        ..HttpConfig::default()
-    };
-    assert_eq!(
-        call_with(two, &make(2)).1,
-        Ok(Progress::consumed(make(2).len()))
-    );
+    assert_fail(HttpConfig::default(), &make(65), b"", "head_too_large", &too_large_431());
+    let two = HttpConfig { max_headers: 2, ..HttpConfig::default() };
+    assert_eq!(call_with(two, &make(2)).1, Ok(Progress::consumed(make(2).len())));
     assert_fail(two, &make(3), b"", "head_too_large", &too_large_431());
     // Above the stack array: the heap fallback.
-    let many = HttpConfig {
-        max_headers: 128,
-        ..HttpConfig::default()
-    };
+    let many = HttpConfig { max_headers: 128, ..HttpConfig::default() };
     let (out, r) = call_with(many, &make(128));
     assert_eq!(text(&out), s(&hello(None)));
     assert_eq!(r, Ok(Progress::consumed(make(128).len())));
@@ -674,10 +534,7 @@ fn body_too_large() {
         "body_too_large",
         &too_large_413(),
     );
-    let exact = HttpConfig {
-        max_body: 5,
-        ..HttpConfig::default()
-    };
+    let exact = HttpConfig { max_body: 5, ..HttpConfig::default() };
     let at_limit = b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
     let (out, r) = call_with(exact, at_limit);
     assert_eq!(text(&out), s(&echo(b"hello", None)));
@@ -741,13 +598,7 @@ fn bad_chunked_framing() {
         format!("{pre}3\r\nabc\r\n0\r\nno colon\r\n\r\n"),
         long_line,
     ] {
-        assert_fail(
-            HttpConfig::default(),
-            bad.as_bytes(),
-            b"",
-            "bad_request",
-            &bad_400(),
-        );
+        assert_fail(HttpConfig::default(), bad.as_bytes(), b"", "bad_request", &bad_400());
     }
     // Trailers beyond max_head_bytes.
     let mut t = format!("{pre}0\r\n").into_bytes();
@@ -774,22 +625,11 @@ fn smuggling_shapes() {
         &bad_400(),
     );
     let not_impl = error("501 Not Implemented", "Not Implemented\n");
-    for te in [
-        &b"gzip, chunked"[..],
-        b"chunked, chunked",
-        b"identity",
-        b"xchunked",
-    ] {
+    for te in [&b"gzip, chunked"[..], b"chunked, chunked", b"identity", b"xchunked"] {
         let mut input = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: ".to_vec();
         input.extend_from_slice(te);
         input.extend_from_slice(b"\r\n\r\n0\r\n\r\n");
-        assert_fail(
-            HttpConfig::default(),
-            &input,
-            b"",
-            "not_implemented",
-            &not_impl,
-        );
+        assert_fail(HttpConfig::default(), &input, b"", "not_implemented", &not_impl);
     }
     assert_fail(
         HttpConfig::default(),
@@ -802,23 +642,14 @@ fn smuggling_shapes() {
 
 #[test]
 fn unsupported_versions() {
-    let reply = error(
-        "505 HTTP Version Not Supported",
-        "HTTP Version Not Supported\n",
-    );
+    let reply = error("505 HTTP Version Not Supported", "HTTP Version Not Supported\n");
     for bad in [
         &b"GET / HTTP/2.0\r\n\r\n"[..],
         b"GET / HTTP/1.2\r\n\r\n",
         b"GET / HTTP/0.9\r\n\r\n",
         b"GET / FTP/1.1\r\n\r\n",
     ] {
-        assert_fail(
-            HttpConfig::default(),
-            bad,
-            b"",
-            "version_not_supported",
-            &reply,
-        );
+        assert_fail(HttpConfig::default(), bad, b"", "version_not_supported", &reply);
     }
 }
 
@@ -827,9 +658,7 @@ fn errors_finish_the_session() {
     let mut session = Http::default().new_session();
     let mut out = Vec::new();
     assert!(session.on_input(b"BAD\r\n\r\n", &mut out).is_err());
-    let p = session
-        .on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out)
-        .unwrap();
+    let p = session.on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out).unwrap();
     assert!(p.close);
     assert!(out.is_empty());
 }
@@ -841,11 +670,7 @@ fn protocol_surface() {
     assert_eq!(http.config(), &HttpConfig::default());
     assert_eq!(
         HttpConfig::default(),
-        HttpConfig {
-            max_head_bytes: 8192,
-            max_headers: 64,
-            max_body: 1 << 20
-        }
+        HttpConfig { max_head_bytes: 8192, max_headers: 64, max_body: 1 << 20 }
     );
     http.tick();
     let _clone = http.clone();
@@ -862,11 +687,7 @@ enum Gen {
     Head,
     Missing,
     Echo(Vec<u8>),
-    Chunked {
-        chunks: Vec<Vec<u8>>,
-        ext: bool,
-        trailer: bool,
-    },
+    Chunked { chunks: Vec<Vec<u8>>, ext: bool, trailer: bool },
     Http10KeepAlive,
     PostDiscard(Vec<u8>),
 }
@@ -882,11 +703,7 @@ fn gen_request() -> impl Strategy<Value = Gen> {
             any::<bool>(),
             any::<bool>()
         )
-            .prop_map(|(chunks, ext, trailer)| Gen::Chunked {
-                chunks,
-                ext,
-                trailer
-            }),
+            .prop_map(|(chunks, ext, trailer)| Gen::Chunked { chunks, ext, trailer }),
         Just(Gen::Http10KeepAlive),
         prop::collection::vec(any::<u8>(), 0..100).prop_map(Gen::PostDiscard),
     ]
@@ -897,39 +714,25 @@ fn render(g: &Gen, close: bool) -> (Vec<u8>, Vec<u8>) {
     let conn_hdr = if close { "Connection: close\r\n" } else { "" };
     let conn = close.then_some("close");
     match g {
-        Gen::Get(path) => (
-            format!("GET {path} HTTP/1.1\r\nHost: h\r\n{conn_hdr}\r\n").into_bytes(),
-            hello(conn),
-        ),
+        Gen::Get(path) => {
+            (format!("GET {path} HTTP/1.1\r\nHost: h\r\n{conn_hdr}\r\n").into_bytes(), hello(conn))
+        }
         Gen::Head => (
             format!("HEAD / HTTP/1.1\r\n{conn_hdr}\r\n").into_bytes(),
             resp("200 OK", None, "text/plain", b"Hello, World!", conn, true),
         ),
         Gen::Missing => (
             format!("GET /missing HTTP/1.1\r\n{conn_hdr}\r\n").into_bytes(),
-            resp(
-                "404 Not Found",
-                None,
-                "text/plain",
-                b"Not Found\n",
-                conn,
-                false,
-            ),
+            resp("404 Not Found", None, "text/plain", b"Not Found\n", conn, false),
         ),
         Gen::Echo(body) => {
-            let mut r = format!(
-                "POST /echo HTTP/1.1\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
-                body.len()
-            )
-            .into_bytes();
+            let mut r =
+                format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n{conn_hdr}\r\n", body.len())
+                    .into_bytes();
             r.extend_from_slice(body);
             (r, echo(body, conn))
         }
-        Gen::Chunked {
-            chunks,
-            ext,
-            trailer,
-        } => {
+        Gen::Chunked { chunks, ext, trailer } => {
             let mut r =
                 format!("POST /echo HTTP/1.1\r\n{conn_hdr}Transfer-Encoding: chunked\r\n\r\n")
                     .into_bytes();
@@ -952,23 +755,14 @@ fn render(g: &Gen, close: bool) -> (Vec<u8>, Vec<u8>) {
             (r, echo(&body, conn))
         }
         Gen::Http10KeepAlive => {
-            let hdr = if close {
-                ""
-            } else {
-                "Connection: keep-alive\r\n"
-            };
+            let hdr = if close { "" } else { "Connection: keep-alive\r\n" };
             let c = if close { "close" } else { "keep-alive" };
-            (
-                format!("GET /plaintext HTTP/1.0\r\n{hdr}\r\n").into_bytes(),
-                hello(Some(c)),
-            )
+            (format!("GET /plaintext HTTP/1.0\r\n{hdr}\r\n").into_bytes(), hello(Some(c)))
         }
         Gen::PostDiscard(body) => {
-            let mut r = format!(
-                "POST / HTTP/1.1\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
-                body.len()
-            )
-            .into_bytes();
+            let mut r =
+                format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n{conn_hdr}\r\n", body.len())
+                    .into_bytes();
             r.extend_from_slice(body);
             let want = resp(
                 "405 Method Not Allowed",
@@ -1087,12 +881,7 @@ fn check_robust(config: HttpConfig, input: &[u8], sizes: &[usize]) -> Result<(),
         at = end;
     }
     let bound = config.max_head_bytes + config.max_body + chunked::MAX_CHUNK_LINE + 16;
-    prop_assert!(
-        e.max_unconsumed <= bound,
-        "{} > {}",
-        e.max_unconsumed,
-        bound
-    );
+    prop_assert!(e.max_unconsumed <= bound, "{} > {}", e.max_unconsumed, bound);
     prop_assert!(e.session.body.len() <= config.max_body);
     Ok(())
 }

@@ -33,10 +33,7 @@ impl<'a> Args<'a> {
     /// Argument `i` (an empty slice if out of range, so no index can panic).
     #[inline]
     pub(super) fn get(&self, i: usize) -> &'a [u8] {
-        self.ranges
-            .get(i)
-            .and_then(|&(s, e)| self.buf.get(s..e))
-            .unwrap_or(&[])
+        self.ranges.get(i).and_then(|&(s, e)| self.buf.get(s..e)).unwrap_or(&[])
     }
 }
 
@@ -122,11 +119,7 @@ pub(super) fn lookup(name: &[u8]) -> Option<Cmd> {
 
 #[inline]
 fn arity_ok(arity: i32, argc: usize) -> bool {
-    if arity >= 0 {
-        argc == arity as usize
-    } else {
-        argc >= arity.unsigned_abs() as usize
-    }
+    if arity >= 0 { argc == arity as usize } else { argc >= arity.unsigned_abs() as usize }
 }
 
 fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
@@ -174,9 +167,7 @@ fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
 }
 
 fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Executes one command with its arguments `a` (at least one: the name), appending its
@@ -196,9 +187,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::Get => {
             let key = a.get(1);
             let mut now = ks.clock();
-            ks.shard(key).with(key, &mut now, |e| {
-                reply::opt_bulk(out, e.map(|e| &e.value[..]))
-            });
+            ks.shard(key).with(key, &mut now, |e| reply::opt_bulk(out, e.map(|e| &e.value[..])));
         }
         Cmd::Set => set(ks, a, out),
         Cmd::Ping => match a.len() {
@@ -220,9 +209,8 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             let mut now = ks.clock();
             for i in 1..a.len() {
                 let key = a.get(i);
-                ks.shard(key).with(key, &mut now, |e| {
-                    reply::opt_bulk(out, e.map(|e| &e.value[..]))
-                });
+                ks.shard(key)
+                    .with(key, &mut now, |e| reply::opt_bulk(out, e.map(|e| &e.value[..])));
             }
         }
         Cmd::MSet | Cmd::MSetNx => {
@@ -232,16 +220,13 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             }
             let mut now = ks.clock();
             if cmd == Cmd::MSetNx
-                && (1..a.len())
-                    .step_by(2)
-                    .any(|i| ks.shard(a.get(i)).contains(a.get(i), &mut now))
+                && (1..a.len()).step_by(2).any(|i| ks.shard(a.get(i)).contains(a.get(i), &mut now))
             {
                 reply::raw(out, ZERO);
                 return false;
             }
             for i in (1..a.len()).step_by(2) {
-                ks.shard(a.get(i))
-                    .set(a.get(i), a.get(i + 1), Ttl::Clear, &mut now);
+                ks.shard(a.get(i)).set(a.get(i), a.get(i + 1), Ttl::Clear, &mut now);
             }
             reply::raw(out, if cmd == Cmd::MSet { OK } else { ONE });
         }
@@ -264,9 +249,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::GetSet => {
             let (key, mut now) = (a.get(1), ks.clock());
             let mut shard = ks.shard(key);
-            shard.with(key, &mut now, |e| {
-                reply::opt_bulk(out, e.map(|e| &e.value[..]))
-            });
+            shard.with(key, &mut now, |e| reply::opt_bulk(out, e.map(|e| &e.value[..])));
             shard.set(key, a.get(2), Ttl::Clear, &mut now);
         }
         Cmd::GetDel => {
@@ -288,15 +271,10 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             }
         }
         Cmd::SetEx | Cmd::PSetEx => {
-            let unit = if cmd == Cmd::SetEx {
-                Unit::Ex
-            } else {
-                Unit::Px
-            };
+            let unit = if cmd == Cmd::SetEx { Unit::Ex } else { Unit::Px };
             let mut now = ks.clock();
             if let Some(d) = deadline(a.get(2), unit, name, &mut now, out) {
-                ks.shard(a.get(1))
-                    .set(a.get(1), a.get(3), Ttl::At(d), &mut now);
+                ks.shard(a.get(1)).set(a.get(1), a.get(3), Ttl::At(d), &mut now);
                 reply::raw(out, OK);
             }
         }
@@ -326,9 +304,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         }
         Cmd::StrLen => {
             let (key, mut now) = (a.get(1), ks.clock());
-            let len = ks
-                .shard(key)
-                .with(key, &mut now, |e| e.map_or(0, |e| e.value.len()));
+            let len = ks.shard(key).with(key, &mut now, |e| e.map_or(0, |e| e.value.len()));
             reply::int(out, len as i64);
         }
         Cmd::Expire => expire(ks, a, Unit::Ex, name, out),
@@ -341,14 +317,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
                 Some(None) => -1,
                 Some(Some(d)) => ceil_ms(d.saturating_duration_since(now.get())),
             };
-            reply::int(
-                out,
-                if cmd == Cmd::Ttl && ms >= 0 {
-                    (ms + 500) / 1000
-                } else {
-                    ms
-                },
-            );
+            reply::int(out, if cmd == Cmd::Ttl && ms >= 0 { (ms + 500) / 1000 } else { ms });
         }
         Cmd::Persist => {
             let (key, mut now) = (a.get(1), ks.clock());
@@ -575,17 +544,11 @@ fn expire(ks: &Keyspace, a: &Args<'_>, unit: Unit, name: &[u8], out: &mut Vec<u8
         }
     }
     if nx && (xx || gt || lt) {
-        reply::error(
-            out,
-            b"ERR NX and XX, GT or LT options at the same time are not compatible",
-        );
+        reply::error(out, b"ERR NX and XX, GT or LT options at the same time are not compatible");
         return;
     }
     if gt && lt {
-        reply::error(
-            out,
-            b"ERR GT and LT options at the same time are not compatible",
-        );
+        reply::error(out, b"ERR GT and LT options at the same time are not compatible");
         return;
     }
     let Some(mut when) = parse_i64(a.get(2)) else {

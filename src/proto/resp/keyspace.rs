@@ -171,11 +171,7 @@ fn is_expired(e: &Entry, now: &mut Now<'_>) -> bool {
 
 impl Shard {
     fn new(build: FastBuild) -> Self {
-        Shard {
-            map: HashMap::with_hasher(build),
-            expiring: Vec::new(),
-            cursor: 0,
-        }
+        Shard { map: HashMap::with_hasher(build), expiring: Vec::new(), cursor: 0 }
     }
 
     /// Calls `f` with the live entry of `key` (None when missing or expired; an expired
@@ -250,14 +246,7 @@ impl Shard {
         if expire.is_some() {
             self.expiring.push(Arc::clone(&k));
         }
-        self.map.insert(
-            k,
-            Entry {
-                value,
-                expire,
-                slot,
-            },
-        );
+        self.map.insert(k, Entry { value, expire, slot });
     }
 
     /// Inserts `value` under `key` if it is absent, or calls `update` on the live entry;
@@ -430,9 +419,7 @@ impl Keyspace {
         let map_hash = FastBuild::random();
         let shard_hash = FastBuild::random();
         Keyspace {
-            shards: (0..SHARDS)
-                .map(|_| Padded(Mutex::new(Shard::new(map_hash))))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Padded(Mutex::new(Shard::new(map_hash)))).collect(),
             shard_hash,
             sweep_next: AtomicUsize::new(0),
             #[cfg(test)]
@@ -458,8 +445,7 @@ impl Keyspace {
     /// Moves the keyspace's clock forward (tests).
     #[cfg(test)]
     pub(super) fn advance(&self, d: Duration) {
-        self.skew_ms
-            .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+        self.skew_ms.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     #[inline]
@@ -499,8 +485,7 @@ impl Keyspace {
     /// The value of a live key.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let mut now = self.clock();
-        self.shard(key)
-            .with(key, &mut now, |e| e.map(|e| e.value.clone()))
+        self.shard(key).with(key, &mut now, |e| e.map(|e| e.value.clone()))
     }
 
     /// Stores `value` under `key` without a deadline (like `SET key value`).
@@ -592,9 +577,7 @@ mod tests {
         ks.set(b"a", &[7u8; 10_000]);
         ks.set(b"a", b"x");
         let mut now = ks.clock();
-        let cap = ks
-            .shard(b"a")
-            .with(b"a", &mut now, |e| e.unwrap().value.capacity());
+        let cap = ks.shard(b"a").with(b"a", &mut now, |e| e.unwrap().value.capacity());
         assert!(cap < 100);
     }
 
@@ -622,8 +605,7 @@ mod tests {
             ks.check();
         }
         for i in 0..500u32 {
-            ks.shard(&i.to_le_bytes())
-                .set_expire(&i.to_le_bytes(), None);
+            ks.shard(&i.to_le_bytes()).set_expire(&i.to_le_bytes(), None);
         }
         ks.check();
         assert_eq!(ks.expires(), 0);
@@ -636,13 +618,8 @@ mod tests {
         let later = ks.now() + Duration::from_secs(1000);
         for i in 0..2000u32 {
             let k = format!("k{i}");
-            let ttl = if i % 2 == 0 {
-                Ttl::At(soon)
-            } else {
-                Ttl::At(later)
-            };
-            ks.shard(k.as_bytes())
-                .set(k.as_bytes(), b"v", ttl, &mut ks.clock());
+            let ttl = if i % 2 == 0 { Ttl::At(soon) } else { Ttl::At(later) };
+            ks.shard(k.as_bytes()).set(k.as_bytes(), b"v", ttl, &mut ks.clock());
         }
         for i in 0..100u32 {
             ks.set(format!("p{i}").as_bytes(), b"v");

@@ -181,19 +181,12 @@ impl Session for RedisSession {
                 Parsed::Incomplete => break,
                 Parsed::Skip(n) => pos += n,
                 Parsed::Command { len, inline } => {
-                    let buf = if inline {
-                        &self.parser.scratch[..]
-                    } else {
-                        rest
-                    };
+                    let buf = if inline { &self.parser.scratch[..] } else { rest };
                     let args = Args::new(buf, &self.parser.ranges);
                     let close = commands::execute(shared, &mut self.client, &args, out);
                     pos += len;
                     if close {
-                        return Ok(Progress {
-                            consumed: pos,
-                            close: true,
-                        });
+                        return Ok(Progress { consumed: pos, close: true });
                     }
                 }
             }

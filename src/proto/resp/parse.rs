@@ -84,11 +84,7 @@ fn invalid_bulk_len() -> ProtoError {
 }
 
 fn expected_dollar(got: u8) -> ProtoError {
-    let got = if got == b'\r' || got == b'\n' {
-        b' '
-    } else {
-        got
-    };
+    let got = if got == b'\r' || got == b'\n' { b' ' } else { got };
     let mut reply = b"-ERR Protocol error: expected '$', got '".to_vec();
     reply.push(got);
     reply.extend_from_slice(b"'\r\n");
@@ -139,11 +135,7 @@ pub(super) fn parse_i64(s: &[u8]) -> Option<i64> {
         [b'0'] => Some(0),
         [b'-', digits @ ..] => {
             let v = parse_u64_strict(digits)?;
-            if v <= i64::MAX as u64 + 1 {
-                Some((v as i64).wrapping_neg())
-            } else {
-                None
-            }
+            if v <= i64::MAX as u64 + 1 { Some((v as i64).wrapping_neg()) } else { None }
         }
         digits => i64::try_from(parse_u64_strict(digits)?).ok(),
     }
@@ -199,15 +191,7 @@ impl Parser {
         self.ranges.clear();
         // Never trust the count for more than a small preallocation.
         self.ranges.reserve(n.min(1024));
-        self.multibulk(
-            input,
-            cfg,
-            Pending {
-                remaining: n,
-                pos: next,
-                bulk: None,
-            },
-        )
+        self.multibulk(input, cfg, Pending { remaining: n, pos: next, bulk: None })
     }
 
     fn multibulk(
@@ -260,10 +244,7 @@ impl Parser {
             p.bulk = None;
             p.remaining -= 1;
         }
-        Ok(Parsed::Command {
-            len: p.pos,
-            inline: false,
-        })
+        Ok(Parsed::Command { len: p.pos, inline: false })
     }
 
     fn inline(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
@@ -289,10 +270,7 @@ impl Parser {
         if self.ranges.is_empty() {
             Ok(Parsed::Skip(nl + 1))
         } else {
-            Ok(Parsed::Command {
-                len: nl + 1,
-                inline: true,
-            })
+            Ok(Parsed::Command { len: nl + 1, inline: true })
         }
     }
 }
@@ -420,17 +398,9 @@ mod tests {
         assert_eq!(parse_i64(b"-12"), Some(-12));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"-0",
-            b"01",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"1a",
-            b"9223372036854775808",
-        ] {
+        for bad in
+            [&b""[..], b"-", b"-0", b"01", b"+1", b" 1", b"1 ", b"1a", b"9223372036854775808"]
+        {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_i64(b"-9223372036854775809"), None);
@@ -445,10 +415,7 @@ mod tests {
         assert_eq!(split(b""), v(&[]));
         assert_eq!(split(b"   "), v(&[]));
         assert_eq!(split(br#"set "a b" 'c d'"#), v(&[b"set", b"a b", b"c d"]));
-        assert_eq!(
-            split(br#""\n\r\t\b\a\\\"\x41\x7a\q""#),
-            v(&[b"\n\r\t\x08\x07\\\"Azq"])
-        );
+        assert_eq!(split(br#""\n\r\t\b\a\\\"\x41\x7a\q""#), v(&[b"\n\r\t\x08\x07\\\"Azq"]));
         assert_eq!(split(br#""\x4g""#), v(&[b"x4g"]));
         assert_eq!(split(br#"'it\'s' '\n'"#), v(&[b"it's", b"\\n"]));
         assert_eq!(split(br#"ab"cd"e"#), None);
@@ -465,35 +432,13 @@ mod tests {
     fn multibulk_complete_and_resumed() {
         let msg = b"*2\r\n$3\r\nGET\r\n$5\r\nhello\r\n";
         let mut p = Parser::default();
-        assert_eq!(
-            p.parse(msg, &cfg()),
-            Ok(Parsed::Command {
-                len: msg.len(),
-                inline: false
-            })
-        );
-        assert_eq!(
-            args(&p, msg, false),
-            vec![b"GET".to_vec(), b"hello".to_vec()]
-        );
+        assert_eq!(p.parse(msg, &cfg()), Ok(Parsed::Command { len: msg.len(), inline: false }));
+        assert_eq!(args(&p, msg, false), vec![b"GET".to_vec(), b"hello".to_vec()]);
         for cut in 1..msg.len() {
             let mut p = Parser::default();
-            assert_eq!(
-                p.parse(&msg[..cut], &cfg()),
-                Ok(Parsed::Incomplete),
-                "cut {cut}"
-            );
-            assert_eq!(
-                p.parse(msg, &cfg()),
-                Ok(Parsed::Command {
-                    len: msg.len(),
-                    inline: false
-                })
-            );
-            assert_eq!(
-                args(&p, msg, false),
-                vec![b"GET".to_vec(), b"hello".to_vec()]
-            );
+            assert_eq!(p.parse(&msg[..cut], &cfg()), Ok(Parsed::Incomplete), "cut {cut}");
+            assert_eq!(p.parse(msg, &cfg()), Ok(Parsed::Command { len: msg.len(), inline: false }));
+            assert_eq!(args(&p, msg, false), vec![b"GET".to_vec(), b"hello".to_vec()]);
         }
     }
 
@@ -503,13 +448,7 @@ mod tests {
         let mut p = Parser::default();
         assert_eq!(p.parse(&msg[..20], &cfg()), Ok(Parsed::Incomplete));
         assert_eq!(p.parse(&msg[..3], &cfg()), Ok(Parsed::Incomplete));
-        assert_eq!(
-            p.parse(msg, &cfg()),
-            Ok(Parsed::Command {
-                len: msg.len(),
-                inline: false
-            })
-        );
+        assert_eq!(p.parse(msg, &cfg()), Ok(Parsed::Command { len: msg.len(), inline: false }));
     }
 
     #[test]
@@ -526,45 +465,23 @@ mod tests {
     fn inline_line() {
         let mut p = Parser::default();
         let msg = b"SET k \"v w\"\r\nGET";
-        assert_eq!(
-            p.parse(msg, &cfg()),
-            Ok(Parsed::Command {
-                len: 13,
-                inline: true
-            })
-        );
-        assert_eq!(
-            args(&p, msg, true),
-            vec![b"SET".to_vec(), b"k".to_vec(), b"v w".to_vec()]
-        );
+        assert_eq!(p.parse(msg, &cfg()), Ok(Parsed::Command { len: 13, inline: true }));
+        assert_eq!(args(&p, msg, true), vec![b"SET".to_vec(), b"k".to_vec(), b"v w".to_vec()]);
         assert_eq!(p.parse(b"GET", &cfg()), Ok(Parsed::Incomplete));
         assert_eq!(p.parse(b"GET k", &cfg()), Ok(Parsed::Incomplete));
-        assert_eq!(
-            p.parse(b"GET k\n", &cfg()),
-            Ok(Parsed::Command {
-                len: 6,
-                inline: true
-            })
-        );
+        assert_eq!(p.parse(b"GET k\n", &cfg()), Ok(Parsed::Command { len: 6, inline: true }));
     }
 
     #[test]
     fn bulk_must_end_with_crlf() {
         let mut p = Parser::default();
         let e = p.parse(b"*1\r\n$3\r\nGETxx", &cfg()).unwrap_err();
-        assert_eq!(
-            e.reply,
-            b"-ERR Protocol error: bulk data not followed by CRLF\r\n"
-        );
+        assert_eq!(e.reply, b"-ERR Protocol error: bulk data not followed by CRLF\r\n");
     }
 
     #[test]
     fn request_size_is_capped() {
-        let cfg = RespConfig {
-            max_bulk: 100,
-            max_request: 250,
-            ..RespConfig::default()
-        };
+        let cfg = RespConfig { max_bulk: 100, max_request: 250, ..RespConfig::default() };
         let mut p = Parser::default();
         let mut msg = b"*3\r\n$100\r\n".to_vec();
         msg.extend_from_slice(&[b'a'; 100]);

@@ -44,10 +44,7 @@ pub(super) fn error(out: &mut Vec<u8>, msg: &[u8]) {
 /// for errors that quote user input, so the reply stays one line.
 pub(super) fn error_sanitized(out: &mut Vec<u8>, msg: &[u8]) {
     out.push(b'-');
-    out.extend(
-        msg.iter()
-            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
+    out.extend(msg.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
     out.extend_from_slice(b"\r\n");
 }
 

@@ -64,12 +64,7 @@ fn on(r: &Redis, input: &[u8]) -> Vec<u8> {
     let p = s
         .on_input(input, &mut out)
         .unwrap_or_else(|e| panic!("{e:?} for {:?}", String::from_utf8_lossy(input)));
-    assert_eq!(
-        p.consumed,
-        input.len(),
-        "{:?}",
-        String::from_utf8_lossy(input)
-    );
+    assert_eq!(p.consumed, input.len(), "{:?}", String::from_utf8_lossy(input));
     out
 }
 
@@ -93,9 +88,7 @@ fn q(r: &Redis, line: &str) -> String {
 fn proto_err(cfg: RespConfig, input: &[u8]) -> (Vec<u8>, ProtoError) {
     let mut s = Redis::new(cfg).new_session();
     let mut out = Vec::new();
-    let e = s
-        .on_input(input, &mut out)
-        .expect_err("expected a protocol error");
+    let e = s.on_input(input, &mut out).expect_err("expected a protocol error");
     (out, e)
 }
 
@@ -116,17 +109,11 @@ fn ping_and_echo() {
     assert_eq!(q(&r, "PING"), "+PONG\r\n");
     assert_eq!(q(&r, "ping"), "+PONG\r\n");
     assert_eq!(q(&r, "PING hello"), "$5\r\nhello\r\n");
-    assert_eq!(
-        q(&r, "PING a b"),
-        "-ERR wrong number of arguments for 'ping' command\r\n"
-    );
+    assert_eq!(q(&r, "PING a b"), "-ERR wrong number of arguments for 'ping' command\r\n");
     assert_eq!(on(&r, &mb(&[b"PING"])), b"+PONG\r\n");
     assert_eq!(on(&r, &mb(&[b"PiNg", b"x y"])), b"$3\r\nx y\r\n");
     assert_eq!(q(&r, "ECHO \"a\\r\\nb\""), "$4\r\na\r\nb\r\n");
-    assert_eq!(
-        q(&r, "ECHO"),
-        "-ERR wrong number of arguments for 'echo' command\r\n"
-    );
+    assert_eq!(q(&r, "ECHO"), "-ERR wrong number of arguments for 'echo' command\r\n");
     assert_eq!(on(&r, &mb(&[b"ECHO", b""])), b"$0\r\n\r\n");
 }
 
@@ -138,18 +125,9 @@ fn set_and_get() {
     assert_eq!(q(&r, "GET k"), "$5\r\nhello\r\n");
     assert_eq!(on(&r, &mb(&[b"set", b"bin", b"\x00\r\n\xff"])), b"+OK\r\n");
     assert_eq!(on(&r, &mb(&[b"get", b"bin"])), b"$4\r\n\x00\r\n\xff\r\n");
-    assert_eq!(
-        q(&r, "SET k"),
-        "-ERR wrong number of arguments for 'set' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "GET"),
-        "-ERR wrong number of arguments for 'get' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "GET a b"),
-        "-ERR wrong number of arguments for 'get' command\r\n"
-    );
+    assert_eq!(q(&r, "SET k"), "-ERR wrong number of arguments for 'set' command\r\n");
+    assert_eq!(q(&r, "GET"), "-ERR wrong number of arguments for 'get' command\r\n");
+    assert_eq!(q(&r, "GET a b"), "-ERR wrong number of arguments for 'get' command\r\n");
     assert_eq!(q(&r, "SET k ''"), "+OK\r\n");
     assert_eq!(q(&r, "GET k"), "$0\r\n\r\n");
 }
@@ -197,22 +175,10 @@ fn set_options() {
         "SET k v px -5",
         "SET k v EX 9223372036854775807",
     ] {
-        assert_eq!(
-            q(&r, bad),
-            "-ERR invalid expire time in 'set' command\r\n",
-            "{bad}"
-        );
+        assert_eq!(q(&r, bad), "-ERR invalid expire time in 'set' command\r\n", "{bad}");
     }
-    for bad in [
-        "SET k v EX abc",
-        "SET k v PX 1.5",
-        "SET k v EX 99999999999999999999",
-    ] {
-        assert_eq!(
-            q(&r, bad),
-            "-ERR value is not an integer or out of range\r\n",
-            "{bad}"
-        );
+    for bad in ["SET k v EX abc", "SET k v PX 1.5", "SET k v EX 99999999999999999999"] {
+        assert_eq!(q(&r, bad), "-ERR value is not an integer or out of range\r\n", "{bad}");
     }
     // None of the failed SETs changed anything.
     assert_eq!(q(&r, "GET k"), "$2\r\nv3\r\n");
@@ -222,21 +188,12 @@ fn set_options() {
 #[test]
 fn set_exat_pxat() {
     let r = server();
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert_eq!(q(&r, &format!("SET k v EXAT {}", now_s + 1000)), "+OK\r\n");
-    let ttl: i64 = q(&r, "TTL k")
-        .trim_start_matches(':')
-        .trim_end()
-        .parse()
-        .unwrap();
+    let ttl: i64 = q(&r, "TTL k").trim_start_matches(':').trim_end().parse().unwrap();
     assert!((998..=1000).contains(&ttl), "{ttl}");
-    assert_eq!(
-        q(&r, &format!("SET k v PXAT {}", (now_s - 10) * 1000)),
-        "+OK\r\n"
-    );
+    assert_eq!(q(&r, &format!("SET k v PXAT {}", (now_s - 10) * 1000)), "+OK\r\n");
     assert_eq!(q(&r, "GET k"), "$-1\r\n");
 }
 
@@ -256,22 +213,10 @@ fn getset_getdel_setnx_setex() {
     assert_eq!(q(&r, "TTL k"), ":10\r\n");
     assert_eq!(q(&r, "PSETEX k 1500 v"), "+OK\r\n");
     assert_eq!(q(&r, "PTTL k"), ":1500\r\n");
-    assert_eq!(
-        q(&r, "SETEX k 0 v"),
-        "-ERR invalid expire time in 'setex' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "PSETEX k -1 v"),
-        "-ERR invalid expire time in 'psetex' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "SETEX k x v"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        q(&r, "SETEX k 1"),
-        "-ERR wrong number of arguments for 'setex' command\r\n"
-    );
+    assert_eq!(q(&r, "SETEX k 0 v"), "-ERR invalid expire time in 'setex' command\r\n");
+    assert_eq!(q(&r, "PSETEX k -1 v"), "-ERR invalid expire time in 'psetex' command\r\n");
+    assert_eq!(q(&r, "SETEX k x v"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(q(&r, "SETEX k 1"), "-ERR wrong number of arguments for 'setex' command\r\n");
 }
 
 #[test]
@@ -284,14 +229,8 @@ fn del_exists_type() {
     assert_eq!(q(&r, "DEL a x a"), ":1\r\n");
     assert_eq!(q(&r, "UNLINK b c"), ":2\r\n");
     assert_eq!(q(&r, "EXISTS a b c"), ":0\r\n");
-    assert_eq!(
-        q(&r, "DEL"),
-        "-ERR wrong number of arguments for 'del' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "EXISTS"),
-        "-ERR wrong number of arguments for 'exists' command\r\n"
-    );
+    assert_eq!(q(&r, "DEL"), "-ERR wrong number of arguments for 'del' command\r\n");
+    assert_eq!(q(&r, "EXISTS"), "-ERR wrong number of arguments for 'exists' command\r\n");
 }
 
 #[test]
@@ -305,57 +244,24 @@ fn incr_family() {
     assert_eq!(q(&r, "GET n"), "$2\r\n-9\r\n");
     assert_eq!(q(&r, "DECR fresh"), ":-1\r\n");
     assert_eq!(q(&r, "INCRBY fresh2 -5"), ":-5\r\n");
-    assert_eq!(
-        q(&r, "INCRBY n abc"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        q(&r, "INCRBY n 1.5"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(q(&r, "INCRBY n abc"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(q(&r, "INCRBY n 1.5"), "-ERR value is not an integer or out of range\r\n");
     assert_eq!(q(&r, "SET s hello"), "+OK\r\n");
-    assert_eq!(
-        q(&r, "INCR s"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(q(&r, "INCR s"), "-ERR value is not an integer or out of range\r\n");
     assert_eq!(q(&r, "SET s \" 1\""), "+OK\r\n");
-    assert_eq!(
-        q(&r, "INCR s"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(q(&r, "INCR s"), "-ERR value is not an integer or out of range\r\n");
     assert_eq!(q(&r, "SET s 01"), "+OK\r\n");
-    assert_eq!(
-        q(&r, "INCR s"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(q(&r, "INCR s"), "-ERR value is not an integer or out of range\r\n");
     assert_eq!(q(&r, "SET m 9223372036854775807"), "+OK\r\n");
-    assert_eq!(
-        q(&r, "INCR m"),
-        "-ERR increment or decrement would overflow\r\n"
-    );
+    assert_eq!(q(&r, "INCR m"), "-ERR increment or decrement would overflow\r\n");
     assert_eq!(q(&r, "GET m"), "$19\r\n9223372036854775807\r\n");
     assert_eq!(q(&r, "SET m -9223372036854775808"), "+OK\r\n");
-    assert_eq!(
-        q(&r, "DECR m"),
-        "-ERR increment or decrement would overflow\r\n"
-    );
+    assert_eq!(q(&r, "DECR m"), "-ERR increment or decrement would overflow\r\n");
     assert_eq!(q(&r, "INCRBY m 9223372036854775807"), ":-1\r\n");
-    assert_eq!(
-        q(&r, "DECRBY m -9223372036854775808"),
-        "-ERR decrement would overflow\r\n"
-    );
-    assert_eq!(
-        q(&r, "INCR"),
-        "-ERR wrong number of arguments for 'incr' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "INCRBY a"),
-        "-ERR wrong number of arguments for 'incrby' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "DECRBY a"),
-        "-ERR wrong number of arguments for 'decrby' command\r\n"
-    );
+    assert_eq!(q(&r, "DECRBY m -9223372036854775808"), "-ERR decrement would overflow\r\n");
+    assert_eq!(q(&r, "INCR"), "-ERR wrong number of arguments for 'incr' command\r\n");
+    assert_eq!(q(&r, "INCRBY a"), "-ERR wrong number of arguments for 'incrby' command\r\n");
+    assert_eq!(q(&r, "DECRBY a"), "-ERR wrong number of arguments for 'decrby' command\r\n");
     // INCR keeps the deadline.
     assert_eq!(q(&r, "SET t 5 EX 100"), "+OK\r\n");
     assert_eq!(q(&r, "INCR t"), ":6\r\n");
@@ -373,10 +279,7 @@ fn append_strlen() {
     assert_eq!(q(&r, "EXPIRE k 50"), ":1\r\n");
     assert_eq!(q(&r, "APPEND k !"), ":12\r\n");
     assert_eq!(q(&r, "TTL k"), ":50\r\n");
-    let small = Redis::new(RespConfig {
-        max_bulk: 8,
-        ..RespConfig::default()
-    });
+    let small = Redis::new(RespConfig { max_bulk: 8, ..RespConfig::default() });
     assert_eq!(q(&small, "APPEND k 12345"), ":5\r\n");
     assert_eq!(
         q(&small, "APPEND k 6789"),
@@ -390,26 +293,14 @@ fn mset_mget_msetnx() {
     let r = server();
     assert_eq!(q(&r, "MSET a 1 b 2"), "+OK\r\n");
     assert_eq!(q(&r, "MGET a b c"), "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n");
-    assert_eq!(
-        q(&r, "MSET a"),
-        "-ERR wrong number of arguments for 'mset' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "MSET a 1 b"),
-        "-ERR wrong number of arguments for 'mset' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "MGET"),
-        "-ERR wrong number of arguments for 'mget' command\r\n"
-    );
+    assert_eq!(q(&r, "MSET a"), "-ERR wrong number of arguments for 'mset' command\r\n");
+    assert_eq!(q(&r, "MSET a 1 b"), "-ERR wrong number of arguments for 'mset' command\r\n");
+    assert_eq!(q(&r, "MGET"), "-ERR wrong number of arguments for 'mget' command\r\n");
     assert_eq!(q(&r, "MSETNX a 9 z 9"), ":0\r\n");
     assert_eq!(q(&r, "EXISTS z"), ":0\r\n");
     assert_eq!(q(&r, "MSETNX y 9 z 9"), ":1\r\n");
     assert_eq!(q(&r, "MGET y z"), "*2\r\n$1\r\n9\r\n$1\r\n9\r\n");
-    assert_eq!(
-        q(&r, "MSETNX y"),
-        "-ERR wrong number of arguments for 'msetnx' command\r\n"
-    );
+    assert_eq!(q(&r, "MSETNX y"), "-ERR wrong number of arguments for 'msetnx' command\r\n");
 }
 
 #[test]
@@ -453,10 +344,7 @@ fn expire_non_positive_deletes() {
     assert_eq!(q(&r, "SET k v"), "+OK\r\n");
     assert_eq!(q(&r, "EXPIRE k -5"), ":1\r\n");
     assert_eq!(q(&r, "GET k"), "$-1\r\n");
-    assert_eq!(
-        q(&r, "EXPIRE k abc"),
-        "-ERR value is not an integer or out of range\r\n"
-    );
+    assert_eq!(q(&r, "EXPIRE k abc"), "-ERR value is not an integer or out of range\r\n");
     assert_eq!(
         q(&r, "EXPIRE k 9223372036854775807"),
         "-ERR invalid expire time in 'expire' command\r\n"
@@ -465,10 +353,7 @@ fn expire_non_positive_deletes() {
         q(&r, "PEXPIRE k 9223372036854775807"),
         "-ERR invalid expire time in 'pexpire' command\r\n"
     );
-    assert_eq!(
-        q(&r, "EXPIRE k"),
-        "-ERR wrong number of arguments for 'expire' command\r\n"
-    );
+    assert_eq!(q(&r, "EXPIRE k"), "-ERR wrong number of arguments for 'expire' command\r\n");
 }
 
 #[test]
@@ -550,13 +435,7 @@ fn tick_runs_active_expiry() {
     let ks = r.keyspace();
     let mut cmds = Vec::new();
     for i in 0..300 {
-        cmds.extend(mb(&[
-            b"SET",
-            format!("t{i}").as_bytes(),
-            b"v",
-            b"PX",
-            b"100",
-        ]));
+        cmds.extend(mb(&[b"SET", format!("t{i}").as_bytes(), b"v", b"PX", b"100"]));
         cmds.extend(mb(&[b"SET", format!("p{i}").as_bytes(), b"v"]));
     }
     on(&r, &cmds);
@@ -592,20 +471,14 @@ fn dbsize_flush_select() {
     assert_eq!(q(&r, "FLUSHALL sync"), "+OK\r\n");
     assert_eq!(q(&r, "FLUSHALL foo"), "-ERR syntax error\r\n");
     assert_eq!(q(&r, "FLUSHDB async x"), "-ERR syntax error\r\n");
-    assert_eq!(
-        q(&r, "DBSIZE x"),
-        "-ERR wrong number of arguments for 'dbsize' command\r\n"
-    );
+    assert_eq!(q(&r, "DBSIZE x"), "-ERR wrong number of arguments for 'dbsize' command\r\n");
     assert_eq!(r.keyspace().len(), 0);
     assert_eq!(q(&r, "SELECT 0"), "+OK\r\n");
     assert_eq!(q(&r, "SELECT 1"), "-ERR DB index is out of range\r\n");
     assert_eq!(q(&r, "SELECT -1"), "-ERR DB index is out of range\r\n");
     assert_eq!(q(&r, "SELECT abc"), "-ERR invalid DB index\r\n");
     assert_eq!(q(&r, "SELECT 99999999999"), "-ERR invalid DB index\r\n");
-    assert_eq!(
-        q(&r, "SELECT"),
-        "-ERR wrong number of arguments for 'select' command\r\n"
-    );
+    assert_eq!(q(&r, "SELECT"), "-ERR wrong number of arguments for 'select' command\r\n");
 }
 
 #[test]
@@ -615,13 +488,7 @@ fn quit_closes_after_reply() {
     let mut out = b"earlier".to_vec();
     let input = b"PING\r\nQUIT\r\nPING\r\n";
     let p = s.on_input(input, &mut out).unwrap();
-    assert_eq!(
-        p,
-        Progress {
-            consumed: 12,
-            close: true
-        }
-    );
+    assert_eq!(p, Progress { consumed: 12, close: true });
     assert_eq!(out, b"earlier+PONG\r\n+OK\r\n");
     let p = r.new_session().on_input(&mb(&[b"quit"]), &mut out).unwrap();
     assert!(p.close);
@@ -633,10 +500,7 @@ fn command_introspection() {
     assert_eq!(q(&r, "COMMAND"), "*0\r\n");
     assert_eq!(q(&r, "COMMAND DOCS"), "*0\r\n");
     assert_eq!(q(&r, "command docs get set"), "*0\r\n");
-    assert_eq!(
-        q(&r, "COMMAND COUNT"),
-        format!(":{}\r\n", commands::SPECS.len())
-    );
+    assert_eq!(q(&r, "COMMAND COUNT"), format!(":{}\r\n", commands::SPECS.len()));
     assert_eq!(
         q(&r, "COMMAND COUNT x"),
         "-ERR wrong number of arguments for 'command|count' command\r\n"
@@ -645,20 +509,14 @@ fn command_introspection() {
     assert!(
         q(&r, "COMMAND LIST").starts_with(&format!("*{}\r\n$3\r\nget\r\n", commands::SPECS.len()))
     );
-    assert_eq!(
-        q(&r, "command foo"),
-        "-ERR unknown subcommand 'foo'. Try COMMAND HELP.\r\n"
-    );
+    assert_eq!(q(&r, "command foo"), "-ERR unknown subcommand 'foo'. Try COMMAND HELP.\r\n");
 }
 
 #[test]
 fn config_get() {
     let r = server();
     assert_eq!(q(&r, "CONFIG GET save"), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
-    assert_eq!(
-        q(&r, "config get appendonly"),
-        "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
-    );
+    assert_eq!(q(&r, "config get appendonly"), "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
     assert_eq!(
         q(&r, "CONFIG GET save appendonly"),
         "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
@@ -669,18 +527,9 @@ fn config_get() {
         "*2\r\n$18\r\nproto-max-bulk-len\r\n$8\r\n16777216\r\n"
     );
     assert!(q(&r, "CONFIG GET *").starts_with("*18\r\n"));
-    assert_eq!(
-        q(&r, "CONFIG GET"),
-        "-ERR wrong number of arguments for 'config|get' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "CONFIG"),
-        "-ERR wrong number of arguments for 'config' command\r\n"
-    );
-    assert_eq!(
-        q(&r, "config foo"),
-        "-ERR unknown subcommand 'foo'. Try CONFIG HELP.\r\n"
-    );
+    assert_eq!(q(&r, "CONFIG GET"), "-ERR wrong number of arguments for 'config|get' command\r\n");
+    assert_eq!(q(&r, "CONFIG"), "-ERR wrong number of arguments for 'config' command\r\n");
+    assert_eq!(q(&r, "config foo"), "-ERR unknown subcommand 'foo'. Try CONFIG HELP.\r\n");
     assert_eq!(
         q(&r, "CONFIG SET save x"),
         "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n"
@@ -701,22 +550,13 @@ fn info_sections() {
     let r = server();
     let info = q(&r, "INFO");
     let body = bulk_payload(&info);
-    assert!(
-        body.starts_with("# Server\r\nredis_version:7.0.0\r\n"),
-        "{body}"
-    );
-    assert!(
-        body.contains("\r\n\r\n# Clients\r\nconnected_clients:1\r\n"),
-        "{body}"
-    );
+    assert!(body.starts_with("# Server\r\nredis_version:7.0.0\r\n"), "{body}");
+    assert!(body.contains("\r\n\r\n# Clients\r\nconnected_clients:1\r\n"), "{body}");
     assert!(body.ends_with("\r\n\r\n# Keyspace\r\n"), "{body}");
     assert_eq!(q(&r, "MSET a 1 b 2 c 3"), "+OK\r\n");
     assert_eq!(q(&r, "EXPIRE a 100"), ":1\r\n");
     let info = q(&r, "info keyspace");
-    assert_eq!(
-        bulk_payload(&info),
-        "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n"
-    );
+    assert_eq!(bulk_payload(&info), "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n");
     let info = q(&r, "INFO server");
     assert!(bulk_payload(&info).starts_with("# Server\r\nredis_version:7.0.0\r\n"));
     assert!(!info.contains("Keyspace"));
@@ -746,9 +586,7 @@ CLIENT NOPE\r\nCLIENT\r\n";
     let mut out = Vec::new();
     s.on_input(b"CLIENT ID\r\n", &mut out).unwrap();
     let mut out2 = Vec::new();
-    r.new_session()
-        .on_input(b"CLIENT ID\r\n", &mut out2)
-        .unwrap();
+    r.new_session().on_input(b"CLIENT ID\r\n", &mut out2).unwrap();
     assert_ne!(out, out2);
     assert!(out.starts_with(b":"));
     let mut out = Vec::new();
@@ -776,10 +614,7 @@ fn unknown_command_format() {
         q(&r, "foo a b"),
         "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
     );
-    assert_eq!(
-        q(&r, "FOO"),
-        "-ERR unknown command 'FOO', with args beginning with: \r\n"
-    );
+    assert_eq!(q(&r, "FOO"), "-ERR unknown command 'FOO', with args beginning with: \r\n");
     assert_eq!(
         on(&r, &mb(&[b"x\r\ny", b"a\nb"])),
         b"-ERR unknown command 'x  y', with args beginning with: 'a b' \r\n"
@@ -796,10 +631,7 @@ fn unknown_command_format() {
     let reply = q(&r, &format!("{long} a"));
     assert_eq!(
         reply,
-        format!(
-            "-ERR unknown command '{}', with args beginning with: 'a' \r\n",
-            "x".repeat(128)
-        )
+        format!("-ERR unknown command '{}', with args beginning with: 'a' \r\n", "x".repeat(128))
     );
     // Many short args: stops once the list reaches 128 bytes.
     let args: Vec<String> = (0..100).map(|i| format!("a{i:02}")).collect();
@@ -835,10 +667,7 @@ fn pipelining_sixteen_commands() {
     input.extend(b"*2\r\n$3\r\nGET\r\n$2\r\nk");
     let p = s.on_input(&input, &mut out).unwrap();
     assert_eq!(p, Progress::consumed(full));
-    assert_eq!(
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(expected).unwrap()
-    );
+    assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
     let mut out = Vec::new();
     input.drain(..full);
     input.extend(b"1\r\n");
@@ -851,14 +680,8 @@ fn pipelining_sixteen_commands() {
 fn inline_forms() {
     let r = server();
     assert_eq!(on(&r, b"\r\n\n   \r\nPING\n"), b"+PONG\r\n");
-    assert_eq!(
-        on(&r, b"SET k \"a\\x41\\n\"\nGET k\n"),
-        b"+OK\r\n$3\r\naA\n\r\n"
-    );
-    assert_eq!(
-        on(&r, b"SET k 'it\\'s'\r\nGET k\r\n"),
-        b"+OK\r\n$4\r\nit's\r\n"
-    );
+    assert_eq!(on(&r, b"SET k \"a\\x41\\n\"\nGET k\n"), b"+OK\r\n$3\r\naA\n\r\n");
+    assert_eq!(on(&r, b"SET k 'it\\'s'\r\nGET k\r\n"), b"+OK\r\n$4\r\nit's\r\n");
     assert_eq!(on(&r, b"*0\r\n*-1\r\nPING\r\n"), b"+PONG\r\n");
 }
 
@@ -866,74 +689,26 @@ fn inline_forms() {
 fn protocol_errors() {
     let cfg = RespConfig::default();
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (
-            b"*abc\r\n".to_vec(),
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*1x\r\n".to_vec(),
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*\r\n".to_vec(),
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*1048577\r\n".to_vec(),
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
+        (b"*abc\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1x\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1048577\r\n".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
         (
             b"*99999999999999999999\r\n".to_vec(),
             "-ERR Protocol error: invalid multibulk length\r\n",
         ),
-        (
-            b"*1\rx".to_vec(),
-            "-ERR Protocol error: invalid multibulk length\r\n",
-        ),
-        (
-            b"*1\r\n$abc\r\n".to_vec(),
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$-1\r\n".to_vec(),
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$\r\n".to_vec(),
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\n$16777217\r\n".to_vec(),
-            "-ERR Protocol error: invalid bulk length\r\n",
-        ),
-        (
-            b"*1\r\nGET\r\n".to_vec(),
-            "-ERR Protocol error: expected '$', got 'G'\r\n",
-        ),
-        (
-            b"*2\r\n$3\r\nGET\r\n:1\r\n".to_vec(),
-            "-ERR Protocol error: expected '$', got ':'\r\n",
-        ),
-        (
-            b"*1\r\n$3\r\nGETxx".to_vec(),
-            "-ERR Protocol error: bulk data not followed by CRLF\r\n",
-        ),
-        (
-            b"SET k \"abc\r\n".to_vec(),
-            "-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
-        (
-            b"SET k 'abc\r\n".to_vec(),
-            "-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
-        (
-            b"SET k \"a\"b\r\n".to_vec(),
-            "-ERR Protocol error: unbalanced quotes in request\r\n",
-        ),
-        (
-            vec![b'a'; 64 * 1024 + 2],
-            "-ERR Protocol error: too big inline request\r\n",
-        ),
+        (b"*1\rx".to_vec(), "-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n$abc\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$-1\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n$16777217\r\n".to_vec(), "-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\nGET\r\n".to_vec(), "-ERR Protocol error: expected '$', got 'G'\r\n"),
+        (b"*2\r\n$3\r\nGET\r\n:1\r\n".to_vec(), "-ERR Protocol error: expected '$', got ':'\r\n"),
+        (b"*1\r\n$3\r\nGETxx".to_vec(), "-ERR Protocol error: bulk data not followed by CRLF\r\n"),
+        (b"SET k \"abc\r\n".to_vec(), "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (b"SET k 'abc\r\n".to_vec(), "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (b"SET k \"a\"b\r\n".to_vec(), "-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (vec![b'a'; 64 * 1024 + 2], "-ERR Protocol error: too big inline request\r\n"),
         (
             [&b"*"[..], &[b'1'; 64 * 1024 + 1]].concat(),
             "-ERR Protocol error: too big mbulk count string\r\n",
@@ -955,9 +730,7 @@ fn protocol_errors() {
     }
     // Just below the inline limit is still waiting for its newline.
     let mut s = server().new_session();
-    let p = s
-        .on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new())
-        .unwrap();
+    let p = s.on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new()).unwrap();
     assert_eq!(p, Progress::consumed(0));
 }
 
@@ -965,26 +738,15 @@ fn protocol_errors() {
 fn replies_before_a_protocol_error_are_kept() {
     let (out, e) = proto_err(RespConfig::default(), b"PING\r\nSET a 1\r\n*x\r\nPING\r\n");
     assert_eq!(out, b"+PONG\r\n+OK\r\n");
-    assert_eq!(
-        e.reply,
-        b"-ERR Protocol error: invalid multibulk length\r\n"
-    );
+    assert_eq!(e.reply, b"-ERR Protocol error: invalid multibulk length\r\n");
     assert_eq!(e.kind, "invalid_multibulk_length");
 }
 
 #[test]
 fn configured_limits_apply() {
-    let cfg = RespConfig {
-        max_bulk: 10,
-        max_multibulk: 3,
-        max_inline: 16,
-        max_request: 1 << 20,
-    };
+    let cfg = RespConfig { max_bulk: 10, max_multibulk: 3, max_inline: 16, max_request: 1 << 20 };
     let (_, e) = proto_err(cfg, b"*4\r\n");
-    assert_eq!(
-        e.reply,
-        b"-ERR Protocol error: invalid multibulk length\r\n"
-    );
+    assert_eq!(e.reply, b"-ERR Protocol error: invalid multibulk length\r\n");
     let (_, e) = proto_err(cfg, b"*1\r\n$11\r\n");
     assert_eq!(e.reply, b"-ERR Protocol error: invalid bulk length\r\n");
     let (_, e) = proto_err(cfg, &[b'x'; 18]);
