@@ -103,14 +103,15 @@ impl Protocol for Frame {
 
 impl Session for FrameSession {
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
-        let mut at = 0;
+        let (mut at, mut frames) = (0, 0);
         loop {
             match decode(&input[at..], self.max) {
                 Ok(Some((_, len))) => {
                     out.extend_from_slice(&input[at..at + len]);
                     at += len;
+                    frames += 1;
                 }
-                Ok(None) => return Ok(Progress::consumed(at)),
+                Ok(None) => return Ok(Progress::answered(at, frames, false)),
                 Err(_) => return Err(ProtoError::new("frame_too_large", Vec::new())),
             }
         }

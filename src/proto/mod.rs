@@ -28,12 +28,19 @@ pub struct Progress {
     /// what this call appended) has been flushed, e.g. HTTP `Connection: close` or Redis
     /// `QUIT`. The engine stops reading the connection.
     pub close: bool,
+    /// Requests answered in this call (for metrics; 0 where the notion does not apply).
+    pub requests: usize,
 }
 
 impl Progress {
-    /// Consumed `consumed` bytes; keep the connection open.
+    /// Consumed `consumed` bytes; keep the connection open; no requests counted.
     pub fn consumed(consumed: usize) -> Self {
-        Progress { consumed, close: false }
+        Progress { consumed, close: false, requests: 0 }
+    }
+
+    /// Consumed `consumed` bytes, answering `requests` requests; `close` as above.
+    pub fn answered(consumed: usize, requests: usize, close: bool) -> Self {
+        Progress { consumed, close, requests }
     }
 }
 

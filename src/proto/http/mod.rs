@@ -500,11 +500,11 @@ impl Session for HttpSession {
     /// Answers every complete request in `input` (see the [module docs](self)).
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
         if self.finished {
-            return Ok(Progress { consumed: input.len(), close: true });
+            return Ok(Progress::answered(input.len(), 0, true));
         }
         // The clock is read at most once per call, when the first response needs it.
         let mut date: Option<HttpDate> = None;
-        let mut pos = 0;
+        let (mut pos, mut answered) = (0, 0);
         loop {
             let mut req = match self.pending.take() {
                 Some(req) => req,
@@ -572,15 +572,16 @@ impl Session for HttpSession {
                 None => &self.body[..],
             };
             respond(out, &date, &req, echo_body);
+            answered += 1;
             if matches!(req.body, Body::Chunked { .. }) {
                 self.release_body();
             }
             if req.conn == ConnHeader::Close {
                 self.finished = true;
-                return Ok(Progress { consumed: pos, close: true });
+                return Ok(Progress::answered(pos, answered, true));
             }
         }
         debug_assert!(pos <= input.len());
-        Ok(Progress::consumed(pos))
+        Ok(Progress::answered(pos, answered, false))
     }
 }

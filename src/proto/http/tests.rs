@@ -90,7 +90,7 @@ fn call_with(config: HttpConfig, input: &[u8]) -> (Vec<u8>, Result<Progress, Pro
 fn assert_one(input: &[u8], want: &[u8]) {
     let (out, r) = call(input);
     assert_eq!(text(&out), s(want));
-    assert_eq!(r, Ok(Progress::consumed(input.len())));
+    assert_eq!(r, Ok(Progress::answered(input.len(), 1, false)));
 }
 
 /// Asserts a single call fails with `kind` and the given error reply, after `before`.
@@ -153,7 +153,7 @@ impl Engine {
 #[test]
 fn get_root_exact_bytes() {
     let (out, r) = call(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(r, Ok(Progress::consumed(27)));
+    assert_eq!(r, Ok(Progress::answered(27, 1, false)));
     let want = "HTTP/1.1 200 OK\r\nServer: evloop\r\nDate: D\r\nContent-Type: text/plain\r\n\
                 Content-Length: 13\r\n\r\nHello, World!";
     assert_eq!(text(&out), want);
@@ -235,7 +235,7 @@ fn http11_keeps_alive_unless_close() {
     let input = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
     let (out, r) = call(input);
     assert_eq!(text(&out), s(&hello(Some("close"))));
-    assert_eq!(r, Ok(Progress { consumed: 37, close: true }));
+    assert_eq!(r, Ok(Progress::answered(37, 1, true)));
     let (out, r) = call(b"GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
     assert!(r.unwrap().close);
@@ -245,7 +245,7 @@ fn http11_keeps_alive_unless_close() {
 fn http10_closes_unless_keep_alive() {
     let (out, r) = call(b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
-    assert_eq!(r, Ok(Progress { consumed: 18, close: true }));
+    assert_eq!(r, Ok(Progress::answered(18, 1, true)));
     assert_one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &hello(Some("keep-alive")));
     let (out, r) = call(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n");
     assert_eq!(text(&out), s(&hello(Some("close"))));
@@ -260,7 +260,7 @@ fn input_after_close_is_ignored() {
     assert!(p.close);
     let n = out.len();
     let p = session.on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out).unwrap();
-    assert_eq!(p, Progress { consumed: 18, close: true });
+    assert_eq!(p, Progress::answered(18, 0, true));
     assert_eq!(out.len(), n);
 }
 
@@ -303,7 +303,7 @@ fn pipelines_sixteen_requests_in_order() {
         let r = session.on_input(&input, &mut out);
         (r, out)
     };
-    assert_eq!(r, Ok(Progress::consumed(full)));
+    assert_eq!(r, Ok(Progress::answered(full, 16, false)));
     let mut expected = b"earlier".to_vec();
     expected.extend(want);
     assert_eq!(text(&out), s(&expected));
@@ -395,7 +395,7 @@ fn large_bodies() {
         format!("POST /echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     input.extend_from_slice(&body);
     let (out, r) = call(&input);
-    assert_eq!(r, Ok(Progress::consumed(input.len())));
+    assert_eq!(r, Ok(Progress::answered(input.len(), 1, false)));
     assert_eq!(norm(&out), echo(&body, None));
 
     // The same in 1000-byte reads.
@@ -475,7 +475,7 @@ fn head_too_large() {
     // Incomplete and under the limit: wait.
     let (out, r) = call(&input[..8000]);
     assert!(out.is_empty());
-    assert_eq!(r, Ok(Progress::consumed(0)));
+    assert_eq!(r, Ok(Progress::answered(0, 0, false)));
     // Complete but longer than the limit; exactly at the limit is fine.
     let config = HttpConfig { max_head_bytes: 64, ..HttpConfig::default() };
     let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
@@ -484,7 +484,7 @@ fn head_too_large() {
     assert_eq!(head.len(), 64);
     let (out, r) = call_with(config, &head);
     assert_eq!(text(&out), s(&hello(None)));
-    assert_eq!(r, Ok(Progress::consumed(64)));
+    assert_eq!(r, Ok(Progress::answered(64, 1, false)));
     head.insert(20, b'a');
     assert_fail(config, &head, b"", "head_too_large", &too_large_431());
     // Replies to earlier pipelined requests stay in `out`.
@@ -506,19 +506,19 @@ fn too_many_headers() {
     assert_one(&make(64), &hello(None));
     assert_fail(HttpConfig::default(), &make(65), b"", "head_too_large", &too_large_431());
     let two = HttpConfig { max_headers: 2, ..HttpConfig::default() };
-    assert_eq!(call_with(two, &make(2)).1, Ok(Progress::consumed(make(2).len())));
+    assert_eq!(call_with(two, &make(2)).1, Ok(Progress::answered(make(2).len(), 1, false)));
     assert_fail(two, &make(3), b"", "head_too_large", &too_large_431());
     // Above the stack array: the heap fallback.
     let many = HttpConfig { max_headers: 128, ..HttpConfig::default() };
     let (out, r) = call_with(many, &make(128));
     assert_eq!(text(&out), s(&hello(None)));
-    assert_eq!(r, Ok(Progress::consumed(make(128).len())));
+    assert_eq!(r, Ok(Progress::answered(make(128).len(), 1, false)));
     assert_fail(many, &make(129), b"", "head_too_large", &too_large_431());
     // A partial head with more than 64 fields waits under a large limit.
     let partial = make(100);
     let (out, r) = call_with(many, &partial[..partial.len() - 2]);
     assert!(out.is_empty());
-    assert_eq!(r, Ok(Progress::consumed(0)));
+    assert_eq!(r, Ok(Progress::answered(0, 0, false)));
 }
 
 fn too_large_413() -> Vec<u8> {
@@ -538,7 +538,7 @@ fn body_too_large() {
     let at_limit = b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
     let (out, r) = call_with(exact, at_limit);
     assert_eq!(text(&out), s(&echo(b"hello", None)));
-    assert_eq!(r, Ok(Progress::consumed(at_limit.len())));
+    assert_eq!(r, Ok(Progress::answered(at_limit.len(), 1, false)));
     let chunked = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
     assert_fail(exact, chunked, b"", "body_too_large", &too_large_413());
     assert_fail(

@@ -174,7 +174,7 @@ impl Session for RedisSession {
     /// `close: true`), or at a protocol error (replies of earlier commands stay in `out`).
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
         let shared = &*self.shared;
-        let mut pos = 0;
+        let (mut pos, mut answered) = (0, 0);
         while pos < input.len() {
             let rest = &input[pos..];
             match self.parser.parse(rest, &shared.cfg)? {
@@ -185,12 +185,13 @@ impl Session for RedisSession {
                     let args = Args::new(buf, &self.parser.ranges);
                     let close = commands::execute(shared, &mut self.client, &args, out);
                     pos += len;
+                    answered += 1;
                     if close {
-                        return Ok(Progress { consumed: pos, close: true });
+                        return Ok(Progress::answered(pos, answered, true));
                     }
                 }
             }
         }
-        Ok(Progress::consumed(pos))
+        Ok(Progress::answered(pos, answered, false))
     }
 }

@@ -488,7 +488,7 @@ fn quit_closes_after_reply() {
     let mut out = b"earlier".to_vec();
     let input = b"PING\r\nQUIT\r\nPING\r\n";
     let p = s.on_input(input, &mut out).unwrap();
-    assert_eq!(p, Progress { consumed: 12, close: true });
+    assert_eq!(p, Progress::answered(12, 2, true));
     assert_eq!(out, b"earlier+PONG\r\n+OK\r\n");
     let p = r.new_session().on_input(&mb(&[b"quit"]), &mut out).unwrap();
     assert!(p.close);
@@ -666,13 +666,13 @@ fn pipelining_sixteen_commands() {
     let full = input.len();
     input.extend(b"*2\r\n$3\r\nGET\r\n$2\r\nk");
     let p = s.on_input(&input, &mut out).unwrap();
-    assert_eq!(p, Progress::consumed(full));
+    assert_eq!(p, Progress::answered(full, 16, false));
     assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
     let mut out = Vec::new();
     input.drain(..full);
     input.extend(b"1\r\n");
     let p = s.on_input(&input, &mut out).unwrap();
-    assert_eq!(p, Progress::consumed(input.len()));
+    assert_eq!(p, Progress::answered(input.len(), 1, false));
     assert_eq!(out, b"$1\r\nv\r\n");
 }
 
@@ -731,7 +731,7 @@ fn protocol_errors() {
     // Just below the inline limit is still waiting for its newline.
     let mut s = server().new_session();
     let p = s.on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new()).unwrap();
-    assert_eq!(p, Progress::consumed(0));
+    assert_eq!(p, Progress::answered(0, 0, false));
 }
 
 #[test]
