@@ -2,21 +2,24 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use log::{error, info};
+use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use evloop::load::{self, LoadConfig, LoadProto};
+use evloop::metrics::ProtoMetrics;
 use evloop::proto::Protocol;
 use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::proto::size::{parse_duration, parse_size};
+use evloop::reactor::ServerHandle;
 use evloop::reactor::{Balance, Config};
-use evloop::serve::{self, Engine, Served};
+use evloop::serve::{self, Engine};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -155,6 +158,39 @@ struct ServeArgs {
     /// redis: most elements in one multibulk request.
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "N")]
     max_multibulk: usize,
+    /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
+    /// close idle connections, and exit within this long (a second signal exits at once).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Duration,
+    /// Close connections idle (no bytes either way) this long; `off` disables.
+    /// Default: off for echo and frame, 60s for http and redis.
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    idle_timeout: Option<Timeout>,
+    /// http: close a connection whose request head is not complete within this long
+    /// (slowloris defence); `off` disables.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout, value_name = "DURATION")]
+    header_timeout: Timeout,
+    /// Most connections open at once; beyond it new connections are closed at once.
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// TCP keepalive: idle time before the first probe (off by default).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    keepalive: Option<Duration>,
+    /// TCP keepalive: interval between probes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    keepalive_interval: Duration,
+    /// SO_RCVBUF of the listening sockets (inherited by connections).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    recv_buffer: Option<usize>,
+    /// SO_SNDBUF of the listening sockets (inherited by connections).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    send_buffer: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (reactor engine).
+    #[arg(long, value_parser = parse_one_addr, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log a one-line summary of the counters this often (info level).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    stats_interval: Option<Duration>,
     /// frame: largest frame payload accepted.
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     max_frame: usize,
@@ -209,6 +245,18 @@ fn parse_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("address {s:?} resolves to nothing"));
     }
     Ok(addrs)
+}
+
+/// A timeout flag's value: a duration, or none (`off` / `0`).
+#[derive(Debug, Clone, Copy)]
+struct Timeout(Option<Duration>);
+
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Timeout(None));
+    }
+    let d = parse_duration(s)?;
+    Ok(Timeout((!d.is_zero()).then_some(d)))
 }
 
 /// Like [`parse_addr`], keeping the first address.
@@ -289,8 +337,23 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     if args.low_watermark > args.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
+    if args.metrics.is_some() && matches!(args.engine, EngineArg::Std) {
+        return Err(
+            "--metrics needs the reactor engine (counters come from the event loops)".into()
+        );
+    }
+    let idle_default = match args.proto {
+        ProtoKind::Http | ProtoKind::Redis => Some(Duration::from_secs(60)),
+        ProtoKind::Echo | ProtoKind::Frame => None,
+    };
     let config = Config {
         listen,
+        idle_timeout: args.idle_timeout.map_or(idle_default, |t| t.0),
+        request_timeout: if args.proto == ProtoKind::Http { args.header_timeout.0 } else { None },
+        max_conns: args.max_conns.filter(|&n| n > 0),
+        keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
+        recv_buffer: args.recv_buffer,
+        send_buffer: args.send_buffer,
         loops: args.loops,
         reuseport: args.reuseport,
         pin: args.pin,
@@ -310,15 +373,20 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         EngineArg::Reactor => Engine::Reactor,
         EngineArg::Std => Engine::Std,
     };
+    let opts = RunOpts {
+        drain_timeout: args.drain_timeout,
+        metrics: args.metrics,
+        stats_interval: args.stats_interval,
+    };
     match args.proto {
-        ProtoKind::Echo => run(engine, Echo, config),
+        ProtoKind::Echo => run(engine, Echo, config, opts),
         ProtoKind::Http => {
             let limits = HttpConfig {
                 max_head_bytes: args.max_head_bytes,
                 max_headers: args.max_headers,
                 max_body: args.max_body,
             };
-            run(engine, Http::new(limits), config)
+            run(engine, Http::new(limits), config, opts)
         }
         ProtoKind::Redis => {
             let limits = RespConfig {
@@ -326,24 +394,46 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
                 max_multibulk: args.max_multibulk,
                 ..RespConfig::default()
             };
-            run(engine, Redis::new(limits), config)
+            run(engine, Redis::new(limits), config, opts)
         }
         ProtoKind::Frame => {
-            run(engine, Frame::new(FrameConfig { max_frame: args.max_frame }), config)
+            run(engine, Frame::new(FrameConfig { max_frame: args.max_frame }), config, opts)
         }
     }
 }
 
+/// What `run` does besides serving.
+struct RunOpts {
+    drain_timeout: Duration,
+    metrics: Option<SocketAddr>,
+    stats_interval: Option<Duration>,
+}
+
 /// Starts the server, prints the ready line, and waits for a signal or a shutdown.
-fn run<P: Protocol>(engine: Engine, proto: P, config: Config) -> Result<(), String> {
+fn run<P: Protocol>(engine: Engine, proto: P, config: Config, opts: RunOpts) -> Result<(), String> {
+    match evloop::limits::raise_nofile_to_hard() {
+        Ok(n) => debug!("open-file limit: {n}"),
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
     let loops = config.effective_loops();
     let reuseport = config.reuseport;
     let name = proto.name();
-    let served: Served = serve::start(engine, proto, config).map_err(|e| e.to_string())?;
+    let served = serve::start(engine, proto, config).map_err(|e| e.to_string())?;
+    let counters = Counters { proto: served.proto_metrics().clone(), reactor: served.reactor() };
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let c = counters.clone();
+            let m = evloop::metrics::serve(addr, move || c.render()).map_err(|e| e.to_string())?;
+            info!("metrics at http://{}/metrics", m.local_addrs()[0]);
+            Some(m)
+        }
+        None => None,
+    };
     let stop = served.stop_handle();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
+    let drain_timeout = opts.drain_timeout;
     std::thread::Builder::new()
         .name("evloop-signals".into())
         .spawn(move || {
@@ -351,8 +441,8 @@ fn run<P: Protocol>(engine: Engine, proto: P, config: Config) -> Result<(), Stri
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
-                    info!("signal {sig}: shutting down");
-                    stop.stop();
+                    info!("signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once");
+                    stop.drain(drain_timeout);
                 } else {
                     error!("second signal {sig}: exiting at once");
                     std::process::exit(1);
@@ -360,6 +450,13 @@ fn run<P: Protocol>(engine: Engine, proto: P, config: Config) -> Result<(), Stri
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    if let Some(every) = opts.stats_interval {
+        let c = counters.clone();
+        std::thread::Builder::new()
+            .name("evloop-stats".into())
+            .spawn(move || c.log_every(every))
+            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+    }
     let addrs: Vec<String> = served.local_addrs().iter().map(|a| a.to_string()).collect();
     match engine {
         Engine::Reactor => eprintln!(
@@ -374,6 +471,47 @@ fn run<P: Protocol>(engine: Engine, proto: P, config: Config) -> Result<(), Stri
         ),
     }
     let result = served.wait().map_err(|e| e.to_string());
+    if let Some(m) = metrics {
+        let _ = m.shutdown();
+    }
     signal_handle.close();
     result
+}
+
+/// The counters the metrics endpoint and the stats line read.
+#[derive(Clone)]
+struct Counters {
+    proto: Arc<ProtoMetrics>,
+    reactor: Option<ServerHandle>,
+}
+
+impl Counters {
+    fn render(&self) -> String {
+        evloop::metrics::render(self.reactor.as_ref().map(|h| h.stats()).as_ref(), &self.proto)
+    }
+
+    /// Logs a one-line summary every `every` (runs until the process exits).
+    fn log_every(&self, every: Duration) {
+        let mut last = (std::time::Instant::now(), 0u64, 0u64, 0u64);
+        loop {
+            std::thread::sleep(every);
+            let requests = self.proto.requests();
+            let now = std::time::Instant::now();
+            let secs = now.duration_since(last.0).as_secs_f64().max(1e-9);
+            let rate = (requests - last.1) as f64 / secs;
+            let t = self.reactor.as_ref().map(|h| h.stats().total()).unwrap_or_default();
+            match &self.reactor {
+                Some(_) => info!(
+                    "stats: {} open, {} accepted, {} rejected, {rate:.0} req/s, {:.2} MB/s in, {:.2} MB/s out",
+                    t.open,
+                    t.accepted,
+                    t.rejected,
+                    t.bytes_read.saturating_sub(last.2) as f64 / secs / 1e6,
+                    t.bytes_written.saturating_sub(last.3) as f64 / secs / 1e6,
+                ),
+                None => info!("stats: {rate:.0} req/s"),
+            }
+            last = (now, requests, t.bytes_read, t.bytes_written);
+        }
+    }
 }

@@ -17,7 +17,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::baseline;
+use crate::metrics::ProtoMetrics;
 use crate::proto::{Protocol, Session};
 use crate::reactor::{self, Action, Config, Conn, EventHandler, Server, ServerHandle};
 
@@ -41,12 +44,20 @@ const PROTOCOL_TICK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct ProtoHandler<P: Protocol> {
     proto: P,
+    metrics: Arc<ProtoMetrics>,
+    loop_id: usize,
 }
 
 impl<P: Protocol> ProtoHandler<P> {
-    /// A handler for `proto` (cloned once per loop).
+    /// A handler for `proto` (cloned once per loop), with counters of its own.
     pub fn new(proto: P) -> Self {
-        ProtoHandler { proto }
+        let metrics = Arc::new(ProtoMetrics::new(proto.name(), 1));
+        ProtoHandler { proto, metrics, loop_id: 0 }
+    }
+
+    /// A handler for loop `loop_id` that counts requests and errors into `metrics`.
+    pub fn with_metrics(proto: P, metrics: Arc<ProtoMetrics>, loop_id: usize) -> Self {
+        ProtoHandler { proto, metrics, loop_id }
     }
 }
 
@@ -65,9 +76,11 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
     ) -> (usize, Action) {
         match session.on_input(input, conn.out()) {
             Ok(p) => {
+                self.metrics.add_requests(self.loop_id, p.requests as u64);
                 (p.consumed.min(input.len()), if p.close { Action::Close } else { Action::None })
             }
             Err(e) => {
+                self.metrics.add_error(e.kind);
                 log::debug!("{} from {}: {e}", self.proto.name(), conn.peer_addr());
                 conn.write(&e.reply);
                 (input.len(), Action::Close)
@@ -84,6 +97,7 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
 /// A protocol server running on either engine.
 pub struct Served {
     inner: Inner,
+    metrics: Arc<ProtoMetrics>,
 }
 
 enum Inner {
@@ -108,19 +122,34 @@ impl StopHandle {
             StopHandle::Std(h) => h.stop(),
         }
     }
+
+    /// Begins a graceful shutdown ([`ServerHandle::drain`]) on the reactor; the std
+    /// engine has no drain and stops at once.
+    pub fn drain(&self, timeout: Duration) {
+        match self {
+            StopHandle::Reactor(h) => h.drain(timeout),
+            StopHandle::Std(h) => h.stop(),
+        }
+    }
 }
 
 /// Binds and starts `proto` on `engine`. The std engine uses only `config.listen` and
 /// `config.nodelay`; everything else configures the reactor.
 pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Result<Served> {
+    let metrics = Arc::new(ProtoMetrics::new(proto.name(), config.effective_loops()));
     let inner = match engine {
         Engine::Reactor => {
             let server = Server::bind(config)?;
-            Inner::Reactor(server.start(move |_| ProtoHandler::new(proto.clone()))?)
+            let m = metrics.clone();
+            Inner::Reactor(
+                server.start(move |id| ProtoHandler::with_metrics(proto.clone(), m.clone(), id))?,
+            )
         }
-        Engine::Std => Inner::Std(baseline::start(proto, &config.listen, config.nodelay)?),
+        Engine::Std => {
+            Inner::Std(baseline::start(proto, &config.listen, config.nodelay, metrics.clone())?)
+        }
     };
-    Ok(Served { inner })
+    Ok(Served { inner, metrics })
 }
 
 impl Served {
@@ -130,6 +159,11 @@ impl Served {
             Inner::Reactor(r) => r.local_addrs(),
             Inner::Std(s) => s.local_addrs(),
         }
+    }
+
+    /// The protocol's counters (requests, errors by kind).
+    pub fn proto_metrics(&self) -> &Arc<ProtoMetrics> {
+        &self.metrics
     }
 
     /// The reactor's handle (stats and shutdown), when running on the reactor.

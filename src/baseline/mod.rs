@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
+use crate::metrics::ProtoMetrics;
 use crate::proto::{Protocol, Session};
 
 /// Read buffer size of each connection thread.
@@ -50,7 +51,13 @@ pub struct StopHandle {
 
 /// Binds `addrs` and starts serving `proto`: one acceptor thread per address and one
 /// thread per connection. Errors name the address that could not be bound.
-pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::Result<Running> {
+/// Requests and protocol errors are counted into `metrics` (slot 0).
+pub fn start<P: Protocol>(
+    proto: P,
+    addrs: &[SocketAddr],
+    nodelay: bool,
+    metrics: Arc<ProtoMetrics>,
+) -> io::Result<Running> {
     if addrs.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listen address configured"));
     }
@@ -70,11 +77,11 @@ pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::
     });
     let mut threads = Vec::new();
     for l in listeners {
-        let (proto, state) = (proto.clone(), state.clone());
+        let (proto, state, metrics) = (proto.clone(), state.clone(), metrics.clone());
         threads.push(
             thread::Builder::new()
                 .name("evloop-std-accept".into())
-                .spawn(move || accept_loop(l, proto, state, nodelay))?,
+                .spawn(move || accept_loop(l, proto, state, nodelay, metrics))?,
         );
     }
     let (p, st) = (proto, state.clone());
@@ -89,7 +96,13 @@ pub fn start<P: Protocol>(proto: P, addrs: &[SocketAddr], nodelay: bool) -> io::
     Ok(Running { addrs: bound, state, threads })
 }
 
-fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, nodelay: bool) {
+fn accept_loop<P: Protocol>(
+    listener: TcpListener,
+    proto: P,
+    state: Arc<State>,
+    nodelay: bool,
+    metrics: Arc<ProtoMetrics>,
+) {
     for stream in listener.incoming() {
         if state.stop.load(Ordering::Acquire) {
             return;
@@ -120,11 +133,12 @@ fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, 
         state.accepted.fetch_add(1, Ordering::Relaxed);
         let session = proto.new_session();
         let st = state.clone();
+        let m = metrics.clone();
         let spawned = thread::Builder::new()
             .name("evloop-std-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                if let Err(e) = serve_conn(stream, session) {
+                if let Err(e) = serve_conn(stream, session, &m) {
                     debug!("std engine: connection: {e}");
                 }
                 let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -141,7 +155,11 @@ fn accept_loop<P: Protocol>(listener: TcpListener, proto: P, state: Arc<State>, 
 }
 
 /// Serves one connection until EOF, an error, or the session asks to close.
-fn serve_conn<S: Session>(mut stream: TcpStream, mut session: S) -> io::Result<()> {
+fn serve_conn<S: Session>(
+    mut stream: TcpStream,
+    mut session: S,
+    metrics: &ProtoMetrics,
+) -> io::Result<()> {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut input: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
@@ -159,8 +177,12 @@ fn serve_conn<S: Session>(mut stream: TcpStream, mut session: S) -> io::Result<(
             &input
         };
         let (consumed, close) = match session.on_input(data, &mut out) {
-            Ok(p) => (p.consumed.min(data.len()), p.close),
+            Ok(p) => {
+                metrics.add_requests(0, p.requests as u64);
+                (p.consumed.min(data.len()), p.close)
+            }
             Err(e) => {
+                metrics.add_error(e.kind);
                 out.extend_from_slice(&e.reply);
                 (data.len(), true)
             }

@@ -150,7 +150,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         LoadProto::Http => Workload::http(&cfg.path),
         LoadProto::Redis => Workload::redis(&cfg.redis_command, cfg.size).map_err(invalid)?,
     };
-    raise_nofile(cfg.connections as u64 + 64)?;
+    crate::limits::raise_nofile(cfg.connections as u64 + 64)?;
     let shared = Arc::new(Shared {
         workload,
         pipeline: cfg.pipeline,
@@ -216,29 +216,4 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
             us(h.max()),
         ],
     })
-}
-
-/// Raises the soft RLIMIT_NOFILE to at least `need` (up to the hard limit), or explains
-/// why it cannot.
-pub fn raise_nofile(need: u64) -> io::Result<()> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur >= need {
-        return Ok(());
-    }
-    if lim.rlim_max < need {
-        return Err(io::Error::other(format!(
-            "{need} file descriptors are needed but the hard limit is {} (raise it with `ulimit -Hn` as root)",
-            lim.rlim_max
-        )));
-    }
-    lim.rlim_cur = need.max(lim.rlim_cur);
-    // SAFETY: setrlimit reads one valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -614,7 +614,8 @@ mod tests {
     #[test]
     fn active_expire_deletes_expired_keys_only() {
         let ks = Keyspace::new();
-        let soon = ks.now() + Duration::from_millis(10);
+        // Far enough that a slow (debug, loaded) machine never reaches it by itself.
+        let soon = ks.now() + Duration::from_secs(100);
         let later = ks.now() + Duration::from_secs(1000);
         for i in 0..2000u32 {
             let k = format!("k{i}");
@@ -629,7 +630,7 @@ mod tests {
         let s = ks.active_expire();
         assert_eq!(s.deleted, 0);
         assert!(s.examined > 0);
-        ks.advance(Duration::from_secs(1));
+        ks.advance(Duration::from_secs(200));
         // Sweeps are bounded (and may stop early on their time budget if this thread is
         // descheduled), so run them until done, within a generous cap.
         let mut total = 0;
