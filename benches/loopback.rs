@@ -32,10 +32,8 @@ const ENGINES: [(&str, Engine); 2] = [("reactor", Engine::Reactor), ("std", Engi
 
 /// An echo server on `engine` (one loop for the reactor) and a connected client.
 fn echo_server(engine: Engine) -> (Served, TcpStream) {
-    let config = Config::new()
-        .listen("127.0.0.1:0")
-        .expect("127.0.0.1:0 is a valid address")
-        .loops(1);
+    let config =
+        Config::new().listen("127.0.0.1:0").expect("127.0.0.1:0 is a valid address").loops(1);
     let server = start(engine, Echo, config).expect("start the echo server");
     let addr = server.local_addrs()[0];
     let stream = TcpStream::connect(addr).expect("connect to the echo server");

@@ -36,14 +36,8 @@ const SMALL_FRAME: usize = 32;
 /// or close, so a benchmark never measures an error path by mistake.
 fn check(session: &mut impl Session, input: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    let p = session
-        .on_input(input, out)
-        .expect("benchmark input must be valid");
-    assert_eq!(
-        p.consumed,
-        input.len(),
-        "benchmark input must be consumed whole"
-    );
+    let p = session.on_input(input, out).expect("benchmark input must be valid");
+    assert_eq!(p.consumed, input.len(), "benchmark input must be consumed whole");
     assert!(!p.close, "benchmark input must keep the connection open");
     assert!(!out.is_empty(), "benchmark input must produce a reply");
 }
@@ -78,12 +72,7 @@ fn http(c: &mut Criterion) {
 
     let pipelined = get.repeat(PIPELINE);
     group.throughput(Throughput::Elements(PIPELINE as u64));
-    bench_session(
-        &mut group,
-        "get_pipelined_16",
-        &mut proto.new_session(),
-        &pipelined,
-    );
+    bench_session(&mut group, "get_pipelined_16", &mut proto.new_session(), &pipelined);
 
     let mut post = format!(
         "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n\
@@ -92,12 +81,7 @@ fn http(c: &mut Criterion) {
     .into_bytes();
     post.extend((0..BIG).map(|i| b'a' + (i % 26) as u8));
     group.throughput(Throughput::Bytes(BIG as u64));
-    bench_session(
-        &mut group,
-        "post_echo_4KiB",
-        &mut proto.new_session(),
-        &post,
-    );
+    bench_session(&mut group, "post_echo_4KiB", &mut proto.new_session(), &post);
 
     group.finish();
 }
@@ -159,9 +143,7 @@ fn frames(c: &mut Criterion) {
     // Codec: decode. It reads the header and slices the payload without touching it, so
     // its cost does not grow with the payload: counted in frames, not bytes.
     group.throughput(Throughput::Elements(1));
-    group.bench_function("decode_4KiB", |b| {
-        b.iter(|| frame::decode(black_box(&big), max))
-    });
+    group.bench_function("decode_4KiB", |b| b.iter(|| frame::decode(black_box(&big), max)));
     group.throughput(Throughput::Elements(PIPELINE as u64));
     group.bench_function("decode_16x32B", |b| {
         b.iter(|| {
