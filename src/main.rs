@@ -125,7 +125,8 @@ struct ServeArgs {
     /// How the acceptor picks a loop (without --reuseport).
     #[arg(long, value_enum, default_value_t = BalanceArg::RoundRobin)]
     balance: BalanceArg,
-    /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline.
+    /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline
+    /// (or, in a build with the `tokio` feature, one current-thread tokio runtime per loop).
     #[arg(long, value_enum, default_value_t = EngineArg::Reactor)]
     engine: EngineArg,
     /// listen(2) backlog.
@@ -230,6 +231,8 @@ enum BalanceArg {
 enum EngineArg {
     Reactor,
     Std,
+    #[cfg(feature = "tokio")]
+    Tokio,
 }
 
 /// Parses `HOST:PORT`, `[V6]:PORT` or `tcp://HOST:PORT` into its socket addresses.
@@ -372,6 +375,8 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     let engine = match args.engine {
         EngineArg::Reactor => Engine::Reactor,
         EngineArg::Std => Engine::Std,
+        #[cfg(feature = "tokio")]
+        EngineArg::Tokio => Engine::Tokio,
     };
     let opts = RunOpts {
         drain_timeout: args.drain_timeout,
@@ -468,6 +473,12 @@ fn run<P: Protocol>(engine: Engine, proto: P, config: Config, opts: RunOpts) -> 
         Engine::Std => eprintln!(
             "evloop: serving {name} on {} (engine std, thread per connection)",
             addrs.join(", ")
+        ),
+        #[cfg(feature = "tokio")]
+        Engine::Tokio => eprintln!(
+            "evloop: serving {name} on {} (engine tokio, {loops} current-thread runtime{}, reuseport on)",
+            addrs.join(", "),
+            if loops == 1 { "" } else { "s" }
         ),
     }
     let result = served.wait().map_err(|e| e.to_string());

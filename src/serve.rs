@@ -1,5 +1,6 @@
-//! Running a sans-IO [`Protocol`] on either engine: the reactor (through
-//! [`ProtoHandler`], the small adapter between the two) or the std::net baseline.
+//! Running a sans-IO [`Protocol`] on any engine: the reactor (through
+//! [`ProtoHandler`], the small adapter between the two), the std::net baseline, or (with
+//! the cargo feature `tokio`) the tokio engine.
 //!
 //! ```no_run
 //! use evloop::proto::echo::Echo;
@@ -32,6 +33,9 @@ pub enum Engine {
     Reactor,
     /// The std::net thread-per-connection baseline.
     Std,
+    /// Current-thread tokio runtimes, one per loop (cargo feature `tokio`).
+    #[cfg(feature = "tokio")]
+    Tokio,
 }
 
 /// How often each loop calls [`Protocol::tick`].
@@ -103,6 +107,8 @@ pub struct Served {
 enum Inner {
     Reactor(reactor::Running),
     Std(baseline::Running),
+    #[cfg(feature = "tokio")]
+    Tokio(baseline::tokio::Running),
 }
 
 /// Stops a [`Served`] server from any thread.
@@ -112,6 +118,9 @@ pub enum StopHandle {
     Reactor(ServerHandle),
     /// The std baseline's stop handle.
     Std(baseline::StopHandle),
+    /// The tokio engine's stop handle.
+    #[cfg(feature = "tokio")]
+    Tokio(baseline::tokio::StopHandle),
 }
 
 impl StopHandle {
@@ -120,21 +129,26 @@ impl StopHandle {
         match self {
             StopHandle::Reactor(h) => h.shutdown(),
             StopHandle::Std(h) => h.stop(),
+            #[cfg(feature = "tokio")]
+            StopHandle::Tokio(h) => h.stop(),
         }
     }
 
-    /// Begins a graceful shutdown ([`ServerHandle::drain`]) on the reactor; the std
-    /// engine has no drain and stops at once.
+    /// Begins a graceful shutdown ([`ServerHandle::drain`]) on the reactor; the std and
+    /// tokio engines have no drain and stop at once.
     pub fn drain(&self, timeout: Duration) {
         match self {
             StopHandle::Reactor(h) => h.drain(timeout),
             StopHandle::Std(h) => h.stop(),
+            #[cfg(feature = "tokio")]
+            StopHandle::Tokio(h) => h.stop(),
         }
     }
 }
 
 /// Binds and starts `proto` on `engine`. The std engine uses only `config.listen` and
-/// `config.nodelay`; everything else configures the reactor.
+/// `config.nodelay`, the tokio engine also `config.loops` (it always binds one
+/// `SO_REUSEPORT` listener per loop); everything else configures the reactor.
 pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Result<Served> {
     let metrics = Arc::new(ProtoMetrics::new(proto.name(), config.effective_loops()));
     let inner = match engine {
@@ -148,6 +162,14 @@ pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Resul
         Engine::Std => {
             Inner::Std(baseline::start(proto, &config.listen, config.nodelay, metrics.clone())?)
         }
+        #[cfg(feature = "tokio")]
+        Engine::Tokio => Inner::Tokio(baseline::tokio::start(
+            proto,
+            &config.listen,
+            config.loops,
+            config.nodelay,
+            metrics.clone(),
+        )?),
     };
     Ok(Served { inner, metrics })
 }
@@ -158,6 +180,8 @@ impl Served {
         match &self.inner {
             Inner::Reactor(r) => r.local_addrs(),
             Inner::Std(s) => s.local_addrs(),
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => t.local_addrs(),
         }
     }
 
@@ -171,6 +195,8 @@ impl Served {
         match &self.inner {
             Inner::Reactor(r) => Some(r.handle()),
             Inner::Std(_) => None,
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(_) => None,
         }
     }
 
@@ -179,6 +205,8 @@ impl Served {
         match &self.inner {
             Inner::Reactor(r) => StopHandle::Reactor(r.handle()),
             Inner::Std(s) => StopHandle::Std(s.stop_handle()),
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => StopHandle::Tokio(t.stop_handle()),
         }
     }
 
@@ -187,6 +215,8 @@ impl Served {
         match self.inner {
             Inner::Reactor(r) => r.wait(),
             Inner::Std(s) => s.wait(),
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => t.wait(),
         }
     }
 

@@ -19,7 +19,12 @@ fn evloop(args: &[&str]) -> Command {
 /// Starts `evloop serve ARGS --listen 127.0.0.1:0` and returns the child with the address
 /// taken from its ready line.
 fn spawn_ready(args: &[&str]) -> (Child, SocketAddr, String) {
-    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    spawn_child_ready(evloop(args))
+}
+
+/// Like [`spawn_ready`] for a prepared command.
+fn spawn_child_ready(mut cmd: Command) -> (Child, SocketAddr, String) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -131,4 +136,62 @@ fn help_explains_the_flags() {
     {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
+}
+
+#[test]
+fn sigterm_drains_a_request_in_flight_then_exits_zero() {
+    let (child, addr, _) = spawn_ready(&["serve", "--proto", "http", "--listen", "127.0.0.1:0"]);
+    let mut idle = connect(addr);
+    send(&mut idle, b"GET / HTTP/1.1\r\n\r\n");
+    let mut head = Vec::new();
+    while !head.ends_with(b"Hello, World!") {
+        head.push(read_n(&mut idle, 1)[0]);
+    }
+    let mut busy = connect(addr);
+    send(&mut busy, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200)); // the server has read the partial request
+    signal(&child, libc::SIGTERM);
+    assert!(read_to_end(&mut idle).is_empty(), "idle connection closed by the drain");
+    send(&mut busy, b"cd");
+    let reply = String::from_utf8(read_to_end(&mut busy)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\nabcd"), "{reply}");
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn descriptor_exhaustion_neither_kills_nor_stops_the_server() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = evloop(&["serve", "--loops", "1", "--listen", "127.0.0.1:0"]);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setrlimit, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (child, addr, _) = spawn_child_ready(cmd);
+    // 200 connections against a 64-descriptor server: the kernel queues them, the
+    // server accepts until EMFILE, then backs off and keeps serving what it holds.
+    let mut clients: Vec<std::net::TcpStream> = (0..200).map(|_| connect(addr)).collect();
+    let mut served = 0;
+    for c in clients.iter_mut().take(20) {
+        send(c, b"x");
+        assert_eq!(read_n(c, 1), b"x");
+        served += 1;
+    }
+    assert_eq!(served, 20);
+    let mut last = clients.pop().unwrap();
+    let _ = std::io::Write::write_all(&mut last, b"y");
+    drop(clients);
+    // Once descriptors free up, accepting resumes: the queued one and a new one are served.
+    assert_eq!(read_n(&mut last, 1), b"y");
+    let mut fresh = connect(addr);
+    send(&mut fresh, b"fresh");
+    assert_eq!(read_n(&mut fresh, 5), b"fresh");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
 }

@@ -274,7 +274,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     let h = server.reactor().unwrap();
     wait_until("all closed", || h.stats().total().closed == 4);
 
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut resp = agent.get(&metrics_url).call().unwrap();
     assert_eq!(resp.status(), 200);
     let ctype = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();

@@ -20,6 +20,9 @@ use log::{debug, warn};
 use crate::metrics::ProtoMetrics;
 use crate::proto::{Protocol, Session};
 
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
 /// Read buffer size of each connection thread.
 const READ_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they only need the read buffer (on the heap) and

@@ -54,7 +54,8 @@ impl Acceptor {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                error!("acceptor: poll failed: {e}");
+                error!("acceptor: poll failed: {e}; shutting the server down");
+                super::handle::ServerHandle { shared: shared.clone() }.shutdown();
                 return;
             }
             let mut ready: Vec<usize> = Vec::new();

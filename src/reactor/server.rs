@@ -181,13 +181,16 @@ impl Server {
     }
 }
 
-/// Shuts the whole server down when a loop or the acceptor thread ends for any reason
-/// (including a panic), so the other threads never keep running half a server.
+/// Shuts the whole server down when a loop or the acceptor thread dies by a panic, so the
+/// other threads never keep running half a server. (A loop that ends normally, e.g. at
+/// the end of its drain, leaves the others to finish theirs.)
 struct StopOnExit(ServerHandle);
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {
-        self.0.shutdown();
+        if thread::panicking() {
+            self.0.shutdown();
+        }
     }
 }
 
