@@ -18,7 +18,7 @@ use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::proto::size::{parse_duration, parse_size};
 use evloop::reactor::ServerHandle;
-use evloop::reactor::{Balance, Config};
+use evloop::reactor::{Balance, Config, ListenAddr};
 use evloop::serve::{self, Engine};
 
 #[derive(Parser, Debug)]
@@ -108,10 +108,15 @@ struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
-    /// Address to listen on, `HOST:PORT` or `tcp://HOST:PORT` (repeatable). Default:
+    /// Address to listen on (repeatable; all are served by the same loops):
+    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
+    /// `udp://HOST:PORT`. Default:
     /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_addr)]
-    listen: Vec<Vec<SocketAddr>>,
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
+    listen: Vec<Vec<ListenAddr>>,
+    /// Permission bits of Unix socket files, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    unix_mode: Option<u32>,
     /// Event-loop threads; 0 = one per CPU.
     #[arg(long, default_value_t = 0, value_name = "N")]
     loops: usize,
@@ -262,6 +267,15 @@ fn parse_timeout(s: &str) -> Result<Timeout, String> {
     Ok(Timeout((!d.is_zero()).then_some(d)))
 }
 
+/// Octal permission bits, e.g. `660` or `0o600`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("invalid mode {s:?}: expected octal permission bits like 660")),
+    }
+}
+
 /// Like [`parse_addr`], keeping the first address.
 fn parse_one_addr(s: &str) -> Result<SocketAddr, String> {
     parse_addr(s).map(|v| v[0])
@@ -333,9 +347,9 @@ fn run_load(args: LoadArgs) -> Result<(), String> {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), String> {
-    let mut listen: Vec<SocketAddr> = args.listen.iter().flatten().copied().collect();
+    let mut listen: Vec<ListenAddr> = args.listen.into_iter().flatten().collect();
     if listen.is_empty() {
-        listen.push(SocketAddr::from(([127, 0, 0, 1], args.proto.default_port())));
+        listen.push(ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], args.proto.default_port()))));
     }
     if args.low_watermark > args.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
@@ -351,6 +365,7 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     };
     let config = Config {
         listen,
+        unix_mode: args.unix_mode,
         idle_timeout: args.idle_timeout.map_or(idle_default, |t| t.0),
         request_timeout: if args.proto == ProtoKind::Http { args.header_timeout.0 } else { None },
         max_conns: args.max_conns.filter(|&n| n > 0),
@@ -462,7 +477,7 @@ fn run<P: Protocol>(engine: Engine, proto: P, config: Config, opts: RunOpts) -> 
             .spawn(move || c.log_every(every))
             .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
-    let addrs: Vec<String> = served.local_addrs().iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
     match engine {
         Engine::Reactor => eprintln!(
             "evloop: serving {name} on {} (engine reactor, {loops} loop{}, reuseport {})",

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::reactor::{
-    Action, Config, Conn, EventHandler, Running, Server, ServerStats, StatsSnapshot,
+    Action, Config, Conn, EventHandler, ListenAddr, Running, Server, ServerStats, StatsSnapshot,
 };
 
 /// Protocol-level counters of one server: requests answered per loop and protocol
@@ -152,7 +152,7 @@ pub fn serve(
     addr: std::net::SocketAddr,
     source: impl Fn() -> String + Send + Sync + 'static,
 ) -> io::Result<Running> {
-    let config = Config { listen: vec![addr], loops: 1, ..Config::default() };
+    let config = Config { listen: vec![ListenAddr::Tcp(addr)], loops: 1, ..Config::default() };
     let source = Arc::new(source);
     Server::bind(config)?.start(move |_| MetricsHandler { source: source.clone() })
 }

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use crate::baseline;
 use crate::metrics::ProtoMetrics;
 use crate::proto::{Protocol, Session};
-use crate::reactor::{self, Action, Config, Conn, EventHandler, Server, ServerHandle};
+use crate::reactor::{
+    self, Action, Config, Conn, Datagram, EventHandler, ListenAddr, Server, ServerHandle,
+};
 
 /// Which engine runs the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,6 +90,18 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
                 log::debug!("{} from {}: {e}", self.proto.name(), conn.peer_addr());
                 conn.write(&e.reply);
                 (input.len(), Action::Close)
+            }
+        }
+    }
+
+    /// A datagram is one request for a fresh session; its replies (or its error reply)
+    /// go back as one datagram.
+    fn datagram(&mut self, dgram: &mut Datagram<'_>, data: &[u8]) {
+        match self.proto.new_session().on_input(data, dgram.out()) {
+            Ok(p) => self.metrics.add_requests(self.loop_id, p.requests as u64),
+            Err(e) => {
+                self.metrics.add_error(e.kind);
+                dgram.write(&e.reply);
             }
         }
     }
@@ -159,13 +173,17 @@ pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Resul
                 server.start(move |id| ProtoHandler::with_metrics(proto.clone(), m.clone(), id))?,
             )
         }
-        Engine::Std => {
-            Inner::Std(baseline::start(proto, &config.listen, config.nodelay, metrics.clone())?)
-        }
+        Engine::Std => Inner::Std(baseline::start(
+            proto,
+            &config.listen,
+            config.nodelay,
+            config.unix_mode,
+            metrics.clone(),
+        )?),
         #[cfg(feature = "tokio")]
         Engine::Tokio => Inner::Tokio(baseline::tokio::start(
             proto,
-            &config.listen,
+            &tokio_addrs(&config)?,
             config.loops,
             config.nodelay,
             metrics.clone(),
@@ -174,8 +192,30 @@ pub fn start<P: Protocol>(engine: Engine, proto: P, config: Config) -> io::Resul
     Ok(Served { inner, metrics })
 }
 
+/// The tokio engine serves TCP only.
+#[cfg(feature = "tokio")]
+fn tokio_addrs(config: &Config) -> io::Result<Vec<SocketAddr>> {
+    if let Some(other) = config.listen.iter().find(|l| !matches!(l, ListenAddr::Tcp(_))) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("cannot listen on {other}: the tokio engine serves TCP only"),
+        ));
+    }
+    Ok(config.tcp_addrs())
+}
+
 impl Served {
-    /// The bound addresses, ports resolved.
+    /// Every listener (TCP, Unix, UDP) in configuration order, ports resolved.
+    pub fn listeners(&self) -> Vec<ListenAddr> {
+        match &self.inner {
+            Inner::Reactor(r) => r.handle().listeners().to_vec(),
+            Inner::Std(s) => s.listeners().to_vec(),
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => t.local_addrs().iter().map(|a| ListenAddr::Tcp(*a)).collect(),
+        }
+    }
+
+    /// The bound TCP addresses, ports resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         match &self.inner {
             Inner::Reactor(r) => r.local_addrs(),

@@ -35,7 +35,7 @@ fn sixty_four_mib_to_a_slow_reader_arrive_byte_exact() {
     let addr = server.local_addrs()[0];
     let running = server.start(|_| Firehose).unwrap();
     let h = running.handle();
-    let mut client = connect(addr);
+    let mut client = connect_small_rcvbuf(addr);
     thread::sleep(Duration::from_millis(500));
     let got = read_to_end(&mut client);
     assert_eq!(got.len(), BIG);
@@ -55,7 +55,7 @@ fn echo_of_32_mib_sent_before_reading_is_complete_and_bounded() {
     let addr = server.local_addrs()[0];
     let running = server.start(|_| ProtoHandler::new(Echo)).unwrap();
     let h = running.handle();
-    let client = connect(addr);
+    let client = connect_small_rcvbuf(addr);
     let mut writer = client.try_clone().unwrap();
     let sender = thread::spawn(move || {
         writer.write_all(&pattern(LEN, 3)).expect("send 32 MiB");

@@ -6,25 +6,25 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use log::{debug, error, warn};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use super::addr::Peer;
 use super::config::Balance;
 use super::event_loop::{ACCEPT_BACKOFF, WAKER};
 use super::handle::{Command, LoopRemote, Shared};
 use super::listener::is_resource_exhaustion;
+use super::socket::Listener;
 use super::stats::{LoopStats, bump};
 
 pub(crate) struct Acceptor {
     pub(crate) poll: Poll,
     /// (listen address index, listener).
-    pub(crate) listeners: Vec<(usize, TcpListener)>,
+    pub(crate) listeners: Vec<(usize, Listener)>,
     pub(crate) balance: Balance,
     pub(crate) stats: Arc<LoopStats>,
 }
@@ -123,7 +123,7 @@ struct Picker {
 }
 
 impl Picker {
-    fn pick(&mut self, loops: &[LoopRemote], peer: &SocketAddr) -> usize {
+    fn pick(&mut self, loops: &[LoopRemote], peer: &Peer) -> usize {
         let n = loops.len();
         let i = match self.balance {
             Balance::RoundRobin => {
@@ -139,7 +139,9 @@ impl Picker {
                 .unwrap_or(0),
             Balance::SourceHash => {
                 let mut h = DefaultHasher::new();
-                peer.ip().hash(&mut h);
+                if let Some(a) = peer.socket_addr() {
+                    a.ip().hash(&mut h);
+                }
                 (h.finish() % n as u64) as usize
             }
         };

@@ -4,6 +4,8 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::addr::ListenAddr;
+
 /// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
@@ -21,10 +23,12 @@ pub enum Balance {
 /// chained setters; every field has a sane default.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Addresses to listen on (TCP). May be empty for a reactor that only serves
+    /// Addresses to listen on: TCP, Unix sockets, UDP. May be empty for a reactor that only serves
     /// connections handed to it with [`ServerHandle::attach`](super::ServerHandle::attach)
     /// (a client, say).
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
+    /// Permission bits for Unix socket files (e.g. `0o660`); `None` leaves the umask's.
+    pub unix_mode: Option<u32>,
     /// Number of event-loop threads; 0 means one per available CPU.
     pub loops: usize,
     /// One `SO_REUSEPORT` listener per loop (the kernel spreads connections) instead of
@@ -74,6 +78,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: Vec::new(),
+            unix_mode: None,
             loops: 0,
             reuseport: false,
             pin: false,
@@ -102,10 +107,28 @@ impl Config {
         Self::default()
     }
 
-    /// Adds every address `addr` resolves to (e.g. `"127.0.0.1:5000"`, `"localhost:0"`).
+    /// Adds a TCP listener on every address `addr` resolves to (e.g.
+    /// `"127.0.0.1:5000"`, `"localhost:0"`).
     pub fn listen(mut self, addr: impl ToSocketAddrs) -> io::Result<Self> {
-        self.listen.extend(addr.to_socket_addrs()?);
+        self.listen.extend(addr.to_socket_addrs()?.map(ListenAddr::Tcp));
         Ok(self)
+    }
+
+    /// Adds a listener of any kind: TCP, Unix socket or UDP.
+    pub fn listen_on(mut self, addr: ListenAddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// The TCP addresses among the listeners, in order.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.listen
+            .iter()
+            .filter_map(|l| match l {
+                ListenAddr::Tcp(a) => Some(*a),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Sets the number of loops (0 = one per CPU).

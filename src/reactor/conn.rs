@@ -4,12 +4,11 @@
 //! empty, and the fast path reads into and writes from per-loop scratch buffers.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mio::net::TcpStream;
-
+use super::addr::Peer;
+use super::socket::Stream;
 use super::stats::{LoopStats, bump};
 use super::timer::Tick;
 
@@ -26,10 +25,10 @@ pub(crate) const PAUSED: u8 = 8;
 pub(crate) const HUP_SEEN: u8 = 16;
 
 pub(crate) struct Connection<S> {
-    pub(crate) sock: TcpStream,
+    pub(crate) sock: Stream,
     pub(crate) state: S,
     pub(crate) generation: u64,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Peer,
     /// Unconsumed input (empty, unallocated, on the fast path).
     pub(crate) input: Vec<u8>,
     /// Pending output; bytes before `out_pos` are already written.

@@ -11,22 +11,22 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, warn};
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::addr::Peer;
 use super::config::Config;
 use super::conn::{CLOSING, Connection};
 use super::handle::{Command, LoopRemote, ServerHandle};
-use super::handler::{Action, CloseReason, Conn, EventHandler, LoopInfo};
+use super::handler::{Action, CloseReason, Conn, Datagram, EventHandler, LoopInfo};
 use super::listener::{configure_accepted, is_resource_exhaustion};
+use super::socket::{LoopSocket, Stream};
 use super::stats::{LoopStats, bump};
 use super::timer::{Tick, TimerWheel};
 
@@ -47,8 +47,9 @@ pub(crate) struct LoopParts {
     pub(crate) poll: Poll,
     pub(crate) rx: Receiver<Command>,
     pub(crate) remote: LoopRemote,
-    /// (listen address index, listener) pairs owned by this loop alone.
-    pub(crate) listeners: Vec<(usize, TcpListener)>,
+    /// (listen address index, socket) pairs owned by this loop alone: reuseport TCP
+    /// listeners and UDP sockets.
+    pub(crate) listeners: Vec<(usize, LoopSocket)>,
     pub(crate) config: Arc<Config>,
     pub(crate) server: ServerHandle,
 }
@@ -99,6 +100,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     pub(crate) closing: VecDeque<(usize, u64, Instant)>,
     /// Connections whose read budget ran out while still readable.
     pub(crate) more_to_read: Vec<(usize, u64)>,
+    /// UDP sockets (listener positions) whose datagram budget ran out.
+    more_datagrams: Vec<usize>,
     /// Idle and incomplete-request timeouts; `None` when neither is configured, and
     /// then no clock is read for them.
     pub(crate) timeouts: Option<Timeouts>,
@@ -131,6 +134,7 @@ impl<H: EventHandler> EventLoop<H> {
             accept_retry: None,
             closing: VecDeque::new(),
             more_to_read: Vec::new(),
+            more_datagrams: Vec::new(),
             timeouts,
             wheel: TimerWheel::new(Instant::now()),
             now_tick: 0,
@@ -146,7 +150,7 @@ impl<H: EventHandler> EventLoop<H> {
         let info = LoopInfo {
             id: self.parts.id,
             loops: self.parts.loops,
-            addrs: self.parts.server.local_addrs().to_vec(),
+            addrs: self.parts.server.listeners().to_vec(),
             server: self.parts.server.clone(),
         };
         self.handler.serving(&info);
@@ -174,10 +178,13 @@ impl<H: EventHandler> EventLoop<H> {
                         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         self.on_conn_event(key, readable, ev.is_writable(), ev.is_read_closed());
                     }
-                    Token(t) => self.accept(usize::MAX - 1 - t),
+                    Token(t) => self.on_loop_socket(usize::MAX - 1 - t),
                 }
             }
             self.continue_reads();
+            for i in std::mem::take(&mut self.more_datagrams) {
+                self.on_datagrams(i);
+            }
             self.run_timers();
             if self.draining.is_some() && self.conns.is_empty() {
                 break;
@@ -187,7 +194,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.more_to_read.is_empty() {
+        if !self.more_to_read.is_empty() || !self.more_datagrams.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadline = [
@@ -367,9 +374,19 @@ impl<H: EventHandler> EventLoop<H> {
 
     // ---- accepting ----------------------------------------------------------------
 
+    fn on_loop_socket(&mut self, i: usize) {
+        match self.parts.listeners.get(i) {
+            Some((_, LoopSocket::Listener(_))) => self.accept(i),
+            Some((_, LoopSocket::Udp(_))) => self.on_datagrams(i),
+            None => {}
+        }
+    }
+
     fn accept(&mut self, i: usize) {
         loop {
-            let Some((index, listener)) = self.parts.listeners.get(i) else { return };
+            let Some((index, LoopSocket::Listener(listener))) = self.parts.listeners.get(i) else {
+                return;
+            };
             let index = *index;
             match listener.accept() {
                 Ok((stream, peer)) => {
@@ -398,7 +415,7 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// Takes on a new connection (already admitted): registers it, then calls `opened`.
-    fn open(&mut self, mut sock: TcpStream, peer: SocketAddr, listener: usize) {
+    fn open(&mut self, mut sock: Stream, peer: Peer, listener: usize) {
         configure_accepted(&sock, &self.parts.config);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -459,6 +476,80 @@ impl<H: EventHandler> EventLoop<H> {
         }
         self.after_callback(key, action);
     }
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// Serves the datagrams waiting on UDP socket `i`: each is one `datagram` callback,
+    /// and what the handler writes goes back to its sender as one datagram. A datagram
+    /// larger than the read buffer is truncated (and counted); a reply the kernel will
+    /// not take right now is dropped (and counted), as UDP allows.
+    fn on_datagrams(&mut self, i: usize) {
+        for _ in 0..DATAGRAM_BUDGET {
+            let Some((index, LoopSocket::Udp(sock))) = self.parts.listeners.get(i) else { return };
+            let index = *index;
+            let (n, from) = match recv_datagram(sock, &mut self.rbuf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // e.g. ECONNREFUSED from an ICMP error for an earlier reply.
+                    debug!("loop {}: udp recv: {e}", self.parts.id);
+                    continue;
+                }
+            };
+            bump(&self.stats.datagrams_in, 1);
+            bump(&self.stats.bytes_read, n.min(self.rbuf.len()) as u64);
+            let truncated = n > self.rbuf.len();
+            if truncated {
+                bump(&self.stats.datagrams_truncated, 1);
+            }
+            let data = &self.rbuf[..n.min(self.rbuf.len())];
+            let mut dgram = Datagram { from, listener: index, truncated, reply: &mut self.wbuf };
+            let handler = &mut self.handler;
+            if let Err(msg) =
+                guard(self.parts.config.catch_panics, || handler.datagram(&mut dgram, data))
+            {
+                bump(&self.stats.panics, 1);
+                error!("loop {}: datagram handler panicked for {from}: {msg}", self.parts.id);
+                self.wbuf.clear();
+                continue;
+            }
+            if !self.wbuf.is_empty() {
+                match sock.send_to(&self.wbuf, from) {
+                    Ok(sent) => {
+                        bump(&self.stats.datagrams_out, 1);
+                        bump(&self.stats.bytes_written, sent as u64);
+                    }
+                    Err(e) => {
+                        bump(&self.stats.datagrams_dropped, 1);
+                        debug!("loop {}: udp reply to {from} dropped: {e}", self.parts.id);
+                    }
+                }
+                self.wbuf.clear();
+            }
+        }
+        // Budget spent: serve the others, then come back.
+        self.more_datagrams.push(i);
+    }
+}
+
+/// Datagrams served per readiness event before the loop turns to other work.
+const DATAGRAM_BUDGET: usize = 256;
+
+/// Receives one datagram into `buf`. Returns the datagram's full length (larger than
+/// `buf` when it was truncated: `MSG_TRUNC`) and its sender.
+fn recv_datagram(
+    sock: &mio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, std::net::SocketAddr)> {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the buffer is already
+    // initialised; recvfrom only writes initialised bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let (n, from) = socket2::SockRef::from(sock).recv_from_with_flags(uninit, libc::MSG_TRUNC)?;
+    let from = from.as_socket().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
+    })?;
+    Ok((n, from))
 }
 
 /// Runs a handler callback, catching a panic when `catch` is on (the message is returned

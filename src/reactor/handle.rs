@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::Sender;
 
+use super::addr::{ListenAddr, Peer};
+use super::socket::Stream;
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
 
@@ -14,7 +16,7 @@ use super::waker::Waker;
 pub(crate) enum Command {
     /// A connection for this loop to own: accepted by the single acceptor (`admitted`:
     /// already counted against `max_conns`) or attached by the user.
-    Register { stream: mio::net::TcpStream, peer: SocketAddr, listener: usize, admitted: bool },
+    Register { stream: Stream, peer: Peer, listener: usize, admitted: bool },
     /// Call `woken` for the connection, if it is still the same one.
     Wake { key: usize, generation: u64 },
     /// Queue bytes on the connection, if it is still the same one.
@@ -29,6 +31,8 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub(crate) struct LoopRemote {
     pub(crate) id: usize,
+    /// Every listener of the server (for `Conn::listener_addr`).
+    pub(crate) listeners: Arc<[ListenAddr]>,
     pub(crate) tx: Sender<Command>,
     pub(crate) waker: Arc<Waker>,
     pub(crate) stats: Arc<LoopStats>,
@@ -146,7 +150,10 @@ pub(crate) struct Shared {
     pub(crate) max_conns: Option<usize>,
     pub(crate) loops: Vec<LoopRemote>,
     pub(crate) acceptor: Option<(Arc<Waker>, Arc<LoopStats>)>,
+    /// The TCP addresses, ports resolved.
     pub(crate) addrs: Vec<SocketAddr>,
+    /// Every listener, in configuration order, ports resolved.
+    pub(crate) listeners: Arc<[ListenAddr]>,
 }
 
 impl Shared {
@@ -221,19 +228,24 @@ impl ServerHandle {
         self.shared.shutdown.load(Ordering::Acquire)
     }
 
-    /// The addresses the server listens on, with ports resolved.
+    /// The TCP addresses the server listens on, with ports resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.addrs
+    }
+
+    /// Every listener (TCP, Unix, UDP) in configuration order, ports resolved.
+    pub fn listeners(&self) -> &[ListenAddr] {
+        &self.shared.listeners
     }
 
     /// Hands an already connected socket (an outbound client connection, say) to loop
     /// `loop_id % loops`, which takes it on like an accepted one: `opened` runs on that
     /// loop, with [`Conn::listener`](super::Conn::listener) = `usize::MAX`.
     pub fn attach(&self, loop_id: usize, stream: std::net::TcpStream) -> std::io::Result<()> {
-        let peer = stream.peer_addr()?;
+        let peer = Peer::Inet(stream.peer_addr()?);
         stream.set_nonblocking(true)?;
         let remote = &self.shared.loops[loop_id % self.shared.loops.len()];
-        let stream = mio::net::TcpStream::from_std(stream);
+        let stream = Stream::Tcp(mio::net::TcpStream::from_std(stream));
         let cmd = Command::Register { stream, peer, listener: usize::MAX, admitted: false };
         remote.send(cmd).map_err(|e| std::io::Error::other(e.to_string()))
     }

@@ -1,13 +1,15 @@
 //! The callback API an embedder implements: [`EventHandler`].
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use super::addr::{ListenAddr, Peer};
 use super::handle::{ConnHandle, LoopRemote, ServerHandle};
+use super::socket::{DetachedStream, Stream};
 
 /// What the reactor should do with a connection after a callback returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,7 +54,7 @@ pub enum CloseReason {
 #[derive(Debug)]
 pub struct Detached<S> {
     /// The socket, still in nonblocking mode and no longer registered with any loop.
-    pub stream: TcpStream,
+    pub stream: DetachedStream,
     /// The connection's state value.
     pub state: S,
     /// Input the handler had not consumed.
@@ -68,8 +70,9 @@ pub struct LoopInfo {
     pub id: usize,
     /// How many loops the server runs.
     pub loops: usize,
-    /// The addresses the server listens on (ports resolved when `:0` was asked for).
-    pub addrs: Vec<SocketAddr>,
+    /// Every listener of the server, in configuration order (ports resolved when `:0`
+    /// was asked for).
+    pub addrs: Vec<ListenAddr>,
     /// A handle to the server, e.g. to shut it down from a tick.
     pub server: ServerHandle,
 }
@@ -80,9 +83,9 @@ pub struct LoopInfo {
 /// does not take stays queued, in order, until it can be written.
 pub struct Conn<'a> {
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Peer,
     pub(crate) listener: usize,
-    pub(crate) socket: &'a mio::net::TcpStream,
+    pub(crate) socket: &'a Stream,
     pub(crate) pending: usize,
     pub(crate) remote: &'a LoopRemote,
     pub(crate) key: usize,
@@ -103,13 +106,19 @@ impl Conn<'_> {
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
+    pub fn peer_addr(&self) -> Peer {
         self.peer
     }
 
-    /// The local address of this connection (a `getsockname` call).
+    /// The local IP address and port of a TCP connection (a `getsockname` call); an
+    /// error for a Unix socket connection (see [`listener_addr`](Self::listener_addr)).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The listener this connection arrived on (`None` for an attached connection).
+    pub fn listener_addr(&self) -> Option<&ListenAddr> {
+        self.remote.listeners.get(self.listener)
     }
 
     /// Index of the configured listen address this connection arrived on (`usize::MAX`
@@ -127,6 +136,43 @@ impl Conn<'_> {
     pub fn handle(&mut self) -> ConnHandle {
         let alive = self.alive.get_or_insert_with(|| Arc::new(AtomicBool::new(true)));
         ConnHandle::new(self.remote, self.key, self.generation, alive.clone())
+    }
+}
+
+/// One UDP datagram as [`EventHandler::datagram`] sees it: where it came from, and the
+/// reply buffer.
+pub struct Datagram<'a> {
+    pub(crate) from: SocketAddr,
+    pub(crate) listener: usize,
+    pub(crate) truncated: bool,
+    pub(crate) reply: &'a mut Vec<u8>,
+}
+
+impl Datagram<'_> {
+    /// The sender's address.
+    pub fn from(&self) -> SocketAddr {
+        self.from
+    }
+
+    /// Index of the configured listen address it arrived on.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// True when the datagram was larger than the loop's read buffer and `data` holds
+    /// only its first part.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Appends to the reply (sent as one datagram after the callback).
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.reply.extend_from_slice(bytes);
+    }
+
+    /// The reply buffer itself.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        self.reply
     }
 }
 
@@ -167,6 +213,11 @@ pub trait EventHandler: 'static {
 
     /// The connection was detached ([`Action::Detach`]); dropping the value closes it.
     fn detached(&mut self, _conn: Detached<Self::State>) {}
+
+    /// A datagram arrived on a UDP listener. What is written to `dgram` goes back to
+    /// the sender as one datagram (nothing written: no reply). UDP has no connections:
+    /// no `opened`/`closed`, and no state kept between datagrams.
+    fn datagram(&mut self, _dgram: &mut Datagram<'_>, _data: &[u8]) {}
 
     /// A timer: called once after [`serving`](Self::serving) and then after each delay it
     /// returns; `None` stops ticking.

@@ -14,12 +14,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use log::error;
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED, WRITE_INTEREST};
 use super::event_loop::{EventLoop, guard};
 use super::handler::{Action, CloseReason, Conn, Detached, EventHandler};
+use super::socket::Stream;
 use super::stats::bump;
 
 impl<H: EventHandler> EventLoop<H> {
@@ -316,7 +316,8 @@ impl<H: EventHandler> EventLoop<H> {
         bump(&self.stats.open, u64::MAX);
         self.parts.server.shared.release();
         let output = c.output.split_off(c.out_pos);
-        let detached = Detached { stream: c.sock.into(), state: c.state, input: c.input, output };
+        let detached =
+            Detached { stream: c.sock.into_detached(), state: c.state, input: c.input, output };
         let handler = &mut self.handler;
         if let Err(msg) = guard(self.parts.config.catch_panics, || handler.detached(detached)) {
             bump(&self.stats.panics, 1);
@@ -340,7 +341,7 @@ fn listener_index(stored: u32) -> usize {
 }
 
 /// One nonblocking `write`, retried only on EINTR.
-fn write_once(mut sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+fn write_once(mut sock: &Stream, buf: &[u8]) -> io::Result<usize> {
     loop {
         match sock.write(buf) {
             Ok(0) if !buf.is_empty() => return Err(io::ErrorKind::WriteZero.into()),

@@ -7,6 +7,7 @@ use mio::net::TcpListener;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 use super::config::Config;
+use super::socket::Stream;
 
 /// Binds a nonblocking TCP listener on `addr`. With `reuseport`, several listeners may
 /// bind the same address and the kernel spreads incoming connections among them.
@@ -37,7 +38,8 @@ pub(crate) fn bind(addr: SocketAddr, config: &Config) -> io::Result<TcpListener>
 }
 
 /// Applies per-connection socket options of `config` to a freshly accepted socket.
-pub(crate) fn configure_accepted(sock: &mio::net::TcpStream, config: &Config) {
+pub(crate) fn configure_accepted(sock: &Stream, config: &Config) {
+    let Stream::Tcp(sock) = sock else { return };
     if config.nodelay {
         let _ = sock.set_nodelay(true);
     }

@@ -25,6 +25,7 @@
 //! the cross-thread wake (eventfd on Linux); `handle` cross-thread handles; `stats`.
 
 mod acceptor;
+mod addr;
 mod affinity;
 mod config;
 mod conn;
@@ -34,15 +35,18 @@ mod handler;
 mod io;
 mod listener;
 mod server;
+pub(crate) mod socket;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod timer;
 mod waker;
 
+pub use addr::{ListenAddr, Peer};
 pub use config::{Balance, Config};
 pub use handle::{ConnHandle, HandleError, ServerHandle};
-pub use handler::{Action, CloseReason, Conn, Detached, EventHandler, LoopInfo};
+pub use handler::{Action, CloseReason, Conn, Datagram, Detached, EventHandler, LoopInfo};
 pub use listener::is_resource_exhaustion;
 pub use server::{Running, Server};
+pub use socket::DetachedStream;
 pub use stats::{LoopStats, ServerStats, StatsSnapshot};

@@ -8,15 +8,16 @@ use std::thread::{self, JoinHandle};
 
 use log::warn;
 use mio::Poll;
-use mio::net::TcpListener;
 
 use super::acceptor::Acceptor;
+use super::addr::ListenAddr;
 use super::affinity::pin_current_thread;
 use super::config::Config;
 use super::event_loop::{EventLoop, LoopParts, WAKER};
 use super::handle::{LoopRemote, ServerHandle, Shared};
 use super::handler::EventHandler;
 use super::listener;
+use super::socket::{self, Listener, LoopSocket, UnixPaths};
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
 
@@ -26,42 +27,86 @@ use super::waker::Waker;
 pub struct Server {
     config: Config,
     loops: usize,
+    /// TCP addresses, ports resolved.
     addrs: Vec<SocketAddr>,
-    /// reuseport: listeners of each loop; otherwise empty.
-    per_loop: Vec<Vec<(usize, TcpListener)>>,
-    /// Without reuseport: the listeners of the single acceptor.
-    shared_listeners: Vec<(usize, TcpListener)>,
+    /// Every listener, ports resolved.
+    listeners: Vec<ListenAddr>,
+    /// Sockets each loop owns: reuseport TCP listeners, UDP sockets.
+    per_loop: Vec<Vec<(usize, LoopSocket)>>,
+    /// The single acceptor's listeners: Unix sockets always, TCP without reuseport.
+    shared_listeners: Vec<(usize, Listener)>,
+    /// Socket files to remove when the server stops.
+    unix_paths: UnixPaths,
 }
 
 impl Server {
-    /// Validates `config` and binds every listen address: one socket per address, or
-    /// with `reuseport` one per address per loop. A port of 0 is resolved once, and all
-    /// loops share the port the kernel chose. Errors name the address.
+    /// Validates `config` and binds every listen address. TCP: one socket, or with
+    /// `reuseport` one per loop. UDP: with `reuseport` one socket per loop, otherwise one
+    /// socket owned by one loop. Unix: one socket, served through the acceptor (a stale
+    /// socket file is replaced; a live one is an error). A port of 0 is resolved once
+    /// and every loop shares the port the kernel chose. Errors name the address.
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
         let loops = config.effective_loops();
-        let mut addrs = Vec::with_capacity(config.listen.len());
-        let mut per_loop: Vec<Vec<(usize, TcpListener)>> = (0..loops).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut per_loop: Vec<Vec<(usize, LoopSocket)>> = (0..loops).map(|_| Vec::new()).collect();
         let mut shared_listeners = Vec::new();
-        for (index, &addr) in config.listen.iter().enumerate() {
-            let first = listener::bind(addr, &config)?;
-            let actual = first.local_addr()?;
-            addrs.push(actual);
-            if config.reuseport {
-                per_loop[0].push((index, first));
-                for l in per_loop.iter_mut().skip(1) {
-                    l.push((index, listener::bind(actual, &config)?));
+        let mut unix_paths = UnixPaths::default();
+        let mut udp_count = 0;
+        for (index, addr) in config.listen.iter().enumerate() {
+            match addr {
+                ListenAddr::Tcp(addr) => {
+                    let first = listener::bind(*addr, &config)?;
+                    let actual = first.local_addr()?;
+                    addrs.push(actual);
+                    listeners.push(ListenAddr::Tcp(actual));
+                    if config.reuseport {
+                        per_loop[0].push((index, LoopSocket::Listener(Listener::Tcp(first))));
+                        for l in per_loop.iter_mut().skip(1) {
+                            let more = listener::bind(actual, &config)?;
+                            l.push((index, LoopSocket::Listener(Listener::Tcp(more))));
+                        }
+                    } else {
+                        shared_listeners.push((index, Listener::Tcp(first)));
+                    }
                 }
-            } else {
-                shared_listeners.push((index, first));
+                ListenAddr::Udp(addr) => {
+                    let first = socket::bind_udp(*addr, config.reuseport, &config)?;
+                    let actual = first.local_addr()?;
+                    listeners.push(ListenAddr::Udp(actual));
+                    if config.reuseport {
+                        per_loop[0].push((index, LoopSocket::Udp(first)));
+                        for l in per_loop.iter_mut().skip(1) {
+                            l.push((
+                                index,
+                                LoopSocket::Udp(socket::bind_udp(actual, true, &config)?),
+                            ));
+                        }
+                    } else {
+                        per_loop[udp_count % loops].push((index, LoopSocket::Udp(first)));
+                        udp_count += 1;
+                    }
+                }
+                ListenAddr::Unix(path) => {
+                    let l = socket::bind_unix(path, config.unix_mode)?;
+                    unix_paths.0.push(path.clone());
+                    listeners.push(ListenAddr::Unix(path.clone()));
+                    shared_listeners.push((index, Listener::Unix(l)));
+                }
             }
         }
-        Ok(Server { config, loops, addrs, per_loop, shared_listeners })
+        Ok(Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths })
     }
 
-    /// The bound addresses, in configuration order, with ports resolved.
+    /// The bound TCP addresses, in configuration order, with ports resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Every listener (TCP, Unix, UDP) in configuration order, ports resolved.
+    pub fn listeners(&self) -> &[ListenAddr] {
+        &self.listeners
     }
 
     /// Number of loops this server will run.
@@ -77,7 +122,9 @@ impl Server {
         H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let Server { config, loops, addrs, per_loop, shared_listeners } = self;
+        let Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths } =
+            self;
+        let listeners: Arc<[ListenAddr]> = listeners.into();
         let config = Arc::new(config);
         let mut parts = Vec::with_capacity(loops);
         let mut remotes = Vec::with_capacity(loops);
@@ -87,7 +134,13 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(&poll, WAKER)?);
             let (tx, rx) = crossbeam_channel::unbounded();
-            remotes.push(LoopRemote { id, tx, waker, stats: Arc::new(LoopStats::default()) });
+            remotes.push(LoopRemote {
+                id,
+                listeners: listeners.clone(),
+                tx,
+                waker,
+                stats: Arc::new(LoopStats::default()),
+            });
             rxs.push(rx);
             polls.push(poll);
         }
@@ -114,6 +167,7 @@ impl Server {
             loops: remotes.clone(),
             acceptor: acceptor.as_ref().map(|(_, w, s)| (w.clone(), s.clone())),
             addrs,
+            listeners,
         });
         let server = ServerHandle { shared: shared.clone() };
         for ((((id, poll), rx), remote), listeners) in
@@ -168,7 +222,7 @@ impl Server {
                 }
             }
         }
-        Ok(Running { handle: server, threads })
+        Ok(Running { handle: server, threads, unix_paths })
     }
 
     /// [`start`](Self::start), then wait until the server shuts down.
@@ -199,6 +253,8 @@ impl Drop for StopOnExit {
 pub struct Running {
     handle: ServerHandle,
     threads: Vec<JoinHandle<()>>,
+    /// Removed once the threads have been joined.
+    unix_paths: UnixPaths,
 }
 
 impl Running {
@@ -226,6 +282,7 @@ impl Running {
                 panicked += 1;
             }
         }
+        self.unix_paths.remove();
         if panicked > 0 {
             return Err(io::Error::other(format!("{panicked} server thread(s) panicked")));
         }

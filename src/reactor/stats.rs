@@ -32,6 +32,10 @@ pub struct LoopStats {
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) datagrams_in: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
+    pub(crate) datagrams_truncated: AtomicU64,
+    pub(crate) datagrams_dropped: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -74,6 +78,14 @@ pub struct StatsSnapshot {
     pub request_timeouts: u64,
     /// Handler callbacks that panicked (their connection was closed).
     pub panics: u64,
+    /// UDP datagrams received.
+    pub datagrams_in: u64,
+    /// UDP reply datagrams sent.
+    pub datagrams_out: u64,
+    /// UDP datagrams larger than the read buffer (delivered truncated).
+    pub datagrams_truncated: u64,
+    /// UDP replies the kernel refused (dropped).
+    pub datagrams_dropped: u64,
 }
 
 impl LoopStats {
@@ -98,6 +110,10 @@ impl LoopStats {
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
             panics: self.panics.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            datagrams_truncated: self.datagrams_truncated.load(Relaxed),
+            datagrams_dropped: self.datagrams_dropped.load(Relaxed),
         }
     }
 }
@@ -125,6 +141,10 @@ impl StatsSnapshot {
             t.idle_timeouts += s.idle_timeouts;
             t.request_timeouts += s.request_timeouts;
             t.panics += s.panics;
+            t.datagrams_in += s.datagrams_in;
+            t.datagrams_out += s.datagrams_out;
+            t.datagrams_truncated += s.datagrams_truncated;
+            t.datagrams_dropped += s.datagrams_dropped;
         }
         t
     }

@@ -25,6 +25,21 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Connects with a small fixed receive buffer (no autotuning), so a server writing to
+/// this client fills the kernel's buffers quickly and must buffer the rest itself:
+/// loopback receive buffers can otherwise grow to 32 MiB and absorb a whole test.
+pub fn connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+            .expect("socket");
+    sock.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    s.set_write_timeout(Some(LIMIT)).expect("timeout");
+    s
+}
+
 /// Reads exactly `n` bytes.
 pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];

@@ -1,0 +1,137 @@
+//! Listen addresses (TCP, Unix domain sockets, UDP) and peer addresses.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Something a server listens on.
+///
+/// Written forms (what [`FromStr`] accepts):
+/// `127.0.0.1:5000`, `[::1]:5000`, `localhost:5000`, `tcp://HOST:PORT`,
+/// `unix:/path/to.sock` (or `unix://path`), `udp://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP listener.
+    Tcp(SocketAddr),
+    /// A Unix domain stream socket at this path.
+    Unix(PathBuf),
+    /// A UDP socket: each datagram is one request, each reply one datagram.
+    Udp(SocketAddr),
+}
+
+impl ListenAddr {
+    /// Parses the written form, resolving host names; a name that resolves to several
+    /// addresses gives several `ListenAddr`s.
+    pub fn parse_all(s: &str) -> Result<Vec<ListenAddr>, String> {
+        let bad = |e: &dyn fmt::Display| {
+            format!(
+                "invalid address {s:?}: {e} (expected HOST:PORT, tcp://HOST:PORT, udp://HOST:PORT or unix:PATH)"
+            )
+        };
+        if let Some(path) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+            if path.is_empty() {
+                return Err(bad(&"empty socket path"));
+            }
+            // sun_path holds 108 bytes including the terminating NUL.
+            if path.len() > 107 {
+                return Err(bad(&"socket path longer than 107 bytes"));
+            }
+            return Ok(vec![ListenAddr::Unix(PathBuf::from(path))]);
+        }
+        let (udp, hostport) = match s.strip_prefix("udp://") {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix("tcp://").unwrap_or(s)),
+        };
+        let addrs: Vec<SocketAddr> = hostport.to_socket_addrs().map_err(|e| bad(&e))?.collect();
+        if addrs.is_empty() {
+            return Err(bad(&"resolves to no address"));
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|a| if udp { ListenAddr::Udp(a) } else { ListenAddr::Tcp(a) })
+            .collect())
+    }
+
+    /// The socket address of a TCP or UDP listener.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(a) | ListenAddr::Udp(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    /// Parses the written form; a host name must resolve to exactly one address here
+    /// (use [`ListenAddr::parse_all`] to keep them all).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut all = ListenAddr::parse_all(s)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(format!("address {s:?} resolves to {n} addresses; name one")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Udp(a) => write!(f, "udp://{a}"),
+        }
+    }
+}
+
+/// The address of a connection's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A TCP (or UDP) peer.
+    Inet(SocketAddr),
+    /// A Unix domain socket peer (clients' sockets are normally unnamed).
+    Unix,
+}
+
+impl Peer {
+    /// The IP address and port, for TCP peers.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Inet(a) => Some(*a),
+            Peer::Unix => None,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Inet(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix peer"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_forms() {
+        let one = |s: &str| s.parse::<ListenAddr>();
+        assert_eq!(one("127.0.0.1:5000"), Ok(ListenAddr::Tcp("127.0.0.1:5000".parse().unwrap())));
+        assert_eq!(one("tcp://127.0.0.1:1"), Ok(ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())));
+        assert_eq!(one("[::1]:5000"), Ok(ListenAddr::Tcp("[::1]:5000".parse().unwrap())));
+        assert_eq!(one("udp://127.0.0.1:53"), Ok(ListenAddr::Udp("127.0.0.1:53".parse().unwrap())));
+        assert_eq!(one("unix:/tmp/x.sock"), Ok(ListenAddr::Unix("/tmp/x.sock".into())));
+        assert_eq!(one("unix://rel.sock"), Ok(ListenAddr::Unix("rel.sock".into())));
+        assert!(one("unix:").is_err());
+        assert!(one(&format!("unix:/{}", "a".repeat(120))).is_err());
+        assert!(one("nonsense").is_err());
+        assert!(one("127.0.0.1").is_err());
+        assert_eq!(one("udp://127.0.0.1:53").unwrap().to_string(), "udp://127.0.0.1:53");
+        assert_eq!(one("unix:/tmp/x.sock").unwrap().to_string(), "unix:/tmp/x.sock");
+    }
+}

@@ -1,0 +1,255 @@
+//! The socket kinds a loop serves: TCP and Unix domain streams (one connection type),
+//! their listeners, and UDP sockets.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::addr::Peer;
+use super::config::Config;
+
+/// A connected stream: TCP or Unix domain.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// A stream handed back by [`Action::Detach`](super::Action::Detach): still nonblocking,
+/// registered with no loop.
+#[derive(Debug)]
+pub enum DetachedStream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix domain socket connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    /// The local address of a TCP connection (a `getsockname` call).
+    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr(),
+            Stream::Unix(_) => {
+                Err(io::Error::new(io::ErrorKind::Unsupported, "a Unix socket has no IP address"))
+            }
+        }
+    }
+
+    pub(crate) fn into_detached(self) -> DetachedStream {
+        match self {
+            Stream::Tcp(s) => DetachedStream::Tcp(s.into()),
+            Stream::Unix(s) => DetachedStream::Unix(s.into()),
+        }
+    }
+}
+
+impl Read for &Stream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Stream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A listening socket: TCP or Unix domain.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Accepts one connection (nonblocking).
+    pub(crate) fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Inet(a))),
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l) => l.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l) => l.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l) => l.deregister(r),
+        }
+    }
+}
+
+/// What a loop owns besides connections: its own (reuseport) TCP listeners and UDP
+/// sockets.
+#[derive(Debug)]
+pub(crate) enum LoopSocket {
+    Listener(Listener),
+    Udp(UdpSocket),
+}
+
+impl Source for LoopSocket {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            LoopSocket::Listener(l) => l.register(r, t, i),
+            LoopSocket::Udp(u) => u.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            LoopSocket::Listener(l) => l.reregister(r, t, i),
+            LoopSocket::Udp(u) => u.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            LoopSocket::Listener(l) => l.deregister(r),
+            LoopSocket::Udp(u) => u.deregister(r),
+        }
+    }
+}
+
+/// Binds a nonblocking UDP socket (with `SO_REUSEPORT` when asked, so each loop can have
+/// its own). Errors name the address.
+pub(crate) fn bind_udp(
+    addr: std::net::SocketAddr,
+    reuseport: bool,
+    config: &Config,
+) -> io::Result<UdpSocket> {
+    let ctx =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on udp://{addr}: {e}"));
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(ctx)?;
+    if reuseport {
+        socket.set_reuse_port(true).map_err(ctx)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(ctx)?;
+    }
+    if let Some(n) = config.recv_buffer {
+        socket.set_recv_buffer_size(n).map_err(ctx)?;
+    }
+    if let Some(n) = config.send_buffer {
+        socket.set_send_buffer_size(n).map_err(ctx)?;
+    }
+    socket.set_nonblocking(true).map_err(ctx)?;
+    socket.bind(&addr.into()).map_err(ctx)?;
+    Ok(UdpSocket::from_std(socket.into()))
+}
+
+/// Makes `path` free for a new Unix socket: a socket file left behind by a server that
+/// is gone (nothing accepts on it) is removed; a live socket, or a path that is not a
+/// socket, is an error. Errors name the path.
+pub(crate) fn clear_stale_unix(path: &Path) -> io::Result<()> {
+    let ctx = |e: io::Error| {
+        io::Error::new(e.kind(), format!("cannot listen on unix:{}: {e}", path.display()))
+    };
+    let Ok(meta) = fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(ctx(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        )));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(ctx(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another server is listening on this socket",
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!("removing stale socket file {}", path.display());
+            fs::remove_file(path).map_err(ctx)
+        }
+        Err(e) => Err(ctx(e)),
+    }
+}
+
+/// Sets a socket file's permission bits.
+pub(crate) fn set_unix_mode(path: &Path, mode: Option<u32>) -> io::Result<()> {
+    let Some(mode) = mode else { return Ok(()) };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot set the mode of {}: {e}", path.display()))
+    })
+}
+
+/// Binds a Unix domain listener at `path` (see [`clear_stale_unix`]), with permission
+/// bits `mode` when given.
+pub(crate) fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
+    clear_stale_unix(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on unix:{}: {e}", path.display()))
+    })?;
+    set_unix_mode(path, mode)?;
+    Ok(listener)
+}
+
+/// The socket files a server created, removed once it has stopped cleanly.
+#[derive(Debug, Default)]
+pub(crate) struct UnixPaths(pub(crate) Vec<PathBuf>);
+
+impl UnixPaths {
+    pub(crate) fn remove(&self) {
+        for p in &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
