@@ -195,3 +195,24 @@ fn descriptor_exhaustion_neither_kills_nor_stops_the_server() {
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(child), 0);
 }
+
+#[test]
+fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
+    let path = std::env::temp_dir().join(format!("evl-cli-{}.sock", std::process::id()));
+    let unix = format!("unix:{}", path.display());
+    let (child, addr, line) =
+        spawn_ready(&["serve", "--proto", "redis", "--listen", "127.0.0.1:0", "--listen", &unix]);
+    assert!(line.contains(&unix), "ready line names both listeners: {line}");
+    let mut tcp = connect(addr);
+    send(&mut tcp, b"SET where both\r\n");
+    assert_eq!(read_n(&mut tcp, 5), b"+OK\r\n");
+    let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    u.set_read_timeout(Some(LIMIT)).unwrap();
+    std::io::Write::write_all(&mut u, b"GET where\r\n").unwrap();
+    let mut got = [0u8; 10];
+    std::io::Read::read_exact(&mut u, &mut got).unwrap();
+    assert_eq!(&got, b"$4\r\nboth\r\n");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+    assert!(!path.exists(), "socket file removed on exit");
+}
