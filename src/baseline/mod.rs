@@ -23,7 +23,7 @@ use log::{debug, warn};
 use crate::metrics::ProtoMetrics;
 use crate::proto::{Protocol, Session};
 use crate::reactor::ListenAddr;
-use crate::reactor::socket::{clear_stale_unix, set_unix_mode};
+use crate::reactor::listener::{clear_stale_unix, set_unix_mode};
 
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -285,6 +285,44 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
     }
 }
 
+/// One read's worth of work for the blocking engines (std and tokio): hands the fresh
+/// bytes, after any leftover `input`, to the session; keeps the unconsumed tail in
+/// `input`; leaves the replies (and a protocol error's reply) in `out`; counts requests
+/// and errors into metrics slot `slot`. Returns true when the connection must close
+/// once `out` is written.
+pub(crate) fn feed<S: Session>(
+    session: &mut S,
+    fresh: &[u8],
+    input: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    metrics: &ProtoMetrics,
+    slot: usize,
+) -> bool {
+    let from_input = !input.is_empty();
+    if from_input {
+        input.extend_from_slice(fresh);
+    }
+    let data: &[u8] = if from_input { input } else { fresh };
+    let (consumed, close) = match session.on_input(data, out) {
+        Ok(p) => {
+            metrics.add_requests(slot, p.requests as u64);
+            (p.consumed.min(data.len()), p.close)
+        }
+        Err(e) => {
+            metrics.add_error(e.kind);
+            debug!("protocol error: {e}");
+            out.extend_from_slice(&e.reply);
+            (data.len(), true)
+        }
+    };
+    if from_input {
+        input.drain(..consumed);
+    } else {
+        input.extend_from_slice(&fresh[consumed..]);
+    }
+    close
+}
+
 /// Serves one connection until EOF, an error, or the session asks to close.
 fn serve_conn<S: Session>(
     mut stream: Conn,
@@ -301,28 +339,7 @@ fn serve_conn<S: Session>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let data: &[u8] = if input.is_empty() {
-            &buf[..n]
-        } else {
-            input.extend_from_slice(&buf[..n]);
-            &input
-        };
-        let (consumed, close) = match session.on_input(data, &mut out) {
-            Ok(p) => {
-                metrics.add_requests(0, p.requests as u64);
-                (p.consumed.min(data.len()), p.close)
-            }
-            Err(e) => {
-                metrics.add_error(e.kind);
-                out.extend_from_slice(&e.reply);
-                (data.len(), true)
-            }
-        };
-        if input.is_empty() {
-            input.extend_from_slice(&buf[consumed..n]);
-        } else {
-            input.drain(..consumed);
-        }
+        let close = feed(&mut session, &buf[..n], &mut input, &mut out, metrics, 0);
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();

@@ -42,7 +42,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::ProtoMetrics;
-use crate::proto::{Protocol, Session};
+use crate::proto::Protocol;
 
 /// Read buffer size of each connection task.
 const READ_BUFFER: usize = 64 * 1024;
@@ -299,29 +299,8 @@ async fn serve_conn<P: Protocol>(
                 Err(e) => return Err(e),
             },
         };
-        let data: &[u8] = if input.is_empty() {
-            &buf[..n]
-        } else {
-            input.extend_from_slice(&buf[..n]);
-            &input
-        };
-        let (consumed, close) = match session.on_input(data, &mut out) {
-            Ok(p) => {
-                ctx.metrics.add_requests(ctx.id, p.requests as u64);
-                (p.consumed.min(data.len()), p.close)
-            }
-            Err(e) => {
-                ctx.metrics.add_error(e.kind);
-                debug!("tokio engine: {e}");
-                out.extend_from_slice(&e.reply);
-                (data.len(), true)
-            }
-        };
-        if input.is_empty() {
-            input.extend_from_slice(&buf[consumed..n]);
-        } else {
-            input.drain(..consumed);
-        }
+        let close =
+            super::feed(&mut session, &buf[..n], &mut input, &mut out, &ctx.metrics, ctx.id);
         if !out.is_empty() {
             tokio::select! {
                 biased;

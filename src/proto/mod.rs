@@ -14,6 +14,8 @@ pub mod echo;
 pub mod frame;
 pub mod http;
 pub mod resp;
+#[cfg(test)]
+pub(crate) mod sim;
 pub mod size;
 
 use std::fmt;
@@ -72,6 +74,22 @@ impl fmt::Display for ProtoError {
 }
 
 impl std::error::Error for ProtoError {}
+
+/// Formats `n` in decimal into the end of `buf` and returns the digits: integer replies
+/// and lengths without `format!` or allocation.
+#[inline]
+pub(crate) fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
 
 /// The per-connection state machine of a protocol.
 pub trait Session: Send + 'static {

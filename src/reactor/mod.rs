@@ -33,7 +33,7 @@ mod event_loop;
 mod handle;
 mod handler;
 mod io;
-mod listener;
+pub(crate) mod listener;
 mod server;
 pub(crate) mod socket;
 mod stats;

@@ -17,7 +17,7 @@ use super::event_loop::{EventLoop, LoopParts, WAKER};
 use super::handle::{LoopRemote, ServerHandle, Shared};
 use super::handler::EventHandler;
 use super::listener;
-use super::socket::{self, Listener, LoopSocket, UnixPaths};
+use super::socket::{Listener, LoopSocket, UnixPaths};
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
 
@@ -72,7 +72,7 @@ impl Server {
                     }
                 }
                 ListenAddr::Udp(addr) => {
-                    let first = socket::bind_udp(*addr, config.reuseport, &config)?;
+                    let first = listener::bind_udp(*addr, config.reuseport, &config)?;
                     let actual = first.local_addr()?;
                     listeners.push(ListenAddr::Udp(actual));
                     if config.reuseport {
@@ -80,7 +80,7 @@ impl Server {
                         for l in per_loop.iter_mut().skip(1) {
                             l.push((
                                 index,
-                                LoopSocket::Udp(socket::bind_udp(actual, true, &config)?),
+                                LoopSocket::Udp(listener::bind_udp(actual, true, &config)?),
                             ));
                         }
                     } else {
@@ -89,7 +89,7 @@ impl Server {
                     }
                 }
                 ListenAddr::Unix(path) => {
-                    let l = socket::bind_unix(path, config.unix_mode)?;
+                    let l = listener::bind_unix(path, config.unix_mode)?;
                     unix_paths.0.push(path.clone());
                     listeners.push(ListenAddr::Unix(path.clone()));
                     shared_listeners.push((index, Listener::Unix(l)));

@@ -3,16 +3,13 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::addr::Peer;
-use super::config::Config;
 
 /// A connected stream: TCP or Unix domain.
 #[derive(Debug)]
@@ -166,80 +163,6 @@ impl Source for LoopSocket {
             LoopSocket::Udp(u) => u.deregister(r),
         }
     }
-}
-
-/// Binds a nonblocking UDP socket (with `SO_REUSEPORT` when asked, so each loop can have
-/// its own). Errors name the address.
-pub(crate) fn bind_udp(
-    addr: std::net::SocketAddr,
-    reuseport: bool,
-    config: &Config,
-) -> io::Result<UdpSocket> {
-    let ctx =
-        |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on udp://{addr}: {e}"));
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(ctx)?;
-    if reuseport {
-        socket.set_reuse_port(true).map_err(ctx)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(ctx)?;
-    }
-    if let Some(n) = config.recv_buffer {
-        socket.set_recv_buffer_size(n).map_err(ctx)?;
-    }
-    if let Some(n) = config.send_buffer {
-        socket.set_send_buffer_size(n).map_err(ctx)?;
-    }
-    socket.set_nonblocking(true).map_err(ctx)?;
-    socket.bind(&addr.into()).map_err(ctx)?;
-    Ok(UdpSocket::from_std(socket.into()))
-}
-
-/// Makes `path` free for a new Unix socket: a socket file left behind by a server that
-/// is gone (nothing accepts on it) is removed; a live socket, or a path that is not a
-/// socket, is an error. Errors name the path.
-pub(crate) fn clear_stale_unix(path: &Path) -> io::Result<()> {
-    let ctx = |e: io::Error| {
-        io::Error::new(e.kind(), format!("cannot listen on unix:{}: {e}", path.display()))
-    };
-    let Ok(meta) = fs::symlink_metadata(path) else { return Ok(()) };
-    if !meta.file_type().is_socket() {
-        return Err(ctx(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket",
-        )));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(ctx(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another server is listening on this socket",
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!("removing stale socket file {}", path.display());
-            fs::remove_file(path).map_err(ctx)
-        }
-        Err(e) => Err(ctx(e)),
-    }
-}
-
-/// Sets a socket file's permission bits.
-pub(crate) fn set_unix_mode(path: &Path, mode: Option<u32>) -> io::Result<()> {
-    let Some(mode) = mode else { return Ok(()) };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot set the mode of {}: {e}", path.display()))
-    })
-}
-
-/// Binds a Unix domain listener at `path` (see [`clear_stale_unix`]), with permission
-/// bits `mode` when given.
-pub(crate) fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
-    clear_stale_unix(path)?;
-    let listener = UnixListener::bind(path).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on unix:{}: {e}", path.display()))
-    })?;
-    set_unix_mode(path, mode)?;
-    Ok(listener)
 }
 
 /// The socket files a server created, removed once it has stopped cleanly.

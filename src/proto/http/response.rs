@@ -92,17 +92,8 @@ pub(super) fn write(out: &mut Vec<u8>, date: &HttpDate, r: &Response<'_>) {
 }
 
 /// Formats `n` in decimal into the end of `buf`, returning the digits.
-pub(super) fn fmt_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
+pub(super) fn fmt_usize(n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    crate::proto::digits(n as u64, buf)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! split a pipelined stream arbitrarily or feed garbage.
 
 use super::*;
+use crate::proto::sim::Sim;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------
@@ -102,48 +103,11 @@ fn assert_fail(config: HttpConfig, input: &[u8], before: &[u8], kind: &str, repl
     assert_eq!(text(&e.reply), s(reply));
 }
 
-/// A minimal engine: keeps the unconsumed input, appends chunks, calls the session once per
-/// chunk, drains what it consumed, and appends an error's reply to the output.
-struct Engine {
-    session: HttpSession,
-    buf: Vec<u8>,
-    out: Vec<u8>,
-    closed: bool,
-    error: Option<&'static str>,
-    max_unconsumed: usize,
-}
+/// The test engine over an HTTP session.
+type Engine = Sim<HttpSession>;
 
-impl Engine {
-    fn new(config: HttpConfig) -> Self {
-        Engine {
-            session: Http::new(config).new_session(),
-            buf: Vec::new(),
-            out: Vec::new(),
-            closed: false,
-            error: None,
-            max_unconsumed: 0,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.closed {
-            return;
-        }
-        self.buf.extend_from_slice(chunk);
-        match self.session.on_input(&self.buf, &mut self.out) {
-            Ok(p) => {
-                assert!(p.consumed <= self.buf.len());
-                self.buf.drain(..p.consumed);
-                self.max_unconsumed = self.max_unconsumed.max(self.buf.len());
-                self.closed = p.close;
-            }
-            Err(e) => {
-                self.out.extend_from_slice(&e.reply);
-                self.error = Some(e.kind);
-                self.closed = true;
-            }
-        }
-    }
+fn engine(config: HttpConfig) -> Engine {
+    Sim::new(Http::new(config).new_session())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -311,7 +275,7 @@ fn pipelines_sixteen_requests_in_order() {
 
 #[test]
 fn partial_head_and_body_wait_for_more() {
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     e.feed(b"GET / HTTP/1.1\r\nHost");
     assert!(e.out.is_empty());
     assert_eq!(e.buf.len(), 20);
@@ -336,7 +300,7 @@ fn leading_empty_lines_are_skipped() {
 #[test]
 fn expect_100_continue_once() {
     let head = b"POST /echo HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     e.feed(head);
     assert_eq!(e.out, b"HTTP/1.1 100 Continue\r\n\r\n");
     assert!(e.buf.is_empty(), "the head is consumed");
@@ -359,7 +323,7 @@ fn expect_100_continue_once() {
     assert_one(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", &echo(b"", None));
 
     // Chunked, partial.
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     e.feed(
         b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n2\r\nab",
     );
@@ -377,7 +341,7 @@ fn chunked_with_extensions_and_trailers() {
                   0;last\r\nX-Trailer: a\r\nX-Other: b\r\n\r\n";
     assert_one(input, &echo(b"hello world0123456789", None));
     // Byte by byte gives the same.
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     for b in input.iter() {
         e.feed(std::slice::from_ref(b));
     }
@@ -399,7 +363,7 @@ fn large_bodies() {
     assert_eq!(norm(&out), echo(&body, None));
 
     // The same in 1000-byte reads.
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     for c in input.chunks(1000) {
         e.feed(c);
     }
@@ -413,7 +377,7 @@ fn large_bodies() {
         input.extend_from_slice(b"\r\n");
     }
     input.extend_from_slice(b"0\r\n\r\n");
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     for c in input.chunks(777) {
         e.feed(c);
     }
@@ -422,7 +386,7 @@ fn large_bodies() {
     assert!(e.session.body.capacity() <= KEEP_BODY_CAPACITY, "released");
 
     // A large body to a discarding route is consumed as it arrives.
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     e.feed(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
     for _ in 0..100 {
         e.feed(&[b'x'; 1000]);
@@ -794,7 +758,7 @@ fn render_stream(reqs: &[Gen], close_last: bool) -> (Vec<u8>, Vec<u8>) {
 
 /// Feeds `input` cut at `cuts` (sorted positions) and returns the normalised output.
 fn feed_cut(input: &[u8], cuts: impl IntoIterator<Item = usize>) -> Engine {
-    let mut e = Engine::new(HttpConfig::default());
+    let mut e = engine(HttpConfig::default());
     let mut last = 0;
     for c in cuts {
         e.feed(&input[last..c]);
@@ -819,7 +783,7 @@ proptest! {
         let whole = feed_cut(&input, []);
         prop_assert_eq!(s(&norm(&whole.out)), s(&want));
         prop_assert_eq!(whole.closed, close_last);
-        prop_assert_eq!(whole.error, None);
+        prop_assert_eq!(whole.error, None::<ProtoError>);
 
         // (b) every single split point
         for at in 0..=input.len() {
@@ -870,7 +834,7 @@ fn soup() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn check_robust(config: HttpConfig, input: &[u8], sizes: &[usize]) -> Result<(), TestCaseError> {
-    let mut e = Engine::new(config);
+    let mut e = engine(config);
     let mut at = 0;
     for sz in sizes.iter().cycle() {
         if at >= input.len() || e.closed {

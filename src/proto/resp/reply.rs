@@ -59,21 +59,11 @@ pub(super) fn simple(out: &mut Vec<u8>, s: &[u8]) {
 /// Appends the decimal digits of `v` (with a leading `-` when negative).
 #[inline]
 pub(super) fn decimal(out: &mut Vec<u8>, v: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
     if v < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&buf[i..]);
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(crate::proto::digits(v.unsigned_abs(), &mut buf));
 }
 
 /// Appends `{prefix}{n}\r\n`, the shape of integer, bulk-length and array-length lines.

@@ -7,49 +7,11 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// A tiny engine: keeps the unconsumed tail, appends chunks, calls `on_input`, drains
-/// what was consumed, and on a protocol error appends its reply and stops (as an engine
-/// would close the connection).
-struct Sim {
-    session: RedisSession,
-    buf: Vec<u8>,
-    out: Vec<u8>,
-    closed: bool,
-    error: Option<ProtoError>,
-    max_buf: usize,
-}
+/// The test engine over a Redis session.
+type Sim = crate::proto::sim::Sim<RedisSession>;
 
-impl Sim {
-    fn new(r: &Redis) -> Self {
-        Sim {
-            session: r.new_session(),
-            buf: Vec::new(),
-            out: Vec::new(),
-            closed: false,
-            error: None,
-            max_buf: 0,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.closed {
-            return;
-        }
-        self.buf.extend_from_slice(chunk);
-        match self.session.on_input(&self.buf, &mut self.out) {
-            Ok(p) => {
-                assert!(p.consumed <= self.buf.len());
-                self.buf.drain(..p.consumed);
-                self.closed = p.close;
-            }
-            Err(e) => {
-                self.out.extend_from_slice(&e.reply);
-                self.error = Some(e);
-                self.closed = true;
-            }
-        }
-        self.max_buf = self.max_buf.max(self.buf.len());
-    }
+fn sim(r: &Redis) -> Sim {
+    Sim::new(r.new_session())
 }
 
 fn server() -> Redis {
@@ -761,7 +723,7 @@ fn large_value_trickles_in() {
     let r = server();
     let value: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let msg = mb(&[b"SET", b"big", &value]);
-    let mut sim = Sim::new(&r);
+    let mut sim = sim(&r);
     for chunk in msg.chunks(4096) {
         sim.feed(chunk);
     }
@@ -861,7 +823,7 @@ fn arb_stream() -> impl Strategy<Value = Vec<u8>> {
 
 fn run_chunks(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<u8> {
     let r = server();
-    let mut sim = Sim::new(&r);
+    let mut sim = sim(&r);
     let mut at = 0;
     for cut in cuts {
         let cut = cut.clamp(at, stream.len());
@@ -910,7 +872,7 @@ proptest! {
         let bound = cfg.max_request + cfg.max_inline + 2;
         let stream = pieces.concat();
         let r = Redis::new(cfg);
-        let mut sim = Sim::new(&r);
+        let mut sim = sim(&r);
         let mut at = 0;
         for s in sizes.iter().cycle() {
             if at >= stream.len() || sim.closed {
@@ -934,7 +896,7 @@ proptest! {
     fn truncated_streams_wait(stream in arb_stream(), cut in any::<prop::sample::Index>()) {
         let cut = cut.index(stream.len() + 1);
         let r = server();
-        let mut sim = Sim::new(&r);
+        let mut sim = sim(&r);
         sim.feed(&stream[..cut]);
         prop_assert!(sim.error.is_none());
         sim.feed(&stream[cut..]);
