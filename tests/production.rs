@@ -320,3 +320,35 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     endpoint.shutdown().unwrap();
     server.shutdown().unwrap();
 }
+
+/// Writes 8 MiB on open, then asks to close (which waits for the output to flush).
+struct Flood;
+
+impl EventHandler for Flood {
+    type State = ();
+    fn opened(&mut self, conn: &mut Conn<'_>) -> ((), Action) {
+        conn.write(&pattern(8 << 20, 9));
+        ((), Action::Close)
+    }
+    fn data(&mut self, _: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+        (input.len(), Action::None)
+    }
+}
+
+#[test]
+fn a_close_waiting_on_a_peer_that_never_reads_gives_up_after_the_bound() {
+    let config = Config { close_timeout: Duration::from_millis(300), ..local_config(1) };
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(|_| Flood).unwrap();
+    let h = running.handle();
+    let _never_reads = connect_small_rcvbuf(addr);
+    wait_until("accepted", || h.stats().total().accepted == 1);
+    let started = Instant::now();
+    wait_until("closed by the flush bound", || h.stats().total().closed == 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = h.stats().total();
+    assert!(s.bytes_written < 8 << 20, "the peer never read it all: the close gave up");
+    assert_eq!(s.open, 0, "nothing left holding the loop or its memory");
+    running.shutdown().unwrap();
+}
