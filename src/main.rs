@@ -53,6 +53,9 @@ enum Command {
     ///   evloop serve --proto redis                    # RESP2 on 127.0.0.1:6380
     ///   evloop serve --proto frame --listen 0.0.0.0:5001
     ///   evloop serve --engine std                     # the thread-per-connection baseline
+    ///   evloop serve --proto redis --listen 127.0.0.1:6380 --listen unix:evloop.sock \
+    ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
+    ///   evloop serve --proto http --metrics 127.0.0.1:9100 --max-conns 10000
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
     /// Generate load against a server and report requests/s and latency.
