@@ -1,15 +1,38 @@
 #!/usr/bin/env bash
-# Benchmarks evloop's reactor against the std::net thread-per-connection baseline and,
-# where installed, against wrk/nginx (HTTP) and redis-benchmark/redis-server (RESP).
-# Server pinned to CPU 0, client to CPU 1 (SERVER_CPU / CLIENT_CPU to change).
+# Benchmarks evloop's engines against each other and against peers. Every row starts one
+# server pinned to CPU 0 and one client pinned to CPU 1 (SERVER_CPU / CLIENT_CPU to change),
+# and reports requests/s, p50/p99 latency, server CPU us per request, server syscalls per
+# request (perf stat -e raw_syscalls:sys_enter; blank without perf), server RSS and errors.
 #
-#   scripts/bench.sh                 # every scenario, 10 s each (redis-benchmark: 200,000 requests)
-#   scripts/bench.sh --quick         # 2 s each (50,000 requests)
-#   scripts/bench.sh --quick http    # only some groups: echo, http, redis
+# Servers: evloop reactor (--loops 1), std engine (thread per connection), tokio engine
+# (--loops 1; this script builds with --features tokio), and the peers nginx (1 worker,
+# `return 200`) and redis-server. Clients: evloop load, wrk, redis-benchmark. A peer that
+# is not installed gives a skipped row (apt-get install wrk redis-tools redis-server
+# nginx-light linux-perf).
 #
-# Peers: apt-get install wrk redis-tools redis-server nginx-light (missing ones are skipped).
-# Prints a markdown table; also writes target/bench/results.md and results.json.
+# Full run (~15 min on 2 cores; 5 s per row after 1 s warmup, redis-benchmark -n 200,000
+# at pipeline 1 and 1,000,000 at 16):
+#   echo 6 B ping-pong and 4 KiB pipelined stream, 50 connections, on the three engines
+#   HTTP GET / at pipeline 1 and 16: evloop load and wrk, on the three engines and nginx
+#   RESP PING, SET, GET at pipeline 1 and 16: evloop load and redis-benchmark, on the
+#     three engines and redis-server
+#   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
+#   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
+# --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 100,000):
+#   echo 6 B ping-pong on the three engines; HTTP pipeline 16 (evloop load on the three
+#   engines and nginx, wrk on the reactor and nginx); RESP GET pipeline 16 (evloop load on
+#   the three engines and redis-server, redis-benchmark on the reactor and redis-server);
+#   scaling at 10 and 1,000 connections; memory with 1,000 idle connections.
+#
+#   scripts/bench.sh                    # everything
+#   scripts/bench.sh --quick            # the subset above
+#   scripts/bench.sh --quick http redis # only some groups: echo http redis scaling memory
+#
+# Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0.
+# Writes target/bench/results.md, results.json and results.svg (bench_chart example).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-exec python3 scripts/bench.py "$@"
+cargo build --release --quiet --features tokio --bin evloop --example bench_chart
+python3 scripts/bench.py "$@"
+cargo run --release --quiet --features tokio --example bench_chart -- \
+    target/bench/results.json target/bench/results.svg

@@ -78,10 +78,10 @@ struct LoadArgs {
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
     /// Concurrent connections.
-    #[arg(short = 'c', long, default_value_t = 50, value_name = "N")]
+    #[arg(short = 'c', long, default_value_t = 50, value_name = "N", value_parser = at_least_one)]
     connections: usize,
     /// Requests in flight per connection.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
     pipeline: usize,
     /// Message size (echo, frame) or value size (redis set), bytes or K/M.
     #[arg(long, default_value = "6", value_parser = parse_size, value_name = "SIZE")]
@@ -93,7 +93,7 @@ struct LoadArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     warmup: Duration,
     /// Client event-loop threads.
-    #[arg(short = 't', long, default_value_t = 1, value_name = "N")]
+    #[arg(short = 't', long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
     threads: usize,
     /// HTTP path to GET.
     #[arg(long, default_value = "/")]
@@ -256,6 +256,14 @@ fn parse_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("address {s:?} resolves to nothing"));
     }
     Ok(addrs)
+}
+
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
 }
 
 /// A timeout flag's value: a duration, or none (`off` / `0`).
