@@ -48,6 +48,8 @@ impl Acceptor {
         let mut picker = Picker { balance: self.balance, next: 0, handed: vec![0; loops.len()] };
         let mut events = Events::with_capacity(64);
         let mut retry_at: Option<Instant> = None;
+        // Listener positions with work, reused across iterations (no allocation per wake).
+        let mut ready: Vec<usize> = Vec::with_capacity(self.listeners.len());
         while !shared.shutdown.load(Ordering::Acquire) && !shared.draining.load(Ordering::Acquire) {
             let timeout = retry_at.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -58,7 +60,7 @@ impl Acceptor {
                 super::handle::ServerHandle { shared: shared.clone() }.shutdown();
                 return;
             }
-            let mut ready: Vec<usize> = Vec::new();
+            ready.clear();
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => waker.reset(),
@@ -67,9 +69,10 @@ impl Acceptor {
             }
             if retry_at.is_some_and(|t| t <= Instant::now()) {
                 retry_at = None;
-                ready = (0..self.listeners.len()).collect();
+                ready.clear();
+                ready.extend(0..self.listeners.len());
             }
-            for i in ready {
+            for &i in &ready {
                 if self.accept_all(i, &shared, &mut picker) {
                     retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
                 }
