@@ -7,9 +7,9 @@
 //! - [`baseline`]: a std::net thread-per-connection engine driving the same protocols.
 //! - [`serve`]: runs a protocol on either engine.
 pub mod baseline;
-pub mod limits;
 pub mod load;
 pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod reactor;
 pub mod serve;

@@ -442,7 +442,7 @@ struct RunOpts {
 
 /// Starts the server, prints the ready line, and waits for a signal or a shutdown.
 fn run<P: Protocol>(engine: Engine, proto: P, config: Config, opts: RunOpts) -> Result<(), String> {
-    match evloop::limits::raise_nofile_to_hard() {
+    match evloop::net::limits::raise_nofile_to_hard() {
         Ok(n) => debug!("open-file limit: {n}"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }

@@ -21,9 +21,8 @@ use std::time::Duration;
 use log::{debug, warn};
 
 use crate::metrics::ProtoMetrics;
+use crate::net::{ListenAddr, clear_stale_unix, set_unix_mode};
 use crate::proto::{Protocol, Session};
-use crate::reactor::ListenAddr;
-use crate::reactor::listener::{clear_stale_unix, set_unix_mode};
 
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -214,7 +213,7 @@ fn accept_loop<P: Protocol>(
             Ok(s) => s,
             Err(e) => {
                 warn!("std engine: accept: {e}");
-                if crate::reactor::is_resource_exhaustion(&e) {
+                if crate::net::is_resource_exhaustion(&e) {
                     thread::sleep(Duration::from_millis(100));
                 }
                 continue;

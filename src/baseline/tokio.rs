@@ -53,7 +53,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long a stopping runtime waits for its connection tasks to end.
 const DRAIN: Duration = Duration::from_secs(5);
 /// Back-off after an accept error that means a resource ran out (EMFILE and friends).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+use crate::net::ACCEPT_BACKOFF;
 
 /// A running tokio engine server.
 ///
@@ -249,7 +249,7 @@ async fn accept_loop<P: Protocol>(
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => stream,
                 Err(e) => {
-                    if crate::reactor::is_resource_exhaustion(&e) {
+                    if crate::net::is_resource_exhaustion(&e) {
                         warn!("tokio engine: accept: {e}; backing off");
                         tokio::select! {
                             _ = stopped(&mut stop) => return,

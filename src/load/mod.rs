@@ -150,7 +150,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         LoadProto::Http => Workload::http(&cfg.path),
         LoadProto::Redis => Workload::redis(&cfg.redis_command, cfg.size).map_err(invalid)?,
     };
-    crate::limits::raise_nofile(cfg.connections as u64 + 64)?;
+    crate::net::limits::raise_nofile(cfg.connections as u64 + 64)?;
     let shared = Arc::new(Shared {
         workload,
         pipeline: cfg.pipeline,

@@ -13,13 +13,14 @@ use std::time::Instant;
 use log::{debug, error, warn};
 use mio::{Events, Interest, Poll, Token};
 
-use super::addr::Peer;
 use super::config::Balance;
-use super::event_loop::{ACCEPT_BACKOFF, WAKER};
+use super::event_loop::WAKER;
 use super::handle::{Command, LoopRemote, Shared};
-use super::listener::is_resource_exhaustion;
 use super::socket::Listener;
 use super::stats::{LoopStats, bump};
+use crate::net::ACCEPT_BACKOFF;
+use crate::net::addr::Peer;
+use crate::net::is_resource_exhaustion;
 
 pub(crate) struct Acceptor {
     pub(crate) poll: Poll,

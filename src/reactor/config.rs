@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::addr::ListenAddr;
+use crate::net::addr::ListenAddr;
 
 /// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,10 +7,10 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::addr::Peer;
 use super::socket::Stream;
 use super::stats::{LoopStats, bump};
 use super::timer::Tick;
+use crate::net::addr::Peer;
 
 /// WRITABLE interest is registered (pending output is waiting for the kernel).
 pub(crate) const WRITE_INTEREST: u8 = 1;

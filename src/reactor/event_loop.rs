@@ -20,20 +20,19 @@ use log::{debug, error, warn};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::addr::Peer;
 use super::config::Config;
 use super::conn::{CLOSING, Connection};
 use super::handle::{Command, LoopRemote, ServerHandle};
 use super::handler::{Action, CloseReason, Conn, Datagram, EventHandler, LoopInfo};
-use super::listener::{configure_accepted, is_resource_exhaustion};
+use super::listener::configure_accepted;
 use super::socket::{LoopSocket, Stream};
 use super::stats::{LoopStats, bump};
 use super::timer::{Tick, TimerWheel};
+use crate::net::addr::Peer;
+use crate::net::{ACCEPT_BACKOFF, is_resource_exhaustion};
 
 /// Token of the loop's waker.
 pub(crate) const WAKER: Token = Token(usize::MAX);
-/// How long accepting pauses after the process ran out of descriptors or memory.
-pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Token of this loop's listener number `i` (reuseport mode).
 fn listener_token(i: usize) -> Token {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::Sender;
 
-use super::addr::{ListenAddr, Peer};
 use super::socket::Stream;
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
+use crate::net::addr::{ListenAddr, Peer};
 
 /// A message to a loop, sent over its channel and followed by a wake.
 pub(crate) enum Command {

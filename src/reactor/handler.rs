@@ -7,9 +7,9 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::addr::{ListenAddr, Peer};
 use super::handle::{ConnHandle, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
+use crate::net::addr::{ListenAddr, Peer};
 
 /// What the reactor should do with a connection after a callback returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

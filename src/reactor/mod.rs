@@ -25,7 +25,6 @@
 //! the cross-thread wake (eventfd on Linux); `handle` cross-thread handles; `stats`.
 
 mod acceptor;
-mod addr;
 mod affinity;
 mod config;
 mod conn;
@@ -42,11 +41,11 @@ mod tests;
 mod timer;
 mod waker;
 
-pub use addr::{ListenAddr, Peer};
+pub use crate::net::is_resource_exhaustion;
+pub use crate::net::{ListenAddr, Peer};
 pub use config::{Balance, Config};
 pub use handle::{ConnHandle, HandleError, ServerHandle};
 pub use handler::{Action, CloseReason, Conn, Datagram, Detached, EventHandler, LoopInfo};
-pub use listener::is_resource_exhaustion;
 pub use server::{Running, Server};
 pub use socket::DetachedStream;
 pub use stats::{LoopStats, ServerStats, StatsSnapshot};

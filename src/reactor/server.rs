@@ -10,7 +10,6 @@ use log::warn;
 use mio::Poll;
 
 use super::acceptor::Acceptor;
-use super::addr::ListenAddr;
 use super::affinity::pin_current_thread;
 use super::config::Config;
 use super::event_loop::{EventLoop, LoopParts, WAKER};
@@ -20,6 +19,7 @@ use super::listener;
 use super::socket::{Listener, LoopSocket, UnixPaths};
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
+use crate::net::addr::ListenAddr;
 
 /// A bound server, not yet running. [`Server::bind`] opens the listening sockets, so an
 /// address in use is reported before any thread starts; [`Server::start`] runs it.

@@ -9,7 +9,7 @@ use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::addr::Peer;
+use crate::net::addr::Peer;
 
 /// A connected stream: TCP or Unix domain.
 #[derive(Debug)]

@@ -19,29 +19,42 @@ fn set(lim: &libc::rlimit) -> io::Result<()> {
     Ok(())
 }
 
+/// An `rlim_t` as u64: it is unsigned on Linux and macOS but `i64` on FreeBSD, where
+/// `RLIM_INFINITY` is negative-free but huge; a negative value reads as 0.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn to_u64(v: libc::rlim_t) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A u64 as `rlim_t`, saturating.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn from_u64(v: u64) -> libc::rlim_t {
+    libc::rlim_t::try_from(v).unwrap_or(libc::rlim_t::MAX)
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
-pub fn raise_nofile_to_hard() -> io::Result<libc::rlim_t> {
+pub fn raise_nofile_to_hard() -> io::Result<u64> {
     let mut lim = get()?;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         set(&lim)?;
     }
-    Ok(lim.rlim_cur)
+    Ok(to_u64(lim.rlim_cur))
 }
 
 /// Raises the soft RLIMIT_NOFILE to at least `need` (up to the hard limit), or explains
 /// why it cannot.
 pub fn raise_nofile(need: u64) -> io::Result<()> {
     let mut lim = get()?;
-    if lim.rlim_cur >= need {
+    if to_u64(lim.rlim_cur) >= need {
         return Ok(());
     }
-    if lim.rlim_max < need {
+    if to_u64(lim.rlim_max) < need {
         return Err(io::Error::other(format!(
             "{need} file descriptors are needed but the hard limit is {} (raise it with `ulimit -Hn` as root)",
             lim.rlim_max
         )));
     }
-    lim.rlim_cur = need.max(lim.rlim_cur);
+    lim.rlim_cur = from_u64(need);
     set(&lim)
 }
