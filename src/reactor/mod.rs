@@ -20,22 +20,53 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Layout: [`config`](Config) what to run; `server` binding and threads; `event_loop`
-//! one loop; `conn` a connection's buffers; `acceptor` the single acceptor; `waker`
-//! the cross-thread wake (eventfd on Linux); `handle` cross-thread handles; `stats`.
+//! # Layout
+//!
+//! Each path through the reactor has one file:
+//!
+//! - `mod.rs`: this map and the public API (re-exports);
+//! - `config.rs`: [`Config`] and [`Balance`], what a server runs with;
+//! - `server.rs`: [`Server`] and [`Running`]: binding every listener, choosing reuseport
+//!   listeners or the single acceptor, starting, pinning and joining the threads;
+//! - `handler.rs`: the callback API: [`EventHandler`], [`Conn`], [`Action`], [`Datagram`];
+//! - `handle.rs`: reaching loops from other threads: [`ServerHandle`], [`ConnHandle`],
+//!   the loop command channel, server-wide admission (`max_conns`);
+//! - `event_loop/`: one loop thread, its state private to it:
+//!   - `mod.rs`: the loop's state, the poll loop, commands, running callbacks;
+//!   - `token.rs`: the typed poll-token scheme (waker, listener, UDP, connection);
+//!   - `accept.rs`: **the accept path**: per-loop reuseport listeners and the single
+//!     acceptor thread with its balance policies, through one accept routine with the
+//!     error back-off; taking on a connection (`open`), accepted or attached;
+//!   - `read.rs`: **the read path**: socket → read buffer → handler, tail kept;
+//!   - `write.rs`: **the write path**: output queue, flush, partial writes, WRITABLE
+//!     interest on/off, watermarks, close-after-flush;
+//!   - `conn.rs`: a connection's record and flags; close and detach;
+//!   - `udp.rs`: datagram sockets;
+//!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts;
+//! - `timer.rs`: the timing wheel the connection timeouts use;
+//! - `socket.rs`: the stream and listener kinds (TCP, Unix) as mio sources;
+//! - `waker.rs`: the coalescing cross-thread wake;
+//! - `stats.rs`: per-loop counters ([`LoopStats`]) and their snapshots;
+//! - `sys/`: platform code behind `cfg`: the eventfd waker (Linux) or `mio::Waker`, CPU
+//!   pinning, whether `SO_REUSEPORT` spreads connections.
+//!
+//! Binding, addresses, accept-error classes and process limits are engine-neutral and
+//! live in [`crate::net`].
+//!
+//! # Off Linux
+//!
+//! The reactor builds for macOS and the BSDs. There `SO_REUSEPORT` does not spread
+//! connections, so a `reuseport` configuration is served by the single acceptor (logged
+//! once), and `pin` is refused with an `Unsupported` error.
 
-mod acceptor;
-mod affinity;
 mod config;
-mod conn;
 mod event_loop;
 mod handle;
 mod handler;
-mod io;
-pub(crate) mod listener;
 mod server;
-pub(crate) mod socket;
+mod socket;
 mod stats;
+mod sys;
 #[cfg(test)]
 mod tests;
 mod timer;

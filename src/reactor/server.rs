@@ -1,25 +1,29 @@
-//! Starting and stopping a server: binding, spawning loops (and the acceptor), joining.
+//! Starting and stopping a server: binding every listener (made nonblocking for mio),
+//! choosing between per-loop reuseport listeners and the single acceptor, spawning the
+//! loop threads (and the acceptor's), joining them.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Once};
 use std::thread::{self, JoinHandle};
+
+use std::path::Path;
 
 use log::warn;
 use mio::Poll;
+use mio::net::{TcpListener, UdpSocket, UnixListener};
 
-use super::acceptor::Acceptor;
-use super::affinity::pin_current_thread;
 use super::config::Config;
-use super::event_loop::{EventLoop, LoopParts, WAKER};
+use super::event_loop::{Acceptor, EventLoop, LoopParts, Tok};
 use super::handle::{LoopRemote, ServerHandle, Shared};
 use super::handler::EventHandler;
-use super::listener;
-use super::socket::{Listener, LoopSocket, UnixPaths};
+use super::socket::{Listener, UnixPaths};
 use super::stats::{LoopStats, ServerStats};
+use super::sys;
 use super::waker::Waker;
 use crate::net::addr::ListenAddr;
+use crate::net::bind::{self, BindOptions};
 
 /// A bound server, not yet running. [`Server::bind`] opens the listening sockets, so an
 /// address in use is reported before any thread starts; [`Server::start`] runs it.
@@ -31,8 +35,10 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     /// Every listener, ports resolved.
     listeners: Vec<ListenAddr>,
-    /// Sockets each loop owns: reuseport TCP listeners, UDP sockets.
-    per_loop: Vec<Vec<(usize, LoopSocket)>>,
+    /// Reuseport TCP listeners each loop owns, by loop.
+    per_loop: Vec<Vec<(usize, Listener)>>,
+    /// UDP sockets each loop owns, by loop.
+    per_loop_udp: Vec<Vec<(usize, UdpSocket)>>,
     /// The single acceptor's listeners: Unix sockets always, TCP without reuseport.
     shared_listeners: Vec<(usize, Listener)>,
     /// Socket files to remove when the server stops.
@@ -45,58 +51,82 @@ impl Server {
     /// socket owned by one loop. Unix: one socket, served through the acceptor (a stale
     /// socket file is replaced; a live one is an error). A port of 0 is resolved once
     /// and every loop shares the port the kernel chose. Errors name the address.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    ///
+    /// Where `SO_REUSEPORT` does not spread connections (everywhere but Linux) a
+    /// `reuseport` request is logged once and served by the single acceptor instead; where
+    /// CPU pinning is unsupported, `pin` is an `Unsupported` error.
+    pub fn bind(mut config: Config) -> io::Result<Server> {
         config.validate()?;
+        if config.pin {
+            sys::pin_supported()?;
+        }
+        if config.reuseport && !sys::REUSEPORT_SPREADS {
+            static ONCE: Once = Once::new();
+            ONCE.call_once(|| {
+                warn!(
+                    "SO_REUSEPORT does not spread connections on this platform; \
+                     using the single acceptor instead"
+                )
+            });
+            config.reuseport = false;
+        }
         let loops = config.effective_loops();
         let mut addrs = Vec::new();
         let mut listeners = Vec::with_capacity(config.listen.len());
-        let mut per_loop: Vec<Vec<(usize, LoopSocket)>> = (0..loops).map(|_| Vec::new()).collect();
+        let mut per_loop: Vec<Vec<(usize, Listener)>> = (0..loops).map(|_| Vec::new()).collect();
+        let mut per_loop_udp: Vec<Vec<(usize, UdpSocket)>> =
+            (0..loops).map(|_| Vec::new()).collect();
         let mut shared_listeners = Vec::new();
         let mut unix_paths = UnixPaths::default();
         let mut udp_count = 0;
         for (index, addr) in config.listen.iter().enumerate() {
             match addr {
                 ListenAddr::Tcp(addr) => {
-                    let first = listener::bind(*addr, &config)?;
+                    let first = bind_tcp(*addr, &config)?;
                     let actual = first.local_addr()?;
                     addrs.push(actual);
                     listeners.push(ListenAddr::Tcp(actual));
                     if config.reuseport {
-                        per_loop[0].push((index, LoopSocket::Listener(Listener::Tcp(first))));
+                        per_loop[0].push((index, Listener::Tcp(first)));
                         for l in per_loop.iter_mut().skip(1) {
-                            let more = listener::bind(actual, &config)?;
-                            l.push((index, LoopSocket::Listener(Listener::Tcp(more))));
+                            l.push((index, Listener::Tcp(bind_tcp(actual, &config)?)));
                         }
                     } else {
                         shared_listeners.push((index, Listener::Tcp(first)));
                     }
                 }
                 ListenAddr::Udp(addr) => {
-                    let first = listener::bind_udp(*addr, config.reuseport, &config)?;
+                    let first = bind_udp(*addr, &config)?;
                     let actual = first.local_addr()?;
                     listeners.push(ListenAddr::Udp(actual));
                     if config.reuseport {
-                        per_loop[0].push((index, LoopSocket::Udp(first)));
-                        for l in per_loop.iter_mut().skip(1) {
-                            l.push((
-                                index,
-                                LoopSocket::Udp(listener::bind_udp(actual, true, &config)?),
-                            ));
+                        per_loop_udp[0].push((index, first));
+                        for l in per_loop_udp.iter_mut().skip(1) {
+                            l.push((index, bind_udp(actual, &config)?));
                         }
                     } else {
-                        per_loop[udp_count % loops].push((index, LoopSocket::Udp(first)));
+                        per_loop_udp[udp_count % loops].push((index, first));
                         udp_count += 1;
                     }
                 }
                 ListenAddr::Unix(path) => {
-                    let l = listener::bind_unix(path, config.unix_mode)?;
+                    let l = bind_unix(path, config.unix_mode)?;
                     unix_paths.0.push(path.clone());
                     listeners.push(ListenAddr::Unix(path.clone()));
                     shared_listeners.push((index, Listener::Unix(l)));
                 }
             }
         }
-        Ok(Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths })
+        Ok(Server {
+            config,
+            loops,
+            addrs,
+            listeners,
+            per_loop,
+            per_loop_udp,
+            shared_listeners,
+            unix_paths,
+        })
     }
 
     /// The bound TCP addresses, in configuration order, with ports resolved.
@@ -122,8 +152,16 @@ impl Server {
         H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths } =
-            self;
+        let Server {
+            config,
+            loops,
+            addrs,
+            listeners,
+            per_loop,
+            per_loop_udp,
+            shared_listeners,
+            unix_paths,
+        } = self;
         let listeners: Arc<[ListenAddr]> = listeners.into();
         let config = Arc::new(config);
         let mut parts = Vec::with_capacity(loops);
@@ -132,7 +170,7 @@ impl Server {
         let mut polls = Vec::with_capacity(loops);
         for id in 0..loops {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(&poll, WAKER)?);
+            let waker = Arc::new(Waker::new(&poll, Tok::Waker.token())?);
             let (tx, rx) = crossbeam_channel::unbounded();
             remotes.push(LoopRemote {
                 id,
@@ -148,15 +186,9 @@ impl Server {
             None
         } else {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(&poll, WAKER)?);
+            let waker = Arc::new(Waker::new(&poll, Tok::Waker.token())?);
             let stats = Arc::new(LoopStats::default());
-            let mut a = Acceptor {
-                poll,
-                listeners: shared_listeners,
-                balance: config.balance,
-                stats: stats.clone(),
-            };
-            a.register()?;
+            let a = Acceptor::new(poll, shared_listeners, config.balance, stats.clone())?;
             Some((a, waker, stats))
         };
         let shared = Arc::new(Shared {
@@ -170,8 +202,8 @@ impl Server {
             listeners,
         });
         let server = ServerHandle { shared: shared.clone() };
-        for ((((id, poll), rx), remote), listeners) in
-            (0..loops).zip(polls).zip(rxs).zip(remotes).zip(per_loop)
+        for (((((id, poll), rx), remote), listeners), udp) in
+            (0..loops).zip(polls).zip(rxs).zip(remotes).zip(per_loop).zip(per_loop_udp)
         {
             let mut p = LoopParts {
                 id,
@@ -180,10 +212,11 @@ impl Server {
                 rx,
                 remote,
                 listeners,
+                udp,
                 config: config.clone(),
                 server: server.clone(),
             };
-            p.register_listeners()?;
+            p.register_sockets()?;
             parts.push(p);
         }
         let factory = Arc::new(factory);
@@ -194,8 +227,8 @@ impl Server {
             let guard = StopOnExit(server.clone());
             let t = thread::Builder::new().name(format!("evloop-loop-{}", p.id)).spawn(move || {
                 let _guard = guard;
-                if pin && !pin_current_thread(p.id) {
-                    warn!("loop {}: could not pin to a CPU; running unpinned", p.id);
+                if pin && let Err(e) = sys::pin_current_thread(p.id) {
+                    warn!("loop {}: could not pin to a CPU ({e}); running unpinned", p.id);
                 }
                 let handler = factory(p.id);
                 EventLoop::new(handler, p).run();
@@ -294,4 +327,41 @@ impl Running {
         self.handle.shutdown();
         self.wait()
     }
+}
+
+// ---- binding (through `crate::net::bind`, then nonblocking for mio) -----------------
+
+/// The binding options `config` asks for.
+fn bind_options(config: &Config) -> BindOptions {
+    BindOptions {
+        reuseport: config.reuseport,
+        backlog: config.backlog,
+        recv_buffer: config.recv_buffer,
+        send_buffer: config.send_buffer,
+    }
+}
+
+/// Binds a nonblocking TCP listener on `addr`. With `config.reuseport`, several
+/// listeners may bind the same address and the kernel spreads incoming connections
+/// among them. Errors name the address.
+fn bind_tcp(addr: SocketAddr, config: &Config) -> io::Result<TcpListener> {
+    let l = bind::tcp_listener(addr, &bind_options(config))?;
+    l.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(l))
+}
+
+/// Binds a nonblocking UDP socket (with `SO_REUSEPORT` when `config.reuseport`, so each
+/// loop can have its own). Errors name the address.
+fn bind_udp(addr: SocketAddr, config: &Config) -> io::Result<UdpSocket> {
+    let s = bind::udp_socket(addr, &bind_options(config))?;
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s))
+}
+
+/// Binds a nonblocking Unix domain listener at `path` (a stale socket file is replaced),
+/// with permission bits `mode` when given.
+fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
+    let l = bind::unix_listener(path, mode)?;
+    l.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(l))
 }

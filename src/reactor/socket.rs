@@ -1,12 +1,13 @@
-//! The socket kinds a loop serves: TCP and Unix domain streams (one connection type),
-//! their listeners, and UDP sockets.
+//! The socket kinds a loop serves: TCP and Unix domain streams (one connection type) and
+//! their listeners, each a mio `Source`; the stream handed back on detach; the socket
+//! files a server removes when it stops. (UDP sockets are plain `mio::net::UdpSocket`s.)
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::net::addr::Peer;
@@ -71,28 +72,32 @@ impl Write for &Stream {
     }
 }
 
-impl Source for Stream {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(r, t, i),
-            Stream::Unix(s) => s.register(r, t, i),
-        }
-    }
+/// Implements mio's `Source` for an enum of sources by delegating to the variant held.
+macro_rules! delegate_source {
+    ($ty:ident { $($variant:ident),+ }) => {
+        impl Source for $ty {
+            fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $($ty::$variant(s) => s.register(r, t, i),)+
+                }
+            }
 
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(r, t, i),
-            Stream::Unix(s) => s.reregister(r, t, i),
-        }
-    }
+            fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $($ty::$variant(s) => s.reregister(r, t, i),)+
+                }
+            }
 
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(r),
-            Stream::Unix(s) => s.deregister(r),
+            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+                match self {
+                    $($ty::$variant(s) => s.deregister(r),)+
+                }
+            }
         }
-    }
+    };
 }
+
+delegate_source!(Stream { Tcp, Unix });
 
 /// A listening socket: TCP or Unix domain.
 #[derive(Debug)]
@@ -111,59 +116,7 @@ impl Listener {
     }
 }
 
-impl Source for Listener {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.register(r, t, i),
-            Listener::Unix(l) => l.register(r, t, i),
-        }
-    }
-
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.reregister(r, t, i),
-            Listener::Unix(l) => l.reregister(r, t, i),
-        }
-    }
-
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l) => l.deregister(r),
-            Listener::Unix(l) => l.deregister(r),
-        }
-    }
-}
-
-/// What a loop owns besides connections: its own (reuseport) TCP listeners and UDP
-/// sockets.
-#[derive(Debug)]
-pub(crate) enum LoopSocket {
-    Listener(Listener),
-    Udp(UdpSocket),
-}
-
-impl Source for LoopSocket {
-    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            LoopSocket::Listener(l) => l.register(r, t, i),
-            LoopSocket::Udp(u) => u.register(r, t, i),
-        }
-    }
-
-    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            LoopSocket::Listener(l) => l.reregister(r, t, i),
-            LoopSocket::Udp(u) => u.reregister(r, t, i),
-        }
-    }
-
-    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            LoopSocket::Listener(l) => l.deregister(r),
-            LoopSocket::Udp(u) => u.deregister(r),
-        }
-    }
-}
+delegate_source!(Listener { Tcp, Unix });
 
 /// The socket files a server created, removed once it has stopped cleanly.
 #[derive(Debug, Default)]

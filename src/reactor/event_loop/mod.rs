@@ -1,0 +1,334 @@
+//! One event loop: a thread with its own poller, connections, read buffer and timers.
+//! This file holds the loop's state and the poll loop itself; each path through it has
+//! a file of its own, each adding one `impl` block to [`EventLoop`]:
+//!
+//! - `token.rs`: what a poll token stands for ([`Tok`]);
+//! - `accept.rs`: the accept path, for this loop's own (reuseport) listeners and for the
+//!   single [`Acceptor`] thread alike, and taking on a new connection (`open`);
+//! - `read.rs`: the read path (socket → per-loop buffer → handler, unconsumed tail kept);
+//! - `write.rs`: the write path (callback output → socket, partial writes queued under
+//!   WRITABLE interest, watermarks, close-after-flush);
+//! - `conn.rs`: one connection's record and flags, and its end (close, detach);
+//! - `udp.rs`: datagram sockets;
+//! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
+//!
+//! Each iteration: poll (timeout = the nearest timer), then for every event either drain
+//! the waker and run the queued commands, accept on this loop's own listener, serve a UDP
+//! socket, or serve one connection (read, hand to the handler, write its output at once).
+//! Then the reads and datagrams a budget cut short, then the timers.
+//!
+//! The loop's state is private to this module and its files; the rest of the reactor
+//! sees [`EventLoop::new`] and [`EventLoop::run`], and [`LoopParts`] to build one.
+
+mod accept;
+mod conn;
+mod read;
+mod timers;
+mod token;
+mod udp;
+mod write;
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use log::error;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+pub(crate) use accept::Acceptor;
+pub(crate) use token::Tok;
+
+use super::config::Config;
+use super::handle::{Command, LoopRemote, ServerHandle};
+use super::handler::{Action, CloseReason, Conn, EventHandler, LoopInfo};
+use super::socket::Listener;
+use super::stats::{LoopStats, bump};
+use super::timer::{Tick, TimerWheel};
+use accept::Accepting;
+use conn::{CLOSING, Connection};
+use timers::Timeouts;
+
+/// Everything a loop needs, created on the starting thread so errors surface there.
+pub(crate) struct LoopParts {
+    pub(crate) id: usize,
+    pub(crate) loops: usize,
+    pub(crate) poll: Poll,
+    pub(crate) rx: Receiver<Command>,
+    pub(crate) remote: LoopRemote,
+    /// (listen address index, listener) pairs owned by this loop alone (reuseport TCP).
+    pub(crate) listeners: Vec<(usize, Listener)>,
+    /// (listen address index, socket) pairs: the UDP sockets this loop serves.
+    pub(crate) udp: Vec<(usize, UdpSocket)>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) server: ServerHandle,
+}
+
+impl LoopParts {
+    /// Registers this loop's own listeners and UDP sockets in its poller.
+    pub(crate) fn register_sockets(&mut self) -> io::Result<()> {
+        let registry = self.poll.registry();
+        for (i, (_, l)) in self.listeners.iter_mut().enumerate() {
+            registry.register(l, Tok::Listener(i).token(), Interest::READABLE)?;
+        }
+        for (i, (_, u)) in self.udp.iter_mut().enumerate() {
+            registry.register(u, Tok::Udp(i).token(), Interest::READABLE)?;
+        }
+        Ok(())
+    }
+}
+
+/// One loop's state. Built on its own thread by [`EventLoop::new`], then [`run`]
+/// until shutdown.
+///
+/// [`run`]: EventLoop::run
+pub(crate) struct EventLoop<H: EventHandler> {
+    handler: H,
+    parts: LoopParts,
+    conns: Slab<Connection<H::State>>,
+    stats: Arc<LoopStats>,
+    /// Per-loop read buffer: every read lands here first.
+    rbuf: Vec<u8>,
+    /// Per-loop output buffer for connections with nothing pending (the fast path).
+    wbuf: Vec<u8>,
+    next_generation: u64,
+    next_tick: Option<Instant>,
+    /// This loop's side of the accept path: its back-off and rate-limited log.
+    accepting: Accepting,
+    /// A keepalive/nodelay setup failure was logged (once per loop).
+    sockopt_warned: bool,
+    /// Connections closing with unflushed output, in deadline order.
+    closing: VecDeque<(usize, u64, Instant)>,
+    /// Connections whose read budget ran out while still readable.
+    more_to_read: Vec<(usize, u64)>,
+    /// UDP sockets (positions in `parts.udp`) whose datagram budget ran out.
+    more_datagrams: Vec<usize>,
+    /// Idle and incomplete-request timeouts; `None` when neither is configured, and
+    /// then no clock is read for them.
+    timeouts: Option<Timeouts>,
+    wheel: TimerWheel,
+    /// The wheel tick of this iteration (updated only when timeouts are on).
+    now_tick: Tick,
+    expired: Vec<(usize, u64, Tick)>,
+    /// Set while draining: the moment the loop stops regardless.
+    draining: Option<Instant>,
+    stop: bool,
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// A loop over `parts`, serving with `handler`.
+    pub(crate) fn new(handler: H, parts: LoopParts) -> Self {
+        let rsize = parts.config.read_buffer.max(512);
+        EventLoop {
+            handler,
+            stats: parts.remote.stats.clone(),
+            conns: Slab::new(),
+            rbuf: vec![0; rsize],
+            wbuf: Vec::with_capacity(rsize),
+            next_generation: 0,
+            next_tick: None,
+            accepting: Accepting::new(format!("loop {}", parts.id)),
+            sockopt_warned: false,
+            closing: VecDeque::new(),
+            more_to_read: Vec::new(),
+            more_datagrams: Vec::new(),
+            timeouts: Timeouts::of(&parts.config),
+            wheel: TimerWheel::new(Instant::now()),
+            now_tick: 0,
+            expired: Vec::new(),
+            draining: None,
+            stop: false,
+            parts,
+        }
+    }
+
+    /// Runs until shutdown (or the end of a drain), then closes every connection.
+    pub(crate) fn run(mut self) {
+        let info = LoopInfo {
+            id: self.parts.id,
+            loops: self.parts.loops,
+            addrs: self.parts.server.listeners().to_vec(),
+            server: self.parts.server.clone(),
+        };
+        self.handler.serving(&info);
+        self.run_tick(Instant::now());
+        let mut events = Events::with_capacity(1024);
+        while !self.stop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.parts.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("loop {}: poll failed: {e}; shutting the server down", self.parts.id);
+                self.parts.server.shutdown();
+                break;
+            }
+            bump(&self.stats.poll_iterations, 1);
+            if self.timeouts.is_some() {
+                self.now_tick = self.wheel.tick_of(Instant::now());
+            }
+            for ev in events.iter() {
+                match Tok::of(ev.token()) {
+                    Tok::Conn(key) => {
+                        // Errors and hang-ups surface through read/write.
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.on_conn_event(key, readable, ev.is_writable(), ev.is_read_closed());
+                    }
+                    Tok::Waker => self.on_wake(),
+                    Tok::Listener(i) => self.accept(i),
+                    Tok::Udp(i) => self.on_datagrams(i),
+                }
+            }
+            self.continue_reads();
+            for i in std::mem::take(&mut self.more_datagrams) {
+                self.on_datagrams(i);
+            }
+            self.run_timers();
+            if self.draining.is_some() && self.conns.is_empty() {
+                break;
+            }
+        }
+        self.close_all();
+    }
+
+    /// Whether slot `key` still holds the connection of that generation.
+    fn is_current(&self, key: usize, generation: u64) -> bool {
+        self.conns.get(key).is_some_and(|c| c.generation == generation)
+    }
+
+    // ---- waker and commands -------------------------------------------------------
+
+    fn on_wake(&mut self) {
+        self.parts.remote.waker.reset();
+        bump(&self.stats.wakeups, 1);
+        // Only what is queued now: later commands come with a wake of their own.
+        for _ in 0..self.parts.rx.len() {
+            let Ok(cmd) = self.parts.rx.try_recv() else { break };
+            match cmd {
+                Command::Register { stream, peer, listener, admitted } => {
+                    if !admitted && !self.parts.server.shared.admit() {
+                        bump(&self.stats.rejected, 1);
+                        continue;
+                    }
+                    self.open(stream, peer, listener);
+                }
+                Command::Wake { key, generation } => {
+                    if self.accepts_commands(key, generation) {
+                        let action = self.dispatch(key, |h, conn, state| h.woken(conn, state));
+                        self.after_callback(key, action);
+                    }
+                }
+                Command::Write { key, generation, bytes } => {
+                    if self.accepts_commands(key, generation) {
+                        self.queue(key, bytes);
+                    }
+                }
+                Command::Drain(deadline) => self.start_draining(deadline),
+                Command::Shutdown => self.stop = true,
+            }
+        }
+    }
+
+    /// Whether a handle's command may act on `key`: the same connection, not closing.
+    fn accepts_commands(&self, key: usize, generation: u64) -> bool {
+        match self.conns.get(key) {
+            Some(c) if c.generation == generation && !c.has(CLOSING) => true,
+            _ => {
+                bump(&self.stats.dropped_commands, 1);
+                false
+            }
+        }
+    }
+
+    /// Graceful shutdown: close the listeners and the idle connections; the rest close
+    /// as they become idle (see `after_callback`), or at the deadline.
+    fn start_draining(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
+        self.accepting.stop();
+        let registry = self.parts.poll.registry();
+        for (_, mut l) in self.parts.listeners.drain(..) {
+            let _ = registry.deregister(&mut l);
+        }
+        for (_, mut u) in self.parts.udp.drain(..) {
+            let _ = registry.deregister(&mut u);
+        }
+        let idle: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.is_idle()).map(|(k, _)| k).collect();
+        for key in idle {
+            self.close(key, CloseReason::Shutdown);
+        }
+    }
+
+    // ---- callbacks ----------------------------------------------------------------
+
+    /// Runs a callback that gets the connection's context and state (`woken`, ...).
+    fn dispatch(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State) -> Action,
+    ) -> Action {
+        self.dispatch_with_input(key, |h, conn, state, _| f(h, conn, state))
+    }
+
+    /// Builds the callback context of connection `key` and runs `f` with it, its state
+    /// and its leftover input. A panic in `f` (when caught) closes the connection:
+    /// the returned `Action::Close` then finds it gone.
+    fn dispatch_with_input(
+        &mut self,
+        key: usize,
+        f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State, &mut Vec<u8>) -> Action,
+    ) -> Action {
+        let Self { handler, conns, wbuf, parts, .. } = self;
+        let c = &mut conns[key];
+        let pending = c.pending();
+        let Connection { sock, state, generation, peer, input, output, alive, listener, .. } = c;
+        let mut conn = Conn {
+            out: if pending > 0 { output } else { wbuf },
+            peer: *peer,
+            listener: listener_index(*listener),
+            socket: sock,
+            pending,
+            remote: &parts.remote,
+            key,
+            generation: *generation,
+            alive,
+        };
+        let peer = *peer;
+        match guard(parts.config.catch_panics, || f(handler, &mut conn, state, input)) {
+            Ok(action) => action,
+            Err(msg) => {
+                bump(&self.stats.panics, 1);
+                error!(
+                    "loop {}: handler panicked serving {peer}: {msg}; closing it",
+                    self.parts.id
+                );
+                self.wbuf.clear();
+                self.close(key, CloseReason::Panic(msg));
+                Action::Close
+            }
+        }
+    }
+}
+
+/// The listener index stored as u32 (u32::MAX for attached connections), as the API's usize.
+fn listener_index(stored: u32) -> usize {
+    if stored == u32::MAX { usize::MAX } else { stored as usize }
+}
+
+/// Runs a handler callback, catching a panic when `catch` is on (the message is returned
+/// as the error). With `catch` off a panic unwinds through the loop thread.
+fn guard<R>(catch: bool, f: impl FnOnce() -> R) -> Result<R, String> {
+    if !catch {
+        return Ok(f());
+    }
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into())
+    })
+}

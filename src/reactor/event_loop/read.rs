@@ -1,0 +1,131 @@
+//! The read path: a readiness event on a connection → reads into the per-loop buffer →
+//! the handler's `data` callback → the unconsumed tail kept in the connection.
+//!
+//! Read until WouldBlock, a short read (the socket is drained; new bytes raise a new
+//! edge) or the read budget; a connection cut short by the budget is read again after
+//! the others are served (edge triggering would not report it again). The handler sees
+//! leftover input plus the new bytes and says how much it consumed; only the tail is
+//! kept, so an idle connection holds no input buffer. Every byte enters through
+//! [`read_socket`]: the one place where a layer between socket and handler (TLS:
+//! ciphertext in, plaintext out) would sit.
+
+use std::io::{self, Read};
+
+use super::EventLoop;
+use super::conn::{CLOSING, HUP_SEEN, PAUSED, READ_CLOSED, WRITE_INTEREST};
+use crate::reactor::handler::{Action, CloseReason, EventHandler};
+use crate::reactor::socket::Stream;
+use crate::reactor::stats::bump;
+
+impl<H: EventHandler> EventLoop<H> {
+    /// One poll event on connection `key`: pending output first (it may unpause
+    /// reading), then input.
+    pub(super) fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, hup: bool) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if hup {
+            // The FIN came with this edge: no later event will report it.
+            c.flags |= HUP_SEEN;
+        }
+        if writable && c.has(WRITE_INTEREST) {
+            self.on_writable(key);
+        }
+        if readable {
+            self.on_readable(key);
+        }
+    }
+
+    /// Reads until the socket is drained (WouldBlock, or a short read unless the peer's
+    /// FIN is known to be queued), the connection stops being readable, or the read
+    /// budget is spent.
+    pub(super) fn on_readable(&mut self, key: usize) {
+        for _ in 0..self.parts.config.read_budget {
+            let Some(c) = self.conns.get_mut(key) else { return };
+            if c.has(PAUSED | READ_CLOSED | CLOSING) {
+                return;
+            }
+            let n = match read_socket(&c.sock, &mut self.rbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.close(key, CloseReason::Error(e)),
+            };
+            bump(&self.stats.reads, 1);
+            if n == 0 {
+                c.flags |= READ_CLOSED;
+                if c.pending() == 0 {
+                    self.close(key, CloseReason::PeerClosed);
+                }
+                return;
+            }
+            bump(&self.stats.bytes_read, n as u64);
+            let had_input = !c.input.is_empty();
+            c.active = self.now_tick;
+            let action = self.deliver(key, n);
+            if !had_input
+                && self.timeouts.is_some()
+                && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
+            {
+                // A new incomplete request starts its clock.
+                c.partial_since = self.now_tick;
+                self.schedule(key);
+            }
+            if !self.after_callback(key, action) {
+                return;
+            }
+            if n < self.rbuf.len() && !self.conns[key].has(HUP_SEEN) {
+                // A short read drained the socket; new bytes will raise a new edge.
+                return;
+            }
+        }
+        // Budget spent while the socket may still hold data: edge-triggered polling will
+        // not report it again, so come back after serving the others.
+        if let Some(c) = self.conns.get(key) {
+            self.more_to_read.push((key, c.generation));
+        }
+    }
+
+    /// Reads again the connections whose read budget ran out this iteration.
+    pub(super) fn continue_reads(&mut self) {
+        if self.more_to_read.is_empty() {
+            return;
+        }
+        for (key, generation) in std::mem::take(&mut self.more_to_read) {
+            if self.is_current(key, generation) {
+                self.on_readable(key);
+            }
+        }
+    }
+
+    /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the
+    /// unconsumed tail.
+    fn deliver(&mut self, key: usize, n: usize) -> Action {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let action = self.dispatch_with_input(key, |h, conn, state, input| {
+            if input.is_empty() {
+                let data = &rbuf[..n];
+                let (consumed, action) = h.data(conn, state, data);
+                if consumed < n {
+                    input.extend_from_slice(&data[consumed..]);
+                }
+                action
+            } else {
+                input.extend_from_slice(&rbuf[..n]);
+                let (consumed, action) = h.data(conn, state, input);
+                if consumed >= input.len() {
+                    *input = Vec::new();
+                } else {
+                    input.drain(..consumed);
+                }
+                action
+            }
+        });
+        self.rbuf = rbuf;
+        action
+    }
+}
+
+/// One nonblocking `read` from a connection: the only way bytes enter the read path.
+#[inline]
+fn read_socket(mut sock: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+    sock.read(buf)
+}
