@@ -32,9 +32,14 @@ pub struct Config {
     /// Number of event-loop threads; 0 means one per available CPU.
     pub loops: usize,
     /// One `SO_REUSEPORT` listener per loop (the kernel spreads connections) instead of
-    /// one acceptor thread handing connections to loops.
+    /// one acceptor thread handing connections to loops. Linux only: where the kernel
+    /// does not spread connections over such sockets (macOS, the BSDs) the acceptor is
+    /// used anyway, and a warning says so once.
     pub reuseport: bool,
-    /// Pin loop `i` to CPU `i % cpus` (Linux; ignored elsewhere).
+    /// Pin loop `i` to CPU `i % cpus` (Linux; elsewhere [`Server::bind`] fails with
+    /// `Unsupported`). A thread the kernel refuses to pin runs unpinned, with a warning.
+    ///
+    /// [`Server::bind`]: super::Server::bind
     pub pin: bool,
     /// Loop choice of the single acceptor (ignored with `reuseport`).
     pub balance: Balance,

@@ -35,10 +35,8 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     /// Every listener, ports resolved.
     listeners: Vec<ListenAddr>,
-    /// Reuseport TCP listeners each loop owns, by loop.
-    per_loop: Vec<Vec<(usize, Listener)>>,
-    /// UDP sockets each loop owns, by loop.
-    per_loop_udp: Vec<Vec<(usize, UdpSocket)>>,
+    /// The sockets each loop owns, by loop.
+    per_loop: Vec<LoopSockets>,
     /// The single acceptor's listeners: Unix sockets always, TCP without reuseport.
     shared_listeners: Vec<(usize, Listener)>,
     /// Socket files to remove when the server stops.
@@ -73,9 +71,7 @@ impl Server {
         let loops = config.effective_loops();
         let mut addrs = Vec::new();
         let mut listeners = Vec::with_capacity(config.listen.len());
-        let mut per_loop: Vec<Vec<(usize, Listener)>> = (0..loops).map(|_| Vec::new()).collect();
-        let mut per_loop_udp: Vec<Vec<(usize, UdpSocket)>> =
-            (0..loops).map(|_| Vec::new()).collect();
+        let mut per_loop: Vec<LoopSockets> = (0..loops).map(|_| LoopSockets::default()).collect();
         let mut shared_listeners = Vec::new();
         let mut unix_paths = UnixPaths::default();
         let mut udp_count = 0;
@@ -87,9 +83,9 @@ impl Server {
                     addrs.push(actual);
                     listeners.push(ListenAddr::Tcp(actual));
                     if config.reuseport {
-                        per_loop[0].push((index, Listener::Tcp(first)));
+                        per_loop[0].listeners.push((index, Listener::Tcp(first)));
                         for l in per_loop.iter_mut().skip(1) {
-                            l.push((index, Listener::Tcp(bind_tcp(actual, &config)?)));
+                            l.listeners.push((index, Listener::Tcp(bind_tcp(actual, &config)?)));
                         }
                     } else {
                         shared_listeners.push((index, Listener::Tcp(first)));
@@ -100,12 +96,12 @@ impl Server {
                     let actual = first.local_addr()?;
                     listeners.push(ListenAddr::Udp(actual));
                     if config.reuseport {
-                        per_loop_udp[0].push((index, first));
-                        for l in per_loop_udp.iter_mut().skip(1) {
-                            l.push((index, bind_udp(actual, &config)?));
+                        per_loop[0].udp.push((index, first));
+                        for l in per_loop.iter_mut().skip(1) {
+                            l.udp.push((index, bind_udp(actual, &config)?));
                         }
                     } else {
-                        per_loop_udp[udp_count % loops].push((index, first));
+                        per_loop[udp_count % loops].udp.push((index, first));
                         udp_count += 1;
                     }
                 }
@@ -117,16 +113,7 @@ impl Server {
                 }
             }
         }
-        Ok(Server {
-            config,
-            loops,
-            addrs,
-            listeners,
-            per_loop,
-            per_loop_udp,
-            shared_listeners,
-            unix_paths,
-        })
+        Ok(Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths })
     }
 
     /// The bound TCP addresses, in configuration order, with ports resolved.
@@ -152,16 +139,8 @@ impl Server {
         H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let Server {
-            config,
-            loops,
-            addrs,
-            listeners,
-            per_loop,
-            per_loop_udp,
-            shared_listeners,
-            unix_paths,
-        } = self;
+        let Server { config, loops, addrs, listeners, per_loop, shared_listeners, unix_paths } =
+            self;
         let listeners: Arc<[ListenAddr]> = listeners.into();
         let config = Arc::new(config);
         let mut parts = Vec::with_capacity(loops);
@@ -202,8 +181,8 @@ impl Server {
             listeners,
         });
         let server = ServerHandle { shared: shared.clone() };
-        for (((((id, poll), rx), remote), listeners), udp) in
-            (0..loops).zip(polls).zip(rxs).zip(remotes).zip(per_loop).zip(per_loop_udp)
+        for ((((id, poll), rx), remote), LoopSockets { listeners, udp }) in
+            (0..loops).zip(polls).zip(rxs).zip(remotes).zip(per_loop)
         {
             let mut p = LoopParts {
                 id,
@@ -266,6 +245,13 @@ impl Server {
     {
         self.start(factory)?.wait()
     }
+}
+
+/// The sockets one loop owns alone: reuseport TCP listeners and UDP sockets.
+#[derive(Debug, Default)]
+struct LoopSockets {
+    listeners: Vec<(usize, Listener)>,
+    udp: Vec<(usize, UdpSocket)>,
 }
 
 /// Shuts the whole server down when a loop or the acceptor thread dies by a panic, so the

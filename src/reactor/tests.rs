@@ -76,3 +76,85 @@ fn stale_handle_never_reaches_the_connection_that_reused_its_slot() {
     assert_eq!(&got, b"fresh:wokenecho");
     running.shutdown().unwrap();
 }
+
+/// Echoes.
+struct Echo;
+
+impl EventHandler for Echo {
+    type State = ();
+    fn opened(&mut self, _: &mut Conn<'_>) -> ((), Action) {
+        ((), Action::None)
+    }
+    fn data(&mut self, conn: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+        conn.write(input);
+        (input.len(), Action::None)
+    }
+}
+
+/// Connects `n` clients to `addr` one after another and checks each is served (echoed).
+fn connect_and_ping(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.write_all(b"ping").unwrap();
+            let mut got = [0u8; 4];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            c
+        })
+        .collect()
+}
+
+/// Without reuseport the acceptor thread's own counters show its work: it polls, and
+/// (issue 10 item 5) the total still counts each connection once.
+#[test]
+fn acceptor_counts_its_polls() {
+    let config = Config::new().listen("127.0.0.1:0").unwrap().loops(2).reuseport(false);
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(|_| Echo).unwrap();
+    let h = running.handle();
+    let _clients = connect_and_ping(addr, 6);
+    wait_until(|| h.stats().total().accepted == 6);
+    let stats = h.stats();
+    let acceptor = stats.acceptor.expect("an acceptor without reuseport");
+    assert!(acceptor.poll_iterations > 0, "acceptor polled: {acceptor:?}");
+    assert_eq!(stats.loops.iter().map(|l| l.accepted).sum::<u64>(), 6);
+    running.shutdown().unwrap();
+}
+
+/// A per-connection option the kernel refuses (a keepalive interval above Linux's
+/// 32767 s cap) is warned about once per loop, and the connection is still served.
+#[test]
+fn refused_socket_option_still_serves() {
+    let mut config = Config::new().listen("127.0.0.1:0").unwrap().loops(1);
+    config.keepalive = Some((Duration::from_secs(100_000), Duration::from_secs(100_000)));
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(|_| Echo).unwrap();
+    let _clients = connect_and_ping(addr, 3);
+    assert_eq!(running.stats().total().accepted, 3);
+    running.shutdown().unwrap();
+}
+
+/// `pin` works on Linux (each loop pinned, or warned about and unpinned) ...
+#[cfg(target_os = "linux")]
+#[test]
+fn pin_is_supported_on_linux() {
+    let config = Config::new().listen("127.0.0.1:0").unwrap().loops(2).pin(true);
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(|_| Echo).unwrap();
+    let _clients = connect_and_ping(addr, 2);
+    running.shutdown().unwrap();
+}
+
+/// ... and is a clear `Unsupported` error elsewhere.
+#[cfg(not(target_os = "linux"))]
+#[test]
+fn pin_is_unsupported_off_linux() {
+    let config = Config::new().listen("127.0.0.1:0").unwrap().pin(true);
+    let e = Server::bind(config).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+}

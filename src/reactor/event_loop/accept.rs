@@ -354,3 +354,27 @@ impl Picker {
         i
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A keepalive setup failure is reported, naming the option, not swallowed.
+    #[test]
+    fn socket_option_failure_is_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let sock = Stream::Tcp(mio::net::TcpStream::from_std(client));
+        let ok = Config::new();
+        assert!(configure_accepted(&sock, &ok).is_ok());
+        // Linux caps TCP_KEEPIDLE and TCP_KEEPINTVL at 32767 s: this one is refused.
+        let mut bad = Config::new();
+        bad.keepalive = Some((Duration::from_secs(100_000), Duration::from_secs(100_000)));
+        if cfg!(target_os = "linux") {
+            let e = configure_accepted(&sock, &bad).unwrap_err();
+            assert!(e.to_string().contains("TCP keepalive"), "{e}");
+        }
+    }
+}
