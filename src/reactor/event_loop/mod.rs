@@ -19,6 +19,18 @@
 //!
 //! The loop's state is private to this module and its files; the rest of the reactor
 //! sees [`EventLoop::new`] and [`EventLoop::run`], and [`LoopParts`] to build one.
+//!
+//! Room for what comes next, without a new indirection on the per-event path:
+//!
+//! - a **connect path** (`connect.rs`): a nonblocking `connect` registered for WRITABLE
+//!   under a [`Tok::Conn`] key with a "connecting" flag, completion read from
+//!   `SO_ERROR` on the first writable event, the connect timeout an entry in the
+//!   connection timer wheel; then it becomes an ordinary connection, as `open` does;
+//! - **linked pairs**: a peer key (+ generation) in the connection record; the write
+//!   path's watermark check pauses and resumes the *peer's* reading as well as its own;
+//! - **TLS**: a per-connection session between the socket and the handler, at the two
+//!   seams `read.rs::read_socket` (ciphertext in, plaintext to the handler) and
+//!   `write.rs::write_socket` (plaintext out, ciphertext queued).
 
 mod accept;
 mod conn;
