@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -215,4 +215,134 @@ fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(child), 0);
     assert!(!path.exists(), "socket file removed on exit");
+}
+
+/// Starts `evloop ARGS` and returns the child with every stderr line up to and including
+/// the ready line.
+fn spawn_lines(args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx.recv_timeout(LIMIT).expect("ready line");
+        let ready = line.starts_with("evloop: serving");
+        lines.push(line);
+        if ready {
+            return (child, lines);
+        }
+    }
+}
+
+#[test]
+fn reuseport_with_balance_warns_that_the_balance_is_ignored() {
+    let (child, lines) = spawn_lines(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--loops",
+        "2",
+        "--reuseport",
+        "--balance",
+        "source-hash",
+    ]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--balance") && l.contains("ignored")),
+        "{lines:?}"
+    );
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn reuseport_with_only_unix_listeners_is_not_claimed_in_the_ready_line() {
+    let path = std::env::temp_dir().join(format!("evloop-cli-rp-{}.sock", std::process::id()));
+    let listen = format!("unix:{}", path.display());
+    let (child, lines) =
+        spawn_lines(&["serve", "--listen", &listen, "--loops", "1", "--reuseport"]);
+    let ready = lines.last().unwrap();
+    assert!(!ready.contains("reuseport on"), "{ready}");
+    assert!(ready.contains("reuseport off"), "{ready}");
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("--reuseport does not apply")),
+        "{lines:?}"
+    );
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn std_engine_refuses_flags_it_would_ignore() {
+    for (flag, extra) in [
+        ("--header-timeout", &["--proto", "http", "--header-timeout", "2s"][..]),
+        ("--drain-timeout", &["--drain-timeout", "1s"][..]),
+        ("--keepalive", &["--keepalive", "10s"][..]),
+        ("--pin", &["--pin"][..]),
+        ("--balance", &["--balance", "least-conn"][..]),
+        ("--reuseport", &["--reuseport"][..]),
+        ("--metrics", &["--metrics", "127.0.0.1:0"][..]),
+    ] {
+        let mut args = vec!["serve", "--engine", "std", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (code, err) = run_to_end(&args);
+        assert_eq!(code, 1, "{flag}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flag}: one line: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        if flag != "--metrics" {
+            assert!(err.contains("std engine"), "{flag}: {err}");
+        }
+    }
+}
+
+#[test]
+fn std_engine_enforces_max_conns() {
+    let (child, addr, _) =
+        spawn_ready(&["serve", "--engine", "std", "--listen", "127.0.0.1:0", "--max-conns", "2"]);
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut c = connect(addr);
+        send(&mut c, &[b'a' + i]);
+        assert_eq!(read_n(&mut c, 1), [b'a' + i]);
+        open.push(c);
+    }
+    let mut third = connect(addr);
+    third.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = third.write_all(b"x");
+    let mut buf = [0u8; 8];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed at once");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn std_engine_closes_idle_connections() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--engine",
+        "std",
+        "--listen",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "300ms",
+    ]);
+    let mut c = connect(addr);
+    send(&mut c, b"hi");
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    let start = std::time::Instant::now();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 8];
+    let n = c.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed by the idle timeout");
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
 }

@@ -268,9 +268,8 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
     use clap::builder::TypedValueParser as _;
     let names: Vec<&'static str> = Engine::ALL.iter().map(|e| e.name()).collect();
-    clap::builder::PossibleValuesParser::new(names).try_map(|name| {
-        Engine::from_name(&name).ok_or_else(|| format!("unknown engine {name:?}"))
-    })
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|name| Engine::from_name(&name).ok_or_else(|| format!("unknown engine {name:?}")))
 }
 
 /// `evloop load`: runs the load and prints its report.

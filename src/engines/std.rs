@@ -149,7 +149,11 @@ pub struct StopHandle {
 /// A stale Unix socket file is replaced, a live one refused; `unix_mode` sets socket
 /// files' permission bits. Errors name the address that could not be bound. Requests and
 /// protocol errors are counted into `metrics` (slot 0).
-pub fn start<P: Protocol>(proto: P, opts: &Options, metrics: Arc<ProtoMetrics>) -> io::Result<Running> {
+pub fn start<P: Protocol>(
+    proto: P,
+    opts: &Options,
+    metrics: Arc<ProtoMetrics>,
+) -> io::Result<Running> {
     let addrs = &opts.listen;
     let bind = BindOptions { reuseport: false, ..opts.bind };
     if addrs.is_empty() {
@@ -185,7 +189,8 @@ pub fn start<P: Protocol>(proto: P, opts: &Options, metrics: Arc<ProtoMetrics>) 
         accepted: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
-    let (nodelay, limits) = (opts.nodelay, Limits { max_conns: opts.max_conns, idle_timeout: opts.idle_timeout });
+    let (nodelay, limits) =
+        (opts.nodelay, Limits { max_conns: opts.max_conns, idle_timeout: opts.idle_timeout });
     for b in bound {
         let (proto, state, metrics) = (proto.clone(), state.clone(), metrics.clone());
         let name = if matches!(b, Bound::Udp(_)) { "evloop-std-udp" } else { "evloop-std-accept" };
@@ -263,10 +268,10 @@ fn accept_loop<P: Protocol>(
                 continue;
             }
         };
-        if let Some(t) = limits.idle_timeout {
-            if let Err(e) = stream.set_read_timeout(t) {
-                debug!("std engine: cannot set the idle timeout: {e}");
-            }
+        if let Some(t) = limits.idle_timeout
+            && let Err(e) = stream.set_read_timeout(t)
+        {
+            debug!("std engine: cannot set the idle timeout: {e}");
         }
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
         match stream.try_clone() {

@@ -168,7 +168,6 @@ fn listen_error(addr: SocketAddr, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
 }
 
-
 /// What every task of one runtime shares.
 struct LoopCtx<P> {
     proto: P,

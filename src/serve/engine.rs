@@ -223,8 +223,8 @@ impl Backend for ReactorBackend {
         metrics: Arc<ProtoMetrics>,
     ) -> io::Result<Box<dyn RunningServer>> {
         let server = Server::bind(settings.reactor_config())?;
-        let running =
-            server.start(move |id| ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id))?;
+        let running = server
+            .start(move |id| ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id))?;
         Ok(Box::new(running))
     }
 

@@ -25,12 +25,9 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     ("connections_accepted_total", "counter", "Connections taken on.", |s| s.accepted),
     ("connections_closed_total", "counter", "Connections closed.", |s| s.closed),
-    (
-        "connections_rejected_total",
-        "counter",
-        "Connections closed at once by --max-conns.",
-        |s| s.rejected,
-    ),
+    ("connections_rejected_total", "counter", "Connections closed at once by --max-conns.", |s| {
+        s.rejected
+    }),
     ("bytes_read_total", "counter", "Bytes read from connections.", |s| s.bytes_read),
     ("bytes_written_total", "counter", "Bytes written to connections.", |s| s.bytes_written),
     ("reads_total", "counter", "read calls that returned data or EOF.", |s| s.reads),
@@ -119,5 +116,6 @@ pub fn serve(
         })
     });
     let metrics = Arc::new(ProtoMetrics::new("metrics", 1));
-    Server::bind(config)?.start(move |_| ProtoHandler::with_metrics(http.clone(), metrics.clone(), 0))
+    Server::bind(config)?
+        .start(move |_| ProtoHandler::with_metrics(http.clone(), metrics.clone(), 0))
 }

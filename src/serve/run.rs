@@ -103,7 +103,9 @@ fn warn_inapplicable(engine: Engine, s: &Settings, flags: &Flags) {
         }
     }
     if !inet {
-        warn!("--reuseport does not apply to unix: listeners: they are served through the acceptor");
+        warn!(
+            "--reuseport does not apply to unix: listeners: they are served through the acceptor"
+        );
     }
 }
 
@@ -191,10 +193,10 @@ pub fn run<P: Protocol>(
     let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
     eprintln!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
     let result = served.wait().map_err(|e| e.to_string());
-    if let Some(m) = metrics {
-        if let Err(e) = m.shutdown() {
-            debug!("metrics endpoint: {e}");
-        }
+    if let Some(m) = metrics
+        && let Err(e) = m.shutdown()
+    {
+        debug!("metrics endpoint: {e}");
     }
     signal_handle.close();
     result

@@ -98,6 +98,8 @@ impl Settings {
     }
 
     /// The reactor's configuration for these settings.
+    // Fields the reactor's `Config` may gain later keep their defaults.
+    #[allow(clippy::needless_update)]
     pub fn reactor_config(&self) -> Config {
         let t = &self.reactor;
         Config {
