@@ -228,15 +228,11 @@ fn spawn_lines(args: &[&str]) -> (Child, Vec<String>) {
             let _ = tx.send(line);
         }
     });
-    let mut lines = Vec::new();
-    loop {
-        let line = rx.recv_timeout(LIMIT).expect("ready line");
-        let ready = line.starts_with("evloop: serving");
-        lines.push(line);
-        if ready {
-            return (child, lines);
-        }
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.last().is_some_and(|l| l.starts_with("evloop: serving")) {
+        lines.push(rx.recv_timeout(LIMIT).expect("ready line"));
     }
+    (child, lines)
 }
 
 #[test]

@@ -42,6 +42,38 @@ pub struct Capabilities {
     pub conn_stats: bool,
 }
 
+impl Capabilities {
+    /// Nothing beyond TCP listeners, loops and `TCP_NODELAY`.
+    pub const NONE: Capabilities = Capabilities {
+        unix: false,
+        udp: false,
+        reuseport_choice: false,
+        reactor_tuning: false,
+        max_conns: false,
+        idle_timeout: false,
+        request_timeout: false,
+        keepalive: false,
+        drain: false,
+        conn_stats: false,
+    };
+    /// Everything.
+    pub const ALL: Capabilities = Capabilities {
+        unix: true,
+        udp: true,
+        reuseport_choice: true,
+        reactor_tuning: true,
+        max_conns: true,
+        idle_timeout: true,
+        request_timeout: true,
+        keepalive: true,
+        drain: true,
+        conn_stats: true,
+    };
+}
+
+/// What [`Backend::start`] returns.
+pub type Started = io::Result<Box<dyn RunningServer>>;
+
 /// An engine, as `serve` drives it.
 pub trait Backend {
     /// The engine's name (the `--engine` value).
@@ -56,7 +88,7 @@ pub trait Backend {
         proto: P,
         settings: &Settings,
         metrics: Arc<ProtoMetrics>,
-    ) -> io::Result<Box<dyn RunningServer>>;
+    ) -> Started;
 
     /// The engine's part of the ready line, e.g. `engine reactor, 2 loops, reuseport on`.
     fn describe(&self, settings: &Settings) -> String;
@@ -203,25 +235,14 @@ struct ReactorBackend;
 
 impl Backend for ReactorBackend {
     const NAME: &'static str = "reactor";
-    const CAPABILITIES: Capabilities = Capabilities {
-        unix: true,
-        udp: true,
-        reuseport_choice: true,
-        reactor_tuning: true,
-        max_conns: true,
-        idle_timeout: true,
-        request_timeout: true,
-        keepalive: true,
-        drain: true,
-        conn_stats: true,
-    };
+    const CAPABILITIES: Capabilities = Capabilities::ALL;
 
     fn start<P: Protocol>(
         &self,
         proto: P,
         settings: &Settings,
         metrics: Arc<ProtoMetrics>,
-    ) -> io::Result<Box<dyn RunningServer>> {
+    ) -> Started {
         let server = Server::bind(settings.reactor_config())?;
         let running = server
             .start(move |id| ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id))?;
@@ -276,22 +297,12 @@ impl Backend for StdBackend {
     const CAPABILITIES: Capabilities = Capabilities {
         unix: true,
         udp: true,
-        reuseport_choice: false,
-        reactor_tuning: false,
         max_conns: true,
         idle_timeout: true,
-        request_timeout: false,
-        keepalive: false,
-        drain: false,
-        conn_stats: false,
+        ..Capabilities::NONE
     };
 
-    fn start<P: Protocol>(
-        &self,
-        proto: P,
-        s: &Settings,
-        metrics: Arc<ProtoMetrics>,
-    ) -> io::Result<Box<dyn RunningServer>> {
+    fn start<P: Protocol>(&self, proto: P, s: &Settings, metrics: Arc<ProtoMetrics>) -> Started {
         let opts = engines::std::Options {
             listen: s.listen.clone(),
             nodelay: s.nodelay,
@@ -308,26 +319,36 @@ impl Backend for StdBackend {
     }
 }
 
-impl RunningServer for engines::std::Running {
-    fn listeners(&self) -> Vec<ListenAddr> {
-        engines::std::Running::listeners(self).to_vec()
-    }
-    fn local_addrs(&self) -> &[SocketAddr] {
-        engines::std::Running::local_addrs(self)
-    }
-    fn stopper(&self) -> Arc<dyn Stopper> {
-        Arc::new(self.stop_handle())
-    }
-    fn wait(self: Box<Self>) -> io::Result<()> {
-        engines::std::Running::wait(*self)
-    }
+/// [`RunningServer`] and [`Stopper`] for an engine module whose `Running` has
+/// `local_addrs`, `stop_handle` and `wait` and whose `StopHandle` has `stop`; `$listeners`
+/// gives the listeners of the running server `$r`.
+macro_rules! engine_running {
+    ($($m:ident)::+, |$r:ident| $listeners:expr) => {
+        impl RunningServer for $($m)::+::Running {
+            fn listeners(&self) -> Vec<ListenAddr> {
+                let $r = self;
+                $listeners
+            }
+            fn local_addrs(&self) -> &[SocketAddr] {
+                $($m)::+::Running::local_addrs(self)
+            }
+            fn stopper(&self) -> Arc<dyn Stopper> {
+                Arc::new(self.stop_handle())
+            }
+            fn wait(self: Box<Self>) -> io::Result<()> {
+                $($m)::+::Running::wait(*self)
+            }
+        }
+
+        impl Stopper for $($m)::+::StopHandle {
+            fn stop(&self) {
+                $($m)::+::StopHandle::stop(self);
+            }
+        }
+    };
 }
 
-impl Stopper for engines::std::StopHandle {
-    fn stop(&self) {
-        engines::std::StopHandle::stop(self);
-    }
-}
+engine_running!(engines::std, |r| r.listeners().to_vec());
 
 #[cfg(feature = "tokio")]
 mod tokio_backend {
@@ -340,18 +361,7 @@ mod tokio_backend {
 
     impl Backend for TokioBackend {
         const NAME: &'static str = "tokio";
-        const CAPABILITIES: Capabilities = Capabilities {
-            unix: false,
-            udp: false,
-            reuseport_choice: false,
-            reactor_tuning: false,
-            max_conns: false,
-            idle_timeout: false,
-            request_timeout: false,
-            keepalive: false,
-            drain: false,
-            conn_stats: false,
-        };
+        const CAPABILITIES: Capabilities = Capabilities::NONE;
 
         /// Serves TCP only: any other listener is refused.
         fn start<P: Protocol>(
@@ -359,22 +369,24 @@ mod tokio_backend {
             proto: P,
             s: &Settings,
             metrics: Arc<ProtoMetrics>,
-        ) -> io::Result<Box<dyn RunningServer>> {
+        ) -> Started {
             if let Some(other) = s.listen.iter().find(|l| !matches!(l, ListenAddr::Tcp(_))) {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
                     format!("cannot listen on {other}: the tokio engine serves TCP only"),
                 ));
             }
+            let addrs: Vec<SocketAddr> =
+                s.listen.iter().filter_map(ListenAddr::socket_addr).collect();
             let running = engines::tokio::start_with(
                 proto,
-                &s.tcp_addrs(),
+                &addrs,
                 s.loops,
                 s.nodelay,
                 s.bind_options(),
                 metrics,
             )?;
-            Ok(Box::new(TokioRunning { listeners: running.local_addrs().to_vec(), running }))
+            Ok(Box::new(running))
         }
 
         fn describe(&self, s: &Settings) -> String {
@@ -385,30 +397,9 @@ mod tokio_backend {
         }
     }
 
-    /// A running tokio engine server and its listeners.
-    struct TokioRunning {
-        running: engines::tokio::Running,
-        listeners: Vec<SocketAddr>,
-    }
-
-    impl RunningServer for TokioRunning {
-        fn listeners(&self) -> Vec<ListenAddr> {
-            self.listeners.iter().map(|a| ListenAddr::Tcp(*a)).collect()
-        }
-        fn local_addrs(&self) -> &[SocketAddr] {
-            self.running.local_addrs()
-        }
-        fn stopper(&self) -> Arc<dyn Stopper> {
-            Arc::new(self.running.stop_handle())
-        }
-        fn wait(self: Box<Self>) -> io::Result<()> {
-            self.running.wait()
-        }
-    }
-
-    impl Stopper for engines::tokio::StopHandle {
-        fn stop(&self) {
-            engines::tokio::StopHandle::stop(self);
-        }
-    }
+    engine_running!(engines::tokio, |r| r
+        .local_addrs()
+        .iter()
+        .map(|a| ListenAddr::Tcp(*a))
+        .collect());
 }

@@ -38,7 +38,7 @@ use crate::net::{ListenAddr, ProtoMetrics};
 use crate::proto::Protocol;
 use crate::reactor::ServerHandle;
 
-pub use engine::{Backend, Capabilities, Engine, RunningServer, Stopper, WithBackend};
+pub use engine::{Backend, Capabilities, Engine, RunningServer, Started, Stopper, WithBackend};
 pub use handler::ProtoHandler;
 pub use settings::{ReactorTuning, Settings};
 

@@ -69,22 +69,7 @@ impl Default for Settings {
 impl Settings {
     /// The loop count these settings resolve to (`loops`, or the CPU count for 0).
     pub fn effective_loops(&self) -> usize {
-        if self.loops > 0 {
-            self.loops
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        }
-    }
-
-    /// The TCP addresses among the listeners.
-    pub fn tcp_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.listen
-            .iter()
-            .filter_map(|l| match l {
-                ListenAddr::Tcp(a) => Some(*a),
-                _ => None,
-            })
-            .collect()
+        Config { loops: self.loops, ..Config::default() }.effective_loops()
     }
 
     /// What binding a listener needs (`reuseport` as configured).
