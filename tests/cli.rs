@@ -279,7 +279,6 @@ fn reuseport_with_only_unix_listeners_is_not_claimed_in_the_ready_line() {
 fn std_engine_refuses_flags_it_would_ignore() {
     for (flag, extra) in [
         ("--header-timeout", &["--proto", "http", "--header-timeout", "2s"][..]),
-        ("--drain-timeout", &["--drain-timeout", "1s"][..]),
         ("--keepalive", &["--keepalive", "10s"][..]),
         ("--pin", &["--pin"][..]),
         ("--balance", &["--balance", "least-conn"][..]),
@@ -341,4 +340,47 @@ fn std_engine_closes_idle_connections() {
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn std_engine_drains_a_request_in_flight_then_exits_zero() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--engine",
+        "std",
+        "--proto",
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "5s",
+    ]);
+    let mut idle = connect(addr);
+    send(&mut idle, b"GET / HTTP/1.1\r\n\r\n");
+    let mut head = Vec::new();
+    while !head.ends_with(b"Hello, World!") {
+        head.push(read_n(&mut idle, 1)[0]);
+    }
+    let mut busy = connect(addr);
+    send(&mut busy, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200)); // the server has read the partial request
+    signal(&child, libc::SIGTERM);
+    assert!(read_to_end(&mut idle).is_empty(), "idle connection closed by the drain");
+    send(&mut busy, b"cd");
+    let reply = String::from_utf8(read_to_end(&mut busy)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\nabcd"), "{reply}");
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_engine_refuses_flags_it_would_ignore() {
+    for flag in ["--max-conns 2", "--idle-timeout 5s", "--drain-timeout 1s", "--pin"] {
+        let mut args = vec!["serve", "--engine", "tokio", "--listen", "127.0.0.1:0"];
+        args.extend(flag.split(' '));
+        let (code, err) = run_to_end(&args);
+        assert_eq!(code, 1, "{flag}: {err}");
+        let name = flag.split(' ').next().unwrap();
+        assert!(err.contains(name) && err.contains("tokio engine"), "{flag}: {err}");
+    }
 }

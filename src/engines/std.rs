@@ -12,8 +12,10 @@
 //!
 //! Of the settings an engine may honour, this one has: `--max-conns` (a connection
 //! counter: beyond it a new connection is closed at once) and `--idle-timeout` (a socket
-//! read timeout: a connection that sends nothing for that long is closed). It has no
-//! request/header timeout and no drain: [`StopHandle::stop`] shuts every connection.
+//! read timeout: a connection that sends nothing for that long is closed) and a drain
+//! ([`StopHandle::drain`]: stop accepting, close idle connections, let each connection
+//! with a partial request finish it, and shut what is left at the deadline). It has no
+//! request/header timeout. [`StopHandle::stop`] shuts every connection at once.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -122,12 +124,28 @@ enum Bound {
 
 struct State {
     stop: AtomicBool,
+    /// Draining: a connection closes once it holds no partial request.
+    draining: AtomicBool,
+    /// How long [`Running::wait`] waits for connection threads after the acceptors end,
+    /// in milliseconds (longer while draining).
+    grace_ms: AtomicU64,
     next_id: AtomicU64,
-    /// Open connections (a clone of each socket), so shutdown can unblock their reads.
-    conns: Mutex<HashMap<u64, Conn>>,
+    /// Open connections, so shutdown can unblock their reads.
+    conns: Mutex<HashMap<u64, Tracked>>,
     drained: Condvar,
     accepted: AtomicU64,
 }
+
+/// An open connection as the server tracks it.
+struct Tracked {
+    /// A clone of the socket.
+    conn: Conn,
+    /// The connection holds a partial request (or is handling input right now).
+    busy: Arc<AtomicBool>,
+}
+
+/// How long [`Running::wait`] waits for connection threads after a plain stop.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// A running std baseline server.
 pub struct Running {
@@ -183,6 +201,8 @@ pub fn start<P: Protocol>(
     }
     let state = Arc::new(State {
         stop: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        grace_ms: AtomicU64::new(GRACE.as_millis() as u64),
         next_id: AtomicU64::new(0),
         conns: Mutex::new(HashMap::new()),
         drained: Condvar::new(),
@@ -274,6 +294,7 @@ fn accept_loop<P: Protocol>(
             debug!("std engine: cannot set the idle timeout: {e}");
         }
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicBool::new(false));
         match stream.try_clone() {
             Ok(clone) => {
                 let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -282,7 +303,7 @@ fn accept_loop<P: Protocol>(
                     debug!("std engine: --max-conns reached; closing a new connection");
                     continue;
                 }
-                conns.insert(id, clone);
+                conns.insert(id, Tracked { conn: clone, busy: busy.clone() });
             }
             Err(e) => {
                 warn!("std engine: cannot track connection: {e}");
@@ -296,7 +317,7 @@ fn accept_loop<P: Protocol>(
             .name("evloop-std-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                if let Err(e) = serve_conn(stream, session) {
+                if let Err(e) = serve_conn(stream, session, &busy, &st) {
                     debug!("std engine: connection: {e}");
                 }
                 let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,13 +358,21 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
     }
 }
 
-/// Serves one connection until EOF, an error, the idle timeout, or the session asks to
-/// close.
-fn serve_conn<S: Session>(mut stream: Conn, mut session: Buffered<S>) -> io::Result<()> {
+/// Serves one connection until EOF, an error, the idle timeout, the session asks to
+/// close, or a drain finds it without a partial request. `busy` tells a drain whether
+/// the connection holds a partial request.
+fn serve_conn<S: Session>(
+    mut stream: Conn,
+    mut session: Buffered<S>,
+    busy: &AtomicBool,
+    state: &State,
+) -> io::Result<()> {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut out: Vec<u8> = Vec::new();
     loop {
-        let n = match stream.read(&mut buf) {
+        let read = stream.read(&mut buf);
+        busy.store(true, Ordering::Release);
+        let n = match read {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -359,7 +388,9 @@ fn serve_conn<S: Session>(mut stream: Conn, mut session: Buffered<S>) -> io::Res
             stream.write_all(&out)?;
             out.clear();
         }
-        if close {
+        let partial = session.has_partial_input();
+        busy.store(partial, Ordering::Release);
+        if close || (!partial && state.draining.load(Ordering::Acquire)) {
             let _ = stream.shutdown(Shutdown::Write);
             return Ok(());
         }
@@ -387,17 +418,18 @@ impl Running {
         StopHandle { listeners: self.listeners.clone(), state: self.state.clone() }
     }
 
-    /// Waits for the acceptor threads to end (after [`StopHandle::stop`]), then up to
-    /// five seconds for connection threads to finish.
+    /// Waits for the acceptor threads to end (after [`StopHandle::stop`] or
+    /// [`StopHandle::drain`]), then up to five seconds (or the drain's deadline and a
+    /// second) for connection threads to finish.
     pub fn wait(self) -> io::Result<()> {
         for t in self.threads {
             if t.join().is_err() {
                 return Err(io::Error::other("a std engine thread panicked"));
             }
         }
+        let grace = Duration::from_millis(self.state.grace_ms.load(Ordering::Acquire));
         let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let _ =
-            self.state.drained.wait_timeout_while(conns, Duration::from_secs(5), |c| !c.is_empty());
+        let _ = self.state.drained.wait_timeout_while(conns, grace, |c| !c.is_empty());
         Ok(())
     }
 }
@@ -405,6 +437,46 @@ impl Running {
 impl StopHandle {
     /// Stops accepting, shuts every open connection down and wakes the threads.
     pub fn stop(&self) {
+        self.stop_accepting();
+        self.shut(|_| true);
+    }
+
+    /// Stops accepting and closes idle connections; a connection holding a partial
+    /// request is served until it completes (then closed), or shut at `timeout`.
+    /// Returns at once.
+    pub fn drain(&self, timeout: Duration) {
+        let grace = timeout.saturating_add(Duration::from_secs(1)).max(GRACE);
+        self.state.grace_ms.store(grace.as_millis() as u64, Ordering::Release);
+        self.state.draining.store(true, Ordering::Release);
+        self.stop_accepting();
+        self.shut(|t| !t.busy.load(Ordering::Acquire));
+        let (state, handle) = (self.state.clone(), self.clone());
+        let deadline = thread::Builder::new().name("evloop-std-drain".into()).spawn(move || {
+            let conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let (conns, _) = state
+                .drained
+                .wait_timeout_while(conns, timeout, |c| !c.is_empty())
+                .unwrap_or_else(|e| e.into_inner());
+            drop(conns);
+            handle.shut(|_| true);
+        });
+        if let Err(e) = deadline {
+            warn!("std engine: cannot start the drain timer ({e}); stopping now");
+            self.shut(|_| true);
+        }
+    }
+
+    /// Shuts down the open connections `which` selects and wakes the threads.
+    fn shut(&self, which: impl Fn(&Tracked) -> bool) {
+        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for t in conns.values().filter(|t| which(t)) {
+            let _ = t.conn.shutdown(Shutdown::Both);
+        }
+        self.state.drained.notify_all();
+    }
+
+    /// Sets the stop flag and unblocks the acceptor threads (once).
+    fn stop_accepting(&self) {
         if self.state.stop.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -427,10 +499,5 @@ impl StopHandle {
                 ListenAddr::Udp(_) => {}
             }
         }
-        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        for s in conns.values() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.state.drained.notify_all();
     }
 }

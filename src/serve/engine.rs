@@ -299,6 +299,7 @@ impl Backend for StdBackend {
         udp: true,
         max_conns: true,
         idle_timeout: true,
+        drain: true,
         ..Capabilities::NONE
     };
 
@@ -319,9 +320,8 @@ impl Backend for StdBackend {
     }
 }
 
-/// [`RunningServer`] and [`Stopper`] for an engine module whose `Running` has
-/// `local_addrs`, `stop_handle` and `wait` and whose `StopHandle` has `stop`; `$listeners`
-/// gives the listeners of the running server `$r`.
+/// [`RunningServer`] for an engine module whose `Running` has `local_addrs`,
+/// `stop_handle` and `wait`; `$listeners` gives the listeners of the running server `$r`.
 macro_rules! engine_running {
     ($($m:ident)::+, |$r:ident| $listeners:expr) => {
         impl RunningServer for $($m)::+::Running {
@@ -339,16 +339,19 @@ macro_rules! engine_running {
                 $($m)::+::Running::wait(*self)
             }
         }
-
-        impl Stopper for $($m)::+::StopHandle {
-            fn stop(&self) {
-                $($m)::+::StopHandle::stop(self);
-            }
-        }
     };
 }
 
 engine_running!(engines::std, |r| r.listeners().to_vec());
+
+impl Stopper for engines::std::StopHandle {
+    fn stop(&self) {
+        engines::std::StopHandle::stop(self);
+    }
+    fn drain(&self, timeout: Duration) {
+        engines::std::StopHandle::drain(self, timeout);
+    }
+}
 
 #[cfg(feature = "tokio")]
 mod tokio_backend {
@@ -402,4 +405,11 @@ mod tokio_backend {
         .iter()
         .map(|a| ListenAddr::Tcp(*a))
         .collect());
+
+    /// No drain: [`Stopper::drain`] stops at once.
+    impl Stopper for engines::tokio::StopHandle {
+        fn stop(&self) {
+            engines::tokio::StopHandle::stop(self);
+        }
+    }
 }
