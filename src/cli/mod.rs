@@ -136,6 +136,7 @@ pub struct ServeArgs {
     balance: Option<BalanceArg>,
     /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline
     /// (or, in a build with the `tokio` feature, one current-thread tokio runtime per loop).
+    /// A flag the chosen engine would ignore is refused.
     #[arg(long, default_value = "reactor", value_parser = engine_parser())]
     engine: Engine,
     /// listen(2) backlog.
@@ -170,18 +171,19 @@ pub struct ServeArgs {
     max_multibulk: usize,
     /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
     /// close idle connections, and exit within this long (a second signal exits at once).
-    /// Default: 5s (engines that drain: reactor).
+    /// Default: 5s (engines reactor, std; the tokio engine stops at once).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     drain_timeout: Option<Duration>,
     /// Close connections idle (no bytes either way) this long; `off` disables.
-    /// Default: off for echo and frame, 60s for http and redis.
+    /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     idle_timeout: Option<Timeout>,
     /// http: close a connection whose request head is not complete within this long
-    /// (slowloris defence); `off` disables. Default: 10s.
+    /// (slowloris defence); `off` disables. Default: 10s (engine reactor).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     header_timeout: Option<Timeout>,
-    /// Most connections open at once; beyond it new connections are closed at once.
+    /// Most connections open at once; beyond it new connections are closed at once
+    /// (engines reactor, std).
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
     /// TCP keepalive: idle time before the first probe (off by default).
