@@ -147,7 +147,7 @@ struct Tracked {
 /// How long [`Running::wait`] waits for connection threads after a plain stop.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// A running std baseline server.
+/// A running std engine server.
 pub struct Running {
     addrs: Vec<SocketAddr>,
     listeners: Vec<ListenAddr>,
@@ -155,7 +155,7 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// A cloneable handle that stops a std baseline server from any thread.
+/// A cloneable handle that stops a std engine server from any thread.
 #[derive(Clone)]
 pub struct StopHandle {
     listeners: Vec<ListenAddr>,

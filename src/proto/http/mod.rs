@@ -680,3 +680,50 @@ impl Session for HttpSession {
         Ok(Progress::answered(pos, answered, false))
     }
 }
+
+#[cfg(test)]
+mod route_tests {
+    //! Extra routes ([`Http::with_routes`]).
+
+    use super::*;
+
+    fn http() -> Http {
+        Http::default().with_routes(|method, path| {
+            (path == "/x").then(|| RouteReply {
+                status: "201 Created",
+                content_type: "text/x",
+                allow: None,
+                body: format!("{method} x").into_bytes(),
+                close: method == "DELETE",
+            })
+        })
+    }
+
+    fn run(input: &[u8]) -> (Result<Progress, ProtoError>, String) {
+        let mut out = Vec::new();
+        let r = http().new_session().on_input(input, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn an_extra_route_answers_and_others_fall_through() {
+        let (r, out) =
+            run(b"GET /x?q=1 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nHEAD /x HTTP/1.1\r\n\r\n");
+        assert_eq!(r.unwrap().requests, 3);
+        let parts: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+        assert!(parts[0].starts_with("201 Created\r\n"), "{out}");
+        assert!(parts[0].contains("Content-Type: text/x\r\nContent-Length: 5\r\n"), "{out}");
+        assert!(parts[0].ends_with("\r\n\r\nGET x"), "{out}");
+        assert!(parts[1].starts_with("200 OK\r\n") && parts[1].ends_with("Hello, World!"));
+        assert!(parts[2].starts_with("201 Created\r\n") && parts[2].ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn an_extra_route_can_close_and_its_request_body_is_discarded() {
+        let (r, out) =
+            run(b"DELETE /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n");
+        let p = r.unwrap();
+        assert!(p.close && p.requests == 1, "{p:?}");
+        assert!(out.contains("Connection: close\r\n") && out.ends_with("DELETE x"), "{out}");
+    }
+}
