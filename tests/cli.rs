@@ -283,7 +283,6 @@ fn std_engine_refuses_flags_it_would_ignore() {
         ("--pin", &["--pin"][..]),
         ("--balance", &["--balance", "least-conn"][..]),
         ("--reuseport", &["--reuseport"][..]),
-        ("--metrics", &["--metrics", "127.0.0.1:0"][..]),
     ] {
         let mut args = vec!["serve", "--engine", "std", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
@@ -291,9 +290,7 @@ fn std_engine_refuses_flags_it_would_ignore() {
         assert_eq!(code, 1, "{flag}: {err}");
         assert_eq!(err.lines().count(), 1, "{flag}: one line: {err}");
         assert!(err.contains(flag), "{flag}: {err}");
-        if flag != "--metrics" {
-            assert!(err.contains("std engine"), "{flag}: {err}");
-        }
+        assert!(err.contains("std engine"), "{flag}: {err}");
     }
 }
 
@@ -383,4 +380,35 @@ fn tokio_engine_refuses_flags_it_would_ignore() {
         let name = flag.split(' ').next().unwrap();
         assert!(err.contains(name) && err.contains("tokio engine"), "{flag}: {err}");
     }
+}
+
+#[test]
+fn std_engine_serves_protocol_metrics() {
+    let (child, lines) = spawn_lines(&[
+        "serve",
+        "--engine",
+        "std",
+        "--proto",
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let url =
+        lines.iter().find_map(|l| l.split("metrics at http://").nth(1)).expect("metrics line");
+    let metrics: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
+    let ready = lines.last().unwrap();
+    let addr: SocketAddr =
+        ready.split(" on ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let mut c = connect(addr);
+    send(&mut c, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(read_to_end(&mut c).ends_with(b"Hello, World!"));
+    let mut m = connect(metrics);
+    send(&mut m, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let text = String::from_utf8(read_to_end(&mut m)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("evloop_requests_total{proto=\"http\",loop=\"0\"} 1\n"), "{text}");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
 }

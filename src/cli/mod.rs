@@ -198,7 +198,8 @@ pub struct ServeArgs {
     /// SO_SNDBUF of the listening sockets (inherited by connections).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     send_buffer: Option<usize>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (reactor engine).
+    /// Serve Prometheus metrics at http://ADDR/metrics (protocol counters on every engine;
+    /// connection counters on the reactor).
     #[arg(long, value_parser = parse_socket_addr, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Log a one-line summary of the counters this often (info level).

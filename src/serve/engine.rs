@@ -24,8 +24,9 @@ pub struct Capabilities {
     pub unix: bool,
     /// UDP listeners.
     pub udp: bool,
-    /// `--reuseport` as a choice (off: one acceptor).
-    pub reuseport_choice: bool,
+    /// `--reuseport` holds (the reactor: one listener per loop instead of one acceptor;
+    /// the tokio engine: always on).
+    pub reuseport: bool,
     /// `--pin`, `--balance`, watermarks, read buffer: the reactor's tuning.
     pub reactor_tuning: bool,
     /// `--max-conns`.
@@ -38,8 +39,6 @@ pub struct Capabilities {
     pub keepalive: bool,
     /// Graceful drain on the first signal (`--drain-timeout`).
     pub drain: bool,
-    /// Per-loop connection counters (`--metrics` serves them with the protocol's).
-    pub conn_stats: bool,
 }
 
 impl Capabilities {
@@ -47,27 +46,25 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities {
         unix: false,
         udp: false,
-        reuseport_choice: false,
+        reuseport: false,
         reactor_tuning: false,
         max_conns: false,
         idle_timeout: false,
         request_timeout: false,
         keepalive: false,
         drain: false,
-        conn_stats: false,
     };
     /// Everything.
     pub const ALL: Capabilities = Capabilities {
         unix: true,
         udp: true,
-        reuseport_choice: true,
+        reuseport: true,
         reactor_tuning: true,
         max_conns: true,
         idle_timeout: true,
         request_timeout: true,
         keepalive: true,
         drain: true,
-        conn_stats: true,
     };
 }
 
@@ -364,7 +361,7 @@ mod tokio_backend {
 
     impl Backend for TokioBackend {
         const NAME: &'static str = "tokio";
-        const CAPABILITIES: Capabilities = Capabilities::NONE;
+        const CAPABILITIES: Capabilities = Capabilities { reuseport: true, ..Capabilities::NONE };
 
         /// Serves TCP only: any other listener is refused.
         fn start<P: Protocol>(

@@ -66,7 +66,7 @@ pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<()
         (s.keepalive.is_some(), "--keepalive", caps.keepalive),
         (s.reactor.pin, "--pin", caps.reactor_tuning),
         (flags.balance.is_some(), "--balance", caps.reactor_tuning),
-        (s.reuseport, "--reuseport", caps.reuseport_choice || engine.name() == "tokio"),
+        (s.reuseport, "--reuseport", caps.reuseport),
     ];
     if let Some((_, flag, _)) = given.iter().find(|(given, _, supported)| *given && !supported) {
         return Err(format!(
@@ -74,17 +74,12 @@ pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<()
              leave it out or use --engine reactor"
         ));
     }
-    if flags.metrics.is_some() && !caps.conn_stats {
-        return Err(
-            "--metrics needs the reactor engine (counters come from the event loops)".into()
-        );
-    }
     Ok(())
 }
 
 /// Warnings for settings that are accepted but do not apply to every listener.
 fn warn_inapplicable(engine: Engine, s: &Settings, flags: &Flags) {
-    if !s.reuseport || !engine.capabilities().reuseport_choice {
+    if !s.reuseport || !engine.capabilities().reactor_tuning {
         return;
     }
     let unix = s.listen.iter().any(|l| matches!(l, ListenAddr::Unix(_)));
