@@ -412,3 +412,10 @@ fn std_engine_serves_protocol_metrics() {
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(child), 0);
 }
+
+#[test]
+fn header_timeout_is_refused_for_protocols_other_than_http() {
+    let (code, err) = run_to_end(&["serve", "--listen", "127.0.0.1:0", "--header-timeout", "2s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--header-timeout") && err.contains("http"), "{err}");
+}

@@ -117,6 +117,9 @@ pub fn run<P: Protocol>(
 ) -> Result<(), String> {
     check_supported(engine, &settings, &flags)?;
     let name = proto.name();
+    if matches!(flags.header_timeout, Some(Some(_))) && name != "http" {
+        return Err(format!("--header-timeout applies to --proto http only, not {name}"));
+    }
     let caps = engine.capabilities();
     if settings.listen.is_empty() {
         let addr = SocketAddr::from(([127, 0, 0, 1], default_port(name)));
