@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -215,4 +215,207 @@ fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(child), 0);
     assert!(!path.exists(), "socket file removed on exit");
+}
+
+/// Starts `evloop ARGS` and returns the child with every stderr line up to and including
+/// the ready line.
+fn spawn_lines(args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.last().is_some_and(|l| l.starts_with("evloop: serving")) {
+        lines.push(rx.recv_timeout(LIMIT).expect("ready line"));
+    }
+    (child, lines)
+}
+
+#[test]
+fn reuseport_with_balance_warns_that_the_balance_is_ignored() {
+    let (child, lines) = spawn_lines(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--loops",
+        "2",
+        "--reuseport",
+        "--balance",
+        "source-hash",
+    ]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--balance") && l.contains("ignored")),
+        "{lines:?}"
+    );
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn reuseport_with_only_unix_listeners_is_not_claimed_in_the_ready_line() {
+    let path = std::env::temp_dir().join(format!("evloop-cli-rp-{}.sock", std::process::id()));
+    let listen = format!("unix:{}", path.display());
+    let (child, lines) =
+        spawn_lines(&["serve", "--listen", &listen, "--loops", "1", "--reuseport"]);
+    let ready = lines.last().unwrap();
+    assert!(!ready.contains("reuseport on"), "{ready}");
+    assert!(ready.contains("reuseport off"), "{ready}");
+    assert!(
+        lines.iter().any(|l| l.contains("WARN") && l.contains("--reuseport does not apply")),
+        "{lines:?}"
+    );
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn std_engine_refuses_flags_it_would_ignore() {
+    for (flag, extra) in [
+        ("--header-timeout", &["--proto", "http", "--header-timeout", "2s"][..]),
+        ("--keepalive", &["--keepalive", "10s"][..]),
+        ("--pin", &["--pin"][..]),
+        ("--balance", &["--balance", "least-conn"][..]),
+        ("--reuseport", &["--reuseport"][..]),
+    ] {
+        let mut args = vec!["serve", "--engine", "std", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (code, err) = run_to_end(&args);
+        assert_eq!(code, 1, "{flag}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flag}: one line: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert!(err.contains("std engine"), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn std_engine_enforces_max_conns() {
+    let (child, addr, _) =
+        spawn_ready(&["serve", "--engine", "std", "--listen", "127.0.0.1:0", "--max-conns", "2"]);
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut c = connect(addr);
+        send(&mut c, &[b'a' + i]);
+        assert_eq!(read_n(&mut c, 1), [b'a' + i]);
+        open.push(c);
+    }
+    let mut third = connect(addr);
+    third.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = third.write_all(b"x");
+    let mut buf = [0u8; 8];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed at once");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn std_engine_closes_idle_connections() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--engine",
+        "std",
+        "--listen",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "300ms",
+    ]);
+    let mut c = connect(addr);
+    send(&mut c, b"hi");
+    assert_eq!(read_n(&mut c, 2), b"hi");
+    let start = std::time::Instant::now();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 8];
+    let n = c.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed by the idle timeout");
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn std_engine_drains_a_request_in_flight_then_exits_zero() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--engine",
+        "std",
+        "--proto",
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "5s",
+    ]);
+    let mut idle = connect(addr);
+    send(&mut idle, b"GET / HTTP/1.1\r\n\r\n");
+    let mut head = Vec::new();
+    while !head.ends_with(b"Hello, World!") {
+        head.push(read_n(&mut idle, 1)[0]);
+    }
+    let mut busy = connect(addr);
+    send(&mut busy, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200)); // the server has read the partial request
+    signal(&child, libc::SIGTERM);
+    assert!(read_to_end(&mut idle).is_empty(), "idle connection closed by the drain");
+    send(&mut busy, b"cd");
+    let reply = String::from_utf8(read_to_end(&mut busy)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\nabcd"), "{reply}");
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_engine_refuses_flags_it_would_ignore() {
+    for flag in ["--max-conns 2", "--idle-timeout 5s", "--drain-timeout 1s", "--pin"] {
+        let mut args = vec!["serve", "--engine", "tokio", "--listen", "127.0.0.1:0"];
+        args.extend(flag.split(' '));
+        let (code, err) = run_to_end(&args);
+        assert_eq!(code, 1, "{flag}: {err}");
+        let name = flag.split(' ').next().unwrap();
+        assert!(err.contains(name) && err.contains("tokio engine"), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn std_engine_serves_protocol_metrics() {
+    let (child, lines) = spawn_lines(&[
+        "serve",
+        "--engine",
+        "std",
+        "--proto",
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let url =
+        lines.iter().find_map(|l| l.split("metrics at http://").nth(1)).expect("metrics line");
+    let metrics: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
+    let ready = lines.last().unwrap();
+    let addr: SocketAddr =
+        ready.split(" on ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let mut c = connect(addr);
+    send(&mut c, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(read_to_end(&mut c).ends_with(b"Hello, World!"));
+    let mut m = connect(metrics);
+    send(&mut m, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let text = String::from_utf8(read_to_end(&mut m)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("evloop_requests_total{proto=\"http\",loop=\"0\"} 1\n"), "{text}");
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn header_timeout_is_refused_for_protocols_other_than_http() {
+    let (code, err) = run_to_end(&["serve", "--listen", "127.0.0.1:0", "--header-timeout", "2s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--header-timeout") && err.contains("http"), "{err}");
 }

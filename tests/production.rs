@@ -250,8 +250,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     let addr = server.local_addrs()[0];
     let proto = server.proto_metrics().clone();
     let handle = server.reactor();
-    let endpoint = evloop::metrics::serve("127.0.0.1:0".parse().unwrap(), move || {
-        evloop::metrics::render(handle.as_ref().map(|h| h.stats()).as_ref(), &proto)
+    let endpoint = evloop::serve::metrics::serve("127.0.0.1:0".parse().unwrap(), move || {
+        evloop::serve::metrics::render(handle.as_ref().map(|h| h.stats()).as_ref(), &proto)
     })
     .unwrap();
     let metrics_url = format!("http://{}/metrics", endpoint.local_addrs()[0]);

@@ -1,4 +1,4 @@
-//! The tokio engine (`evloop::baseline::tokio`, cargo feature `tokio`) over real loopback
+//! The tokio engine (`evloop::engines::tokio`, cargo feature `tokio`) over real loopback
 //! sockets: concurrent echo across two runtimes, HTTP with pipelining, Redis commands and
 //! a protocol error's reply before the close, peer half-close, the protocol tick, bind
 //! errors, and stop with connections open.
@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use evloop::baseline::tokio::{Running, start};
-use evloop::metrics::ProtoMetrics;
+use evloop::engines::tokio::{Running, start};
+use evloop::net::ProtoMetrics;
 use evloop::proto::echo::Echo;
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};

@@ -1,8 +1,7 @@
 //! Sans-IO protocols: bytes in, replies out, no sockets.
 //!
-//! Every protocol here is a state machine over `&[u8]`. An engine (the reactor in
-//! [`crate::reactor`] through [`crate::serve`], or the std::net baseline in
-//! [`crate::baseline`]) owns the sockets and the buffers; it hands a [`Session`] the
+//! Every protocol here is a state machine over `&[u8]`. An engine (the reactor, through
+//! `serve`, or the std and tokio engines in `engines`) owns the sockets and the buffers; it hands a [`Session`] the
 //! unconsumed input of one connection and an output buffer, and the session appends its
 //! replies and says how much input it consumed. The engine keeps only the unconsumed tail
 //! and calls again when more bytes arrive, so a session never sees the same bytes twice
@@ -16,7 +15,6 @@ pub mod http;
 pub mod resp;
 #[cfg(test)]
 pub(crate) mod sim;
-pub mod size;
 
 use std::fmt;
 

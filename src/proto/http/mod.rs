@@ -46,6 +46,14 @@
 //! | 501 | `not_implemented` | `Transfer-Encoding` other than exactly one `chunked` (e.g. `gzip, chunked`) |
 //! | 505 | `version_not_supported` | a version other than HTTP/1.0 or HTTP/1.1 |
 //!
+//! # Extra routes
+//!
+//! An embedder can put routes in front of the fixed router with [`Http::with_routes`]: a
+//! function from (method, path without query) to a [`RouteReply`], asked for every request
+//! once its head is parsed; `None` leaves the request to the fixed router. The request's
+//! body is read and discarded; `HEAD` gets the headers only. `evloop serve --metrics`
+//! serves `/metrics` this way.
+//!
 //! Deliberately not enforced: a `Host` header in HTTP/1.1 requests (benchmark clients and
 //! tests send bare requests), and `Expect` values other than `100-continue` are ignored.
 //! Empty lines before a request line are skipped (httparse does, as RFC 9112 §2.2 allows).
@@ -56,7 +64,9 @@ mod response;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use super::{Progress, ProtoError, Protocol, Session};
 use date::HttpDate;
@@ -84,16 +94,56 @@ impl Default for HttpConfig {
     }
 }
 
-/// The HTTP protocol (`--proto http`): its configuration. Cheap to clone (`Copy` fields).
+/// The reply an extra route (see [`Http::with_routes`]) gives to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteReply {
+    /// Status code and reason, e.g. `"200 OK"`.
+    pub status: &'static str,
+    /// The `Content-Type` value.
+    pub content_type: &'static str,
+    /// Value of an `Allow` header (for `405`), if any.
+    pub allow: Option<&'static str>,
+    /// The body (sent without it for `HEAD`; its length is the `Content-Length`).
+    pub body: Vec<u8>,
+    /// Close the connection after this response (`Connection: close`).
+    pub close: bool,
+}
+
+/// Extra routes: `(method, path without query)` to a reply, or `None` for the fixed
+/// router. Called on the loop thread once per request head: it must be quick.
+pub type RouteFn = dyn Fn(&str, &str) -> Option<RouteReply> + Send + Sync;
+
+/// A shared [`RouteFn`] (opaque in `Debug` output).
+#[derive(Clone)]
+struct Routes(Arc<RouteFn>);
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Routes(..)")
+    }
+}
+
+/// The HTTP protocol (`--proto http`): its configuration, and extra routes if any. Cheap
+/// to clone (`Copy` limits and an `Arc`).
 #[derive(Debug, Clone, Default)]
 pub struct Http {
     config: HttpConfig,
+    routes: Option<Routes>,
 }
 
 impl Http {
     /// An HTTP protocol with the given limits.
     pub fn new(config: HttpConfig) -> Self {
-        Http { config }
+        Http { config, routes: None }
+    }
+
+    /// Puts `routes` in front of the fixed router (see the [module docs](self)).
+    pub fn with_routes(
+        mut self,
+        routes: impl Fn(&str, &str) -> Option<RouteReply> + Send + Sync + 'static,
+    ) -> Self {
+        self.routes = Some(Routes(Arc::new(routes)));
+        self
     }
 
     /// The limits this protocol's sessions enforce.
@@ -110,7 +160,7 @@ impl Protocol for Http {
     }
 
     fn new_session(&self) -> HttpSession {
-        HttpSession::new(self.config)
+        HttpSession { routes: self.routes.clone(), ..HttpSession::new(self.config) }
     }
 
     /// Refreshes the calling thread's cached `Date` value.
@@ -169,6 +219,8 @@ enum Route {
     Echo,
     NotFound,
     NotAllowed(&'static [u8]),
+    /// An extra route answered; its reply waits in [`HttpSession::custom`].
+    Custom,
 }
 
 /// Where the chunked decoder is.
@@ -215,6 +267,10 @@ pub struct HttpSession {
     body: Vec<u8>,
     /// A closing response or an error was produced; all further input is ignored.
     finished: bool,
+    /// Extra routes asked before the fixed router.
+    routes: Option<Routes>,
+    /// The reply of an extra route to the request in progress.
+    custom: Option<RouteReply>,
 }
 
 /// A chunked echo buffer above this capacity is freed after its request, so an idle
@@ -227,12 +283,19 @@ const STACK_HEADERS: usize = 64;
 impl HttpSession {
     /// A fresh connection enforcing `config`.
     pub fn new(config: HttpConfig) -> Self {
-        HttpSession { config, pending: None, body: Vec::new(), finished: false }
+        HttpSession {
+            config,
+            pending: None,
+            body: Vec::new(),
+            finished: false,
+            routes: None,
+            custom: None,
+        }
     }
 
     /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete (and within
     /// `max_head_bytes`). `Ok(Some((head_len, request)))`: complete.
-    fn parse_head(&self, buf: &[u8]) -> Result<Option<(usize, Request)>, Fail> {
+    fn parse_head(&mut self, buf: &[u8]) -> Result<Option<(usize, Request)>, Fail> {
         let max = self.config.max_head_bytes;
         // Never look past the limit: a head that is not complete within it is too large.
         let limited = &buf[..buf.len().min(max)];
@@ -262,7 +325,7 @@ impl HttpSession {
     }
 
     /// Checks a complete head's fields and decides route, framing and connection handling.
-    fn interpret(&self, req: &httparse::Request<'_, '_>) -> Result<Request, Fail> {
+    fn interpret(&mut self, req: &httparse::Request<'_, '_>) -> Result<Request, Fail> {
         let version = req.version.unwrap_or(1);
         let mut content_length: Option<u64> = None;
         let mut te_fields = 0usize;
@@ -328,7 +391,16 @@ impl HttpSession {
         let method = req.method.unwrap_or("");
         let target = req.path.unwrap_or("");
         let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let custom = match &self.routes {
+            Some(routes) => (routes.0)(method, path),
+            None => None,
+        };
+        let conn = if custom.as_ref().is_some_and(|c| c.close) { ConnHeader::Close } else { conn };
         let route = match path {
+            _ if custom.is_some() => {
+                self.custom = custom;
+                Route::Custom
+            }
             "/" | "/plaintext" => match method {
                 "GET" | "HEAD" => Route::Hello,
                 _ => Route::NotAllowed(b"GET, HEAD"),
@@ -452,11 +524,30 @@ fn respond(out: &mut Vec<u8>, date: &HttpDate, req: &Request, echo_body: &[u8]) 
         Route::NotAllowed(allow) => {
             (status::METHOD_NOT_ALLOWED, Some(allow), response::TEXT, &b"Method Not Allowed\n"[..])
         }
+        // Answered by `respond_custom`.
+        Route::Custom => return,
     };
     response::write(
         out,
         date,
         &Response { status, allow, content_type, body, head_only: req.head_only, conn: req.conn },
+    );
+}
+
+/// Appends an extra route's response to a fully read request.
+fn respond_custom(out: &mut Vec<u8>, date: &HttpDate, req: &Request, reply: Option<RouteReply>) {
+    let Some(r) = reply else { return };
+    response::write(
+        out,
+        date,
+        &Response {
+            status: r.status.as_bytes(),
+            allow: r.allow.map(str::as_bytes),
+            content_type: r.content_type.as_bytes(),
+            body: &r.body,
+            head_only: req.head_only,
+            conn: req.conn,
+        },
     );
 }
 
@@ -567,11 +658,15 @@ impl Session for HttpSession {
             }
 
             let date = *date.get_or_insert_with(date::now);
-            let echo_body = match echo_from_input {
-                Some(range) => &input[range],
-                None => &self.body[..],
-            };
-            respond(out, &date, &req, echo_body);
+            if req.route == Route::Custom {
+                respond_custom(out, &date, &req, self.custom.take());
+            } else {
+                let echo_body = match echo_from_input {
+                    Some(range) => &input[range],
+                    None => &self.body[..],
+                };
+                respond(out, &date, &req, echo_body);
+            }
             answered += 1;
             if matches!(req.body, Body::Chunked { .. }) {
                 self.release_body();
@@ -583,5 +678,52 @@ impl Session for HttpSession {
         }
         debug_assert!(pos <= input.len());
         Ok(Progress::answered(pos, answered, false))
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    //! Extra routes ([`Http::with_routes`]).
+
+    use super::*;
+
+    fn http() -> Http {
+        Http::default().with_routes(|method, path| {
+            (path == "/x").then(|| RouteReply {
+                status: "201 Created",
+                content_type: "text/x",
+                allow: None,
+                body: format!("{method} x").into_bytes(),
+                close: method == "DELETE",
+            })
+        })
+    }
+
+    fn run(input: &[u8]) -> (Result<Progress, ProtoError>, String) {
+        let mut out = Vec::new();
+        let r = http().new_session().on_input(input, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn an_extra_route_answers_and_others_fall_through() {
+        let (r, out) =
+            run(b"GET /x?q=1 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nHEAD /x HTTP/1.1\r\n\r\n");
+        assert_eq!(r.unwrap().requests, 3);
+        let parts: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+        assert!(parts[0].starts_with("201 Created\r\n"), "{out}");
+        assert!(parts[0].contains("Content-Type: text/x\r\nContent-Length: 5\r\n"), "{out}");
+        assert!(parts[0].ends_with("\r\n\r\nGET x"), "{out}");
+        assert!(parts[1].starts_with("200 OK\r\n") && parts[1].ends_with("Hello, World!"));
+        assert!(parts[2].starts_with("201 Created\r\n") && parts[2].ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn an_extra_route_can_close_and_its_request_body_is_discarded() {
+        let (r, out) =
+            run(b"DELETE /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n");
+        let p = r.unwrap();
+        assert!(p.close && p.requests == 1, "{p:?}");
+        assert!(out.contains("Connection: close\r\n") && out.ends_with("DELETE x"), "{out}");
     }
 }

@@ -1,4 +1,4 @@
-//! Parsing of human-friendly size and duration values used by protocol limits and flags.
+//! Parsing of human-friendly size and duration values used by command-line flags.
 
 use std::time::Duration;
 

@@ -1,12 +1,21 @@
-//! The std::net baseline: one blocking thread per connection, driving the same sans-IO
-//! [`Protocol`] code as the reactor, so a benchmark of the two
-//! compares engines, not protocols (`evloop serve --engine std`).
+//! The std::net engine: one blocking thread per connection, driving the same sans-IO
+//! [`Protocol`] code through the same adapter ([`crate::net::session`]) as the reactor,
+//! so a benchmark of the two compares engines, not protocols (`evloop serve --engine std`).
 //!
 //! One acceptor thread per listen address (TCP or Unix) blocks in `accept`; every
 //! connection gets its own thread that reads into a buffer, lets the session consume what
 //! it can and writes the replies with blocking `write_all` (so backpressure is the
 //! kernel's). A UDP address gets one thread that answers each datagram with a fresh
-//! session. A housekeeping thread calls `Protocol::tick` once a second.
+//! session. A housekeeping thread calls `Protocol::tick` once a second. Sockets are bound
+//! through [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and
+//! logged through an [`AcceptLog`].
+//!
+//! Of the settings an engine may honour, this one has: `--max-conns` (a connection
+//! counter: beyond it a new connection is closed at once) and `--idle-timeout` (a socket
+//! read timeout: a connection that sends nothing for that long is closed) and a drain
+//! ([`StopHandle::drain`]: stop accepting, close idle connections, let each connection
+//! with a partial request finish it, and shut what is left at the deadline). It has no
+//! request/header timeout. [`StopHandle::stop`] shuts every connection at once.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -18,14 +27,33 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::net::ACCEPT_BACKOFF;
+
 use log::{debug, warn};
 
-use crate::metrics::ProtoMetrics;
-use crate::net::{ListenAddr, clear_stale_unix, set_unix_mode};
+use crate::net::session::{self, Buffered};
+use crate::net::{
+    AcceptError, AcceptLog, BindOptions, ListenAddr, ProtoMetrics, tcp_listener, udp_socket,
+    unix_listener,
+};
 use crate::proto::{Protocol, Session};
 
-#[cfg(feature = "tokio")]
-pub mod tokio;
+/// What the std engine is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Addresses to serve (TCP, Unix or UDP); at least one.
+    pub listen: Vec<ListenAddr>,
+    /// Set `TCP_NODELAY` on accepted TCP connections.
+    pub nodelay: bool,
+    /// Permission bits of Unix socket files.
+    pub unix_mode: Option<u32>,
+    /// Backlog and buffer sizes of the listeners (`reuseport` is not used).
+    pub bind: BindOptions,
+    /// Most connections open at once; beyond it a new connection is closed at once.
+    pub max_conns: Option<usize>,
+    /// Close a connection that sends nothing for this long.
+    pub idle_timeout: Option<Duration>,
+}
 
 /// Read buffer size of each connection thread (and of each UDP thread: the largest
 /// datagram it receives whole).
@@ -43,6 +71,13 @@ enum Conn {
 }
 
 impl Conn {
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(Some(t)),
+            Conn::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+
     fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
@@ -89,14 +124,30 @@ enum Bound {
 
 struct State {
     stop: AtomicBool,
+    /// Draining: a connection closes once it holds no partial request.
+    draining: AtomicBool,
+    /// How long [`Running::wait`] waits for connection threads after the acceptors end,
+    /// in milliseconds (longer while draining).
+    grace_ms: AtomicU64,
     next_id: AtomicU64,
-    /// Open connections (a clone of each socket), so shutdown can unblock their reads.
-    conns: Mutex<HashMap<u64, Conn>>,
+    /// Open connections, so shutdown can unblock their reads.
+    conns: Mutex<HashMap<u64, Tracked>>,
     drained: Condvar,
     accepted: AtomicU64,
 }
 
-/// A running std baseline server.
+/// An open connection as the server tracks it.
+struct Tracked {
+    /// A clone of the socket.
+    conn: Conn,
+    /// The connection holds a partial request (or is handling input right now).
+    busy: Arc<AtomicBool>,
+}
+
+/// How long [`Running::wait`] waits for connection threads after a plain stop.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A running std engine server.
 pub struct Running {
     addrs: Vec<SocketAddr>,
     listeners: Vec<ListenAddr>,
@@ -104,48 +155,45 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// A cloneable handle that stops a std baseline server from any thread.
+/// A cloneable handle that stops a std engine server from any thread.
 #[derive(Clone)]
 pub struct StopHandle {
     listeners: Vec<ListenAddr>,
     state: Arc<State>,
 }
 
-/// Binds `addrs` (TCP, Unix or UDP) and starts serving `proto`: one acceptor thread per
-/// stream address and one thread per connection; one thread per UDP address. A stale
-/// Unix socket file is replaced, a live one refused; `unix_mode` sets socket files'
-/// permission bits. Errors name the address that could not be bound. Requests and
+/// Binds `opts.listen` (TCP, Unix or UDP) and starts serving `proto`: one acceptor
+/// thread per stream address and one thread per connection; one thread per UDP address.
+/// A stale Unix socket file is replaced, a live one refused; `unix_mode` sets socket
+/// files' permission bits. Errors name the address that could not be bound. Requests and
 /// protocol errors are counted into `metrics` (slot 0).
 pub fn start<P: Protocol>(
     proto: P,
-    addrs: &[ListenAddr],
-    nodelay: bool,
-    unix_mode: Option<u32>,
+    opts: &Options,
     metrics: Arc<ProtoMetrics>,
 ) -> io::Result<Running> {
+    let addrs = &opts.listen;
+    let bind = BindOptions { reuseport: false, ..opts.bind };
     if addrs.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listen address configured"));
     }
     let mut bound = Vec::with_capacity(addrs.len());
     let mut resolved = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
         match addr {
             ListenAddr::Tcp(a) => {
-                let l = TcpListener::bind(a).map_err(ctx)?;
+                let l = tcp_listener(*a, &bind)?;
                 resolved.push(ListenAddr::Tcp(l.local_addr()?));
                 bound.push(Bound::Tcp(l));
             }
             ListenAddr::Udp(a) => {
-                let u = UdpSocket::bind(a).map_err(ctx)?;
+                let u = udp_socket(*a, &bind)?;
                 u.set_read_timeout(Some(UDP_POLL))?;
                 resolved.push(ListenAddr::Udp(u.local_addr()?));
                 bound.push(Bound::Udp(u));
             }
             ListenAddr::Unix(path) => {
-                clear_stale_unix(path)?;
-                let l = UnixListener::bind(path).map_err(ctx)?;
-                set_unix_mode(path, unix_mode)?;
+                let l = unix_listener(path, opts.unix_mode)?;
                 resolved.push(addr.clone());
                 bound.push(Bound::Unix(l, path.clone()));
             }
@@ -153,12 +201,16 @@ pub fn start<P: Protocol>(
     }
     let state = Arc::new(State {
         stop: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        grace_ms: AtomicU64::new(GRACE.as_millis() as u64),
         next_id: AtomicU64::new(0),
         conns: Mutex::new(HashMap::new()),
         drained: Condvar::new(),
         accepted: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
+    let (nodelay, limits) =
+        (opts.nodelay, Limits { max_conns: opts.max_conns, idle_timeout: opts.idle_timeout });
     for b in bound {
         let (proto, state, metrics) = (proto.clone(), state.clone(), metrics.clone());
         let name = if matches!(b, Bound::Udp(_)) { "evloop-std-udp" } else { "evloop-std-accept" };
@@ -174,9 +226,10 @@ pub fn start<P: Protocol>(
                 proto,
                 state,
                 metrics,
+                limits,
             ),
             Bound::Unix(l, path) => {
-                accept_loop(|| Ok(Conn::Unix(l.accept()?.0)), proto, state, metrics);
+                accept_loop(|| Ok(Conn::Unix(l.accept()?.0)), proto, state, metrics, limits);
                 let _ = std::fs::remove_file(path);
             }
             Bound::Udp(u) => udp_loop(u, proto, state, metrics),
@@ -198,31 +251,59 @@ pub fn start<P: Protocol>(
     Ok(Running { addrs: tcp.collect(), listeners: resolved, state, threads })
 }
 
+/// The per-connection limits the std engine enforces.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_conns: Option<usize>,
+    idle_timeout: Option<Duration>,
+}
+
 fn accept_loop<P: Protocol>(
     mut accept: impl FnMut() -> io::Result<Conn>,
     proto: P,
     state: Arc<State>,
     metrics: Arc<ProtoMetrics>,
+    limits: Limits,
 ) {
+    let mut log = AcceptLog::new();
     loop {
         let stream = accept();
         if state.stop.load(Ordering::Acquire) {
             return;
         }
         let stream = match stream {
-            Ok(s) => s,
+            Ok(s) => {
+                log.accepted("std engine");
+                s
+            }
             Err(e) => {
-                warn!("std engine: accept: {e}");
-                if crate::net::is_resource_exhaustion(&e) {
-                    thread::sleep(Duration::from_millis(100));
+                match AcceptError::of(&e) {
+                    AcceptError::BackOff => {
+                        log.back_off("std engine", &e);
+                        thread::sleep(ACCEPT_BACKOFF);
+                    }
+                    AcceptError::Drained | AcceptError::Retry => {}
+                    AcceptError::Skip => debug!("std engine: accept: {e}"),
                 }
                 continue;
             }
         };
+        if let Some(t) = limits.idle_timeout
+            && let Err(e) = stream.set_read_timeout(t)
+        {
+            debug!("std engine: cannot set the idle timeout: {e}");
+        }
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicBool::new(false));
         match stream.try_clone() {
             Ok(clone) => {
-                state.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, clone);
+                let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+                if limits.max_conns.is_some_and(|max| conns.len() >= max) {
+                    drop(conns);
+                    debug!("std engine: --max-conns reached; closing a new connection");
+                    continue;
+                }
+                conns.insert(id, Tracked { conn: clone, busy: busy.clone() });
             }
             Err(e) => {
                 warn!("std engine: cannot track connection: {e}");
@@ -230,14 +311,13 @@ fn accept_loop<P: Protocol>(
             }
         }
         state.accepted.fetch_add(1, Ordering::Relaxed);
-        let session = proto.new_session();
+        let session = Buffered::new(proto.new_session(), metrics.clone(), 0);
         let st = state.clone();
-        let m = metrics.clone();
         let spawned = thread::Builder::new()
             .name("evloop-std-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                if let Err(e) = serve_conn(stream, session, &m) {
+                if let Err(e) = serve_conn(stream, session, &busy, &st) {
                     debug!("std engine: connection: {e}");
                 }
                 let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,13 +348,7 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
                 continue;
             }
         };
-        match proto.new_session().on_input(&buf[..n], &mut out) {
-            Ok(p) => metrics.add_requests(0, p.requests as u64),
-            Err(e) => {
-                metrics.add_error(e.kind);
-                out.extend_from_slice(&e.reply);
-            }
-        }
+        session::datagram(&proto, &buf[..n], &mut out, &metrics, 0);
         if !out.is_empty() {
             if let Err(e) = sock.send_to(&out, from) {
                 debug!("std engine: udp reply to {from}: {e}");
@@ -284,66 +358,39 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
     }
 }
 
-/// One read's worth of work for the blocking engines (std and tokio): hands the fresh
-/// bytes, after any leftover `input`, to the session; keeps the unconsumed tail in
-/// `input`; leaves the replies (and a protocol error's reply) in `out`; counts requests
-/// and errors into metrics slot `slot`. Returns true when the connection must close
-/// once `out` is written.
-pub(crate) fn feed<S: Session>(
-    session: &mut S,
-    fresh: &[u8],
-    input: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    metrics: &ProtoMetrics,
-    slot: usize,
-) -> bool {
-    let from_input = !input.is_empty();
-    if from_input {
-        input.extend_from_slice(fresh);
-    }
-    let data: &[u8] = if from_input { input } else { fresh };
-    let (consumed, close) = match session.on_input(data, out) {
-        Ok(p) => {
-            metrics.add_requests(slot, p.requests as u64);
-            (p.consumed.min(data.len()), p.close)
-        }
-        Err(e) => {
-            metrics.add_error(e.kind);
-            debug!("protocol error: {e}");
-            out.extend_from_slice(&e.reply);
-            (data.len(), true)
-        }
-    };
-    if from_input {
-        input.drain(..consumed);
-    } else {
-        input.extend_from_slice(&fresh[consumed..]);
-    }
-    close
-}
-
-/// Serves one connection until EOF, an error, or the session asks to close.
+/// Serves one connection until EOF, an error, the idle timeout, the session asks to
+/// close, or a drain finds it without a partial request. `busy` tells a drain whether
+/// the connection holds a partial request.
 fn serve_conn<S: Session>(
     mut stream: Conn,
-    mut session: S,
-    metrics: &ProtoMetrics,
+    mut session: Buffered<S>,
+    busy: &AtomicBool,
+    state: &State,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut input: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     loop {
-        let n = match stream.read(&mut buf) {
+        let read = stream.read(&mut buf);
+        busy.store(true, Ordering::Release);
+        let n = match read {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                debug!("std engine: idle timeout; closing");
+                let _ = stream.shutdown(Shutdown::Both);
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
-        let close = feed(&mut session, &buf[..n], &mut input, &mut out, metrics, 0);
+        let close = session.feed(&buf[..n], &mut out);
         if !out.is_empty() {
             stream.write_all(&out)?;
             out.clear();
         }
-        if close {
+        let partial = session.has_partial_input();
+        busy.store(partial, Ordering::Release);
+        if close || (!partial && state.draining.load(Ordering::Acquire)) {
             let _ = stream.shutdown(Shutdown::Write);
             return Ok(());
         }
@@ -371,17 +418,18 @@ impl Running {
         StopHandle { listeners: self.listeners.clone(), state: self.state.clone() }
     }
 
-    /// Waits for the acceptor threads to end (after [`StopHandle::stop`]), then up to
-    /// five seconds for connection threads to finish.
+    /// Waits for the acceptor threads to end (after [`StopHandle::stop`] or
+    /// [`StopHandle::drain`]), then up to five seconds (or the drain's deadline and a
+    /// second) for connection threads to finish.
     pub fn wait(self) -> io::Result<()> {
         for t in self.threads {
             if t.join().is_err() {
                 return Err(io::Error::other("a std engine thread panicked"));
             }
         }
+        let grace = Duration::from_millis(self.state.grace_ms.load(Ordering::Acquire));
         let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let _ =
-            self.state.drained.wait_timeout_while(conns, Duration::from_secs(5), |c| !c.is_empty());
+        let _ = self.state.drained.wait_timeout_while(conns, grace, |c| !c.is_empty());
         Ok(())
     }
 }
@@ -389,6 +437,46 @@ impl Running {
 impl StopHandle {
     /// Stops accepting, shuts every open connection down and wakes the threads.
     pub fn stop(&self) {
+        self.stop_accepting();
+        self.shut(|_| true);
+    }
+
+    /// Stops accepting and closes idle connections; a connection holding a partial
+    /// request is served until it completes (then closed), or shut at `timeout`.
+    /// Returns at once.
+    pub fn drain(&self, timeout: Duration) {
+        let grace = timeout.saturating_add(Duration::from_secs(1)).max(GRACE);
+        self.state.grace_ms.store(grace.as_millis() as u64, Ordering::Release);
+        self.state.draining.store(true, Ordering::Release);
+        self.stop_accepting();
+        self.shut(|t| !t.busy.load(Ordering::Acquire));
+        let (state, handle) = (self.state.clone(), self.clone());
+        let deadline = thread::Builder::new().name("evloop-std-drain".into()).spawn(move || {
+            let conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let (conns, _) = state
+                .drained
+                .wait_timeout_while(conns, timeout, |c| !c.is_empty())
+                .unwrap_or_else(|e| e.into_inner());
+            drop(conns);
+            handle.shut(|_| true);
+        });
+        if let Err(e) = deadline {
+            warn!("std engine: cannot start the drain timer ({e}); stopping now");
+            self.shut(|_| true);
+        }
+    }
+
+    /// Shuts down the open connections `which` selects and wakes the threads.
+    fn shut(&self, which: impl Fn(&Tracked) -> bool) {
+        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for t in conns.values().filter(|t| which(t)) {
+            let _ = t.conn.shutdown(Shutdown::Both);
+        }
+        self.state.drained.notify_all();
+    }
+
+    /// Sets the stop flag and unblocks the acceptor threads (once).
+    fn stop_accepting(&self) {
         if self.state.stop.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -411,10 +499,5 @@ impl StopHandle {
                 ListenAddr::Udp(_) => {}
             }
         }
-        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        for s in conns.values() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.state.drained.notify_all();
     }
 }

@@ -11,7 +11,7 @@
 //!   **current-thread** runtime (I/O and time drivers on), so a runtime and its
 //!   connections never cross threads, like a reactor loop.
 //! - Every runtime has its own listener per address, bound with `SO_REUSEPORT`
-//!   (socket2) on the caller's thread so bind errors come back from [`start`] and name the
+//!   through [`crate::net::bind`] on the caller's thread so bind errors come back from [`start`] and name the
 //!   address; the kernel spreads connections among the runtimes. With port 0 the first
 //!   runtime's listener picks the port and the others bind that same port.
 //! - Each connection is a task spawned on its runtime. It reads into a 64 KiB buffer,
@@ -35,25 +35,21 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use log::{debug, warn};
-use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::ProtoMetrics;
+use crate::net::session::Buffered;
+use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog, BindOptions, ProtoMetrics, tcp_listener};
 use crate::proto::Protocol;
 
 /// Read buffer size of each connection task.
 const READ_BUFFER: usize = 64 * 1024;
-/// listen(2) backlog of every listener.
-const BACKLOG: i32 = 1024;
 /// How often each runtime calls [`Protocol::tick`].
 const TICK: Duration = Duration::from_secs(1);
 /// How long a stopping runtime waits for its connection tasks to end.
 const DRAIN: Duration = Duration::from_secs(5);
-/// Back-off after an accept error that means a resource ran out (EMFILE and friends).
-use crate::net::ACCEPT_BACKOFF;
 
 /// A running tokio engine server.
 ///
@@ -86,6 +82,20 @@ pub fn start<P: Protocol>(
     nodelay: bool,
     metrics: Arc<ProtoMetrics>,
 ) -> io::Result<Running> {
+    start_with(proto, addrs, loops, nodelay, BindOptions::default(), metrics)
+}
+
+/// [`start`] with the listeners' backlog and buffer sizes from `bind` (its `reuseport` is
+/// ignored: this engine always sets `SO_REUSEPORT`).
+pub fn start_with<P: Protocol>(
+    proto: P,
+    addrs: &[SocketAddr],
+    loops: usize,
+    nodelay: bool,
+    bind: BindOptions,
+    metrics: Arc<ProtoMetrics>,
+) -> io::Result<Running> {
+    let bind = BindOptions { reuseport: true, ..bind };
     if addrs.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listen address configured"));
     }
@@ -100,7 +110,8 @@ pub fn start<P: Protocol>(
         let mut listeners = Vec::with_capacity(addrs.len());
         for (j, &addr) in addrs.iter().enumerate() {
             let target = if i == 0 { addr } else { bound[j] };
-            let l = bind_reuseport(target)?;
+            let l = tcp_listener(target, &bind)?;
+            l.set_nonblocking(true).map_err(|e| listen_error(target, e))?;
             if i == 0 {
                 bound.push(l.local_addr().map_err(|e| listen_error(addr, e))?);
             }
@@ -155,22 +166,6 @@ pub fn start<P: Protocol>(
 /// Prefixes an error with the address it is about.
 fn listen_error(addr: SocketAddr, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-}
-
-/// A nonblocking std listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
-fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let ctx = |e| listen_error(addr, e);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))
-        .map_err(ctx)?;
-    socket.set_reuse_address(true).map_err(ctx)?;
-    socket.set_reuse_port(true).map_err(ctx)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(ctx)?;
-    }
-    socket.set_nonblocking(true).map_err(ctx)?;
-    socket.bind(&addr.into()).map_err(ctx)?;
-    socket.listen(BACKLOG).map_err(ctx)?;
-    Ok(socket.into())
 }
 
 /// What every task of one runtime shares.
@@ -242,21 +237,28 @@ async fn accept_loop<P: Protocol>(
     alive: mpsc::Sender<()>,
 ) {
     let mut stop = ctx.stop.clone();
+    let mut log = AcceptLog::new();
+    let who = format!("tokio engine {}", ctx.id);
     loop {
         let stream = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return,
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, _peer)) => {
+                    log.accepted(&who);
+                    stream
+                }
                 Err(e) => {
-                    if crate::net::is_resource_exhaustion(&e) {
-                        warn!("tokio engine: accept: {e}; backing off");
-                        tokio::select! {
-                            _ = stopped(&mut stop) => return,
-                            _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    match AcceptError::of(&e) {
+                        AcceptError::BackOff => {
+                            log.back_off(&who, &e);
+                            tokio::select! {
+                                _ = stopped(&mut stop) => return,
+                                _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                            }
                         }
-                    } else {
-                        debug!("tokio engine: accept: {e}");
+                        AcceptError::Drained | AcceptError::Retry => {}
+                        AcceptError::Skip => debug!("{who}: accept: {e}"),
                     }
                     continue;
                 }
@@ -266,7 +268,7 @@ async fn accept_loop<P: Protocol>(
             let _ = stream.set_nodelay(true);
         }
         ctx.accepted.fetch_add(1, Ordering::Relaxed);
-        let session = ctx.proto.new_session();
+        let session = Buffered::new(ctx.proto.new_session(), ctx.metrics.clone(), ctx.id);
         let (ctx, alive) = (ctx.clone(), alive.clone());
         tokio::spawn(async move {
             if let Err(e) = serve_conn(stream, session, &ctx).await {
@@ -281,12 +283,11 @@ async fn accept_loop<P: Protocol>(
 /// stops.
 async fn serve_conn<P: Protocol>(
     mut stream: TcpStream,
-    mut session: P::Session,
+    mut session: Buffered<P::Session>,
     ctx: &LoopCtx<P>,
 ) -> io::Result<()> {
     let mut stop = ctx.stop.clone();
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut input: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     loop {
         let n = tokio::select! {
@@ -299,8 +300,7 @@ async fn serve_conn<P: Protocol>(
                 Err(e) => return Err(e),
             },
         };
-        let close =
-            super::feed(&mut session, &buf[..n], &mut input, &mut out, &ctx.metrics, ctx.id);
+        let close = session.feed(&buf[..n], &mut out);
         if !out.is_empty() {
             tokio::select! {
                 biased;

@@ -1,0 +1,375 @@
+//! The command line of `evloop`: clap definitions of `serve` and `load`, value parsers
+//! (sizes, durations, timeouts, modes, addresses), and the mapping from flags to
+//! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
+//! to [`LoadConfig`].
+
+pub mod size;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use evloop::load::{self, LoadConfig, LoadProto};
+use evloop::net::ListenAddr;
+use evloop::proto::echo::Echo;
+use evloop::proto::frame::{Frame, FrameConfig};
+use evloop::proto::http::{Http, HttpConfig};
+use evloop::proto::resp::{Redis, RespConfig};
+use evloop::reactor::Balance;
+use evloop::serve::run::{Flags, run};
+use evloop::serve::{Engine, ReactorTuning, Settings};
+use size::{parse_duration, parse_size};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "evloop",
+    version,
+    about = "An evio-style event-loop TCP server: echo, HTTP/1.1, Redis and framed protocols",
+    long_about = "evloop runs N event-loop threads, each with its own epoll poller, eventfd waker and \
+                  connections, and serves a bundled protocol on them. `--engine std` runs the same \
+                  protocol on a std::net thread-per-connection baseline for comparison.\n\n\
+                  Logging: -v / -vv for more, -q for errors only, or RUST_LOG=evloop=debug."
+)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only log errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve a protocol until SIGINT or SIGTERM.
+    ///
+    /// Examples:
+    ///   evloop serve                                  # echo on 127.0.0.1:5000, one loop per CPU
+    ///   evloop serve --loops 4 --reuseport --pin
+    ///   evloop serve --proto http --loops 1           # HTTP on 127.0.0.1:8080
+    ///   evloop serve --proto redis                    # RESP2 on 127.0.0.1:6380
+    ///   evloop serve --proto frame --listen 0.0.0.0:5001
+    ///   evloop serve --engine std                     # the thread-per-connection baseline
+    ///   evloop serve --proto redis --listen 127.0.0.1:6380 --listen unix:evloop.sock \
+    ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
+    ///   evloop serve --proto http --metrics 127.0.0.1:9100 --max-conns 10000
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+    /// Generate load against a server and report requests/s and latency.
+    ///
+    /// Client connections run on evloop's own reactor; every reply is checked, and any
+    /// wrong reply makes the exit code 1. Examples:
+    ///   evloop load 127.0.0.1:5000 -c 50 -d 10s                    # 6-byte echo ping-pong
+    ///   evloop load 127.0.0.1:8080 --proto http -c 50 --pipeline 16
+    ///   evloop load 127.0.0.1:6380 --proto redis --command set --size 64 --json
+    #[command(verbatim_doc_comment)]
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Server address, HOST:PORT.
+    #[arg(value_parser = parse_socket_addr, value_name = "ADDR")]
+    addr: SocketAddr,
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
+    proto: ProtoKind,
+    /// Concurrent connections.
+    #[arg(short = 'c', long, default_value_t = 50, value_name = "N", value_parser = at_least_one)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
+    pipeline: usize,
+    /// Message size (echo, frame) or value size (redis set), bytes or K/M.
+    #[arg(long, default_value = "6", value_parser = parse_size, value_name = "SIZE")]
+    size: usize,
+    /// Measured duration (e.g. 10s, 500ms, 2m).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    duration: Duration,
+    /// Unmeasured warmup before it.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    warmup: Duration,
+    /// Client event-loop threads.
+    #[arg(short = 't', long, default_value_t = 1, value_name = "N", value_parser = at_least_one)]
+    threads: usize,
+    /// HTTP path to GET.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Redis command to send.
+    #[arg(long = "command", value_parser = ["ping", "set", "get"], default_value = "ping")]
+    redis_command: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Protocol to serve.
+    #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
+    proto: ProtoKind,
+    /// Address to listen on (repeatable; all are served by the same loops):
+    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
+    /// `udp://HOST:PORT`. Default:
+    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
+    listen: Vec<Vec<ListenAddr>>,
+    /// Permission bits of Unix socket files, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    unix_mode: Option<u32>,
+    /// Event-loop threads; 0 = one per CPU.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    loops: usize,
+    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
+    /// one acceptor thread handing connections to loops.
+    #[arg(long)]
+    reuseport: bool,
+    /// Pin loop i to CPU i (modulo the CPUs available).
+    #[arg(long)]
+    pin: bool,
+    /// How the acceptor picks a loop (without --reuseport).
+    /// Default: round-robin.
+    #[arg(long, value_enum)]
+    balance: Option<BalanceArg>,
+    /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline
+    /// (or, in a build with the `tokio` feature, one current-thread tokio runtime per loop).
+    /// A flag the chosen engine would ignore is refused.
+    #[arg(long, default_value = "reactor", value_parser = engine_parser())]
+    engine: Engine,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    backlog: i32,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    no_nodelay: bool,
+    /// Per-loop read buffer size (bytes, or with K/M suffix).
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
+    read_buffer: usize,
+    /// Stop reading a connection whose pending output exceeds this.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    high_watermark: usize,
+    /// Resume reading once pending output is down to this.
+    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
+    low_watermark: usize,
+    /// http: largest request head (request line + headers), bytes or K/M.
+    #[arg(long, default_value = "8K", value_parser = parse_size, value_name = "SIZE")]
+    max_head_bytes: usize,
+    /// http: most header fields in one request.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_headers: usize,
+    /// http: largest request body (Content-Length or chunked total).
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    max_body: usize,
+    /// redis: largest bulk string in a request.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_bulk: usize,
+    /// redis: most elements in one multibulk request.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "N")]
+    max_multibulk: usize,
+    /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
+    /// close idle connections, and exit within this long (a second signal exits at once).
+    /// Default: 5s (engines reactor, std; the tokio engine stops at once).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Option<Duration>,
+    /// Close connections idle (no bytes either way) this long; `off` disables.
+    /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    idle_timeout: Option<Timeout>,
+    /// http: close a connection whose request head is not complete within this long
+    /// (slowloris defence); `off` disables. Default: 10s (engine reactor).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    header_timeout: Option<Timeout>,
+    /// Most connections open at once; beyond it new connections are closed at once
+    /// (engines reactor, std).
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// TCP keepalive: idle time before the first probe (off by default).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    keepalive: Option<Duration>,
+    /// TCP keepalive: interval between probes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    keepalive_interval: Duration,
+    /// SO_RCVBUF of the listening sockets (inherited by connections).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    recv_buffer: Option<usize>,
+    /// SO_SNDBUF of the listening sockets (inherited by connections).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    send_buffer: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (protocol counters on every engine;
+    /// connection counters on the reactor).
+    #[arg(long, value_parser = parse_socket_addr, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log a one-line summary of the counters this often (info level).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    stats_interval: Option<Duration>,
+    /// frame: largest frame payload accepted.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_frame: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoKind {
+    /// Every byte back.
+    Echo,
+    /// HTTP/1.1: GET / and /plaintext, POST /echo, keep-alive, pipelining.
+    Http,
+    /// Redis RESP2: strings with expiry, pipelining; works with redis-cli.
+    Redis,
+    /// 4-byte big-endian length-prefixed frames, echoed whole.
+    Frame,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum BalanceArg {
+    RoundRobin,
+    LeastConn,
+    SourceHash,
+}
+
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
+}
+
+/// A timeout flag's value: a duration, or none (`off` / `0`).
+#[derive(Debug, Clone, Copy)]
+struct Timeout(Option<Duration>);
+
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Timeout(None));
+    }
+    let d = parse_duration(s)?;
+    Ok(Timeout((!d.is_zero()).then_some(d)))
+}
+
+/// Octal permission bits, e.g. `660` or `0o600`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("invalid mode {s:?}: expected octal permission bits like 660")),
+    }
+}
+
+/// `HOST:PORT`, `[V6]:PORT` or `tcp://HOST:PORT` (the first address it resolves to),
+/// parsed as a TCP [`ListenAddr`] is.
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    match ListenAddr::parse_all(s)?.into_iter().next() {
+        Some(ListenAddr::Tcp(a)) => Ok(a),
+        _ => Err(format!("invalid address {s:?}: expected HOST:PORT, e.g. 127.0.0.1:5000")),
+    }
+}
+
+/// `--engine`: the names of the engines this build has.
+fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
+    use clap::builder::TypedValueParser as _;
+    let names: Vec<&'static str> = Engine::ALL.iter().map(|e| e.name()).collect();
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|name| Engine::from_name(&name).ok_or_else(|| format!("unknown engine {name:?}")))
+}
+
+/// `evloop load`: runs the load and prints its report.
+pub fn run_load(args: LoadArgs) -> Result<(), String> {
+    let config = LoadConfig {
+        addr: args.addr,
+        proto: match args.proto {
+            ProtoKind::Echo => LoadProto::Echo,
+            ProtoKind::Http => LoadProto::Http,
+            ProtoKind::Redis => LoadProto::Redis,
+            ProtoKind::Frame => LoadProto::Frame,
+        },
+        connections: args.connections,
+        pipeline: args.pipeline,
+        size: args.size,
+        duration: args.duration,
+        warmup: args.warmup,
+        threads: args.threads,
+        path: args.path,
+        redis_command: args.redis_command,
+        progress: !args.json,
+    };
+    let report = load::run(&config).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.to_text());
+    }
+    if report.errors > 0 || report.dropped > 0 {
+        return Err(format!(
+            "{} wrong replies, {} connections dropped",
+            report.errors, report.dropped
+        ));
+    }
+    if report.requests == 0 {
+        return Err("no replies were received in the measured window".into());
+    }
+    Ok(())
+}
+
+/// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to
+/// [`run`], which owns the lifecycle.
+pub fn run_serve(args: ServeArgs) -> Result<(), String> {
+    let settings = Settings {
+        listen: args.listen.into_iter().flatten().collect(),
+        loops: args.loops,
+        reuseport: args.reuseport,
+        nodelay: !args.no_nodelay,
+        unix_mode: args.unix_mode,
+        backlog: args.backlog,
+        recv_buffer: args.recv_buffer,
+        send_buffer: args.send_buffer,
+        keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
+        idle_timeout: None,
+        request_timeout: None,
+        max_conns: args.max_conns.filter(|&n| n > 0),
+        reactor: ReactorTuning {
+            pin: args.pin,
+            read_buffer: args.read_buffer,
+            high_watermark: args.high_watermark,
+            low_watermark: args.low_watermark,
+            ..Settings::default().reactor
+        },
+    };
+    let flags = Flags {
+        idle_timeout: args.idle_timeout.map(|t| t.0),
+        header_timeout: args.header_timeout.map(|t| t.0),
+        drain_timeout: args.drain_timeout,
+        balance: args.balance.map(|b| match b {
+            BalanceArg::RoundRobin => Balance::RoundRobin,
+            BalanceArg::LeastConn => Balance::LeastConnections,
+            BalanceArg::SourceHash => Balance::SourceHash,
+        }),
+        metrics: args.metrics,
+        stats_interval: args.stats_interval,
+    };
+    let engine = args.engine;
+    match args.proto {
+        ProtoKind::Echo => run(engine, Echo, settings, flags),
+        ProtoKind::Http => {
+            let limits = HttpConfig {
+                max_head_bytes: args.max_head_bytes,
+                max_headers: args.max_headers,
+                max_body: args.max_body,
+            };
+            run(engine, Http::new(limits), settings, flags)
+        }
+        ProtoKind::Redis => {
+            let limits = RespConfig {
+                max_bulk: args.max_bulk,
+                max_multibulk: args.max_multibulk,
+                ..RespConfig::default()
+            };
+            run(engine, Redis::new(limits), settings, flags)
+        }
+        ProtoKind::Frame => {
+            run(engine, Frame::new(FrameConfig { max_frame: args.max_frame }), settings, flags)
+        }
+    }
+}
