@@ -43,7 +43,8 @@ pub struct LoopStats {
 pub struct StatsSnapshot {
     /// Connections open now.
     pub open: u64,
-    /// Connections this loop took on (accepted itself, or handed over by the acceptor).
+    /// Connections this loop took on (accepted itself, or handed over by the acceptor);
+    /// for the acceptor, the connections it accepted and handed to a loop.
     pub accepted: u64,
     /// Connections closed (for any reason, including detach).
     pub closed: u64,
@@ -155,13 +156,19 @@ impl StatsSnapshot {
 pub struct ServerStats {
     /// Per-loop snapshots, indexed by loop id.
     pub loops: Vec<StatsSnapshot>,
-    /// The single acceptor's counters (its accept calls), when reuseport is off.
+    /// The single acceptor's counters (its polls, accepts and accept errors), when
+    /// reuseport is off.
     pub acceptor: Option<StatsSnapshot>,
 }
 
 impl ServerStats {
-    /// Sum over loops and the acceptor.
+    /// Sum over loops and the acceptor. A connection the acceptor hands to a loop is
+    /// counted once in `accepted` (by the loop that took it on), not twice.
     pub fn total(&self) -> StatsSnapshot {
-        StatsSnapshot::sum(self.loops.iter().chain(self.acceptor.as_ref()))
+        let mut t = StatsSnapshot::sum(self.loops.iter().chain(self.acceptor.as_ref()));
+        if let Some(a) = &self.acceptor {
+            t.accepted -= a.accepted;
+        }
+        t
     }
 }

@@ -308,6 +308,7 @@ impl Acceptor {
     fn accept_all(&mut self, i: usize, shared: &Shared, picker: &mut Picker) {
         let Some((index, listener)) = self.listeners.get(i) else { return };
         while let Some((stream, peer)) = self.accepting.next(listener, &self.stats, shared) {
+            bump(&self.stats.accepted, 1);
             let target = picker.pick(&shared.loops, &peer);
             let cmd = Command::Register { stream, peer, listener: *index, admitted: true };
             if shared.loops[target].send(cmd).is_err() {
