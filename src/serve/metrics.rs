@@ -23,7 +23,12 @@ pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnaps
 /// Every reactor counter exported, in exposition order.
 pub const STATS_FAMILIES: [StatsFamily; 16] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
-    ("connections_accepted_total", "counter", "Connections taken on.", |s| s.accepted),
+    (
+        "connections_accepted_total",
+        "counter",
+        "Connections taken on (loop=\"acceptor\": accepted and handed to a loop, so the same connections appear twice across labels).",
+        |s| s.accepted,
+    ),
     ("connections_closed_total", "counter", "Connections closed.", |s| s.closed),
     ("connections_rejected_total", "counter", "Connections closed at once by --max-conns.", |s| {
         s.rejected
