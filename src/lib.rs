@@ -7,6 +7,7 @@
 //! - [`baseline`]: a std::net thread-per-connection engine driving the same protocols.
 //! - [`serve`]: runs a protocol on either engine.
 pub mod baseline;
+pub mod capture;
 pub mod load;
 pub mod metrics;
 pub mod net;
