@@ -9,10 +9,13 @@
 //! (ties: the first sender). A SYN on a 4-tuple whose stream already carried data or a FIN
 //! starts a new stream.
 //!
-//! [`replay`] plays the client side of each stream against a server: one thread and one
-//! blocking connection per stream, all started together and each delayed by its stream's
-//! recorded start offset; within a stream, chunks are sent at their recorded offsets, all
-//! scaled by `1/speed`. Meant for sampled captures (hundreds of streams, not millions).
+//! [`replay`] plays the client side of each stream against a server: one blocking
+//! connection per stream, driven by two threads (one sends, one reads the replies
+//! concurrently), all streams started together and each delayed by its recorded start
+//! offset from the capture's first stream; within a stream, chunks are sent at their
+//! recorded offsets; all times are scaled by `1/speed`. Streams therefore overlap as they
+//! did when captured. Meant for sampled captures (hundreds of streams, not millions: two
+//! threads per stream exist for the whole replay).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -149,7 +152,8 @@ impl Building {
             Direction::ToClient => (&mut self.sides[1], &mut self.stream.to_client),
         };
         if seg.flags & SYN != 0 {
-            side.next = Some(seg.seq.wrapping_add(1));
+            // A retransmitted SYN or SYN-ACK must not rewind a side already under way.
+            side.next.get_or_insert(seg.seq.wrapping_add(1));
             return;
         }
         side.fin |= seg.flags & FIN != 0;

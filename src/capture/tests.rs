@@ -233,6 +233,47 @@ fn dropped_bytes_leave_a_hole_in_the_sequence_space() {
 }
 
 #[test]
+fn loops_on_several_threads_reusing_connection_ids() {
+    let path = temp_path("threads");
+    let writer = Writer::create(&path, WriterConfig::default()).unwrap();
+    std::thread::scope(|scope| {
+        for l in 0..4u16 {
+            let mut buf = writer.loop_buffer();
+            scope.spawn(move || {
+                // Every loop uses connection id 1; the writer keeps them apart.
+                let client = SocketAddr::new([10, 0, 0, 1].into(), 30_000 + l);
+                buf.opened(1, Some(client), Some(sa("10.0.0.2:80")), at(0));
+                for i in 0..50u8 {
+                    buf.record(
+                        1,
+                        Direction::ToServer,
+                        &pattern(1000, i ^ l as u8),
+                        at(u64::from(i)),
+                    );
+                    buf.record(1, Direction::ToClient, &[i; 10], at(u64::from(i)));
+                }
+                buf.closed(1, at(60));
+            });
+        }
+    });
+    let stats = writer.finish().unwrap();
+    assert_eq!((stats.captured_connections, stats.dropped_bytes), (4, 0));
+    let mut streams = read_streams(&path).unwrap();
+    streams.sort_by_key(|s| s.client.port());
+    assert_eq!(streams.len(), 4);
+    for (l, s) in streams.iter().enumerate() {
+        assert_eq!(s.client.port(), 30_000 + l as u16);
+        let want: Vec<u8> = (0..50u8).flat_map(|i| pattern(1000, i ^ l as u8)).collect();
+        assert_eq!(s.bytes(Direction::ToServer), want);
+        assert_eq!(
+            s.bytes(Direction::ToClient),
+            (0..50u8).flat_map(|i| [i; 10]).collect::<Vec<u8>>()
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn max_bytes_is_respected() {
     let path = temp_path("max");
     let max = 10_000;

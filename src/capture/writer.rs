@@ -218,8 +218,17 @@ impl WriterThread {
                 }
             }
         }
-        // Later records find the receiver gone and count themselves as dropped.
+        // Records that raced with the stop are dropped and counted; later ones find the
+        // receiver gone and count themselves.
         let WriterThread { rx, mut sink, .. } = self;
+        for msg in rx.try_iter() {
+            if let Msg::Record { charge, account, record, .. } = msg {
+                account.in_flight.fetch_sub(charge, Ordering::Relaxed);
+                if let Record::Data { bytes, .. } = record {
+                    account.dropped.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
         drop(rx);
         if let Err(e) = sink.flush() {
             error.get_or_insert(e);
