@@ -75,6 +75,10 @@ struct Shared {
 /// (`None` addresses) become `127.0.0.2:<1024 + n mod 64512>` for the client (n = the
 /// capture's connection counter) and `127.0.0.1:1` for the server.
 ///
+/// Packets are written in the order the records reach the thread, with the records'
+/// timestamps: within a loop they are in order; between loops they may be slightly out of
+/// order (tcpdump and Wireshark accept that).
+///
 /// Dropping a `Writer` stops it like [`Writer::finish`], ignoring errors.
 #[derive(Debug)]
 pub struct Writer {
@@ -372,6 +376,7 @@ fn pcap_io_error(e: pcap_file::PcapError) -> io::Error {
 fn isn(loop_id: u32, conn: u64, side: u64) -> u32 {
     let mut x =
         (u64::from(loop_id) << 56) ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (side << 40);
+    x ^= 0x5851_F42D_4C95_7F2D;
     x ^= x >> 29;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     (x ^ (x >> 32)) as u32
