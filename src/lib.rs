@@ -11,10 +11,14 @@
 //! - [`engines`]: the std::net thread-per-connection engine and the tokio engine.
 //! - [`proto`]: sans-IO protocols (echo, HTTP/1.1, Redis RESP2, length-prefixed frames).
 //! - [`serve`]: runs a protocol on any engine, and the server's lifecycle.
+//! - [`proxy`]: the L4 proxy and load balancer (backends, balancing, health).
+//! - [`capture`]: sampled traffic capture to pcap, and replay.
 //! - [`load`]: the load generator.
+pub mod capture;
 pub mod engines;
 pub mod load;
 pub mod net;
 pub mod proto;
+pub mod proxy;
 pub mod reactor;
 pub mod serve;

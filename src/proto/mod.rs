@@ -12,6 +12,7 @@
 pub mod echo;
 pub mod frame;
 pub mod http;
+pub mod proxy_header;
 pub mod resp;
 #[cfg(test)]
 pub(crate) mod sim;
