@@ -11,5 +11,6 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod proxy;
 pub mod reactor;
 pub mod serve;
