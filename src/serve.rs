@@ -86,6 +86,7 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
                 (p.consumed.min(input.len()), if p.close { Action::Close } else { Action::None })
             }
             Err(e) => {
+                self.metrics.add_requests(self.loop_id, e.requests as u64);
                 self.metrics.add_error(e.kind);
                 log::debug!("{} from {}: {e}", self.proto.name(), conn.peer_addr());
                 conn.write(&e.reply);
@@ -100,6 +101,7 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         match self.proto.new_session().on_input(data, dgram.out()) {
             Ok(p) => self.metrics.add_requests(self.loop_id, p.requests as u64),
             Err(e) => {
+                self.metrics.add_requests(self.loop_id, e.requests as u64);
                 self.metrics.add_error(e.kind);
                 dgram.write(&e.reply);
             }

@@ -271,6 +271,7 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
         match proto.new_session().on_input(&buf[..n], &mut out) {
             Ok(p) => metrics.add_requests(0, p.requests as u64),
             Err(e) => {
+                metrics.add_requests(0, e.requests as u64);
                 metrics.add_error(e.kind);
                 out.extend_from_slice(&e.reply);
             }
@@ -308,6 +309,7 @@ pub(crate) fn feed<S: Session>(
             (p.consumed.min(data.len()), p.close)
         }
         Err(e) => {
+            metrics.add_requests(slot, e.requests as u64);
             metrics.add_error(e.kind);
             debug!("protocol error: {e}");
             out.extend_from_slice(&e.reply);

@@ -888,3 +888,24 @@ proptest! {
         check_robust(HttpConfig::default(), &input, &sizes)?;
     }
 }
+
+/// Issue 10 item 11: requests answered in the same call as a protocol error count.
+#[test]
+fn protocol_error_counts_the_requests_answered_before_it() {
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut input = Vec::new();
+    input.extend_from_slice(get);
+    input.extend_from_slice(get);
+    input.extend_from_slice(b"BAD\x01 / HTTP/1.1\r\n\r\n");
+    let (out, r) = call(&input);
+    let e = r.unwrap_err();
+    assert_eq!(e.requests, 2);
+    assert_eq!(text(&out).matches("HTTP/1.1 200").count(), 2, "{}", text(&out));
+    // A broken chunked body after one complete request.
+    let mut input = get.to_vec();
+    input.extend_from_slice(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    let (_, r) = call(&input);
+    assert_eq!(r.unwrap_err().requests, 1);
+    let (_, r) = call(b"BAD\x01 / HTTP/1.1\r\n\r\n");
+    assert_eq!(r.unwrap_err().requests, 0);
+}
