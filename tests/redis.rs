@@ -588,3 +588,29 @@ fn truncated_command_then_half_close_reactor() {
 fn truncated_command_then_half_close_std() {
     truncated_command_then_half_close(Engine::Std);
 }
+
+/// Issue 10 item 11: three PINGs and a bad bulk length in one write get four replies,
+/// and the three answered requests are counted, on every engine.
+fn requests_before_a_protocol_error_are_counted(engine: Engine) {
+    let served = serve(engine, 1, RespConfig::default());
+    let mut c = connect(served.local_addrs()[0]);
+    send(&mut c, b"PING\r\nPING\r\nPING\r\n*1\r\n$-5\r\n");
+    let got = read_to_end(&mut c);
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+PONG\r\n+PONG\r\n+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    );
+    wait_until("requests counted", || served.proto_metrics().requests() >= 3);
+    assert_eq!(served.proto_metrics().requests(), 3);
+    served.shutdown().unwrap();
+}
+
+#[test]
+fn requests_before_a_protocol_error_are_counted_reactor() {
+    requests_before_a_protocol_error_are_counted(Engine::Reactor);
+}
+
+#[test]
+fn requests_before_a_protocol_error_are_counted_std() {
+    requests_before_a_protocol_error_are_counted(Engine::Std);
+}
