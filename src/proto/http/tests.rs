@@ -637,7 +637,19 @@ fn protocol_surface() {
         HttpConfig { max_head_bytes: 8192, max_headers: 64, max_body: 1 << 20 }
     );
     http.tick();
-    let _clone = http.clone();
+    // A clone is the same protocol: same configuration, same answers.
+    let limits = HttpConfig { max_head_bytes: 64, max_headers: 2, max_body: 3 };
+    let small = Http::new(limits);
+    let clone = small.clone();
+    assert_eq!(clone.config(), &limits);
+    let req = b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let ra = small.new_session().on_input(req, &mut a);
+    let rb = clone.new_session().on_input(req, &mut b);
+    assert_eq!(norm(&a), norm(&b));
+    let (ea, eb) = (ra.unwrap_err(), rb.unwrap_err());
+    assert_eq!(eb.kind, "body_too_large", "the clone keeps the limits");
+    assert_eq!((ea.kind, norm(&ea.reply)), (eb.kind, norm(&eb.reply)));
 }
 
 // ---------------------------------------------------------------------------------------
