@@ -216,3 +216,55 @@ fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
     assert_eq!(wait_exit(child), 0);
     assert!(!path.exists(), "socket file removed on exit");
 }
+
+/// A request that outlasts `--drain-timeout`: the server stops waiting for it at the
+/// deadline, closes it and still exits 0.
+#[test]
+fn drain_deadline_ends_a_stuck_request_and_exits_zero() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--proto",
+        "http",
+        "--drain-timeout",
+        "1s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = connect(addr);
+    send(&mut stuck, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200)); // the server has read the partial request
+    let t = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    // The request never completes; the connection ends at the deadline (EOF or reset).
+    let mut buf = [0u8; 64];
+    let got = std::io::Read::read(&mut stuck, &mut buf).unwrap_or(0);
+    assert_eq!(got, 0, "no reply to the unfinished request");
+    assert_eq!(wait_exit(child), 0, "exit status after the drain deadline");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "exited after {took:?}, before the deadline");
+    assert!(took < Duration::from_secs(10), "exited only after {took:?}");
+}
+
+/// A second signal during the drain exits at once (status 1), not at the deadline.
+#[test]
+fn second_signal_during_the_drain_exits_at_once() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--proto",
+        "http",
+        "--drain-timeout",
+        "60s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = connect(addr);
+    send(&mut stuck, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300)); // draining, held up by `stuck`
+    let t = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 1, "second signal: exit status 1");
+    assert!(t.elapsed() < Duration::from_secs(5), "exited only after {:?}", t.elapsed());
+    drop(stuck);
+}
