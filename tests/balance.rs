@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
 use common::*;
 use evloop::proto::echo::Echo;
-use evloop::reactor::{Balance, ServerHandle, Server};
+use evloop::reactor::{Balance, Server, ServerHandle};
 use evloop::serve::ProtoHandler;
 
 const LOOPS: usize = 3;
@@ -60,7 +60,10 @@ fn least_connections_picks_the_emptiest_loop() {
         drop(conns.swap_remove(at));
         wait_until("the close is seen", || h.stats().loops[emptied].open == 0);
         let (c, took) = open(&h, addr, None);
-        assert_eq!(took, emptied, "new connection went to loop {took}, not the empty loop {emptied}");
+        assert_eq!(
+            took, emptied,
+            "new connection went to loop {took}, not the empty loop {emptied}"
+        );
         conns.push((c, took));
     }
     drop(conns);

@@ -912,6 +912,10 @@ fn shutdown_with_open_connections_is_prompt() {
         idle.assert_closed();
         let (rest, end) = partial.until_close();
         assert!(matches!(end, End::Eof | End::Reset), "{end:?}");
-        assert!(rest.is_empty(), "half-sent request answered: {:?}", String::from_utf8_lossy(&rest));
+        assert!(
+            rest.is_empty(),
+            "half-sent request answered: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     });
 }

@@ -125,7 +125,12 @@ fn check<P: Protocol>(
     prop_assert!(whole.left <= max_left, "{} bytes left unconsumed", whole.left);
     prop_assert!(chunked.left <= max_left, "{} bytes left unconsumed", chunked.left);
     let bound = max_out(input.len());
-    prop_assert!(whole.out.len() <= bound, "{} output bytes for {} input", whole.out.len(), input.len());
+    prop_assert!(
+        whole.out.len() <= bound,
+        "{} output bytes for {} input",
+        whole.out.len(),
+        input.len()
+    );
     Ok(())
 }
 
@@ -134,9 +139,7 @@ fn identity(b: &[u8]) -> Vec<u8> {
 }
 
 /// A valid stream, then mutations: overwritten bytes, an inserted run, a cut.
-fn mutate(
-    valid: impl Strategy<Value = Vec<u8>>,
-) -> impl Strategy<Value = Vec<u8>> {
+fn mutate(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
     (
         valid,
         prop::collection::vec((any::<Index>(), any::<u8>()), 0..4),
@@ -237,7 +240,8 @@ const HTTP: HttpConfig = HttpConfig { max_head_bytes: 512, max_headers: 8, max_b
 fn http_request() -> impl Strategy<Value = Vec<u8>> + Clone {
     let path = prop::sample::select(vec!["/", "/plaintext", "/echo", "/nope", "/?q=1"]);
     let method = prop::sample::select(vec!["GET", "HEAD", "POST", "PUT"]);
-    let conn = prop::sample::select(vec!["", "Connection: keep-alive\r\n", "Connection: close\r\n"]);
+    let conn =
+        prop::sample::select(vec!["", "Connection: keep-alive\r\n", "Connection: close\r\n"]);
     let body = prop::collection::vec(any::<u8>(), 0..64);
     (method, path, conn, body, any::<bool>()).prop_map(|(m, p, c, body, chunked)| {
         let mut v = format!("{m} {p} HTTP/1.1\r\nHost: x\r\n{c}").into_bytes();

@@ -176,15 +176,27 @@ fn expiry(engine: Engine) {
     let ttl = q::<i64>(&mut con, &["TTL", "plain"]);
     let pttl = q::<i64>(&mut con, &["PTTL", "plain"]);
     let passed = ms_since(set_at);
-    assert!(ttl <= 100 && ttl >= (100_000 - passed) / 1000 - 1, "TTL {passed} ms after EXPIRE 100: {ttl}");
-    assert!((100_000 - passed - 1..=100_000).contains(&pttl), "PTTL {passed} ms after EXPIRE 100: {pttl}");
+    assert!(
+        ttl <= 100 && ttl >= (100_000 - passed) / 1000 - 1,
+        "TTL {passed} ms after EXPIRE 100: {ttl}"
+    );
+    assert!(
+        (100_000 - passed - 1..=100_000).contains(&pttl),
+        "PTTL {passed} ms after EXPIRE 100: {pttl}"
+    );
     let set_at = Instant::now();
     assert_eq!(q::<i64>(&mut con, &["PEXPIRE", "plain", "5000"]), 1);
     let pttl = q::<i64>(&mut con, &["PTTL", "plain"]);
     let ttl = q::<i64>(&mut con, &["TTL", "plain"]);
     let passed = ms_since(set_at);
-    assert!((5_000 - passed - 1..=5_000).contains(&pttl), "PTTL {passed} ms after PEXPIRE 5000: {pttl}");
-    assert!(ttl <= 5 && ttl >= (5_000 - passed) / 1000 - 1, "TTL {passed} ms after PEXPIRE 5000: {ttl}");
+    assert!(
+        (5_000 - passed - 1..=5_000).contains(&pttl),
+        "PTTL {passed} ms after PEXPIRE 5000: {pttl}"
+    );
+    assert!(
+        ttl <= 5 && ttl >= (5_000 - passed) / 1000 - 1,
+        "TTL {passed} ms after PEXPIRE 5000: {ttl}"
+    );
     assert_eq!(q::<i64>(&mut con, &["PERSIST", "plain"]), 1);
     assert_eq!(q::<i64>(&mut con, &["TTL", "plain"]), -1);
     assert_eq!(q::<i64>(&mut con, &["PERSIST", "plain"]), 0, "no TTL left");

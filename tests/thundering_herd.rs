@@ -49,9 +49,8 @@ fn run(reuseport: bool) {
         assert_eq!(read_n(&mut c, 4), b"ping", "connection {i} served");
         open.push(c);
         let after = h.stats();
-        let took: Vec<usize> = (0..LOOPS)
-            .filter(|&l| after.loops[l].accepted > before.loops[l].accepted)
-            .collect();
+        let took: Vec<usize> =
+            (0..LOOPS).filter(|&l| after.loops[l].accepted > before.loops[l].accepted).collect();
         assert_eq!(took.len(), 1, "connection {i} taken by exactly one loop: {took:?}");
         let taker = took[0];
         takers[taker] += 1;

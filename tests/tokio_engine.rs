@@ -325,7 +325,10 @@ fn every_runtime_ticks_about_once_a_second() {
     let elapsed = t0.elapsed().as_secs_f64();
     // At most one at start plus one per whole second elapsed, per runtime.
     let most = 2 * (1 + elapsed.floor() as u64);
-    assert!((4..=most).contains(&n), "{n} ticks from 2 runtimes in {elapsed:.2} s (at most {most})");
+    assert!(
+        (4..=most).contains(&n),
+        "{n} ticks from 2 runtimes in {elapsed:.2} s (at most {most})"
+    );
     shutdown(running);
     let after = ticks.load(Ordering::Relaxed);
     thread::sleep(Duration::from_millis(1200));

@@ -197,7 +197,10 @@ mod tests {
             proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8),
             proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
             proptest::option::of(any::<prop::sample::Index>()),
-            proptest::option::of((any::<prop::sample::Index>(), proptest::collection::vec(any::<u8>(), 1..8))),
+            proptest::option::of((
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(any::<u8>(), 1..8),
+            )),
         )
             .prop_map(|(payloads, flips, cut, insert)| {
                 let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
