@@ -61,14 +61,20 @@ fn echo_of_32_mib_sent_before_reading_is_complete_and_bounded() {
     let addr = server.local_addrs()[0];
     let running = server.start(|_| ProtoHandler::new(Echo)).unwrap();
     let h = running.handle();
+    let data = pattern(LEN, 3);
     let client = connect_small_rcvbuf(addr);
     let mut writer = client.try_clone().unwrap();
     let sender = thread::spawn(move || {
-        writer.write_all(&pattern(LEN, 3)).expect("send 32 MiB");
+        writer.write_all(&data).expect("send 32 MiB");
         writer.shutdown(Shutdown::Write).expect("half-close");
     });
-    // Read nothing for a while: buffers fill up everywhere and the server must pause.
-    thread::sleep(Duration::from_millis(500));
+    // Read nothing until the echo has backed up into the server's output buffer (the
+    // kernel's buffers are full): from there on, output leaves only through the
+    // buffered flush. Then a little longer, so the server pauses reading.
+    wait_until("the echo backs up in the server", || {
+        h.stats().total().peak_pending_output >= high / 2
+    });
+    thread::sleep(Duration::from_millis(200));
     let paused = h.stats().total();
     let mut reader = client;
     let mut got = Vec::with_capacity(LEN);
