@@ -237,8 +237,11 @@ fn drain_deadline_ends_a_stuck_request_and_exits_zero() {
     signal(&child, libc::SIGTERM);
     // The request never completes; the connection ends at the deadline (EOF or reset).
     let mut buf = [0u8; 64];
-    let got = std::io::Read::read(&mut stuck, &mut buf).unwrap_or(0);
-    assert_eq!(got, 0, "no reply to the unfinished request");
+    match std::io::Read::read(&mut stuck, &mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the unfinished request closed unanswered, got {other:?}"),
+    }
     assert_eq!(wait_exit(child), 0, "exit status after the drain deadline");
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(900), "exited after {took:?}, before the deadline");
