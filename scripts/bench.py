@@ -16,12 +16,14 @@ Memory rows open N idle connections from this process and report (RSS with N - R
 none) / N. Peers (wrk, redis-benchmark, redis-server, nginx) that are not installed give
 skipped rows. Only 127.0.0.1 is used; every client and wait is bounded in time.
 
-Usage: bench.py [--quick] [GROUP...]   groups: echo http redis scaling memory
+Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--list] [GROUP ...]
+  (bench.py --help for details; unknown flags are an error)
 Env: SERVER_CPU, CLIENT_CPU, PORT (first port; each row takes the next), DURATION, WARMUP,
-     REQUESTS (redis-benchmark -n at pipeline 1; x5 at pipeline 16), PERF=0 (no syscalls),
+     REQUESTS (redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0 (no syscalls),
      SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS.
 Writes target/bench/results.md and results.json.
 """
+import argparse
 import json
 import os
 import re
@@ -468,6 +470,8 @@ def scenarios(quick, only, have, tokio, duration, warmup, n1):
     def add(group, scenario, client, server, server_cmd, client_fn, role, workers=False, skip=None):
         if only and group not in only:
             return
+        if not row_selected(f"{group} | {scenario} | {client} | {server}"):
+            return
         specs.append(dict(group=group, scenario=scenario, client=client, server=server, role=role,
                           server_cmd=server_cmd, client_fn=client_fn, workers=workers, skip=skip))
 
@@ -629,10 +633,62 @@ def ratio_lines(rat):
     return lines
 
 
+GROUPS = ("echo", "http", "redis", "scaling", "memory")
+
+# Substrings from --only; a row runs when its "group | scenario | client | server" line
+# contains one of them (case-insensitive). Empty: every row.
+ONLY_ROWS = []
+
+
+def row_selected(line):
+    return not ONLY_ROWS or any(o.lower() in line.lower() for o in ONLY_ROWS)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="scripts/bench.sh",
+        description="Benchmarks evloop's engines (reactor, std, tokio) against each other and "
+                    "against nginx and redis-server. Each row: one server pinned to SERVER_CPU, "
+                    "one client pinned to CLIENT_CPU. The full run takes about 15 minutes on 2 "
+                    "cores; --quick under 2.",
+        epilog="Environment: SERVER_CPU, CLIENT_CPU, PORT, DURATION, WARMUP, REQUESTS "
+               "(redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0, PERF_DURATION, "
+               "SCALE (e.g. 10,100,1000), MEMORY_CONNS. Writes target/bench/results.md, "
+               "results.json (and, from bench.sh, results.svg).")
+    p.add_argument("--quick", action="store_true",
+                   help="a subset with short rows (1 s per row after 300 ms warmup)")
+    p.add_argument("--only", nargs="+", metavar="TEXT", default=[],
+                   help="run only the rows whose 'group | scenario | client | server' contains "
+                        "one of these texts (case-insensitive), e.g. --only 'RESP GET' nginx; "
+                        "memory rows match on 'memory | <server>'")
+    p.add_argument("--list", action="store_true",
+                   help="print the rows that would run, then exit (needs no build)")
+    p.add_argument("groups", nargs="*", metavar="GROUP",
+                   help=f"only these groups: {' '.join(GROUPS)}")
+    p.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    bad = [g for g in a.groups if g not in GROUPS]
+    if bad:
+        p.error(f"unknown group {', '.join(bad)} (groups: {' '.join(GROUPS)})")
+    return a
+
+
 def main():
-    args = sys.argv[1:]
-    quick = "--quick" in args
-    only = [a for a in args if not a.startswith("-")]
+    a = parse_args(sys.argv[1:])
+    if a.parse_only:
+        return
+    quick, only = a.quick, a.groups
+    ONLY_ROWS.extend(a.only)
+    if a.list:
+        os.makedirs(OUT, exist_ok=True)  # scenarios() writes the nginx config there
+        specs = scenarios(quick, only, shutil.which, True, "1s", "0s", 1)
+        for spec in specs:
+            print(f"{spec['group']} | {spec['scenario']} | {spec['client']} | {spec['server']}")
+        if not only or "memory" in only:
+            for label in (REACTOR, STD, TOKIO):
+                if row_selected(f"memory | {label}"):
+                    print(f"memory | idle connections | this script | {label}")
+        return
     duration = os.environ.get("DURATION", "1s" if quick else "5s")
     warmup = os.environ.get("WARMUP", "300ms" if quick else "1s")
     n1 = int(os.environ.get("REQUESTS", "50000" if quick else "300000"))
@@ -667,10 +723,11 @@ def main():
         lines.append(line)
 
     mem = []
-    if not only or "memory" in only:
+    mem_labels = [l for l in (REACTOR, STD, TOKIO) if row_selected(f"memory | {l}")]
+    if (not only or "memory" in only) and mem_labels:
         print(f"\nMemory: server RSS holding {mem_n:,} idle connections\n\n{MEM_HEAD}", flush=True)
         lines += ["", f"Memory: server RSS holding {mem_n:,} idle connections", "", MEM_HEAD]
-        for label in (REACTOR, STD, TOKIO):
+        for label in mem_labels:
             if label == TOKIO and not tokio:
                 continue
             cmd = [BIN, "serve", "-q", "--listen", f"127.0.0.1:{port}", "--backlog", "4096"] + ENGINES[label]

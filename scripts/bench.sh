@@ -10,15 +10,16 @@
 # is not installed gives a skipped row (apt-get install wrk redis-tools redis-server
 # nginx-light linux-perf).
 #
-# Full run (~15 min on 2 cores; 5 s per row after 1 s warmup, redis-benchmark -n 200,000
-# at pipeline 1 and 1,000,000 at 16):
+# Full run (~15 min on 2 cores; 5 s per row after 1 s warmup, redis-benchmark -n 300,000
+# at pipeline 1 and 4,500,000 at 16, REQUESTS x15):
 #   echo 6 B ping-pong and 4 KiB pipelined stream, 50 connections, on the three engines
 #   HTTP GET / at pipeline 1 and 16: evloop load and wrk, on the three engines and nginx
 #   RESP PING, SET, GET at pipeline 1 and 16: evloop load and redis-benchmark, on the
 #     three engines and redis-server
 #   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
 #   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
-# --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 100,000):
+# --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 750,000 at
+# pipeline 16, REQUESTS=50,000 x15):
 #   echo 6 B ping-pong on the three engines; HTTP pipeline 16 (evloop load on the three
 #   engines and nginx, wrk on the reactor and nginx); RESP GET pipeline 16 (evloop load on
 #   the three engines and redis-server, redis-benchmark on the reactor and redis-server);
@@ -27,11 +28,26 @@
 #   scripts/bench.sh                    # everything
 #   scripts/bench.sh --quick            # the subset above
 #   scripts/bench.sh --quick http redis # only some groups: echo http redis scaling memory
+#   scripts/bench.sh --only 'RESP GET' nginx   # only rows whose line contains one of these
+#   scripts/bench.sh --list [...]       # print the rows that would run (no build, no run)
+#   scripts/bench.sh --help             # usage (no build); an unknown flag is an error
 #
 # Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0.
 # Writes target/bench/results.md, results.json and results.svg (bench_chart example).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Flags first: --help, --list and a bad flag end here, before any build.
+for a in "$@"; do
+    case "$a" in
+        -h | --help) exec python3 scripts/bench.py --help ;;
+    esac
+done
+python3 scripts/bench.py --parse-only "$@"
+for a in "$@"; do
+    case "$a" in
+        --list) exec python3 scripts/bench.py "$@" ;;
+    esac
+done
 cargo build --release --quiet --features tokio --bin evloop --example bench_chart
 python3 scripts/bench.py "$@"
 cargo run --release --quiet --features tokio --example bench_chart -- \

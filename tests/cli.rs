@@ -419,3 +419,128 @@ fn header_timeout_is_refused_for_protocols_other_than_http() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--header-timeout") && err.contains("http"), "{err}");
 }
+
+/// A request that outlasts `--drain-timeout`: the server stops waiting for it at the
+/// deadline, closes it and still exits 0.
+#[test]
+fn drain_deadline_ends_a_stuck_request_and_exits_zero() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--proto",
+        "http",
+        "--drain-timeout",
+        "1s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = connect(addr);
+    send(&mut stuck, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200)); // the server has read the partial request
+    let t = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    // The request never completes; the connection ends at the deadline (EOF or reset).
+    let mut buf = [0u8; 64];
+    match std::io::Read::read(&mut stuck, &mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the unfinished request closed unanswered, got {other:?}"),
+    }
+    assert_eq!(wait_exit(child), 0, "exit status after the drain deadline");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "exited after {took:?}, before the deadline");
+    assert!(took < Duration::from_secs(10), "exited only after {took:?}");
+}
+
+/// A second signal during the drain exits at once (status 1), not at the deadline.
+#[test]
+fn second_signal_during_the_drain_exits_at_once() {
+    let (child, addr, _) = spawn_ready(&[
+        "serve",
+        "--proto",
+        "http",
+        "--drain-timeout",
+        "60s",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let mut stuck = connect(addr);
+    send(&mut stuck, b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300)); // draining, held up by `stuck`
+    let t = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(child), 1, "second signal: exit status 1");
+    assert!(t.elapsed() < Duration::from_secs(5), "exited only after {:?}", t.elapsed());
+    drop(stuck);
+}
+
+/// The server-side socket of the one established connection on `port`, as `ss -tnmio`
+/// shows it (its line and the indented detail line), or None.
+fn ss_server_socket(port: u16) -> Option<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnmio", "state", "established", &format!("( sport = :{port} )")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.contains(&format!("127.0.0.1:{port} ")))?;
+    Some(format!("{} {}", lines[at], lines.get(at + 1).unwrap_or(&"")))
+}
+
+/// `--keepalive`, `--keepalive-interval`, `--recv-buffer`, `--send-buffer` reach the
+/// accepted socket, read back with `ss` (keepalive timer, skmem rb/tb). Needs `ss`
+/// (iproute2); without it the test says SKIPPED on stdout (shown by `.ci/run`). The same
+/// options are read back with getsockopt in `tests/socket_options.rs`.
+#[test]
+fn socket_flags_reach_accepted_sockets_skipped_without_ss() {
+    let have_ss =
+        std::process::Command::new("ss").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !have_ss {
+        println!("SKIPPED socket_flags_reach_accepted_sockets_skipped_without_ss: no ss");
+        return;
+    }
+    println!("ran socket_flags_reach_accepted_sockets_skipped_without_ss");
+    let flags = [
+        "serve",
+        "--keepalive",
+        "37s",
+        "--keepalive-interval",
+        "7s",
+        "--recv-buffer",
+        "48K",
+        "--send-buffer",
+        "40K",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for with_flags in [true, false] {
+        let args: &[&str] = if with_flags { &flags } else { &["serve", "--listen", "127.0.0.1:0"] };
+        let (child, addr, _) = spawn_ready(args);
+        let mut c = connect(addr);
+        send(&mut c, b"x");
+        assert_eq!(read_n(&mut c, 1), b"x");
+        let line = ss_server_socket(addr.port()).expect("ss shows the accepted socket");
+        let field = |name: &str| -> u64 {
+            let at = line.find(name).unwrap_or_else(|| panic!("{name} in {line}")) + name.len();
+            line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        };
+        if with_flags {
+            let ka = field("timer:(keepalive,");
+            assert!((30..=37).contains(&ka), "keepalive timer {ka} s for --keepalive 37s: {line}");
+            // Linux reports twice the size asked for.
+            assert!([48 * 1024, 96 * 1024].contains(&field(",rb")), "{line}");
+            assert!([40 * 1024, 80 * 1024].contains(&field(",tb")), "{line}");
+        } else {
+            assert!(!line.contains("keepalive"), "keepalive off by default: {line}");
+            assert_ne!(field(",rb"), 96 * 1024, "{line}");
+        }
+        signal(&child, libc::SIGTERM);
+        assert_eq!(wait_exit(child), 0);
+    }
+}

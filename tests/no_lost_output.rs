@@ -46,29 +46,56 @@ fn sixty_four_mib_to_a_slow_reader_arrive_byte_exact() {
     running.shutdown().unwrap();
 }
 
+/// The slow path: a small server send buffer and a client that reads nothing for half a
+/// second make the echo pile up in the connection's output buffer, so most of the 32 MiB
+/// leave through the buffered flush (`write_pending`), not the one-shot fast path. The
+/// client half-closes after sending, so a flush that dropped bytes shows as a short
+/// stream followed by EOF instead of a read that waits forever.
 #[test]
 fn echo_of_32_mib_sent_before_reading_is_complete_and_bounded() {
     const LEN: usize = 32 << 20;
-    let config = local_config(1);
+    let mut config = local_config(1);
+    config.send_buffer = Some(16 * 1024);
     let (high, rbuf) = (config.high_watermark as u64, config.read_buffer as u64);
     let server = Server::bind(config).unwrap();
     let addr = server.local_addrs()[0];
     let running = server.start(|_| ProtoHandler::new(Echo)).unwrap();
     let h = running.handle();
+    let data = pattern(LEN, 3);
     let client = connect_small_rcvbuf(addr);
     let mut writer = client.try_clone().unwrap();
     let sender = thread::spawn(move || {
-        writer.write_all(&pattern(LEN, 3)).expect("send 32 MiB");
+        writer.write_all(&data).expect("send 32 MiB");
+        writer.shutdown(Shutdown::Write).expect("half-close");
     });
-    // Read nothing for a while: buffers fill up everywhere and the server must pause.
-    thread::sleep(Duration::from_millis(500));
+    // Read nothing until the echo has backed up into the server's output buffer (the
+    // kernel's buffers are full): from there on, output leaves only through the
+    // buffered flush. Then a little longer, so the server pauses reading.
+    wait_until("the echo backs up in the server", || {
+        h.stats().total().peak_pending_output >= high / 2
+    });
+    thread::sleep(Duration::from_millis(200));
+    let paused = h.stats().total();
     let mut reader = client;
-    let mut got = vec![0; LEN];
-    reader.read_exact(&mut got).unwrap();
+    let mut got = Vec::with_capacity(LEN);
+    reader.read_to_end(&mut got).unwrap();
     sender.join().unwrap();
+    assert_eq!(got.len(), LEN, "echoed bytes, then EOF");
     assert!(got == pattern(LEN, 3), "echo differs from what was sent");
     let s = h.stats().total();
     assert!(s.partial_writes >= 1, "no partial write happened: the test proved nothing");
+    // Output was pending while the client did not read: it can only have left through
+    // the buffered flush. Several watermarks' worth went that way.
+    assert!(
+        paused.peak_pending_output >= high / 2,
+        "only {} bytes were pending while the client read nothing: the slow path was not taken",
+        paused.peak_pending_output
+    );
+    assert!(
+        s.partial_writes >= 32,
+        "{} partial writes: the echo did not go out in buffered pieces",
+        s.partial_writes
+    );
     assert!(
         s.peak_pending_output <= high + rbuf,
         "pending output reached {} bytes, over high watermark {high} + read buffer {rbuf}",

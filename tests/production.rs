@@ -34,7 +34,9 @@ fn until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
 
 #[test]
 fn idle_timeout_closes_the_idle_connection_and_not_the_active_one() {
-    let config = local_config(1).idle_timeout(Some(Duration::from_millis(500)));
+    // The active side sends every 50 ms against a 1 s timeout: a stall of 20 periods
+    // would be needed to make it look idle.
+    let config = local_config(1).idle_timeout(Some(Duration::from_secs(1)));
     let server = start(Engine::Reactor, Echo, config).unwrap();
     let h = server.reactor().unwrap();
     let addr = server.local_addrs()[0];
@@ -45,15 +47,24 @@ fn idle_timeout_closes_the_idle_connection_and_not_the_active_one() {
         let (_, closed) = until_closed(&mut idle, LIMIT);
         (closed, started.elapsed())
     });
-    // 1.5 s of traffic, a message every 100 ms: never idle for 500 ms.
-    for i in 0..15u8 {
+    // Traffic every 50 ms until the idle one is closed (and at least 2 s): never idle
+    // for 1 s. The largest gap is measured, so a stalled test thread shows as such.
+    let mut last = Instant::now();
+    let mut widest = Duration::ZERO;
+    for i in 0u8.. {
         send(&mut active, &[i]);
         assert_eq!(read_n(&mut active, 1), [i], "active connection served at {i}");
-        thread::sleep(Duration::from_millis(100));
+        widest = widest.max(last.elapsed());
+        last = Instant::now();
+        if watcher.is_finished() && started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
+    assert!(widest < Duration::from_secs(1), "the test stalled for {widest:?}: inconclusive");
     let (closed, after) = watcher.join().unwrap();
     assert!(closed, "idle connection was never closed");
-    assert!(after >= Duration::from_millis(500), "closed after {after:?}, before the timeout");
+    assert!(after >= Duration::from_secs(1), "closed after {after:?}, before the timeout");
     let s = h.stats().total();
     assert_eq!(s.idle_timeouts, 1);
     assert_eq!(s.open, 1, "the active connection is still open");

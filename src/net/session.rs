@@ -26,7 +26,7 @@ pub struct Step {
 
 /// Hands `input` (the connection's unconsumed bytes) to `session`; replies are appended
 /// to `out`. Requests are counted into slot `slot` of `metrics`. On a protocol error the
-/// error is counted, its reply appended to `out`, all input consumed and `close` set.
+/// requests answered before it and the error are counted, its reply appended to `out`, all input consumed and `close` set.
 #[inline]
 pub fn drive<S: Session>(
     session: &mut S,
@@ -41,6 +41,7 @@ pub fn drive<S: Session>(
             Step { consumed: p.consumed.min(input.len()), close: p.close }
         }
         Err(e) => {
+            metrics.add_requests(slot, e.requests as u64);
             metrics.add_error(e.kind);
             log::debug!("{}: {e}", metrics.proto());
             out.extend_from_slice(&e.reply);

@@ -112,7 +112,9 @@ impl Session for FrameSession {
                     frames += 1;
                 }
                 Ok(None) => return Ok(Progress::answered(at, frames, false)),
-                Err(_) => return Err(ProtoError::new("frame_too_large", Vec::new())),
+                Err(_) => {
+                    return Err(ProtoError::new("frame_too_large", Vec::new()).after(frames));
+                }
             }
         }
     }
@@ -151,8 +153,75 @@ mod tests {
         let mut out = Vec::new();
         let e =
             s.on_input(&framed(&[b"ok"]).into_iter().chain(header).collect::<Vec<_>>(), &mut out);
-        assert_eq!(e.unwrap_err().kind, "frame_too_large");
+        let e = e.unwrap_err();
+        assert_eq!(e.kind, "frame_too_large");
+        assert_eq!(e.requests, 1, "the frame echoed before the error is counted");
         assert_eq!(out, framed(&[b"ok"]), "frames before the bad one are still echoed");
+    }
+
+    #[test]
+    fn error_counts_the_frames_answered_before_it() {
+        let mut s = Frame::new(FrameConfig { max_frame: 10 }).new_session();
+        let mut input = framed(&[b"a", b"bb", b"ccc"]);
+        input.extend_from_slice(&11u32.to_be_bytes());
+        let mut out = Vec::new();
+        let e = s.on_input(&input, &mut out).unwrap_err();
+        assert_eq!((e.kind, e.requests), ("frame_too_large", 3));
+        let e = Frame::default().new_session().on_input(&11u32.to_be_bytes(), &mut out);
+        assert!(e.is_ok(), "within the default limit: just incomplete");
+    }
+
+    /// Reference model: walks `input` frame by frame. Returns the bytes echoed, the
+    /// frames answered, and whether a header over `max` ended the stream.
+    fn model(input: &[u8], max: usize) -> (Vec<u8>, usize, bool) {
+        let (mut at, mut frames) = (0, 0);
+        while input.len() - at >= HEADER_LEN {
+            let len = u32::from_be_bytes(input[at..at + 4].try_into().unwrap()) as usize;
+            if len > max {
+                return (input[..at].to_vec(), frames, true);
+            }
+            if input.len() - at - HEADER_LEN < len {
+                break;
+            }
+            at += HEADER_LEN + len;
+            frames += 1;
+        }
+        (input[..at].to_vec(), frames, false)
+    }
+
+    /// A valid stream of frames, then a few mutations: overwritten bytes (often in a
+    /// header, turning it into a short, long or oversized length), a truncation, an
+    /// inserted run.
+    fn mutated_stream() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8),
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            proptest::option::of(any::<prop::sample::Index>()),
+            proptest::option::of((
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(any::<u8>(), 1..8),
+            )),
+        )
+            .prop_map(|(payloads, flips, cut, insert)| {
+                let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+                let mut v = framed(&refs);
+                if v.is_empty() {
+                    return v;
+                }
+                for (i, b) in flips {
+                    let i = i.index(v.len());
+                    v[i] = b;
+                }
+                if let Some((i, bytes)) = insert {
+                    let i = i.index(v.len());
+                    v.splice(i..i, bytes);
+                }
+                if let Some(i) = cut {
+                    let i = i.index(v.len());
+                    v.truncate(i);
+                }
+                v
+            })
     }
 
     #[test]
@@ -191,9 +260,60 @@ mod tests {
         fn garbage_never_panics_and_stays_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let mut s = Frame::new(FrameConfig { max_frame: 512 }).new_session();
             let mut out = Vec::new();
-            if let Ok(p) = s.on_input(&bytes, &mut out) {
-                prop_assert!(bytes.len() - p.consumed <= HEADER_LEN + 512);
+            match s.on_input(&bytes, &mut out) {
+                Ok(p) => prop_assert!(bytes.len() - p.consumed < HEADER_LEN + 512),
+                Err(e) => prop_assert_eq!(e.kind, "frame_too_large"),
             }
+        }
+
+        /// Valid streams, mutated: the session agrees with the model byte for byte,
+        /// whole or split at random points, and counts exactly the frames it echoed.
+        #[test]
+        fn mutated_streams_match_the_model(
+            stream in mutated_stream(),
+            cuts in proptest::collection::vec(1usize..200, 1..20),
+        ) {
+            const MAX: usize = 512;
+            let (want, want_frames, want_err) = model(&stream, MAX);
+            // Whole.
+            let mut s = Frame::new(FrameConfig { max_frame: MAX }).new_session();
+            let mut out = Vec::new();
+            match s.on_input(&stream, &mut out) {
+                Ok(p) => {
+                    prop_assert!(!want_err);
+                    prop_assert_eq!(p.consumed, want.len());
+                    prop_assert_eq!(p.requests, want_frames);
+                    prop_assert!(stream.len() - p.consumed < HEADER_LEN + MAX);
+                }
+                Err(e) => {
+                    prop_assert!(want_err);
+                    prop_assert_eq!(e.requests, want_frames);
+                }
+            }
+            prop_assert_eq!(&out, &want);
+            // In pieces, as an engine would feed it.
+            let mut s = Frame::new(FrameConfig { max_frame: MAX }).new_session();
+            let (mut input, mut out, mut at, mut frames, mut failed) = (Vec::new(), Vec::new(), 0, 0, false);
+            for cut in cuts.iter().cycle() {
+                if at >= stream.len() { break; }
+                let end = (at + cut).min(stream.len());
+                input.extend_from_slice(&stream[at..end]);
+                at = end;
+                match s.on_input(&input, &mut out) {
+                    Ok(p) => {
+                        frames += p.requests;
+                        input.drain(..p.consumed);
+                    }
+                    Err(e) => {
+                        frames += e.requests;
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            prop_assert_eq!(failed, want_err);
+            prop_assert_eq!(frames, want_frames);
+            prop_assert_eq!(out, want);
         }
     }
 }

@@ -57,12 +57,22 @@ pub struct ProtoError {
     pub kind: &'static str,
     /// Bytes to send to the peer before closing (may be empty: a plain close).
     pub reply: Vec<u8>,
+    /// Requests answered by the same call before the error (their replies are already
+    /// in the output buffer), so that an engine counts them like a successful call's
+    /// [`Progress::requests`].
+    pub requests: usize,
 }
 
 impl ProtoError {
-    /// An error of `kind` that sends `reply` and then closes.
+    /// An error of `kind` that sends `reply` and then closes; no requests answered before it.
     pub fn new(kind: &'static str, reply: impl Into<Vec<u8>>) -> Self {
-        ProtoError { kind, reply: reply.into() }
+        ProtoError { kind, reply: reply.into(), requests: 0 }
+    }
+
+    /// The same error, recording that `requests` requests were answered before it.
+    pub fn after(mut self, requests: usize) -> Self {
+        self.requests = requests;
+        self
     }
 }
 

@@ -103,10 +103,45 @@ mod tests {
         }
     }
 
+    /// Checks the IMF-fixdate shape: `Www, DD Mon YYYY HH:MM:SS GMT`, fields in range.
+    fn assert_well_formed(d: &HttpDate) {
+        let s = std::str::from_utf8(d).expect("ASCII");
+        let two = |at: usize| s[at..at + 2].parse::<u32>().expect("two digits");
+        assert!(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].contains(&&s[0..3]), "{s}");
+        assert_eq!((&s[3..5], &s[7..8], &s[11..12], &s[16..17]), (", ", " ", " ", " "), "{s}");
+        assert!((1..=31).contains(&two(5)), "{s}");
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct"];
+        assert!(months.contains(&&s[8..11]) || ["Nov", "Dec"].contains(&&s[8..11]), "{s}");
+        assert!(s[12..16].bytes().all(|b| b.is_ascii_digit()), "{s}");
+        assert_eq!((&s[19..20], &s[22..23], &s[25..]), (":", ":", " GMT"), "{s}");
+        assert!(two(17) < 24 && two(20) < 60 && two(23) < 60, "{s}");
+    }
+
     #[test]
     fn never_panics_on_extreme_times() {
-        let _ = format(u64::MAX);
-        let _ = format(u64::MAX / 86_400 * 86_400);
+        assert_well_formed(&format(u64::MAX));
+        let midnight = format(u64::MAX / 86_400 * 86_400);
+        assert_well_formed(&midnight);
+        assert_eq!(&midnight[16..], b" 00:00:00 GMT");
+        // Years past 9999 wrap to four digits: 10000-01-01 (a Saturday, as 2000-01-01:
+        // 400 Gregorian years are a whole number of weeks).
+        assert_eq!(&format(253_402_300_800), b"Sat, 01 Jan 0000 00:00:00 GMT");
+        for secs in [0, 59, 86_399, 951_782_400, 1_700_000_000] {
+            assert_well_formed(&format(secs));
+        }
+    }
+
+    /// The protocol's tick warms this thread's cache with the current second.
+    #[test]
+    fn protocol_tick_refreshes_the_cache() {
+        use crate::proto::Protocol;
+        CACHE.with(|c| c.set((u64::MAX, [0; DATE_LEN])));
+        let before = unix_secs();
+        crate::proto::http::Http::default().tick();
+        let after = unix_secs();
+        let (secs, date) = CACHE.with(|c| c.get());
+        assert!((before..=after).contains(&secs), "cached second {secs}, now {before}..{after}");
+        assert_eq!(date, format(secs));
     }
 
     #[test]

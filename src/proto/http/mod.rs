@@ -610,7 +610,7 @@ impl Session for HttpSession {
                             req
                         }
                         Ok(None) => break,
-                        Err(f) => return Err(self.fail(f, &mut date)),
+                        Err(f) => return Err(self.fail(f, &mut date).after(answered)),
                     }
                 }
             };
@@ -643,7 +643,7 @@ impl Session for HttpSession {
                             pos += n;
                             done
                         }
-                        Err(f) => return Err(self.fail(f, &mut date)),
+                        Err(f) => return Err(self.fail(f, &mut date).after(answered)),
                     }
                 }
             };

@@ -637,7 +637,19 @@ fn protocol_surface() {
         HttpConfig { max_head_bytes: 8192, max_headers: 64, max_body: 1 << 20 }
     );
     http.tick();
-    let _clone = http.clone();
+    // A clone is the same protocol: same configuration, same answers.
+    let limits = HttpConfig { max_head_bytes: 64, max_headers: 2, max_body: 3 };
+    let small = Http::new(limits);
+    let clone = small.clone();
+    assert_eq!(clone.config(), &limits);
+    let req = b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let ra = small.new_session().on_input(req, &mut a);
+    let rb = clone.new_session().on_input(req, &mut b);
+    assert_eq!(norm(&a), norm(&b));
+    let (ea, eb) = (ra.unwrap_err(), rb.unwrap_err());
+    assert_eq!(eb.kind, "body_too_large", "the clone keeps the limits");
+    assert_eq!((ea.kind, norm(&ea.reply)), (eb.kind, norm(&eb.reply)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -887,4 +899,25 @@ proptest! {
         check_robust(small(), &input, &sizes)?;
         check_robust(HttpConfig::default(), &input, &sizes)?;
     }
+}
+
+/// Issue 10 item 11: requests answered in the same call as a protocol error count.
+#[test]
+fn protocol_error_counts_the_requests_answered_before_it() {
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut input = Vec::new();
+    input.extend_from_slice(get);
+    input.extend_from_slice(get);
+    input.extend_from_slice(b"BAD\x01 / HTTP/1.1\r\n\r\n");
+    let (out, r) = call(&input);
+    let e = r.unwrap_err();
+    assert_eq!(e.requests, 2);
+    assert_eq!(text(&out).matches("HTTP/1.1 200").count(), 2, "{}", text(&out));
+    // A broken chunked body after one complete request.
+    let mut input = get.to_vec();
+    input.extend_from_slice(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    let (_, r) = call(&input);
+    assert_eq!(r.unwrap_err().requests, 1);
+    let (_, r) = call(b"BAD\x01 / HTTP/1.1\r\n\r\n");
+    assert_eq!(r.unwrap_err().requests, 0);
 }

@@ -627,62 +627,88 @@ fn command(a: &Args<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// Glob matching as Redis's `stringmatchlen` (`*`, `?`, `[a-z]`, `[^x]`, `\x`),
+/// Glob matching as Redis's `stringmatchlen` (`*`, `?`, `[a-z]`, `[^x]`, `\\x`),
 /// ASCII case-insensitively.
+///
+/// Linear-space, `O(pattern × subject)` time: the classic two-pointer wildcard match.
+/// Every atom other than `*` matches exactly one byte, so on a mismatch it suffices to
+/// retry from the most recent `*`, letting it swallow one more byte; earlier stars never
+/// need revisiting. (A recursive matcher is exponential in the number of stars: the
+/// Redis CVE-2022-36021 class.)
 pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    let lower = u8::to_ascii_lowercase;
-    match pat.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => {
-            let rest = {
-                let mut r = rest;
-                while let [b'*', more @ ..] = r {
-                    r = more;
-                }
-                r
-            };
-            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
+    let (mut p, mut i) = (0, 0);
+    // (pattern index after the last star, subject index that star swallowed up to)
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if pat.get(p) == Some(&b'*') {
+            while pat.get(p) == Some(&b'*') {
+                p += 1;
+            }
+            if p == pat.len() {
+                return true;
+            }
+            star = Some((p, i));
+            continue;
         }
-        Some((b'?', rest)) => !s.is_empty() && glob_match(rest, &s[1..]),
-        Some((b'[', rest)) => {
-            let Some((&c, s_rest)) = s.split_first() else {
-                return false;
-            };
-            let (negate, mut p) = match rest {
+        if p < pat.len() {
+            let (ok, next) = match_atom(pat, p, s[i]);
+            if ok {
+                p = next;
+                i += 1;
+                continue;
+            }
+        }
+        match star {
+            Some((after, swallowed)) => {
+                star = Some((after, swallowed + 1));
+                p = after;
+                i = swallowed + 1;
+            }
+            None => return false,
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// Whether the single-byte atom at `pat[p]` (not `*`) matches `c`, and where the next
+/// atom starts.
+fn match_atom(pat: &[u8], p: usize, c: u8) -> (bool, usize) {
+    let lower = u8::to_ascii_lowercase;
+    match &pat[p..] {
+        [b'?', ..] => (true, p + 1),
+        [b'[', rest @ ..] => {
+            let (negate, mut q) = match rest {
                 [b'^', r @ ..] => (true, r),
                 r => (false, r),
             };
             let mut matched = false;
             loop {
-                match p {
+                match q {
                     [] => break,
                     [b']', r @ ..] => {
-                        p = r;
+                        q = r;
                         break;
                     }
                     [b'\\', x, r @ ..] => {
                         matched |= lower(x) == lower(&c);
-                        p = r;
+                        q = r;
                     }
                     [lo, b'-', hi, r @ ..] if *hi != b']' => {
                         let (lo, hi) = (lower(lo).min(lower(hi)), lower(lo).max(lower(hi)));
                         matched |= (lo..=hi).contains(&lower(&c));
-                        p = r;
+                        q = r;
                     }
                     [x, r @ ..] => {
                         matched |= lower(x) == lower(&c);
-                        p = r;
+                        q = r;
                     }
                 }
             }
-            matched != negate && glob_match(p, s_rest)
+            (matched != negate, pat.len() - q.len())
         }
-        Some((b'\\', [x, rest @ ..])) => {
-            s.first().is_some_and(|c| lower(c) == lower(x)) && glob_match(rest, &s[1..])
-        }
-        Some((x, rest)) => {
-            s.first().is_some_and(|c| lower(c) == lower(x)) && glob_match(rest, &s[1..])
-        }
+        [b'\\', x, ..] => (lower(x) == lower(&c), p + 2),
+        [x, ..] => (lower(x) == lower(&c), p + 1),
+        [] => (false, p),
     }
 }
 
@@ -886,6 +912,75 @@ mod tests {
         assert!(!glob_match(b"sav", b"save"));
         assert!(!glob_match(b"save?", b"save"));
         assert!(glob_match(b"a**b", b"axxb"));
+        // More of Redis's semantics, and the backtracking a greedy matcher needs.
+        assert!(glob_match(b"", b""));
+        assert!(!glob_match(b"", b"a"));
+        assert!(glob_match(b"***", b""));
+        assert!(!glob_match(b"?", b""));
+        assert!(glob_match(b"*a", b"aaa"));
+        assert!(glob_match(b"*ab*ab", b"xabyabab"));
+        assert!(!glob_match(b"*ab*ab", b"xabyaba"));
+        assert!(glob_match(b"a*b*c", b"aXbYbZc"));
+        assert!(!glob_match(b"a*b*c", b"aXbYbZ"));
+        assert!(glob_match(b"[abc]*", b"Bxx"));
+        assert!(glob_match(b"[^abc]?", b"dx"));
+        assert!(!glob_match(b"[^abc]?", b"ax"));
+        assert!(glob_match(b"[z-a]", b"m"), "reversed ranges work");
+        assert!(glob_match(b"[\\]]", b"]"), "escaped ] inside a class");
+        assert!(glob_match(b"\\*", b"*"));
+        assert!(!glob_match(b"\\*", b"x"), "an escaped star is literal");
+        assert!(glob_match(b"\\?x", b"?x"));
+        assert!(!glob_match(b"\\?x", b"ax"));
+        assert!(glob_match(b"*?*?", b"ab"));
+        assert!(!glob_match(b"*?*?*?", b"ab"));
+        assert!(glob_match(b"max*-polic?", b"MAXMEMORY-POLICY"));
+    }
+
+    /// The pattern of CVE-2022-36021 (38 bytes) against long subjects: a recursive
+    /// matcher takes exponential time here; the two-pointer one, microseconds.
+    #[test]
+    fn glob_is_not_exponential() {
+        let pat = b"*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?Z";
+        assert!(pat.len() >= 37);
+        let start = std::time::Instant::now();
+        for len in [20usize, 64, 1000, 10_000] {
+            let subject = vec![b'a'; len];
+            assert!(!glob_match(pat, &subject));
+            let mut hit = subject.clone();
+            hit.push(b'z');
+            assert_eq!(glob_match(pat, &hit), len >= 18);
+        }
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_millis(200), "glob matching took {took:?}");
+    }
+
+    /// Same through the protocol: one CONFIG GET with 24 such patterns, as a client
+    /// would send it, answers in a few milliseconds.
+    #[test]
+    fn config_get_with_many_stars_answers_fast() {
+        use crate::proto::{Protocol, Session};
+        let redis = crate::proto::resp::Redis::default();
+        let mut s = redis.new_session();
+        let pat = b"*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*Z";
+        let mut req = Vec::new();
+        req.extend_from_slice(format!("*{}\r\n", 2 + 24).as_bytes());
+        for a in [&b"CONFIG"[..], b"GET"] {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        for _ in 0..24 {
+            req.extend_from_slice(format!("${}\r\n", pat.len()).as_bytes());
+            req.extend_from_slice(pat);
+            req.extend_from_slice(b"\r\n");
+        }
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        let p = s.on_input(&req, &mut out).unwrap();
+        let took = start.elapsed();
+        assert_eq!((p.consumed, p.requests), (req.len(), 1));
+        assert_eq!(out, b"*0\r\n", "no parameter ends in Z");
+        assert!(took < std::time::Duration::from_millis(50), "CONFIG GET took {took:?}");
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl Session for RedisSession {
         let (mut pos, mut answered) = (0, 0);
         while pos < input.len() {
             let rest = &input[pos..];
-            match self.parser.parse(rest, &shared.cfg)? {
+            match self.parser.parse(rest, &shared.cfg).map_err(|e| e.after(answered))? {
                 Parsed::Incomplete => break,
                 Parsed::Skip(n) => pos += n,
                 Parsed::Command { len, inline } => {

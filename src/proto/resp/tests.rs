@@ -927,3 +927,26 @@ fn arb_piece() -> impl Strategy<Value = Vec<u8>> {
         Just(b"\r\n".to_vec()),
     ]
 }
+
+/// Issue 10 item 11: requests answered in the same call as a protocol error count.
+#[test]
+fn protocol_error_counts_the_requests_answered_before_it() {
+    let r = server();
+    let mut s = r.new_session();
+    let mut input = Vec::new();
+    for _ in 0..3 {
+        input.extend_from_slice(&mb(&[b"PING"]));
+    }
+    input.extend_from_slice(b"*1\r\n$-5\r\n");
+    let mut out = Vec::new();
+    let e = s.on_input(&input, &mut out).unwrap_err();
+    assert_eq!(e.requests, 3);
+    assert_eq!(out, b"+PONG\r\n+PONG\r\n+PONG\r\n");
+    assert_eq!(e.reply, b"-ERR Protocol error: invalid bulk length\r\n");
+    // Inline commands too, and an error with nothing before it counts none.
+    let mut s = r.new_session();
+    let e = s.on_input(b"PING\r\nPING\r\n*x\r\n", &mut Vec::new()).unwrap_err();
+    assert_eq!(e.requests, 2);
+    let e = r.new_session().on_input(b"*x\r\n", &mut Vec::new()).unwrap_err();
+    assert_eq!(e.requests, 0);
+}
