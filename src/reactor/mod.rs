@@ -76,7 +76,10 @@ pub use crate::net::is_resource_exhaustion;
 pub use crate::net::{ListenAddr, Peer};
 pub use config::{Balance, Config};
 pub use handle::{ConnHandle, HandleError, ServerHandle};
-pub use handler::{Action, CloseReason, Conn, Datagram, Detached, EventHandler, LoopInfo};
+pub use handler::{
+    Action, CloseReason, Conn, ConnId, ConnectAddr, Datagram, Detached, EventHandler, LinkOptions,
+    LoopInfo, Origin,
+};
 pub use server::{Running, Server};
 pub use socket::DetachedStream;
 pub use stats::{LoopStats, ServerStats, StatsSnapshot};

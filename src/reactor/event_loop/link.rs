@@ -26,7 +26,8 @@ use std::io;
 use log::error;
 
 use super::conn::{
-    CLOSING, Connection, FIN_PENDING, HUP_SEEN, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_SHUT,
+    CLOSING, Connection, FIN_PENDING, HUP_SEEN, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED,
+    WRITE_SHUT,
 };
 use super::read::read_socket;
 use super::write::write_socket;
@@ -224,7 +225,7 @@ impl<H: EventHandler> EventLoop<H> {
             return !c.has(PAUSED | CLOSING | READ_CLOSED | USER_PAUSED);
         };
         let done = |c: &Connection<H::State>| c.has(READ_CLOSED) && c.has(WRITE_SHUT);
-        if done(c) && self.conns.get(peer).is_some_and(|p| done(p)) {
+        if done(c) && self.conns.get(peer).is_some_and(done) {
             // Both inputs ended, both outputs written and shut: the pair is over.
             for k in [key, peer] {
                 self.conns[k].link = None;
