@@ -80,6 +80,13 @@ impl<S> Connection<S> {
         self.output.len() - self.out_pos
     }
 
+    /// Bytes waiting for the kernel, including those a spliced link holds in this
+    /// connection's inbound pipe.
+    #[inline]
+    pub(super) fn queued(&self) -> usize {
+        self.pending() + self.link.as_ref().map_or(0, |l| l.inbox_len())
+    }
+
     #[inline]
     pub(super) fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0

@@ -143,7 +143,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// its own reading for an unlinked connection, its partner's for a linked one.
     pub(super) fn update_interest(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.conns[key];
-        let pending = c.pending();
+        let pending = c.queued();
         let cfg = &self.parts.config;
         let token = Tok::Conn(key).token();
         if pending > 0 && !c.has(WRITE_INTEREST) {
@@ -173,11 +173,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// low watermark.
     pub(super) fn on_writable(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        let before = c.pending();
+        let before = c.queued();
         if let Err(e) = c.write_pending(&self.stats) {
             return self.close(key, CloseReason::Error(e));
         }
-        if c.pending() < before {
+        if c.link.is_some() && !self.drain_inbox(key) {
+            return; // closed by an error
+        }
+        let c = &mut self.conns[key];
+        if c.queued() < before {
             c.active = self.now_tick;
         }
         // (A linked connection's PAUSED is about its partner: see `update_interest`.)
