@@ -132,13 +132,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let n = input.len();
-        let c = &mut self.conns[to];
-        if c.pending() == 0 {
-            c.output = input;
-            c.out_pos = 0;
-        } else {
-            c.output.extend_from_slice(&input);
-        }
+        self.conns[to].push_output(input);
         self.forwarded(from, n);
     }
 
@@ -168,16 +162,16 @@ impl<H: EventHandler> EventLoop<H> {
                 return self.forward_spliced(key, peer);
             }
             let c = &mut self.conns[key];
-            let n = match read_socket(&c.sock, &mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let read = read_socket(&c.sock, &mut self.rbuf);
+            if let Ok(Some(_)) = read {
+                bump(&self.stats.reads, 1);
+            }
+            let n = match read {
+                Ok(Some(0)) => return self.input_ended(key, peer),
+                Ok(Some(n)) => n,
+                Ok(None) => return,
                 Err(e) => return self.close(key, CloseReason::Error(e)),
             };
-            bump(&self.stats.reads, 1);
-            if n == 0 {
-                return self.input_ended(key, peer);
-            }
             bump(&self.stats.bytes_read, n as u64);
             c.active = self.now_tick;
             if !self.pass(peer, n) {

@@ -33,13 +33,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// Queues `bytes` from a [`ConnHandle`](crate::reactor::ConnHandle) behind the
     /// connection's pending output and writes what the kernel takes now.
     pub(super) fn queue(&mut self, key: usize, bytes: Vec<u8>) {
-        let c = &mut self.conns[key];
-        if c.pending() == 0 {
-            c.output = bytes;
-            c.out_pos = 0;
-        } else {
-            c.output.extend_from_slice(&bytes);
-        }
+        self.conns[key].push_output(bytes);
         self.after_callback(key, Action::None);
     }
 
@@ -212,6 +206,17 @@ impl<H: EventHandler> EventLoop<H> {
 }
 
 impl<S> Connection<S> {
+    /// Appends `bytes` to the pending output (taking the vector over when nothing is
+    /// pending).
+    pub(super) fn push_output(&mut self, bytes: Vec<u8>) {
+        if self.pending() == 0 {
+            self.output = bytes;
+            self.out_pos = 0;
+        } else {
+            self.output.extend_from_slice(&bytes);
+        }
+    }
+
     /// Writes pending output until it is all written or the kernel buffer is full.
     pub(super) fn write_pending(&mut self, stats: &LoopStats) -> io::Result<()> {
         while self.out_pos < self.output.len() {
