@@ -22,7 +22,8 @@ use std::time::Instant;
 use mio::Interest;
 
 use super::conn::{
-    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST,
+    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
+    WRITE_INTEREST,
 };
 use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -148,6 +149,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.parts.poll.registry().reregister(&mut c.sock, token, Interest::READABLE)?;
             c.flags &= !WRITE_INTEREST;
         }
+        if let Some(h) = &c.alive {
+            h.publish(pending);
+        }
         if pending > 0 {
             let peak = &self.stats.peak_pending_output;
             if pending as u64 > peak.load(Relaxed) {
@@ -188,6 +192,26 @@ impl<H: EventHandler> EventLoop<H> {
             // Bytes that arrived while paused raised no new edge: read them now.
             self.on_readable(key);
         }
+        self.check_writable(key);
+    }
+
+    /// Calls the handler's `writable` if a handle asked for it
+    /// ([`ConnHandle::notify_writable`]) and the queued output (pending plus what
+    /// handles have in the channel) is at or below the low watermark.
+    ///
+    /// [`ConnHandle::notify_writable`]: crate::reactor::ConnHandle::notify_writable
+    pub(super) fn check_writable(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if !c.has(WANT_WRITABLE) || c.has(CLOSING) {
+            return;
+        }
+        let queued = c.alive.as_ref().map_or(c.queued(), |h| h.queued());
+        if queued > self.parts.config.low_watermark {
+            return;
+        }
+        c.flags &= !WANT_WRITABLE;
+        let action = self.dispatch(key, |h, conn, state| h.writable(conn, state));
+        self.after_callback(key, action);
     }
 
     /// Closes the connections whose close-after-flush deadline has passed with output
