@@ -297,11 +297,10 @@ fn client_that_never_reads_keeps_pending_output_bounded_splice() {
     never_reads(true);
 }
 
-#[test]
-fn reset_on_one_side_closes_the_other() {
+fn reset(splice: bool) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let backend = l.local_addr().unwrap();
-    let (addr, running, counts) = proxy(backend, false, local_config(1));
+    let (addr, running, counts) = proxy(backend, splice, local_config(1));
     let h = running.handle();
     let mut client = connect(addr);
     let (mut b, _) = l.accept().unwrap();
@@ -321,6 +320,16 @@ fn reset_on_one_side_closes_the_other() {
 }
 
 #[test]
+fn reset_on_one_side_closes_the_other_copy() {
+    reset(false);
+}
+
+#[test]
+fn reset_on_one_side_closes_the_other_splice() {
+    reset(true);
+}
+
+#[test]
 fn client_gone_before_its_backend_connects_ends_the_pair() {
     // The client (paused, so its FIN is not read yet) leaves before its backend
     // connects: once linked, its end of input is forwarded and the pair ends.
@@ -336,5 +345,43 @@ fn client_gone_before_its_backend_connects_ends_the_pair() {
     assert!(read_to_end(&mut b).is_empty());
     drop(b);
     wait_until("both sides closed", || total(&h).closed == 2);
+    running.shutdown().unwrap();
+}
+
+/// Pauses every connection when it opens; a wake resumes it. Echoes what it reads.
+struct PauseThenEcho(crossbeam_channel::Sender<evloop::reactor::ConnHandle>);
+
+impl EventHandler for PauseThenEcho {
+    type State = ();
+    fn opened(&mut self, conn: &mut Conn<'_>) -> ((), Action) {
+        conn.pause_reading();
+        self.0.send(conn.handle()).unwrap();
+        ((), Action::None)
+    }
+    fn data(&mut self, conn: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+        conn.write(input);
+        (input.len(), Action::None)
+    }
+    fn woken(&mut self, conn: &mut Conn<'_>, _: &mut ()) -> Action {
+        conn.resume_reading();
+        Action::None
+    }
+}
+
+#[test]
+fn paused_connection_is_read_at_once_when_resumed() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let server = Server::bind(local_config(1)).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(move |_| PauseThenEcho(tx.clone())).unwrap();
+    let h = running.handle();
+    let mut client = connect(addr);
+    let handle = rx.recv_timeout(LIMIT).unwrap();
+    send(&mut client, b"held in the kernel");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(total(&h).bytes_read, 0, "read while paused");
+    handle.wake().unwrap();
+    // No new bytes arrive after the wake: the resumed connection must be read anyway.
+    assert_eq!(read_n(&mut client, 18), b"held in the kernel");
     running.shutdown().unwrap();
 }
