@@ -4,7 +4,7 @@
 //! checked (echo and frame byte-exact, HTTP status 2xx, RESP reply type), and its latency
 //! recorded in an HDR histogram. A run is a warmup, then the measured duration; only the
 //! measured part is reported. The client connections are opened by the loops themselves
-//! (the reactor's connect path), at most [`CONNECT_WINDOW`] in flight at once.
+//! (the reactor's connect path), at most 256 in flight at once.
 
 mod client;
 mod workload;

@@ -62,7 +62,7 @@ impl<H: EventHandler> EventLoop<H> {
             Action::Close => {
                 let c = &mut self.conns[key];
                 c.flags |= CLOSING;
-                if c.pending() > 0 {
+                if c.queued() > 0 {
                     let deadline = Instant::now() + self.parts.config.close_timeout;
                     self.closing.push_back((key, c.generation, deadline));
                 }
@@ -79,7 +79,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let c = &self.conns[key];
         if c.pending() == 0 {
-            if c.has(CLOSING) {
+            if c.has(CLOSING) && c.queued() == 0 {
                 let reason =
                     if c.has(PARTNER_GONE) { CloseReason::LinkClosed } else { CloseReason::Closed };
                 self.close(key, reason);
