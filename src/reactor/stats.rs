@@ -49,7 +49,8 @@ pub struct LoopStats {
 pub struct StatsSnapshot {
     /// Connections open now.
     pub open: u64,
-    /// Connections this loop took on (accepted itself, or handed over by the acceptor).
+    /// Connections this loop took on (accepted itself, or handed over by the acceptor);
+    /// outbound ones are in `connects`.
     pub accepted: u64,
     /// Connections closed (for any reason, including detach).
     pub closed: u64,
@@ -103,7 +104,7 @@ pub struct StatsSnapshot {
     /// Bytes linked pairs moved from one side to the other (copied or spliced).
     pub forwarded: u64,
     /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
-    /// not in `bytes_read`/`bytes_written`).
+    /// counted in `bytes_read` and `bytes_written` as well).
     pub spliced: u64,
 }
 
