@@ -178,10 +178,16 @@ pub struct ServeArgs {
     /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     idle_timeout: Option<Timeout>,
-    /// http: close a connection whose request head is not complete within this long
-    /// (slowloris defence); `off` disables. Default: 10s (engine reactor).
+    /// http: a request head must be complete within this long of its first byte
+    /// (slowloris defence), else `408 Request Timeout` and a close; `off` disables.
+    /// Default: 10s (engine reactor).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     header_timeout: Option<Timeout>,
+    /// http: while a request body arrives, each read must come within this long of the
+    /// last, else `408 Request Timeout` and a close; `off` disables. Default: 60s
+    /// (engine reactor).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    body_timeout: Option<Timeout>,
     /// Most connections open at once; beyond it new connections are closed at once
     /// (engines reactor, std).
     #[arg(long, value_name = "N")]
@@ -328,6 +334,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
         idle_timeout: None,
         request_timeout: None,
+        body_timeout: None,
         max_conns: args.max_conns.filter(|&n| n > 0),
         reactor: ReactorTuning {
             pin: args.pin,
@@ -340,6 +347,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),
+        body_timeout: args.body_timeout.map(|t| t.0),
         drain_timeout: args.drain_timeout,
         balance: args.balance.map(|b| match b {
             BalanceArg::RoundRobin => Balance::RoundRobin,

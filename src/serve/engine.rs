@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::Settings;
 use super::handler::ProtoHandler;
 use crate::engines;
+use crate::net::session::RequestTimeouts;
 use crate::net::{ListenAddr, ProtoMetrics};
 use crate::proto::Protocol;
 use crate::reactor::{self, Server, ServerHandle};
@@ -33,7 +34,7 @@ pub struct Capabilities {
     pub max_conns: bool,
     /// `--idle-timeout`.
     pub idle_timeout: bool,
-    /// `--header-timeout` (a request timeout).
+    /// `--header-timeout` and `--body-timeout` (request timeouts).
     pub request_timeout: bool,
     /// TCP keepalive (`--keepalive`).
     pub keepalive: bool,
@@ -241,8 +242,12 @@ impl Backend for ReactorBackend {
         metrics: Arc<ProtoMetrics>,
     ) -> Started {
         let server = Server::bind(settings.reactor_config())?;
-        let running = server
-            .start(move |id| ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id))?;
+        let timeouts =
+            RequestTimeouts { header: settings.request_timeout, body: settings.body_timeout };
+        let running = server.start(move |id| {
+            ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id)
+                .request_timeouts(timeouts)
+        })?;
         Ok(Box::new(running))
     }
 

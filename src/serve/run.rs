@@ -19,6 +19,9 @@ use crate::reactor::{Balance, ServerHandle};
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 /// HTTP's header timeout when `--header-timeout` is not given.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP's body timeout (between reads of a request body) when `--body-timeout` is not
+/// given.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the command line asked for beyond [`Settings`]: each `Option` is `None` when the
 /// flag was not given (the protocol's or engine's default applies).
@@ -28,6 +31,8 @@ pub struct Flags {
     pub idle_timeout: Option<Option<Duration>>,
     /// `--header-timeout` (HTTP): `Some(None)` is `off`.
     pub header_timeout: Option<Option<Duration>>,
+    /// `--body-timeout` (HTTP): `Some(None)` is `off`.
+    pub body_timeout: Option<Option<Duration>>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
     /// `--balance`.
@@ -62,6 +67,7 @@ pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<()
         (s.max_conns.is_some(), "--max-conns", caps.max_conns),
         (matches!(flags.idle_timeout, Some(Some(_))), "--idle-timeout", caps.idle_timeout),
         (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout", caps.request_timeout),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout", caps.request_timeout),
         (flags.drain_timeout.is_some(), "--drain-timeout", caps.drain),
         (s.keepalive.is_some(), "--keepalive", caps.keepalive),
         (s.reactor.pin, "--pin", caps.reactor_tuning),
@@ -117,8 +123,13 @@ pub fn run<P: Protocol>(
 ) -> Result<(), String> {
     check_supported(engine, &settings, &flags)?;
     let name = proto.name();
-    if matches!(flags.header_timeout, Some(Some(_))) && name != "http" {
-        return Err(format!("--header-timeout applies to --proto http only, not {name}"));
+    for (given, flag) in [
+        (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout"),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout"),
+    ] {
+        if given && name != "http" {
+            return Err(format!("{flag} applies to --proto http only, not {name}"));
+        }
     }
     let caps = engine.capabilities();
     if settings.listen.is_empty() {
@@ -133,6 +144,7 @@ pub fn run<P: Protocol>(
     }
     if caps.request_timeout && name == "http" {
         settings.request_timeout = flags.header_timeout.unwrap_or(Some(DEFAULT_HEADER_TIMEOUT));
+        settings.body_timeout = flags.body_timeout.unwrap_or(Some(DEFAULT_BODY_TIMEOUT));
     }
     if let Some(b) = flags.balance {
         settings.reactor.balance = b;

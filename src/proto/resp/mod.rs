@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::{Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol, Session};
 use commands::{Args, Client};
 use parse::{Parsed, Parser};
 
@@ -178,7 +178,10 @@ impl Session for RedisSession {
         while pos < input.len() {
             let rest = &input[pos..];
             match self.parser.parse(rest, &shared.cfg).map_err(|e| e.after(answered))? {
-                Parsed::Incomplete => break,
+                Parsed::Incomplete => {
+                    let p = Progress::answered(pos, answered, false);
+                    return Ok(p.with_pending(Pending::Head));
+                }
                 Parsed::Skip(n) => pos += n,
                 Parsed::Command { len, inline } => {
                     let buf = if inline { &self.parser.scratch[..] } else { rest };

@@ -172,11 +172,16 @@ impl<H: EventHandler> EventLoop<H> {
             key,
             generation,
             alive: &mut alive,
+            deadline: None,
         };
         let handler = &mut self.handler;
+        let deadline;
         let (state, action) =
             match guard(self.parts.config.catch_panics, || handler.opened(&mut conn)) {
-                Ok(opened) => opened,
+                Ok(opened) => {
+                    deadline = conn.deadline;
+                    opened
+                }
                 Err(msg) => {
                     bump(&self.stats.panics, 1);
                     error!("loop {}: opened panicked for {peer}: {msg}; closing it", self.parts.id);
@@ -199,6 +204,7 @@ impl<H: EventHandler> EventLoop<H> {
             active: self.now_tick,
             partial_since: 0,
             timer_at: Tick::MAX,
+            deadline: Tick::MAX,
         });
         bump(&self.stats.accepted, 1);
         bump(&self.stats.open, 1);
@@ -206,6 +212,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.now_tick = self.wheel.tick_of(Instant::now());
             self.conns[key].active = self.now_tick;
             self.schedule(key);
+        }
+        if let Some(d) = deadline {
+            self.set_deadline(key, d);
         }
         self.after_callback(key, action);
     }

@@ -50,6 +50,9 @@ pub(super) struct Connection<S> {
     pub(super) partial_since: Tick,
     /// Tick of this connection's live timer-wheel entry; `Tick::MAX` when none.
     pub(super) timer_at: Tick,
+    /// Tick of the handler's request deadline (`Conn::set_request_deadline`);
+    /// `Tick::MAX` when none.
+    pub(super) deadline: Tick,
 }
 
 impl<S> Connection<S> {

@@ -308,10 +308,18 @@ impl<H: EventHandler> EventLoop<H> {
             key,
             generation: *generation,
             alive,
+            deadline: None,
         };
         let peer = *peer;
-        match guard(parts.config.catch_panics, || f(handler, &mut conn, state, input)) {
-            Ok(action) => action,
+        let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
+        let deadline = conn.deadline;
+        match result {
+            Ok(action) => {
+                if let Some(d) = deadline {
+                    self.set_deadline(key, d);
+                }
+                action
+            }
             Err(msg) => {
                 bump(&self.stats.panics, 1);
                 error!(
