@@ -53,6 +53,10 @@ pub struct Options {
     pub max_conns: Option<usize>,
     /// Close a connection that sends nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection whose replies to one read (what it would have to write at
+    /// once) exceed this many bytes (`--max-output`); counted as protocol error
+    /// `output_limit`.
+    pub max_output: Option<usize>,
 }
 
 /// Read buffer size of each connection thread (and of each UDP thread: the largest
@@ -209,8 +213,12 @@ pub fn start<P: Protocol>(
         accepted: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
-    let (nodelay, limits) =
-        (opts.nodelay, Limits { max_conns: opts.max_conns, idle_timeout: opts.idle_timeout });
+    let limits = Limits {
+        max_conns: opts.max_conns,
+        idle_timeout: opts.idle_timeout,
+        max_output: opts.max_output,
+    };
+    let nodelay = opts.nodelay;
     for b in bound {
         let (proto, state, metrics) = (proto.clone(), state.clone(), metrics.clone());
         let name = if matches!(b, Bound::Udp(_)) { "evloop-std-udp" } else { "evloop-std-accept" };
@@ -256,6 +264,7 @@ pub fn start<P: Protocol>(
 struct Limits {
     max_conns: Option<usize>,
     idle_timeout: Option<Duration>,
+    max_output: Option<usize>,
 }
 
 fn accept_loop<P: Protocol>(
@@ -317,7 +326,7 @@ fn accept_loop<P: Protocol>(
             .name("evloop-std-conn".into())
             .stack_size(CONN_STACK)
             .spawn(move || {
-                if let Err(e) = serve_conn(stream, session, &busy, &st) {
+                if let Err(e) = serve_conn(stream, session, &busy, &st, limits.max_output) {
                     debug!("std engine: connection: {e}");
                 }
                 let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -366,6 +375,7 @@ fn serve_conn<S: Session>(
     mut session: Buffered<S>,
     busy: &AtomicBool,
     state: &State,
+    max_output: Option<usize>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut out: Vec<u8> = Vec::new();
@@ -383,10 +393,23 @@ fn serve_conn<S: Session>(
             }
             Err(e) => return Err(e),
         };
-        let close = session.feed(&buf[..n], &mut out);
-        if !out.is_empty() {
-            stream.write_all(&out)?;
-            out.clear();
+        let mut close = session.feed(&buf[..n], &mut out);
+        loop {
+            if max_output.is_some_and(|max| out.len() > max) {
+                session.metrics().add_error("output_limit");
+                debug!("std engine: {} bytes of output over --max-output; closing", out.len());
+                let _ = stream.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            if !out.is_empty() {
+                stream.write_all(&out)?;
+                out.clear();
+            }
+            if close || !session.again() {
+                break;
+            }
+            // The session stopped at its output budget: the rest once this is written.
+            close = session.feed(&[], &mut out);
         }
         let partial = session.has_partial_input();
         busy.store(partial, Ordering::Release);

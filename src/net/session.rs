@@ -125,28 +125,47 @@ pub struct Buffered<S> {
     tail: Vec<u8>,
     metrics: Arc<ProtoMetrics>,
     slot: usize,
+    /// The last call consumed part of its input and left a rest (see [`Buffered::again`]).
+    again: bool,
 }
 
 impl<S: Session> Buffered<S> {
     /// Drives `session`, counting into slot `slot` of `metrics`.
     pub fn new(session: S, metrics: Arc<ProtoMetrics>, slot: usize) -> Self {
-        Buffered { session, tail: Vec::new(), metrics, slot }
+        Buffered { session, tail: Vec::new(), metrics, slot, again: false }
+    }
+
+    /// Whether the session should be called again (`feed(&[], out)`) before the next
+    /// read, once `out` has been written: the last call consumed some input and left a
+    /// rest, as a session does when it stops at its output budget with complete
+    /// requests still queued. (A partial request at the end costs one call that
+    /// consumes nothing.) An engine that waited for new bytes instead could wait forever:
+    /// the peer may be waiting for the replies.
+    pub fn again(&self) -> bool {
+        self.again
+    }
+
+    /// The counters this session counts into.
+    pub fn metrics(&self) -> &ProtoMetrics {
+        &self.metrics
     }
 
     /// Hands the fresh bytes, after any kept tail, to the session and keeps the new
     /// unconsumed tail; replies go to `out`. Returns true when the connection must close
     /// once `out` is written. Copies `fresh` only when a tail is kept or left.
     pub fn feed(&mut self, fresh: &[u8], out: &mut Vec<u8>) -> bool {
-        if self.tail.is_empty() {
+        let step = if self.tail.is_empty() {
             let step = drive(&mut self.session, fresh, out, &self.metrics, self.slot);
             self.tail.extend_from_slice(&fresh[step.consumed..]);
-            step.close
+            step
         } else {
             self.tail.extend_from_slice(fresh);
             let step = drive(&mut self.session, &self.tail, out, &self.metrics, self.slot);
             self.tail.drain(..step.consumed);
-            step.close
-        }
+            step
+        };
+        self.again = step.consumed > 0 && !self.tail.is_empty() && !step.close;
+        step.close
     }
 
     /// Whether input is kept that the session has not consumed (a request in progress).

@@ -46,6 +46,9 @@ pub enum CloseReason {
     /// deadline ([`Conn::set_request_deadline`]) passed and
     /// [`EventHandler::timeout`] asked for a close without writing anything.
     RequestTimeout,
+    /// Pending output exceeded [`Config::max_output`](super::Config::max_output), or
+    /// stayed above the soft limit for its period; the output was dropped.
+    OutputLimit,
     /// A handler callback panicked with this message while serving the connection.
     Panic(String),
     /// A socket error (e.g. connection reset by peer).

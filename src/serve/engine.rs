@@ -40,6 +40,10 @@ pub struct Capabilities {
     pub keepalive: bool,
     /// Graceful drain on the first signal (`--drain-timeout`).
     pub drain: bool,
+    /// `--max-output` (and the soft limit on the reactor).
+    pub output_limit: bool,
+    /// `--max-output-soft`.
+    pub output_soft_limit: bool,
 }
 
 impl Capabilities {
@@ -54,6 +58,8 @@ impl Capabilities {
         request_timeout: false,
         keepalive: false,
         drain: false,
+        output_limit: false,
+        output_soft_limit: false,
     };
     /// Everything.
     pub const ALL: Capabilities = Capabilities {
@@ -66,6 +72,8 @@ impl Capabilities {
         request_timeout: true,
         keepalive: true,
         drain: true,
+        output_limit: true,
+        output_soft_limit: true,
     };
 }
 
@@ -302,6 +310,7 @@ impl Backend for StdBackend {
         max_conns: true,
         idle_timeout: true,
         drain: true,
+        output_limit: true,
         ..Capabilities::NONE
     };
 
@@ -313,6 +322,7 @@ impl Backend for StdBackend {
             bind: s.bind_options(),
             max_conns: s.max_conns,
             idle_timeout: s.idle_timeout,
+            max_output: s.max_output,
         };
         Ok(Box::new(engines::std::start(proto, &opts, metrics)?))
     }

@@ -33,6 +33,10 @@ pub struct Flags {
     pub header_timeout: Option<Option<Duration>>,
     /// `--body-timeout` (HTTP): `Some(None)` is `off`.
     pub body_timeout: Option<Option<Duration>>,
+    /// `--max-output`: `Some(None)` is `off`; not given: [`Settings::max_output`] as is.
+    pub max_output: Option<Option<usize>>,
+    /// `--max-output-soft` and its period.
+    pub max_output_soft: Option<(usize, Duration)>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
     /// `--balance`.
@@ -69,6 +73,8 @@ pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<()
         (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout", caps.request_timeout),
         (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout", caps.request_timeout),
         (flags.drain_timeout.is_some(), "--drain-timeout", caps.drain),
+        (flags.max_output.is_some(), "--max-output", caps.output_limit),
+        (flags.max_output_soft.is_some(), "--max-output-soft", caps.output_soft_limit),
         (s.keepalive.is_some(), "--keepalive", caps.keepalive),
         (s.reactor.pin, "--pin", caps.reactor_tuning),
         (flags.balance.is_some(), "--balance", caps.reactor_tuning),
@@ -148,6 +154,12 @@ pub fn run<P: Protocol>(
     }
     if let Some(b) = flags.balance {
         settings.reactor.balance = b;
+    }
+    if let Some(max) = flags.max_output {
+        settings.max_output = max;
+    }
+    if flags.max_output_soft.is_some() {
+        settings.max_output_soft = flags.max_output_soft;
     }
     warn_inapplicable(engine, &settings, &flags);
     match crate::net::limits::raise_nofile_to_hard() {

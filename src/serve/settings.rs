@@ -39,6 +39,11 @@ pub struct Settings {
     /// The body timeout: while a request body arrives, each read that makes progress on
     /// it must come within this long of the last.
     pub body_timeout: Option<Duration>,
+    /// Hard limit of a connection's pending output (`--max-output`; see
+    /// [`Config::max_output`]); `None`: none.
+    pub max_output: Option<usize>,
+    /// Soft output limit: (bytes, period) (see [`Config::max_output_soft`]).
+    pub max_output_soft: Option<(usize, Duration)>,
     /// Most connections open at once.
     pub max_conns: Option<usize>,
     /// The reactor's own tuning.
@@ -110,6 +115,8 @@ impl Settings {
             idle_timeout: self.idle_timeout,
             // Applied by the protocol handler as request deadlines (see the field docs).
             request_timeout: None,
+            max_output: self.max_output,
+            max_output_soft: self.max_output_soft,
             max_conns: self.max_conns,
             keepalive: self.keepalive,
             recv_buffer: self.recv_buffer,
@@ -145,6 +152,8 @@ impl From<Config> for Settings {
             idle_timeout: c.idle_timeout,
             request_timeout: c.request_timeout,
             body_timeout: None,
+            max_output: c.max_output,
+            max_output_soft: c.max_output_soft,
             max_conns: c.max_conns,
         }
     }

@@ -205,6 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
             partial_since: 0,
             timer_at: Tick::MAX,
             deadline: Tick::MAX,
+            over_soft: Tick::MAX,
         });
         bump(&self.stats.accepted, 1);
         bump(&self.stats.open, 1);

@@ -53,6 +53,9 @@ pub(super) struct Connection<S> {
     /// Tick of the handler's request deadline (`Conn::set_request_deadline`);
     /// `Tick::MAX` when none.
     pub(super) deadline: Tick,
+    /// Tick since which pending output has been above the soft output limit;
+    /// `Tick::MAX` when it is not.
+    pub(super) over_soft: Tick,
 }
 
 impl<S> Connection<S> {

@@ -59,8 +59,11 @@ impl<H: EventHandler> EventLoop<H> {
             }
             bump(&self.stats.bytes_read, n as u64);
             let had_input = !c.input.is_empty();
+            let total = c.input.len() + n;
             c.active = self.now_tick;
             let action = self.deliver(key, n);
+            // Input consumed in part, with a rest: the handler may have stopped early.
+            let leftover = self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input.len()));
             if !had_input
                 && self.timeouts.is_some()
                 && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
@@ -69,7 +72,7 @@ impl<H: EventHandler> EventLoop<H> {
                 c.partial_since = self.now_tick;
                 self.schedule(key);
             }
-            if !self.after_callback(key, action) {
+            if !self.after_callback(key, action) || (leftover && !self.offer_leftover(key)) {
                 return;
             }
             if n < self.rbuf.len() && !self.conns[key].has(HUP_SEEN) {
@@ -92,6 +95,33 @@ impl<H: EventHandler> EventLoop<H> {
         for (key, generation) in std::mem::take(&mut self.more_to_read) {
             if self.is_current(key, generation) {
                 self.on_readable(key);
+            }
+        }
+    }
+
+    /// Offers `key`'s unconsumed input to the handler again, without reading, for as long
+    /// as it consumes some and the connection may be read (not paused by the high
+    /// watermark, not closing). A handler that stopped early (an output budget: e.g. a
+    /// pipeline of large replies) so goes on without a new readiness event, which
+    /// edge-triggered polling would not bring for bytes already read; a partial request
+    /// costs one call that consumes nothing. Returns whether the connection may be read.
+    pub(super) fn offer_leftover(&mut self, key: usize) -> bool {
+        loop {
+            let Some(c) = self.conns.get(key) else { return false };
+            if c.has(PAUSED | CLOSING | READ_CLOSED) {
+                return false;
+            }
+            let before = c.input.len();
+            if before == 0 {
+                return true;
+            }
+            let action = self.deliver(key, 0);
+            let progressed = self.conns.get(key).is_some_and(|c| c.input.len() < before);
+            if !self.after_callback(key, action) {
+                return false;
+            }
+            if !progressed {
+                return true;
             }
         }
     }

@@ -19,15 +19,21 @@ use crate::reactor::timer::{Tick, TimerWheel};
 pub(super) struct Timeouts {
     idle: Option<Tick>,
     request: Option<Tick>,
+    /// The soft output limit's period.
+    soft_output: Option<Tick>,
 }
 
 impl Timeouts {
     /// The timeouts `config` asks for; `None` when it asks for none.
     pub(super) fn of(config: &Config) -> Option<Timeouts> {
-        (config.idle_timeout.is_some() || config.request_timeout.is_some()).then(|| Timeouts {
-            idle: config.idle_timeout.map(TimerWheel::ticks),
-            request: config.request_timeout.map(TimerWheel::ticks),
-        })
+        let soft = config.max_output_soft.map(|(_, period)| period);
+        (config.idle_timeout.is_some() || config.request_timeout.is_some() || soft.is_some()).then(
+            || Timeouts {
+                idle: config.idle_timeout.map(TimerWheel::ticks),
+                request: config.request_timeout.map(TimerWheel::ticks),
+                soft_output: soft.map(TimerWheel::ticks),
+            },
+        )
     }
 
     /// The tick at which `c` times out, as its stamps stand now.
@@ -36,7 +42,9 @@ impl Timeouts {
         let request =
             self.request.filter(|_| !c.input.is_empty()).map(|t| c.partial_since.saturating_add(t));
         let handler = (c.deadline != Tick::MAX).then_some(c.deadline);
-        [idle, request, handler].into_iter().flatten().min()
+        let soft = self.soft_output.filter(|_| c.over_soft != Tick::MAX);
+        let soft = soft.map(|t| c.over_soft.saturating_add(t));
+        [idle, request, handler, soft].into_iter().flatten().min()
     }
 }
 
@@ -115,7 +123,13 @@ impl<H: EventHandler> EventLoop<H> {
             });
             let idle_due =
                 timeouts.idle.is_some_and(|t| c.active.saturating_add(t) <= self.now_tick);
-            if c.deadline <= self.now_tick {
+            let soft_due = timeouts
+                .soft_output
+                .is_some_and(|t| c.over_soft.saturating_add(t) <= self.now_tick);
+            if soft_due {
+                bump(&self.stats.output_limit_closes, 1);
+                self.close(key, CloseReason::OutputLimit);
+            } else if c.deadline <= self.now_tick {
                 c.deadline = Tick::MAX;
                 bump(&self.stats.request_timeouts, 1);
                 self.deadline_passed(key);
@@ -165,7 +179,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         };
         if self.timeouts.is_none() {
-            self.timeouts = Some(Timeouts { idle: None, request: None });
+            self.timeouts = Some(Timeouts { idle: None, request: None, soft_output: None });
             let now = Instant::now();
             // The wheel is empty (nothing was scheduled without timeouts): this only
             // moves its clock to now.
