@@ -197,6 +197,16 @@ fn an_idle_keepalive_connection_is_not_a_request_in_progress() {
     server.shutdown().unwrap();
 }
 
+/// Kills the server child when dropped, so a failing assertion does not leave it running.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The flags reach the server through the command line.
 #[test]
 fn the_cli_sends_408_to_a_slowloris_head() {
@@ -207,12 +217,12 @@ fn the_cli_sends_408_to_a_slowloris_head() {
         .spawn()
         .expect("spawn evloop");
     let addr = ready_addr(&mut child);
+    let child = Reap(child);
     let mut s = connect(addr);
     send(&mut s, b"GET / HT");
     let started = Instant::now();
     let (got, ended) = until_closed(&mut s);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(is_408(&got), "{:?}", String::from_utf8_lossy(&got));
     assert!(ended - started < Duration::from_secs(5), "closed after {:?}", ended - started);
 }

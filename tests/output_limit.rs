@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -58,8 +58,18 @@ fn until_closed(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
+/// Kills the server child when dropped, so a failing assertion does not leave it running.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `evloop serve --proto redis` as a child process, with `extra` flags; its address.
-fn spawn_redis(extra: &[&str]) -> (Child, SocketAddr) {
+fn spawn_redis(extra: &[&str]) -> (Reap, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
         .args(["serve", "--proto", "redis", "--listen", "127.0.0.1:0", "--loops", "1"])
         .args(extra)
@@ -81,7 +91,7 @@ fn spawn_redis(extra: &[&str]) -> (Child, SocketAddr) {
         }
     };
     let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).expect("address");
-    (child, addr.parse().expect("address"))
+    (Reap(child), addr.parse().expect("address"))
 }
 
 /// The peak resident set of process `pid` in KiB (VmHWM).
@@ -94,16 +104,15 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// `SET amp` (512 KiB), then one `MGET amp amp ...` of 300 keys: a 157 MB reply from a
 /// 2.7 KB request. Refused before it is built; the server's peak memory stays far below.
 fn mget_amplification(engine: &str) {
-    let (mut child, addr) = spawn_redis(&["--engine", engine]);
+    let (child, addr) = spawn_redis(&["--engine", engine]);
     let mut s = connect(addr);
     set(&mut s, b"amp", &pattern(512 << 10, 1));
     let mut words: Vec<&[u8]> = vec![b"MGET"];
     words.extend(std::iter::repeat_n(&b"amp"[..], 300));
     send(&mut s, &cmd(&words));
     let got = until_closed(&mut s);
-    let hwm = vm_hwm_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let hwm = vm_hwm_kib(child.0.id());
+    drop(child);
     assert_eq!(got, b"-ERR reply exceeds the output limit\r\n", "{engine}");
     assert!(hwm < 64 * 1024, "{engine}: VmHWM {hwm} KiB for a refused 157 MB reply");
 }
@@ -232,7 +241,7 @@ fn the_reactor_closes_a_connection_over_the_soft_limit_for_its_period() {
 /// The std engine closes at the limit too: a reply over `--max-output` is not written.
 #[test]
 fn the_std_engine_closes_at_the_limit() {
-    let (mut child, addr) = spawn_redis(&["--engine", "std", "--max-output", "1M"]);
+    let (child, addr) = spawn_redis(&["--engine", "std", "--max-output", "1M"]);
     let mut s = connect(addr);
     set(&mut s, b"v", &pattern(2 << 20, 5));
     send(&mut s, &cmd(&[b"GET", b"v"]));
@@ -240,7 +249,6 @@ fn the_std_engine_closes_at_the_limit() {
     let mut other = connect(addr);
     other.write_all(&cmd(&[b"PING"])).unwrap();
     assert_eq!(read_n(&mut other, 7), b"+PONG\r\n");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(got.is_empty(), "{} bytes of a reply over the limit", got.len());
 }

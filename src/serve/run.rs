@@ -116,6 +116,24 @@ fn warn_inapplicable(engine: Engine, s: &Settings, flags: &Flags) {
     }
 }
 
+/// The std engine holds a thread and a descriptor per connection: says how many this
+/// machine's limits allow, as a warning when `--max-conns` asks for more (connections
+/// beyond it would fail: accepts with EMFILE, or thread spawns with EAGAIN).
+fn warn_std_capacity(max_conns: Option<usize>) {
+    let Some((cap, by)) = crate::engines::std::capacity() else { return };
+    match max_conns {
+        Some(max) if max as u64 > cap => warn!(
+            "--max-conns {max} is more than the std engine can hold here: about {cap} \
+             connections (a thread and a descriptor each), limited by {by}"
+        ),
+        Some(_) => {}
+        None => info!(
+            "the std engine can hold about {cap} connections here (a thread and a descriptor \
+             each), limited by {by}; --max-conns refuses beyond a bound of your choice"
+        ),
+    }
+}
+
 /// Serves `proto` on `engine` until SIGINT or SIGTERM: applies the protocol's defaults to
 /// what `flags` leaves open, refuses flags the engine would ignore
 /// ([`check_supported`]), starts the server, the metrics endpoint and the stats thread,
@@ -165,6 +183,9 @@ pub fn run<P: Protocol>(
     match crate::net::limits::raise_nofile_to_hard() {
         Ok(n) => debug!("open-file limit: {n}"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+    if engine == Engine::Std {
+        warn_std_capacity(settings.max_conns);
     }
 
     let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
