@@ -5,7 +5,11 @@
 //! edge) or the read budget; a connection cut short by the budget is read again after
 //! the others are served (edge triggering would not report it again). The handler sees
 //! leftover input plus the new bytes and says how much it consumed; only the tail is
-//! kept, so an idle connection holds no input buffer. Every byte enters through
+//! kept, so an idle connection holds no input buffer. A handler that consumed part of its
+//! input and left a rest is offered the rest again without a read (`offer_leftover`),
+//! after its output is written and again when reading resumes below the low watermark:
+//! it may have stopped at an output budget, and edge triggering brings no new event for
+//! bytes already read. Every byte enters through
 //! [`read_socket`]: the one place where a layer between socket and handler (TLS:
 //! ciphertext in, plaintext out) would sit.
 

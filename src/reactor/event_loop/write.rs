@@ -11,6 +11,11 @@
 //! connection asked to close keeps its output until it is written or the close timeout
 //! passes. Every byte leaves through [`write_socket`]: the one place where a layer
 //! between handler and socket (TLS: plaintext in, ciphertext queued) would sit.
+//!
+//! A large rest of a fast-path write is handed over as the buffer itself (no second copy
+//! of a large reply). After each write the output limits are enforced
+//! (`within_output_limits`): pending output over `Config::max_output` closes the
+//! connection at once; over the soft limit starts a clock the timers check.
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering::Relaxed;
