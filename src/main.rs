@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => cli::run_serve(args),
+        Command::Serve(args) => cli::run_serve(*args),
         Command::Load(args) => cli::run_load(args),
     };
     match result {

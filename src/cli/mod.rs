@@ -57,7 +57,7 @@ pub enum Command {
     ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
     ///   evloop serve --proto http --metrics 127.0.0.1:9100 --max-conns 10000
     #[command(verbatim_doc_comment)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate load against a server and report requests/s and latency.
     ///
     /// Client connections run on evloop's own reactor; every reply is checked, and any
@@ -178,10 +178,29 @@ pub struct ServeArgs {
     /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     idle_timeout: Option<Timeout>,
-    /// http: close a connection whose request head is not complete within this long
-    /// (slowloris defence); `off` disables. Default: 10s (engine reactor).
+    /// http: a request head must be complete within this long of its first byte
+    /// (slowloris defence), else `408 Request Timeout` and a close; `off` disables.
+    /// Default: 10s (engine reactor).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
     header_timeout: Option<Timeout>,
+    /// http: while a request body arrives, each read must come within this long of the
+    /// last, else `408 Request Timeout` and a close; `off` disables. Default: 60s
+    /// (engine reactor).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    body_timeout: Option<Timeout>,
+    /// Hard limit of a connection's pending output (as Redis's client-output-buffer-limit):
+    /// a connection above it is closed at once and counted
+    /// (evloop_output_limit_closes_total); redis also refuses an MGET whose reply would
+    /// exceed it. `off` disables. Default: 64M (engines reactor, std).
+    #[arg(long, value_parser = parse_size_or_off, value_name = "SIZE")]
+    max_output: Option<SizeOrOff>,
+    /// Soft limit of a connection's pending output: closed when above it for
+    /// --max-output-soft-seconds. Off by default (engine reactor).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    max_output_soft: Option<usize>,
+    /// The period of --max-output-soft.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", requires = "max_output_soft")]
+    max_output_soft_seconds: u64,
     /// Most connections open at once; beyond it new connections are closed at once
     /// (engines reactor, std).
     #[arg(long, value_name = "N")]
@@ -235,6 +254,17 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
     }
+}
+
+/// A size flag's value: a size, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct SizeOrOff(Option<usize>);
+
+fn parse_size_or_off(s: &str) -> Result<SizeOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(SizeOrOff(None));
+    }
+    parse_size(s).map(|n| SizeOrOff(Some(n)))
 }
 
 /// A timeout flag's value: a duration, or none (`off` / `0`).
@@ -328,6 +358,9 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
         idle_timeout: None,
         request_timeout: None,
+        body_timeout: None,
+        max_output: Settings::default().max_output,
+        max_output_soft: None,
         max_conns: args.max_conns.filter(|&n| n > 0),
         reactor: ReactorTuning {
             pin: args.pin,
@@ -340,6 +373,11 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),
+        body_timeout: args.body_timeout.map(|t| t.0),
+        max_output: args.max_output.map(|m| m.0),
+        max_output_soft: args
+            .max_output_soft
+            .map(|soft| (soft, Duration::from_secs(args.max_output_soft_seconds))),
         drain_timeout: args.drain_timeout,
         balance: args.balance.map(|b| match b {
             BalanceArg::RoundRobin => Balance::RoundRobin,
@@ -361,9 +399,14 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
             run(engine, Http::new(limits), settings, flags)
         }
         ProtoKind::Redis => {
+            let max_output = args.max_output.map_or(settings.max_output, |m| m.0);
             let limits = RespConfig {
                 max_bulk: args.max_bulk,
                 max_multibulk: args.max_multibulk,
+                // Stop a pipeline's replies near the high watermark; refuse one reply
+                // over the output limit before it is built.
+                output_budget: args.high_watermark.max(1),
+                max_reply: max_output.unwrap_or(usize::MAX),
                 ..RespConfig::default()
             };
             run(engine, Redis::new(limits), settings, flags)

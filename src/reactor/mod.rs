@@ -47,7 +47,8 @@
 //!     `splice(2)`), backpressure across the pair, half-close, the pair's end;
 //!   - `conn.rs`: a connection's record and flags; close and detach;
 //!   - `udp.rs`: datagram sockets;
-//!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts;
+//!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts, handler
+//!     request deadlines, the soft output limit;
 //! - `timer.rs`: the timing wheel the connection timeouts use;
 //! - `socket.rs`: the stream and listener kinds (TCP, Unix) as mio sources;
 //! - `waker.rs`: the coalescing cross-thread wake;

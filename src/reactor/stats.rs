@@ -31,6 +31,7 @@ pub struct LoopStats {
     pub(crate) rejected: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
+    pub(crate) output_limit_closes: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
@@ -82,8 +83,12 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
-    /// Connections closed by the incomplete-request timeout.
+    /// Connections closed by the incomplete-request timeout, and request deadlines
+    /// (`Conn::set_request_deadline`) that passed.
     pub request_timeouts: u64,
+    /// Connections closed for exceeding the output limits (`Config::max_output`,
+    /// `Config::max_output_soft`).
+    pub output_limit_closes: u64,
     /// Handler callbacks that panicked (their connection was closed).
     pub panics: u64,
     /// UDP datagrams received.
@@ -130,6 +135,7 @@ impl LoopStats {
             rejected: self.rejected.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
+            output_limit_closes: self.output_limit_closes.load(Relaxed),
             panics: self.panics.load(Relaxed),
             datagrams_in: self.datagrams_in.load(Relaxed),
             datagrams_out: self.datagrams_out.load(Relaxed),
@@ -167,6 +173,7 @@ impl StatsSnapshot {
             t.rejected += s.rejected;
             t.idle_timeouts += s.idle_timeouts;
             t.request_timeouts += s.request_timeouts;
+            t.output_limit_closes += s.output_limit_closes;
             t.panics += s.panics;
             t.datagrams_in += s.datagrams_in;
             t.datagrams_out += s.datagrams_out;

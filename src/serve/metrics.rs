@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 16] = [
+pub const STATS_FAMILIES: [StatsFamily; 17] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -54,6 +54,12 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
         "counter",
         "Connections closed by the request/header timeout.",
         |s| s.request_timeouts,
+    ),
+    (
+        "output_limit_closes_total",
+        "counter",
+        "Connections closed for pending output over --max-output (or the soft limit).",
+        |s| s.output_limit_closes,
     ),
     ("handler_panics_total", "counter", "Handler callbacks that panicked.", |s| s.panics),
 ];

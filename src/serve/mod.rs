@@ -39,7 +39,7 @@ use crate::proto::Protocol;
 use crate::reactor::ServerHandle;
 
 pub use engine::{Backend, Capabilities, Engine, RunningServer, Started, Stopper, WithBackend};
-pub use handler::ProtoHandler;
+pub use handler::{ProtoConn, ProtoHandler};
 pub use settings::{ReactorTuning, Settings};
 
 /// Binds and starts `proto` on `engine` with `settings` (a [`Settings`], or a reactor

@@ -19,6 +19,9 @@ use crate::reactor::{Balance, ServerHandle};
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 /// HTTP's header timeout when `--header-timeout` is not given.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP's body timeout (between reads of a request body) when `--body-timeout` is not
+/// given.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the command line asked for beyond [`Settings`]: each `Option` is `None` when the
 /// flag was not given (the protocol's or engine's default applies).
@@ -28,6 +31,12 @@ pub struct Flags {
     pub idle_timeout: Option<Option<Duration>>,
     /// `--header-timeout` (HTTP): `Some(None)` is `off`.
     pub header_timeout: Option<Option<Duration>>,
+    /// `--body-timeout` (HTTP): `Some(None)` is `off`.
+    pub body_timeout: Option<Option<Duration>>,
+    /// `--max-output`: `Some(None)` is `off`; not given: [`Settings::max_output`] as is.
+    pub max_output: Option<Option<usize>>,
+    /// `--max-output-soft` and its period.
+    pub max_output_soft: Option<(usize, Duration)>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
     /// `--balance`.
@@ -62,7 +71,10 @@ pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<()
         (s.max_conns.is_some(), "--max-conns", caps.max_conns),
         (matches!(flags.idle_timeout, Some(Some(_))), "--idle-timeout", caps.idle_timeout),
         (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout", caps.request_timeout),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout", caps.request_timeout),
         (flags.drain_timeout.is_some(), "--drain-timeout", caps.drain),
+        (flags.max_output.is_some(), "--max-output", caps.output_limit),
+        (flags.max_output_soft.is_some(), "--max-output-soft", caps.output_soft_limit),
         (s.keepalive.is_some(), "--keepalive", caps.keepalive),
         (s.reactor.pin, "--pin", caps.reactor_tuning),
         (flags.balance.is_some(), "--balance", caps.reactor_tuning),
@@ -104,6 +116,24 @@ fn warn_inapplicable(engine: Engine, s: &Settings, flags: &Flags) {
     }
 }
 
+/// The std engine holds a thread and a descriptor per connection: says how many this
+/// machine's limits allow, as a warning when `--max-conns` asks for more (connections
+/// beyond it would fail: accepts with EMFILE, or thread spawns with EAGAIN).
+fn warn_std_capacity(max_conns: Option<usize>) {
+    let Some((cap, by)) = crate::engines::std::capacity() else { return };
+    match max_conns {
+        Some(max) if max as u64 > cap => warn!(
+            "--max-conns {max} is more than the std engine can hold here: about {cap} \
+             connections (a thread and a descriptor each), limited by {by}"
+        ),
+        Some(_) => {}
+        None => info!(
+            "the std engine can hold about {cap} connections here (a thread and a descriptor \
+             each), limited by {by}; --max-conns refuses beyond a bound of your choice"
+        ),
+    }
+}
+
 /// Serves `proto` on `engine` until SIGINT or SIGTERM: applies the protocol's defaults to
 /// what `flags` leaves open, refuses flags the engine would ignore
 /// ([`check_supported`]), starts the server, the metrics endpoint and the stats thread,
@@ -117,8 +147,13 @@ pub fn run<P: Protocol>(
 ) -> Result<(), String> {
     check_supported(engine, &settings, &flags)?;
     let name = proto.name();
-    if matches!(flags.header_timeout, Some(Some(_))) && name != "http" {
-        return Err(format!("--header-timeout applies to --proto http only, not {name}"));
+    for (given, flag) in [
+        (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout"),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout"),
+    ] {
+        if given && name != "http" {
+            return Err(format!("{flag} applies to --proto http only, not {name}"));
+        }
     }
     let caps = engine.capabilities();
     if settings.listen.is_empty() {
@@ -133,14 +168,24 @@ pub fn run<P: Protocol>(
     }
     if caps.request_timeout && name == "http" {
         settings.request_timeout = flags.header_timeout.unwrap_or(Some(DEFAULT_HEADER_TIMEOUT));
+        settings.body_timeout = flags.body_timeout.unwrap_or(Some(DEFAULT_BODY_TIMEOUT));
     }
     if let Some(b) = flags.balance {
         settings.reactor.balance = b;
+    }
+    if let Some(max) = flags.max_output {
+        settings.max_output = max;
+    }
+    if flags.max_output_soft.is_some() {
+        settings.max_output_soft = flags.max_output_soft;
     }
     warn_inapplicable(engine, &settings, &flags);
     match crate::net::limits::raise_nofile_to_hard() {
         Ok(n) => debug!("open-file limit: {n}"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+    if engine == Engine::Std {
+        warn_std_capacity(settings.max_conns);
     }
 
     let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;

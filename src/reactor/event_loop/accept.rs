@@ -212,11 +212,16 @@ impl<H: EventHandler> EventLoop<H> {
             origin,
             ctx: &mut self.ctx,
             registry,
+            deadline: None,
         };
         let handler = &mut self.handler;
+        let deadline;
         let (state, action) =
             match guard(self.parts.config.catch_panics, || handler.opened(&mut conn)) {
-                Ok(opened) => opened,
+                Ok(opened) => {
+                    deadline = conn.deadline;
+                    opened
+                }
                 Err(msg) => {
                     bump(&self.stats.panics, 1);
                     error!("loop {}: opened panicked for {peer}: {msg}; closing it", self.parts.id);
@@ -243,6 +248,8 @@ impl<H: EventHandler> EventLoop<H> {
             timer_at: Tick::MAX,
             link: None,
             origin: origin.map(Box::new),
+            deadline: Tick::MAX,
+            over_soft: Tick::MAX,
         });
         if outbound.is_some() {
             bump(&self.stats.connects, 1);
@@ -255,6 +262,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.now_tick = self.wheel.tick_of(Instant::now());
             self.conns[key].active = self.now_tick;
             self.schedule(key);
+        }
+        if let Some(d) = deadline {
+            self.set_deadline(key, d);
         }
         self.after_callback(key, action);
     }

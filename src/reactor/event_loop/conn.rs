@@ -74,6 +74,12 @@ pub(super) struct Connection<S> {
     pub(super) link: Option<Box<Link>>,
     /// Tag and requester of an outbound connection.
     pub(super) origin: Option<Box<Origin>>,
+    /// Tick of the handler's request deadline (`Conn::set_request_deadline`);
+    /// `Tick::MAX` when none.
+    pub(super) deadline: Tick,
+    /// Tick since which pending output has been above the soft output limit;
+    /// `Tick::MAX` when it is not.
+    pub(super) over_soft: Tick,
 }
 
 impl<S> Connection<S> {

@@ -411,10 +411,18 @@ impl<H: EventHandler> EventLoop<H> {
             origin: origin.as_deref().copied(),
             ctx,
             registry: parts.poll.registry(),
+            deadline: None,
         };
         let peer = *peer;
-        match guard(parts.config.catch_panics, || f(handler, &mut conn, state, input)) {
-            Ok(action) => action,
+        let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
+        let deadline = conn.deadline;
+        match result {
+            Ok(action) => {
+                if let Some(d) = deadline {
+                    self.set_deadline(key, d);
+                }
+                action
+            }
             Err(msg) => {
                 bump(&self.stats.panics, 1);
                 error!(
