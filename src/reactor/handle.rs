@@ -1,12 +1,15 @@
-//! Reaching loops and connections from other threads: [`ConnHandle`], [`ServerHandle`].
+//! Reaching loops and connections from other threads: [`ConnHandle`], [`ServerHandle`]
+//! (including outbound connects started from outside the loops).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use super::handler::ConnectAddr;
 use super::socket::Stream;
 use super::stats::{LoopStats, ServerStats};
 use super::waker::Waker;
@@ -21,6 +24,8 @@ pub(crate) enum Command {
     Wake { key: usize, generation: u64 },
     /// Queue bytes on the connection, if it is still the same one.
     Write { key: usize, generation: u64, bytes: Vec<u8> },
+    /// Start an outbound connection ([`ServerHandle::connect`]).
+    Connect { to: ConnectAddr, timeout: Option<Duration>, tag: u64 },
     /// Stop accepting, close idle connections, let the others finish, stop by the deadline.
     Drain(std::time::Instant),
     /// Stop the loop.
@@ -154,6 +159,8 @@ pub(crate) struct Shared {
     pub(crate) addrs: Vec<SocketAddr>,
     /// Every listener, in configuration order, ports resolved.
     pub(crate) listeners: Arc<[ListenAddr]>,
+    /// Round-robin position of [`ServerHandle::connect`].
+    pub(crate) next_connect: AtomicUsize,
 }
 
 impl Shared {
@@ -248,6 +255,45 @@ impl ServerHandle {
         let stream = Stream::Tcp(mio::net::TcpStream::from_std(stream));
         let cmd = Command::Register { stream, peer, listener: usize::MAX, admitted: false };
         remote.send(cmd).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Starts an outbound connection to `to` on a loop chosen round-robin, and returns
+    /// that loop's id. The loop connects without blocking, as [`Conn::connect`] does:
+    /// once connected, [`EventHandler::opened`] runs there with
+    /// [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
+    /// after `timeout`, ...) goes to that loop's [`EventHandler::connect_error`] with
+    /// `tag`. `Err` only when the server has stopped.
+    ///
+    /// [`Conn::connect`]: super::Conn::connect
+    /// [`Conn::origin`]: super::Conn::origin
+    /// [`EventHandler::opened`]: super::EventHandler::opened
+    /// [`EventHandler::connect_error`]: super::EventHandler::connect_error
+    pub fn connect(
+        &self,
+        to: ConnectAddr,
+        timeout: Option<Duration>,
+        tag: u64,
+    ) -> Result<usize, HandleError> {
+        let loop_id = self.shared.next_connect.fetch_add(1, Ordering::Relaxed);
+        self.connect_on(loop_id, to, timeout, tag)
+    }
+
+    /// [`connect`](Self::connect) on loop `loop_id % loops`; returns that loop's id.
+    pub fn connect_on(
+        &self,
+        loop_id: usize,
+        to: ConnectAddr,
+        timeout: Option<Duration>,
+        tag: u64,
+    ) -> Result<usize, HandleError> {
+        let id = loop_id % self.shared.loops.len();
+        self.shared.loops[id].send(Command::Connect { to, timeout, tag })?;
+        Ok(id)
+    }
+
+    /// Number of loops the server runs.
+    pub fn loops(&self) -> usize {
+        self.shared.loops.len()
     }
 
     /// A snapshot of every loop's counters (and the acceptor's).

@@ -1,12 +1,19 @@
-//! The callback API an embedder implements: [`EventHandler`].
+//! The callback API an embedder implements: [`EventHandler`], and what a callback sees
+//! of its connection: [`Conn`] (output, addresses, handle, and the outbound side:
+//! [`Conn::connect`], [`Conn::link`], [`Conn::pause_reading`]), [`ConnId`], [`Origin`].
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use mio::Registry;
+
+use super::event_loop::{Ctx, Op, USER_PAUSED};
 use super::handle::{ConnHandle, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
 use crate::net::addr::{ListenAddr, Peer};
@@ -48,6 +55,10 @@ pub enum CloseReason {
     Panic(String),
     /// A socket error (e.g. connection reset by peer).
     Error(io::Error),
+    /// The connection was [linked](Conn::link) to one that ended abnormally (an error,
+    /// a reset, a timeout, a handler's close); this side was closed with it, after its
+    /// pending output was flushed.
+    LinkClosed,
 }
 
 /// A connection the reactor handed back after [`Action::Detach`].
@@ -91,6 +102,101 @@ pub struct Conn<'a> {
     pub(crate) key: usize,
     pub(crate) generation: u64,
     pub(crate) alive: &'a mut Option<Arc<AtomicBool>>,
+    pub(crate) flags: &'a mut u16,
+    pub(crate) linked: bool,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) ctx: &'a mut Ctx,
+    pub(crate) registry: &'a Registry,
+}
+
+/// Names one connection of one loop: loop id, slab key and a generation number unique
+/// within the loop, so an id never matches a later connection that reuses the slot.
+/// `Copy`; two ids are equal when they name the same connection.
+///
+/// Get one from [`Conn::id`], [`Conn::requester`] or [`Conn::connect`]; use it with
+/// [`Conn::link`] on the same loop.
+#[derive(Clone, Copy)]
+pub struct ConnId {
+    pub(crate) loop_id: usize,
+    /// Slab key; [`ConnId::UNOPENED`] for an outbound connection still connecting (as
+    /// [`Conn::connect`] returns it): the loop finds its key by generation.
+    pub(crate) key: usize,
+    pub(crate) generation: u64,
+}
+
+impl ConnId {
+    /// The key of an id handed out before its connection had a slot.
+    pub(crate) const UNOPENED: usize = usize::MAX;
+
+    /// Id of the loop the connection belongs to.
+    pub fn loop_id(&self) -> usize {
+        self.loop_id
+    }
+}
+
+impl PartialEq for ConnId {
+    fn eq(&self, other: &Self) -> bool {
+        // The generation alone is unique within a loop; the key may be unknown yet.
+        self.loop_id == other.loop_id && self.generation == other.generation
+    }
+}
+
+impl Eq for ConnId {}
+
+impl std::hash::Hash for ConnId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.loop_id.hash(h);
+        self.generation.hash(h);
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({}:{})", self.loop_id, self.generation)
+    }
+}
+
+/// Where an outbound connection goes: a TCP address (IPv4 or IPv6) or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ConnectAddr {
+    /// A TCP server.
+    Tcp(SocketAddr),
+    /// A Unix domain stream socket.
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for ConnectAddr {
+    fn from(a: SocketAddr) -> Self {
+        ConnectAddr::Tcp(a)
+    }
+}
+
+impl fmt::Display for ConnectAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectAddr::Tcp(a) => write!(f, "{a}"),
+            ConnectAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// How an outbound connection came to be, as its callbacks see it ([`Conn::origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The tag given to [`Conn::connect`] or [`ServerHandle::connect`].
+    pub tag: u64,
+    /// The connection whose callback called [`Conn::connect`]; `None` for a connect
+    /// started with [`ServerHandle::connect`]. It may have closed since.
+    pub requester: Option<ConnId>,
+}
+
+/// Options of a [link](Conn::link_with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkOptions {
+    /// Move the bytes with `splice(2)` through a pipe per direction (Linux), so they
+    /// never enter user space. Ignored (the copy path is used) where splice is not
+    /// available. See [`Conn::link_with`].
+    pub splice: bool,
 }
 
 impl Conn<'_> {
@@ -136,6 +242,129 @@ impl Conn<'_> {
     pub fn handle(&mut self) -> ConnHandle {
         let alive = self.alive.get_or_insert_with(|| Arc::new(AtomicBool::new(true)));
         ConnHandle::new(self.remote, self.key, self.generation, alive.clone())
+    }
+
+    /// This connection's id (for [`link`](Self::link), or to tell connections apart).
+    pub fn id(&self) -> ConnId {
+        ConnId { loop_id: self.remote.id, key: self.key, generation: self.generation }
+    }
+
+    /// How this connection came to be: `Some` for an outbound connection opened with
+    /// [`connect`](Self::connect) or [`ServerHandle::connect`], `None` for an accepted
+    /// (or attached) one.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// The tag of an outbound connection (`None`: accepted).
+    pub fn outbound_tag(&self) -> Option<u64> {
+        self.origin.map(|o| o.tag)
+    }
+
+    /// The connection that asked for this outbound one (`None`: accepted, or started
+    /// from outside the loops).
+    pub fn requester(&self) -> Option<ConnId> {
+        self.origin.and_then(|o| o.requester)
+    }
+
+    /// Starts an outbound connection to `to` on this loop, without blocking, and returns
+    /// its id (equal to the [`id`](Self::id) it will have in its callbacks).
+    ///
+    /// - Connected: [`EventHandler::opened`] runs for the new connection as for an
+    ///   accepted one, with [`origin`](Self::origin) = `{ tag, requester: this one }`
+    ///   (typically it [links](Self::link) itself to [`requester`](Self::requester)).
+    ///   From then on it is an ordinary connection: same read and write paths,
+    ///   [`handle`](Self::handle), idle timeout, stats. It is not counted against
+    ///   `max_conns` (which limits accepted connections).
+    /// - Refused, unreachable, no such socket file, or not connected within `timeout`
+    ///   (`None`: only the kernel's own limit, about two minutes for TCP):
+    ///   [`EventHandler::connect_failed`] runs on this connection (if it is still open)
+    ///   with `tag` and the error (`TimedOut` for the timeout), never synchronously from
+    ///   within this call, so it may simply `connect` again to another address.
+    ///
+    /// `Err` only when no socket could be made (descriptor limit, ...); then no callback
+    /// follows. The timeout's resolution is the timer wheel's (100 ms).
+    pub fn connect(
+        &mut self,
+        to: &ConnectAddr,
+        timeout: Option<Duration>,
+        tag: u64,
+    ) -> io::Result<ConnId> {
+        let requester = Some(self.id());
+        self.ctx.connect(self.registry, self.remote.id, to, timeout, tag, requester)
+    }
+
+    /// Links this connection with `other` (an open connection of the same loop), with
+    /// the copy path: see [`link_with`](Self::link_with).
+    pub fn link(&mut self, other: ConnId) -> io::Result<()> {
+        self.link_with(other, LinkOptions::default())
+    }
+
+    /// Ties this connection and `other` into a pair: from the end of this callback on,
+    /// what is read from either is written to the other by the reactor, and
+    /// [`EventHandler::data`] is no longer called for them. Input either holds
+    /// unconsumed is forwarded first, after the output this callback wrote; no byte is
+    /// lost or reordered. For each forward, [`EventHandler::forwarded`] runs on the
+    /// reading side's state.
+    ///
+    /// - **Backpressure**: a side is not read while the other's pending output is above
+    ///   the high watermark, and is read again (at once) when it drops to the low one.
+    /// - **Half-close**: end of input on one side becomes `shutdown(Write)` on the other
+    ///   once its pending output is written; the other direction keeps flowing. When both
+    ///   sides have ended their input and everything is written, both close
+    ///   ([`CloseReason::PeerClosed`]).
+    /// - **Errors**: when one side closes any other way (a reset or socket error, a
+    ///   timeout, an `Action::Close` from [`woken`](EventHandler::woken), shutdown),
+    ///   the other stops reading, flushes its pending output (bounded by the close
+    ///   timeout) and closes with [`CloseReason::LinkClosed`].
+    ///
+    /// Reading both is resumed (a [`pause_reading`](Self::pause_reading) ends). With
+    /// `opts.splice` (Linux, TCP or Unix sockets) bytes move with `splice(2)` through a
+    /// pipe per direction and never enter user space; the same rules hold, a pipe's
+    /// content counting as the receiving side's pending output. Elsewhere the copy path
+    /// is used.
+    ///
+    /// `Err(InvalidInput)` for `other` on another loop or this connection itself,
+    /// `Err(AlreadyExists)` when this one is already linked. Whether `other` is still
+    /// open (and unlinked) is known only when the link is made, after this callback:
+    /// if it is not, *this* connection is closed ([`CloseReason::Error`],
+    /// `NotConnected`).
+    pub fn link_with(&mut self, other: ConnId, opts: LinkOptions) -> io::Result<()> {
+        let invalid = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
+        if other.loop_id != self.remote.id {
+            return invalid("cannot link connections of different loops");
+        }
+        if other == self.id() {
+            return invalid("cannot link a connection to itself");
+        }
+        if self.linked {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "already linked"));
+        }
+        self.linked = true;
+        self.ctx.ops.push(Op::Link { a: self.id(), b: other, opts });
+        Ok(())
+    }
+
+    /// Stops reading this connection: bytes stay in the kernel (the peer is throttled
+    /// by TCP) and no [`data`](EventHandler::data) callback runs until
+    /// [`resume_reading`](Self::resume_reading) or a [`link`](Self::link). Meant for
+    /// the time an outbound connection is being set up: what arrives meanwhile is
+    /// forwarded, in order, once linked. The end of input is not noticed while paused.
+    pub fn pause_reading(&mut self) {
+        *self.flags |= USER_PAUSED;
+    }
+
+    /// Ends [`pause_reading`](Self::pause_reading); what arrived meanwhile is read at once.
+    pub fn resume_reading(&mut self) {
+        if *self.flags & USER_PAUSED != 0 {
+            *self.flags &= !USER_PAUSED;
+            self.ctx.ops.push(Op::ReadNow(self.id()));
+        }
+    }
+
+    /// True once [`link`](Self::link) was called for this connection.
+    pub fn is_linked(&self) -> bool {
+        self.linked
     }
 }
 
@@ -223,5 +452,38 @@ pub trait EventHandler: 'static {
     /// returns; `None` stops ticking.
     fn tick(&mut self) -> Option<Duration> {
         None
+    }
+
+    /// An outbound connection that `requester` started with [`Conn::connect`] (its
+    /// `tag`) failed: refused, unreachable, timed out (`ErrorKind::TimedOut`), ...
+    /// Runs only while `requester` is still open; it may [`connect`](Conn::connect)
+    /// again (another address, say) or close. Default: [`Action::Close`].
+    fn connect_failed(
+        &mut self,
+        _requester: &mut Conn<'_>,
+        _state: &mut Self::State,
+        _tag: u64,
+        _err: io::Error,
+    ) -> Action {
+        Action::Close
+    }
+
+    /// A connect started with [`ServerHandle::connect`] (its `tag`) failed on this
+    /// loop. Default: logged at debug level.
+    fn connect_error(&mut self, tag: u64, err: io::Error) {
+        log::debug!("outbound connect (tag {tag}) failed: {err}");
+    }
+
+    /// `n` bytes read from a [linked](Conn::link) connection were passed to its
+    /// partner; `state` is the reading connection's. Lets a proxy count bytes per
+    /// direction without any channel. Runs on the hot path of linked pairs: keep it
+    /// cheap.
+    #[inline]
+    fn forwarded(&mut self, _state: &mut Self::State, _n: usize) {}
+
+    /// After [`ConnHandle::notify_writable`], the connection's pending output (with
+    /// what handles have queued for it) dropped to the low watermark.
+    fn writable(&mut self, _conn: &mut Conn<'_>, _state: &mut Self::State) -> Action {
+        Action::None
     }
 }

@@ -179,6 +179,7 @@ impl Server {
             acceptor: acceptor.as_ref().map(|(_, w, s)| (w.clone(), s.clone())),
             addrs,
             listeners,
+            next_connect: std::sync::atomic::AtomicUsize::new(0),
         });
         let server = ServerHandle { shared: shared.clone() };
         for ((((id, poll), rx), remote), LoopSockets { listeners, udp }) in

@@ -36,6 +36,12 @@ pub struct LoopStats {
     pub(crate) datagrams_out: AtomicU64,
     pub(crate) datagrams_truncated: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) connect_timeouts: AtomicU64,
+    pub(crate) links: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) spliced: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -87,6 +93,19 @@ pub struct StatsSnapshot {
     pub datagrams_truncated: u64,
     /// UDP replies the kernel refused (dropped).
     pub datagrams_dropped: u64,
+    /// Outbound connections that connected (opened by the connect path).
+    pub connects: u64,
+    /// Outbound connects that failed, timeouts included.
+    pub connect_errors: u64,
+    /// Outbound connects that failed by their timeout (also in `connect_errors`).
+    pub connect_timeouts: u64,
+    /// Pairs of connections linked.
+    pub links: u64,
+    /// Bytes linked pairs moved from one side to the other (copied or spliced).
+    pub forwarded: u64,
+    /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
+    /// not in `bytes_read`/`bytes_written`).
+    pub spliced: u64,
 }
 
 impl LoopStats {
@@ -115,6 +134,12 @@ impl LoopStats {
             datagrams_out: self.datagrams_out.load(Relaxed),
             datagrams_truncated: self.datagrams_truncated.load(Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Relaxed),
+            connects: self.connects.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
+            connect_timeouts: self.connect_timeouts.load(Relaxed),
+            links: self.links.load(Relaxed),
+            forwarded: self.forwarded.load(Relaxed),
+            spliced: self.spliced.load(Relaxed),
         }
     }
 }
@@ -146,6 +171,12 @@ impl StatsSnapshot {
             t.datagrams_out += s.datagrams_out;
             t.datagrams_truncated += s.datagrams_truncated;
             t.datagrams_dropped += s.datagrams_dropped;
+            t.connects += s.connects;
+            t.connect_errors += s.connect_errors;
+            t.connect_timeouts += s.connect_timeouts;
+            t.links += s.links;
+            t.forwarded += s.forwarded;
+            t.spliced += s.spliced;
         }
         t
     }

@@ -1,6 +1,7 @@
 //! One connection as the loop stores it (socket, state, leftover input, pending output,
-//! flags, timer stamps), and the ways a connection ends: close, detach, and the close of
-//! every connection when the loop stops.
+//! flags, timer stamps, its link and origin when it has them), and the ways a connection
+//! ends: close, detach, and the close of every connection when the loop stops. A linked
+//! connection that ends takes its partner with it (see `link.rs`).
 //!
 //! An idle connection holds no buffers: input and output vectors are dropped when they
 //! empty, and the fast path reads into and writes from per-loop scratch buffers.
@@ -10,24 +11,40 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::error;
 
+use super::link::Link;
 use super::{EventLoop, guard};
 use crate::net::addr::Peer;
-use crate::reactor::handler::{CloseReason, Detached, EventHandler};
+use crate::reactor::handler::{CloseReason, Detached, EventHandler, Origin};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
 use crate::reactor::timer::Tick;
 
 /// WRITABLE interest is registered (pending output is waiting for the kernel).
-pub(super) const WRITE_INTEREST: u8 = 1;
+pub(super) const WRITE_INTEREST: u16 = 1;
 /// The peer closed its side (read returned EOF).
-pub(super) const READ_CLOSED: u8 = 2;
+pub(super) const READ_CLOSED: u16 = 2;
 /// Close once pending output is flushed; read no more.
-pub(super) const CLOSING: u8 = 4;
-/// Not read because pending output is above the high watermark.
-pub(super) const PAUSED: u8 = 8;
+pub(super) const CLOSING: u16 = 4;
+/// Not read because pending output is above the high watermark (a linked connection:
+/// because its partner's pending output is).
+pub(super) const PAUSED: u16 = 8;
 /// The poller reported the peer's FIN (EPOLLRDHUP) together with data: a short read no
 /// longer means "drained", so reading goes on until it returns EOF.
-pub(super) const HUP_SEEN: u8 = 16;
+pub(super) const HUP_SEEN: u16 = 16;
+/// Not read because the handler asked ([`Conn::pause_reading`]).
+///
+/// [`Conn::pause_reading`]: crate::reactor::Conn::pause_reading
+pub(crate) const USER_PAUSED: u16 = 32;
+/// Linked: the partner's input ended; shut this socket's write side once its pending
+/// output is written.
+pub(super) const FIN_PENDING: u16 = 64;
+/// This socket's write side is shut down (`shutdown(Write)` done).
+pub(super) const WRITE_SHUT: u16 = 128;
+/// Opened by the connect path: not counted against `max_conns`; its id is findable by
+/// generation (`outbound_keys`).
+pub(super) const OUTBOUND: u16 = 256;
+/// Closing because its linked partner ended abnormally (closed as `LinkClosed`).
+pub(super) const PARTNER_GONE: u16 = 512;
 
 /// A connection's record in the loop's slab.
 pub(super) struct Connection<S> {
@@ -43,13 +60,17 @@ pub(super) struct Connection<S> {
     /// Set to false when the connection goes away; allocated only once a handle exists.
     pub(super) alive: Option<Arc<AtomicBool>>,
     pub(super) listener: u32,
-    pub(super) flags: u8,
+    pub(super) flags: u16,
     /// Wheel tick of the last bytes read or written (kept only when timeouts are on).
     pub(super) active: Tick,
     /// Wheel tick at which the current unconsumed input began.
     pub(super) partial_since: Tick,
     /// Tick of this connection's live timer-wheel entry; `Tick::MAX` when none.
     pub(super) timer_at: Tick,
+    /// The partner of a linked pair (boxed: most connections have none).
+    pub(super) link: Option<Box<Link>>,
+    /// Tag and requester of an outbound connection.
+    pub(super) origin: Option<Box<Origin>>,
 }
 
 impl<S> Connection<S> {
@@ -60,13 +81,14 @@ impl<S> Connection<S> {
     }
 
     #[inline]
-    pub(super) fn has(&self, flag: u8) -> bool {
+    pub(super) fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 
-    /// True when nothing is in flight: no unconsumed input, no pending output.
+    /// True when nothing is in flight: no unconsumed input, no pending output, and not
+    /// linked (a linked pair is busy until it ends).
     pub(super) fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.pending() == 0
+        self.input.is_empty() && self.pending() == 0 && self.link.is_none()
     }
 
     /// Marks the connection gone for any `ConnHandle` that points at it.
@@ -80,11 +102,12 @@ impl<S> Connection<S> {
 impl<H: EventHandler> EventLoop<H> {
     /// Removes connection `key` (if still there), closes its socket and calls `closed`.
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(c) = self.conns.try_remove(key) else { return };
+        let Some(mut c) = self.conns.try_remove(key) else { return };
         c.mark_dead();
         bump(&self.stats.closed, 1);
         bump(&self.stats.open, u64::MAX); // wrapping -1
-        self.parts.server.shared.release();
+        self.forget(&c);
+        let link = c.link.take();
         // Dropping the socket closes it, which also removes it from epoll (we never
         // duplicate connection descriptors), saving an epoll_ctl per close.
         #[cfg(not(target_os = "linux"))]
@@ -93,6 +116,19 @@ impl<H: EventHandler> EventLoop<H> {
         if let Err(msg) = guard(self.parts.config.catch_panics, || handler.closed(state, reason)) {
             bump(&self.stats.panics, 1);
             error!("loop {}: closed panicked for {peer}: {msg}", self.parts.id);
+        }
+        if let Some(link) = link {
+            self.partner_gone(&link);
+        }
+    }
+
+    /// What a closing or detached connection leaves behind: its `max_conns` count (an
+    /// accepted one), its generation lookup (an outbound one).
+    fn forget(&mut self, c: &Connection<H::State>) {
+        if c.has(OUTBOUND) {
+            self.outbound_keys.remove(&c.generation);
+        } else {
+            self.parts.server.shared.release();
         }
     }
 
@@ -107,7 +143,10 @@ impl<H: EventHandler> EventLoop<H> {
         let _ = self.parts.poll.registry().deregister(&mut c.sock);
         bump(&self.stats.closed, 1);
         bump(&self.stats.open, u64::MAX);
-        self.parts.server.shared.release();
+        self.forget(&c);
+        if let Some(link) = c.link.take() {
+            self.partner_gone(&link);
+        }
         let output = c.output.split_off(c.out_pos);
         let detached =
             Detached { stream: c.sock.into_detached(), state: c.state, input: c.input, output };
@@ -122,7 +161,10 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn close_all(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let _ = self.conns[key].write_pending(&self.stats);
+            // Unlinked first, so closing one side does not flush-close the other.
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            c.link = None;
+            let _ = c.write_pending(&self.stats);
             self.close(key, CloseReason::Shutdown);
         }
     }

@@ -7,12 +7,13 @@
 //! leftover input plus the new bytes and says how much it consumed; only the tail is
 //! kept, so an idle connection holds no input buffer. Every byte enters through
 //! [`read_socket`]: the one place where a layer between socket and handler (TLS:
-//! ciphertext in, plaintext out) would sit.
+//! ciphertext in, plaintext out) would sit. A linked connection is read by `link.rs`
+//! instead (no handler in between).
 
 use std::io::{self, Read};
 
 use super::EventLoop;
-use super::conn::{CLOSING, HUP_SEEN, PAUSED, READ_CLOSED, WRITE_INTEREST};
+use super::conn::{CLOSING, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -40,8 +41,11 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_readable(&mut self, key: usize) {
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else { return };
-            if c.has(PAUSED | READ_CLOSED | CLOSING) {
+            if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
+            }
+            if c.link.is_some() {
+                return self.forward(key);
             }
             let n = match read_socket(&c.sock, &mut self.rbuf) {
                 Ok(n) => n,
@@ -126,6 +130,6 @@ impl<H: EventHandler> EventLoop<H> {
 
 /// One nonblocking `read` from a connection: the only way bytes enter the read path.
 #[inline]
-fn read_socket(mut sock: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_socket(mut sock: &Stream, buf: &mut [u8]) -> io::Result<usize> {
     sock.read(buf)
 }

@@ -1,6 +1,7 @@
 //! A loop's timers: how long a poll may block, the handler's tick, the accept back-off
-//! and close-flush deadlines coming due, and the connection timer wheel (idle and
-//! incomplete-request timeouts; see `timer.rs` for the wheel itself).
+//! and close-flush deadlines coming due, connect timeouts (the dialer's wheel, see
+//! `connect.rs`), and the connection timer wheel (idle and incomplete-request timeouts;
+//! see `timer.rs` for the wheel itself).
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.accepting.retry_at(),
             self.closing.front().map(|c| c.2),
             self.wheel.next_deadline(),
+            self.ctx.dialer.next_deadline(),
             self.draining,
         ]
         .into_iter()
@@ -67,6 +69,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.accepting.retry_at().is_none()
             && self.closing.is_empty()
             && self.wheel.next_deadline().is_none()
+            && self.ctx.dialer.next_deadline().is_none()
             && self.draining.is_none()
         {
             return;
@@ -80,6 +83,7 @@ impl<H: EventHandler> EventLoop<H> {
         if self.wheel.next_deadline().is_some_and(|t| t <= now) {
             self.expire_timeouts(now);
         }
+        self.expire_connects(now);
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }

@@ -11,6 +11,9 @@
 //! connection asked to close keeps its output until it is written or the close timeout
 //! passes. Every byte leaves through [`write_socket`]: the one place where a layer
 //! between handler and socket (TLS: plaintext in, ciphertext queued) would sit.
+//!
+//! For a linked connection the watermarks pace its *partner*: above the high watermark
+//! the partner is not read, at the low one it is read again (`link.rs`).
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +21,9 @@ use std::time::Instant;
 
 use mio::Interest;
 
-use super::conn::{CLOSING, Connection, PAUSED, READ_CLOSED, WRITE_INTEREST};
+use super::conn::{
+    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST,
+};
 use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
@@ -38,15 +43,24 @@ impl<H: EventHandler> EventLoop<H> {
         self.after_callback(key, Action::None);
     }
 
-    /// Writes what the callback produced, then carries out its action. Returns whether
-    /// the connection is still open and may be read.
+    /// Writes what the callback produced, carries out what it queued ([`Op`]s), then
+    /// its action. Returns whether the connection is still open and may be read.
+    ///
+    /// [`Op`]: super::Op
     pub(super) fn after_callback(&mut self, key: usize, action: Action) -> bool {
-        if !self.conns.contains(key) {
+        let Some(c) = self.conns.get(key) else {
             return false; // closed by a panic in the callback
-        }
+        };
+        let generation = c.generation;
         if let Err(e) = self.flush(key) {
             self.close(key, CloseReason::Error(e));
             return false;
+        }
+        if !self.ctx.ops.is_empty() {
+            self.apply_ops();
+            if !self.is_current(key, generation) {
+                return false;
+            }
         }
         match action {
             Action::None => {}
@@ -69,17 +83,27 @@ impl<H: EventHandler> EventLoop<H> {
             }
         }
         let c = &self.conns[key];
-        if c.pending() == 0 && c.has(CLOSING | READ_CLOSED) {
-            let reason = if c.has(CLOSING) { CloseReason::Closed } else { CloseReason::PeerClosed };
-            self.close(key, reason);
-            return false;
+        if c.pending() == 0 {
+            if c.has(CLOSING) {
+                let reason =
+                    if c.has(PARTNER_GONE) { CloseReason::LinkClosed } else { CloseReason::Closed };
+                self.close(key, reason);
+                return false;
+            }
+            if c.has(READ_CLOSED) && c.link.is_none() {
+                self.close(key, CloseReason::PeerClosed);
+                return false;
+            }
+        }
+        if c.link.is_some() {
+            return self.settle_link(key);
         }
         if self.draining.is_some() && c.is_idle() {
             // Draining: its request is answered and flushed; nothing more is accepted.
             self.close(key, CloseReason::Shutdown);
             return false;
         }
-        !c.has(PAUSED | CLOSING | READ_CLOSED)
+        !c.has(PAUSED | CLOSING | READ_CLOSED | USER_PAUSED)
     }
 
     /// Writes the output of a callback (or pending output) and sets WRITABLE interest
@@ -112,6 +136,13 @@ impl<H: EventHandler> EventLoop<H> {
         } else if c.pending() > 0 && !c.has(WRITE_INTEREST) {
             c.write_pending(&self.stats)?;
         }
+        self.update_interest(key)
+    }
+
+    /// Sets WRITABLE interest and the read pause to match the pending output of `key`:
+    /// its own reading for an unlinked connection, its partner's for a linked one.
+    pub(super) fn update_interest(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.conns[key];
         let pending = c.pending();
         let cfg = &self.parts.config;
         let token = Tok::Conn(key).token();
@@ -128,9 +159,12 @@ impl<H: EventHandler> EventLoop<H> {
             if pending as u64 > peak.load(Relaxed) {
                 peak.store(pending as u64, Relaxed);
             }
-            if pending > cfg.high_watermark {
-                c.flags |= PAUSED;
-            }
+        }
+        if let Some(link) = &c.link {
+            let partner = link.peer;
+            self.pace_partner(partner, pending);
+        } else if pending > cfg.high_watermark {
+            c.flags |= PAUSED;
         }
         Ok(())
     }
@@ -146,7 +180,10 @@ impl<H: EventHandler> EventLoop<H> {
         if c.pending() < before {
             c.active = self.now_tick;
         }
-        let resume = c.has(PAUSED) && c.pending() <= self.parts.config.low_watermark;
+        // (A linked connection's PAUSED is about its partner: see `update_interest`.)
+        let resume = c.link.is_none()
+            && c.has(PAUSED)
+            && c.pending() <= self.parts.config.low_watermark;
         if resume {
             c.flags &= !PAUSED;
         }
@@ -203,7 +240,7 @@ impl<S> Connection<S> {
 /// One nonblocking `write` to a connection, retried only on EINTR: the only way bytes
 /// leave the write path. Zero bytes written for a non-empty buffer is `WriteZero`.
 #[inline]
-fn write_socket(mut sock: &Stream, buf: &[u8]) -> io::Result<usize> {
+pub(super) fn write_socket(mut sock: &Stream, buf: &[u8]) -> io::Result<usize> {
     loop {
         match sock.write(buf) {
             Ok(0) if !buf.is_empty() => return Err(io::ErrorKind::WriteZero.into()),
