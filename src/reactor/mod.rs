@@ -77,6 +77,8 @@ pub use crate::net::{ListenAddr, Peer};
 pub use config::{Balance, Config};
 pub use handle::{ConnHandle, HandleError, ServerHandle};
 pub use handler::{Action, CloseReason, Conn, Datagram, Detached, EventHandler, LoopInfo};
+// The outbound API's types (connect and linked pairs), nameable by embedders.
+pub use handler::{ConnId, ConnectAddr, LinkOptions, Origin};
 pub use server::{Running, Server};
 pub use socket::DetachedStream;
 pub use stats::{LoopStats, ServerStats, StatsSnapshot};

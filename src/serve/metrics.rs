@@ -63,19 +63,7 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
 pub fn render(stats: Option<&ServerStats>, proto: &ProtoMetrics) -> String {
     let mut out = String::with_capacity(4096);
     if let Some(stats) = stats {
-        let rows: Vec<(String, &StatsSnapshot)> = stats
-            .loops
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i.to_string(), s))
-            .chain(stats.acceptor.as_ref().map(|s| ("acceptor".to_string(), s)))
-            .collect();
-        for (name, kind, help, field) in STATS_FAMILIES {
-            let _ = writeln!(out, "# HELP evloop_{name} {help}\n# TYPE evloop_{name} {kind}");
-            for (label, s) in &rows {
-                let _ = writeln!(out, "evloop_{name}{{loop=\"{label}\"}} {}", field(s));
-            }
-        }
+        render_stats(&mut out, stats);
     }
     let p = proto.proto();
     let _ = writeln!(
@@ -93,6 +81,24 @@ pub fn render(stats: Option<&ServerStats>, proto: &ProtoMetrics) -> String {
         let _ = writeln!(out, "evloop_protocol_errors_total{{proto=\"{p}\",kind=\"{kind}\"}} {n}");
     }
     out
+}
+
+/// Appends the reactor's per-loop counters ([`STATS_FAMILIES`], a `loop` label per
+/// loop and `loop="acceptor"` for the acceptor) in the Prometheus text format.
+pub fn render_stats(out: &mut String, stats: &ServerStats) {
+    let rows: Vec<(String, &StatsSnapshot)> = stats
+        .loops
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i.to_string(), s))
+        .chain(stats.acceptor.as_ref().map(|s| ("acceptor".to_string(), s)))
+        .collect();
+    for (name, kind, help, field) in STATS_FAMILIES {
+        let _ = writeln!(out, "# HELP evloop_{name} {help}\n# TYPE evloop_{name} {kind}");
+        for (label, s) in &rows {
+            let _ = writeln!(out, "evloop_{name}{{loop=\"{label}\"}} {}", field(s));
+        }
+    }
 }
 
 /// The content type of the Prometheus text format.

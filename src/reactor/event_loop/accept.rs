@@ -148,7 +148,13 @@ impl<H: EventHandler> EventLoop<H> {
     /// Takes on an outbound connection that has just connected (registered already,
     /// under its dialer token): as [`open`](Self::open), with its origin and the
     /// generation its id was given when the connect started.
-    pub(super) fn open_outbound(&mut self, sock: Stream, peer: Peer, origin: Origin, generation: u64) {
+    pub(super) fn open_outbound(
+        &mut self,
+        sock: Stream,
+        peer: Peer,
+        origin: Origin,
+        generation: u64,
+    ) {
         self.take_on(sock, peer, usize::MAX, Some((origin, generation)));
     }
 

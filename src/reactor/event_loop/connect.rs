@@ -166,12 +166,14 @@ impl<H: EventHandler> EventLoop<H> {
         };
         match self.resolve(id) {
             Some(key) if !self.conns[key].has(CLOSING) => {
-                let action = self.dispatch(key, |h, conn, state| {
-                    h.connect_failed(conn, state, tag, err)
-                });
+                let action =
+                    self.dispatch(key, |h, conn, state| h.connect_failed(conn, state, tag, err));
                 self.after_callback(key, action);
             }
-            _ => debug!("loop {}: connect (tag {tag}) failed after its requester left: {err}", self.parts.id),
+            _ => debug!(
+                "loop {}: connect (tag {tag}) failed after its requester left: {err}",
+                self.parts.id
+            ),
         }
     }
 

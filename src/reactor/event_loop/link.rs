@@ -26,7 +26,8 @@ use std::io;
 use log::error;
 
 use super::conn::{
-    CLOSING, Connection, FIN_PENDING, HUP_SEEN, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_SHUT,
+    CLOSING, Connection, FIN_PENDING, HUP_SEEN, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED,
+    WRITE_SHUT,
 };
 use super::read::read_socket;
 use super::write::write_socket;

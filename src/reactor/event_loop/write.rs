@@ -181,9 +181,8 @@ impl<H: EventHandler> EventLoop<H> {
             c.active = self.now_tick;
         }
         // (A linked connection's PAUSED is about its partner: see `update_interest`.)
-        let resume = c.link.is_none()
-            && c.has(PAUSED)
-            && c.pending() <= self.parts.config.low_watermark;
+        let resume =
+            c.link.is_none() && c.has(PAUSED) && c.pending() <= self.parts.config.low_watermark;
         if resume {
             c.flags &= !PAUSED;
         }
