@@ -197,6 +197,14 @@ fn proxy_child(args: &[&str]) -> (Proc, SocketAddr, Option<SocketAddr>) {
     (p, addr, metrics)
 }
 
+/// A two-loop `evloop proxy` child without active checks, with a metrics endpoint.
+fn proxy_child_with_metrics(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
+    let mut all = args.to_vec();
+    all.extend(["--loops", "2", "--metrics", "127.0.0.1:0", "--health-check", "off"]);
+    let (p, addr, metrics) = proxy_child(&all);
+    (p, addr, metrics.expect("metrics addr"))
+}
+
 /// An `evloop serve` child (echo, one loop) on an ephemeral port.
 fn echo_child() -> (Proc, SocketAddr) {
     let mut p = Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--loops", "1"]);
@@ -451,6 +459,7 @@ fn a_client_that_never_reads_keeps_the_proxy_rss_bounded() {
     }
     thread::sleep(Duration::from_millis(300));
     let after = proc_.rss_kib();
+    eprintln!("proxy RSS {before} KiB -> {after} KiB; the client got {sent} bytes in");
     assert!(sent < 50 << 20, "all 50 MB went in although nothing was read");
     assert!(
         after < before + 16 * 1024,
@@ -531,6 +540,7 @@ fn a_backend_that_never_accepts_times_out_and_the_next_one_serves() {
         assert!(echo_ok(&mut s, &[i; 8]), "client {i} is served after a retry");
     }
     let b = p.pool().current().backends[0].clone();
+    eprintln!("stalled backend: {:?} after {:?}", b.totals(), t.elapsed());
     assert!(b.totals().connect_errors >= 2, "{:?}", b.totals());
     assert!(!b.is_up(), "down after --fall timed-out connects");
     assert!(t.elapsed() < Duration::from_secs(10));
@@ -593,17 +603,7 @@ fn sighup_adds_and_removes_backends_without_dropping_connections() {
     let (an, bn) = (a.local_addrs()[0].to_string(), b.local_addrs()[0].to_string());
     let file = temp_file("hup", &format!("# one backend\n{an}\n"));
     let f = file.to_str().expect("path");
-    let (mut p, addr, metrics) = proxy_child(&[
-        "--backends-file",
-        f,
-        "--loops",
-        "2",
-        "--metrics",
-        "127.0.0.1:0",
-        "--health-check",
-        "off",
-    ]);
-    let metrics = metrics.expect("metrics addr");
+    let (mut p, addr, metrics) = proxy_child_with_metrics(&["--backends-file", f]);
     let mut old: Vec<TcpStream> = (0..6u8)
         .map(|i| {
             let mut s = connect(addr);
@@ -647,17 +647,7 @@ fn sighup_adds_and_removes_backends_without_dropping_connections() {
 fn metrics_endpoint_counts_bytes_per_backend() {
     let echo = echo_backend();
     let be = echo.local_addrs()[0].to_string();
-    let (_p, addr, metrics) = proxy_child(&[
-        "--backend",
-        &be,
-        "--loops",
-        "2",
-        "--metrics",
-        "127.0.0.1:0",
-        "--health-check",
-        "off",
-    ]);
-    let metrics = metrics.expect("metrics addr");
+    let (_p, addr, metrics) = proxy_child_with_metrics(&["--backend", &be]);
     let mut s = connect(addr);
     let msg = pattern(12_345, 5);
     assert!(echo_ok(&mut s, &msg));

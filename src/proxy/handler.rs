@@ -19,10 +19,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::BackendAddr;
 use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
-use crate::reactor::{Action, CloseReason, Conn, ConnectAddr, EventHandler, LinkOptions, Peer};
+use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
 
 /// What every loop's handler shares: the pool and the data-path settings.
 #[derive(Debug)]
@@ -118,13 +117,9 @@ impl ProxyHandler {
         }
         let i = self.balancer.pick(&self.candidates, ip, &self.skip)?;
         let backend = self.set.backends[i].clone();
-        let to = match &backend.spec().addr {
-            BackendAddr::Tcp(a) => ConnectAddr::Tcp(*a),
-            BackendAddr::Unix(p) => ConnectAddr::Unix(p.clone()),
-        };
         let tag = self.next_tag;
         self.next_tag += 1;
-        match conn.connect(&to, Some(self.shared.connect_timeout), tag) {
+        match conn.connect(&backend.spec().addr, Some(self.shared.connect_timeout), tag) {
             Ok(_) => {
                 log::trace!("loop {}: connecting to {}", self.loop_id, backend.spec().name);
                 tried.push(backend.clone());

@@ -275,13 +275,16 @@ impl Lifecycle {
     }
 }
 
+/// Series appended to every scrape.
+type ExtraSeries = dyn Fn(&mut String) + Send + Sync;
+
 /// The counters the metrics endpoint and the stats line read: the protocol's (when a
 /// protocol is served), the reactor's (when on the reactor), and any extra series.
 #[derive(Clone)]
 pub struct Counters {
     proto: Option<Arc<ProtoMetrics>>,
     reactor: Option<ServerHandle>,
-    extra: Option<Arc<dyn Fn(&mut String) + Send + Sync>>,
+    extra: Option<Arc<ExtraSeries>>,
 }
 
 impl Counters {

@@ -225,7 +225,7 @@ impl<H: EventHandler> EventLoop<H> {
             return !c.has(PAUSED | CLOSING | READ_CLOSED | USER_PAUSED);
         };
         let done = |c: &Connection<H::State>| c.has(READ_CLOSED) && c.has(WRITE_SHUT);
-        if done(c) && self.conns.get(peer).is_some_and(|p| done(p)) {
+        if done(c) && self.conns.get(peer).is_some_and(done) {
             // Both inputs ended, both outputs written and shut: the pair is over.
             for k in [key, peer] {
                 self.conns[k].link = None;
