@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use mio::Registry;
 
 use super::event_loop::{Ctx, Op, USER_PAUSED};
-use super::handle::{ConnHandle, LoopRemote, ServerHandle};
+use super::handle::{ConnHandle, HandleShared, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
 use crate::net::addr::{ListenAddr, Peer};
 
@@ -101,7 +100,7 @@ pub struct Conn<'a> {
     pub(crate) remote: &'a LoopRemote,
     pub(crate) key: usize,
     pub(crate) generation: u64,
-    pub(crate) alive: &'a mut Option<Arc<AtomicBool>>,
+    pub(crate) alive: &'a mut Option<Arc<HandleShared>>,
     pub(crate) flags: &'a mut u16,
     pub(crate) linked: bool,
     pub(crate) origin: Option<Origin>,
@@ -240,8 +239,12 @@ impl Conn<'_> {
 
     /// A `Send` handle to this connection, for waking or writing to it from other threads.
     pub fn handle(&mut self) -> ConnHandle {
-        let alive = self.alive.get_or_insert_with(|| Arc::new(AtomicBool::new(true)));
-        ConnHandle::new(self.remote, self.key, self.generation, alive.clone())
+        let shared = self.alive.get_or_insert_with(|| {
+            let s = HandleShared::new();
+            s.publish(self.pending);
+            Arc::new(s)
+        });
+        ConnHandle::new(self.remote, self.key, self.generation, shared.clone())
     }
 
     /// This connection's id (for [`link`](Self::link), or to tell connections apart).

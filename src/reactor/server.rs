@@ -157,6 +157,7 @@ impl Server {
                 tx,
                 waker,
                 stats: Arc::new(LoopStats::default()),
+                watermarks: (config.low_watermark, config.high_watermark),
             });
             rxs.push(rx);
             polls.push(poll);

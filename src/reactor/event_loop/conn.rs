@@ -7,13 +7,13 @@
 //! empty, and the fast path reads into and writes from per-loop scratch buffers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::error;
 
 use super::link::Link;
 use super::{EventLoop, guard};
 use crate::net::addr::Peer;
+use crate::reactor::handle::HandleShared;
 use crate::reactor::handler::{CloseReason, Detached, EventHandler, Origin};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -45,6 +45,9 @@ pub(super) const WRITE_SHUT: u16 = 128;
 pub(super) const OUTBOUND: u16 = 256;
 /// Closing because its linked partner ended abnormally (closed as `LinkClosed`).
 pub(super) const PARTNER_GONE: u16 = 512;
+/// A handle asked to hear when the queued output is back at the low watermark
+/// (`ConnHandle::notify_writable`).
+pub(super) const WANT_WRITABLE: u16 = 1024;
 
 /// A connection's record in the loop's slab.
 pub(super) struct Connection<S> {
@@ -58,7 +61,7 @@ pub(super) struct Connection<S> {
     pub(super) output: Vec<u8>,
     pub(super) out_pos: usize,
     /// Set to false when the connection goes away; allocated only once a handle exists.
-    pub(super) alive: Option<Arc<AtomicBool>>,
+    pub(super) alive: Option<Arc<HandleShared>>,
     pub(super) listener: u32,
     pub(super) flags: u16,
     /// Wheel tick of the last bytes read or written (kept only when timeouts are on).
@@ -80,6 +83,13 @@ impl<S> Connection<S> {
         self.output.len() - self.out_pos
     }
 
+    /// Bytes waiting for the kernel, including those a spliced link holds in this
+    /// connection's inbound pipe.
+    #[inline]
+    pub(super) fn queued(&self) -> usize {
+        self.pending() + self.link.as_ref().map_or(0, |l| l.inbox_len())
+    }
+
     #[inline]
     pub(super) fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
@@ -94,7 +104,7 @@ impl<S> Connection<S> {
     /// Marks the connection gone for any `ConnHandle` that points at it.
     fn mark_dead(&self) {
         if let Some(a) = &self.alive {
-            a.store(false, Ordering::Release);
+            a.mark_dead();
         }
     }
 }

@@ -16,12 +16,17 @@
 //! - **Half-close**: end of input on A sets `FIN_PENDING` on B, and B's write side is
 //!   shut once its pending output is written ([`EventLoop::settle_link`]); B → A goes
 //!   on. Both inputs ended and both outputs written: both close as `PeerClosed`.
+//! - **Splicing** (Linux, [`LinkOptions::splice`]): each side's [`Link`] holds a pipe of
+//!   the bytes coming to it; reading a side is `splice` socket → partner's pipe →
+//!   partner's socket ([`EventLoop::forward_spliced`]), and the pipe's content counts as
+//!   the partner's pending output for the watermarks, the half-close and the close.
 //! - **Abnormal ends**: when one side closes any other way (error, reset, timeout,
 //!   detach, a handler's close), `close` unlinks the partner, which stops reading,
 //!   flushes its pending output (bounded by the close timeout) and closes as
 //!   `LinkClosed` ([`EventLoop::partner_gone`]).
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use log::error;
 
@@ -34,12 +39,36 @@ use super::write::write_socket;
 use super::{EventLoop, guard};
 use crate::reactor::handler::{Action, CloseReason, ConnId, EventHandler, LinkOptions};
 use crate::reactor::stats::bump;
+use crate::reactor::sys::Pipe;
 
-/// A linked connection's partner.
+/// One pipe per direction for a spliced link, or `None` (copy instead) when pipes
+/// cannot be had: off Linux, or out of descriptors.
+fn pipe_pair(loop_id: usize) -> Option<(Pipe, Pipe)> {
+    match Pipe::new().and_then(|a| Ok((a, Pipe::new()?))) {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            log::debug!("loop {loop_id}: no splice pipes ({e}); this link copies");
+            None
+        }
+    }
+}
+
+/// A linked connection's partner, and with splicing the pipe of bytes coming to it.
 pub(crate) struct Link {
     /// The partner's slab key and generation.
     pub(super) peer: usize,
     pub(super) peer_gen: u64,
+    /// Spliced link: bytes read from the partner that wait here to be spliced into this
+    /// connection (after its ordinary pending output). They count as its pending output.
+    inbox: Option<Pipe>,
+}
+
+impl Link {
+    /// Bytes waiting in the inbound pipe.
+    #[inline]
+    pub(super) fn inbox_len(&self) -> usize {
+        self.inbox.as_ref().map_or(0, Pipe::len)
+    }
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -47,7 +76,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// link, `a` is closed (`NotConnected`), as [`Conn::link_with`] documents.
     ///
     /// [`Conn::link_with`]: crate::reactor::Conn::link_with
-    pub(super) fn link(&mut self, a: ConnId, b: ConnId, _opts: LinkOptions) {
+    pub(super) fn link(&mut self, a: ConnId, b: ConnId, opts: LinkOptions) {
         let Some(ka) = self.resolve(a) else { return };
         let free = |k: usize| {
             let c = &self.conns[k];
@@ -64,10 +93,15 @@ impl<H: EventHandler> EventLoop<H> {
             return self.close(ka, CloseReason::Error(e));
         };
         bump(&self.stats.links, 1);
-        for (x, y) in [(ka, kb), (kb, ka)] {
+        let pipes = if opts.splice { pipe_pair(self.parts.id) } else { None };
+        let (pa, pb) = match pipes {
+            Some((pa, pb)) => (Some(pa), Some(pb)),
+            None => (None, None),
+        };
+        for (x, y, inbox) in [(ka, kb, pa), (kb, ka, pb)] {
             let peer_gen = self.conns[y].generation;
             let c = &mut self.conns[x];
-            c.link = Some(Box::new(Link { peer: y, peer_gen }));
+            c.link = Some(Box::new(Link { peer: y, peer_gen, inbox }));
             c.flags &= !(USER_PAUSED | PAUSED);
         }
         // Unconsumed input first, behind the output already queued.
@@ -98,13 +132,7 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let n = input.len();
-        let c = &mut self.conns[to];
-        if c.pending() == 0 {
-            c.output = input;
-            c.out_pos = 0;
-        } else {
-            c.output.extend_from_slice(&input);
-        }
+        self.conns[to].push_output(input);
         self.forwarded(from, n);
     }
 
@@ -130,20 +158,20 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             let Some(peer) = c.link.as_ref().map(|l| l.peer) else { return };
-            let n = match read_socket(&c.sock, &mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            if self.conns[peer].link.as_ref().is_some_and(|l| l.inbox.is_some()) {
+                return self.forward_spliced(key, peer);
+            }
+            let c = &mut self.conns[key];
+            let read = read_socket(&c.sock, &mut self.rbuf);
+            if let Ok(Some(_)) = read {
+                bump(&self.stats.reads, 1);
+            }
+            let n = match read {
+                Ok(Some(0)) => return self.input_ended(key, peer),
+                Ok(Some(n)) => n,
+                Ok(None) => return,
                 Err(e) => return self.close(key, CloseReason::Error(e)),
             };
-            bump(&self.stats.reads, 1);
-            if n == 0 {
-                c.flags |= READ_CLOSED;
-                self.conns[peer].flags |= FIN_PENDING;
-                self.settle_link(peer);
-                self.settle_link(key);
-                return;
-            }
             bump(&self.stats.bytes_read, n as u64);
             c.active = self.now_tick;
             if !self.pass(peer, n) {
@@ -157,6 +185,90 @@ impl<H: EventHandler> EventLoop<H> {
         if let Some(c) = self.conns.get(key) {
             self.more_to_read.push((key, c.generation));
         }
+    }
+
+    /// End of input on linked `key`: its partner's write side is shut once its output
+    /// is written; the pair ends once both directions have.
+    fn input_ended(&mut self, key: usize, peer: usize) {
+        self.conns[key].flags |= READ_CLOSED;
+        self.conns[peer].flags |= FIN_PENDING;
+        self.settle_link(peer);
+        self.settle_link(key);
+    }
+
+    /// [`forward`](Self::forward) for a spliced link: socket `key` → the pipe in
+    /// `peer`'s link → socket `peer`, the bytes never entering user space. The pipe is
+    /// filled only when empty, so a `WouldBlock` while filling means the socket is
+    /// drained; a pipe the partner cannot take pauses `key` like a full output does.
+    fn forward_spliced(&mut self, key: usize, peer: usize) {
+        for _ in 0..self.parts.config.read_budget {
+            if !self.drain_inbox(peer) {
+                return; // the partner closed on an error
+            }
+            let (Some(c), Some(p)) = (self.conns.get(key), self.conns.get(peer)) else { return };
+            if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
+                return;
+            }
+            if p.queued() > 0 {
+                // The partner is full: wait for its writable event, which resumes `key`
+                // (paused after the interest update, which may resume it).
+                if let Err(e) = self.update_interest(peer) {
+                    return self.close(peer, CloseReason::Error(e));
+                }
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.flags |= PAUSED;
+                }
+                return;
+            }
+            let from = c.sock.as_raw_fd();
+            let Some(pipe) = self.conns[peer].link.as_mut().and_then(|l| l.inbox.as_mut()) else {
+                return;
+            };
+            let n = match pipe.fill_from(from) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.close(key, CloseReason::Error(e)),
+            };
+            bump(&self.stats.reads, 1);
+            if n == 0 {
+                return self.input_ended(key, peer);
+            }
+            bump(&self.stats.bytes_read, n as u64);
+            bump(&self.stats.spliced, n as u64);
+            self.conns[key].active = self.now_tick;
+            self.conns[peer].active = self.now_tick;
+            self.forwarded(key, n);
+        }
+        if self.drain_inbox(peer)
+            && let Some(c) = self.conns.get(key)
+        {
+            self.more_to_read.push((key, c.generation));
+        }
+    }
+
+    /// Splices what waits in `key`'s inbound pipe into its socket, once its ordinary
+    /// pending output is written (order is kept). False when `key` closed on an error.
+    pub(super) fn drain_inbox(&mut self, key: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        if c.pending() > 0 {
+            return true;
+        }
+        let to = c.sock.as_raw_fd();
+        let Some(pipe) = c.link.as_mut().and_then(|l| l.inbox.as_mut()) else { return true };
+        while pipe.len() > 0 {
+            match pipe.drain_to(to) {
+                Ok(n) => {
+                    bump(&self.stats.writes, 1);
+                    bump(&self.stats.bytes_written, n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.close(key, CloseReason::Error(e));
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Writes `rbuf[..n]` to `to` (at once when nothing is pending there, else queued),
@@ -214,7 +326,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// pair once both directions are done. Returns whether `key` is open and readable.
     pub(super) fn settle_link(&mut self, key: usize) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
-        if c.has(FIN_PENDING) && !c.has(WRITE_SHUT) && c.pending() == 0 {
+        if c.has(FIN_PENDING) && !c.has(WRITE_SHUT) && c.queued() == 0 {
             if let Err(e) = c.sock.shutdown_write() {
                 self.close(key, CloseReason::Error(e));
                 return false;
@@ -246,7 +358,16 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let key = link.peer;
         let c = &mut self.conns[key];
-        c.link = None;
+        if let Some(mut pipe) = c.link.take().and_then(|l| l.inbox) {
+            // What the pipe holds still goes out, through the ordinary write path.
+            if c.pending() == 0 {
+                c.output.clear();
+                c.out_pos = 0;
+            }
+            if let Err(e) = pipe.empty_into(&mut c.output) {
+                error!("loop {}: cannot empty a splice pipe: {e}", self.parts.id);
+            }
+        }
         c.flags |= PARTNER_GONE;
         if c.has(CLOSING) {
             return; // already on its way out

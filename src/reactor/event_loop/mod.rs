@@ -72,7 +72,7 @@ use super::socket::Listener;
 use super::stats::{LoopStats, bump};
 use super::timer::{Tick, TimerWheel};
 use accept::Accepting;
-use conn::{CLOSING, Connection};
+use conn::{CLOSING, Connection, WANT_WRITABLE};
 use connect::Dialer;
 use timers::Timeouts;
 
@@ -310,7 +310,17 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Command::Write { key, generation, bytes } => {
                     if self.accepts_commands(key, generation) {
+                        if let Some(h) = &self.conns[key].alive {
+                            h.taken(bytes.len());
+                        }
                         self.queue(key, bytes);
+                        self.check_writable(key);
+                    }
+                }
+                Command::NotifyWritable { key, generation } => {
+                    if self.accepts_commands(key, generation) {
+                        self.conns[key].flags |= WANT_WRITABLE;
+                        self.check_writable(key);
                     }
                 }
                 Command::Connect { to, timeout, tag } => self.connect_for_server(&to, timeout, tag),

@@ -48,9 +48,8 @@ impl<H: EventHandler> EventLoop<H> {
                 return self.forward(key);
             }
             let n = match read_socket(&c.sock, &mut self.rbuf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Some(n)) => n,
+                Ok(None) => return,
                 Err(e) => return self.close(key, CloseReason::Error(e)),
             };
             bump(&self.stats.reads, 1);
@@ -128,8 +127,17 @@ impl<H: EventHandler> EventLoop<H> {
     }
 }
 
-/// One nonblocking `read` from a connection: the only way bytes enter the read path.
+/// One nonblocking `read` from a connection, retried only on EINTR: the only way bytes
+/// enter the read path. `Ok(None)`: nothing to read now (WouldBlock); `Ok(Some(0))`:
+/// end of input.
 #[inline]
-pub(super) fn read_socket(mut sock: &Stream, buf: &mut [u8]) -> io::Result<usize> {
-    sock.read(buf)
+pub(super) fn read_socket(mut sock: &Stream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match sock.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

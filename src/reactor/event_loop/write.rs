@@ -22,7 +22,8 @@ use std::time::Instant;
 use mio::Interest;
 
 use super::conn::{
-    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST,
+    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
+    WRITE_INTEREST,
 };
 use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -33,13 +34,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// Queues `bytes` from a [`ConnHandle`](crate::reactor::ConnHandle) behind the
     /// connection's pending output and writes what the kernel takes now.
     pub(super) fn queue(&mut self, key: usize, bytes: Vec<u8>) {
-        let c = &mut self.conns[key];
-        if c.pending() == 0 {
-            c.output = bytes;
-            c.out_pos = 0;
-        } else {
-            c.output.extend_from_slice(&bytes);
-        }
+        self.conns[key].push_output(bytes);
         self.after_callback(key, Action::None);
     }
 
@@ -143,7 +138,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// its own reading for an unlinked connection, its partner's for a linked one.
     pub(super) fn update_interest(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.conns[key];
-        let pending = c.pending();
+        let pending = c.queued();
         let cfg = &self.parts.config;
         let token = Tok::Conn(key).token();
         if pending > 0 && !c.has(WRITE_INTEREST) {
@@ -153,6 +148,9 @@ impl<H: EventHandler> EventLoop<H> {
         } else if pending == 0 && c.has(WRITE_INTEREST) && !c.has(CLOSING | READ_CLOSED) {
             self.parts.poll.registry().reregister(&mut c.sock, token, Interest::READABLE)?;
             c.flags &= !WRITE_INTEREST;
+        }
+        if let Some(h) = &c.alive {
+            h.publish(pending);
         }
         if pending > 0 {
             let peak = &self.stats.peak_pending_output;
@@ -173,11 +171,15 @@ impl<H: EventHandler> EventLoop<H> {
     /// low watermark.
     pub(super) fn on_writable(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        let before = c.pending();
+        let before = c.queued();
         if let Err(e) = c.write_pending(&self.stats) {
             return self.close(key, CloseReason::Error(e));
         }
-        if c.pending() < before {
+        if c.link.is_some() && !self.drain_inbox(key) {
+            return; // closed by an error
+        }
+        let c = &mut self.conns[key];
+        if c.queued() < before {
             c.active = self.now_tick;
         }
         // (A linked connection's PAUSED is about its partner: see `update_interest`.)
@@ -190,6 +192,26 @@ impl<H: EventHandler> EventLoop<H> {
             // Bytes that arrived while paused raised no new edge: read them now.
             self.on_readable(key);
         }
+        self.check_writable(key);
+    }
+
+    /// Calls the handler's `writable` if a handle asked for it
+    /// ([`ConnHandle::notify_writable`]) and the queued output (pending plus what
+    /// handles have in the channel) is at or below the low watermark.
+    ///
+    /// [`ConnHandle::notify_writable`]: crate::reactor::ConnHandle::notify_writable
+    pub(super) fn check_writable(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if !c.has(WANT_WRITABLE) || c.has(CLOSING) {
+            return;
+        }
+        let queued = c.alive.as_ref().map_or(c.queued(), |h| h.queued());
+        if queued > self.parts.config.low_watermark {
+            return;
+        }
+        c.flags &= !WANT_WRITABLE;
+        let action = self.dispatch(key, |h, conn, state| h.writable(conn, state));
+        self.after_callback(key, action);
     }
 
     /// Closes the connections whose close-after-flush deadline has passed with output
@@ -208,6 +230,17 @@ impl<H: EventHandler> EventLoop<H> {
 }
 
 impl<S> Connection<S> {
+    /// Appends `bytes` to the pending output (taking the vector over when nothing is
+    /// pending).
+    pub(super) fn push_output(&mut self, bytes: Vec<u8>) {
+        if self.pending() == 0 {
+            self.output = bytes;
+            self.out_pos = 0;
+        } else {
+            self.output.extend_from_slice(&bytes);
+        }
+    }
+
     /// Writes pending output until it is all written or the kernel buffer is full.
     pub(super) fn write_pending(&mut self, stats: &LoopStats) -> io::Result<()> {
         while self.out_pos < self.output.len() {
