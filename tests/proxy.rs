@@ -441,6 +441,35 @@ fn half_close_is_forwarded_and_the_answer_still_arrives() {
 }
 
 #[test]
+fn a_unix_socket_backend_and_the_idle_timeout() {
+    let path = std::env::temp_dir().join(format!("evloop-proxy-{}-echo.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listen = format!("unix:{}", path.display());
+    let echo = serve::start(
+        Engine::Reactor,
+        Echo,
+        evloop::reactor::Config::new()
+            .listen_on(evloop::net::ListenAddr::Unix(path.clone()))
+            .loops(1),
+    )
+    .expect("unix echo backend");
+    let mut settings: evloop::serve::Settings = local_config(1).into();
+    settings.idle_timeout = Some(Duration::from_millis(300));
+    let cfg = ProxyConfig { backends: vec![listen.parse().expect("spec")], ..no_checks() };
+    let p = start(settings, cfg).expect("proxy");
+    let mut s = connect(p.local_addrs()[0]);
+    assert!(echo_ok(&mut s, b"over a unix socket"));
+    // Idle past --idle-timeout: the pair is closed.
+    let t = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    assert!(t.elapsed() >= Duration::from_millis(200), "closed after {:?}", t.elapsed());
+    wait_until("closed upstream", || p.pool().current().backends[0].totals().active == 0);
+    p.shutdown().expect("shutdown");
+    drop(echo);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn a_client_that_never_reads_keeps_the_proxy_rss_bounded() {
     let echo = echo_backend();
     let be = echo.local_addrs()[0].to_string();

@@ -97,9 +97,13 @@ impl ProxyConfig {
         }
     }
 
-    /// A short description for the ready line.
+    /// The `--balance` name of the policy.
+    pub fn policy_name(&self) -> &'static str {
+        Policy::ALL.iter().find(|(_, p)| *p == self.policy).map_or("?", |(n, _)| n)
+    }
+
+    /// Health checks and splice, for the ready line.
     fn describe(&self) -> String {
-        let policy = Policy::ALL.iter().find(|(_, p)| *p == self.policy).map_or("?", |(n, _)| n);
         let check = match &self.check {
             HealthCheck::Off => "health checks off".to_string(),
             HealthCheck::Tcp => format!("health tcp every {:?}", self.health_interval),
@@ -107,7 +111,7 @@ impl ProxyConfig {
             HealthCheck::Redis => format!("health redis every {:?}", self.health_interval),
         };
         let splice = if self.splice { "splice on" } else { "splice off" };
-        format!("{policy}, {check}, {splice}")
+        format!("{check}, {splice}")
     }
 }
 
@@ -273,12 +277,13 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     let n = pool.current().backends.len();
     let loops = settings.effective_loops();
     let ready = format!(
-        "evloop: proxying on {} to {n} backend{} ({}, {loops} loop{}, reuseport {})",
+        "evloop: proxying on {} to {n} backend{} ({}, {loops} loop{}, reuseport {}, {})",
         addrs.join(", "),
         if n == 1 { "" } else { "s" },
-        config.describe(),
+        config.policy_name(),
         if loops == 1 { "" } else { "s" },
         if settings.reuseport { "on" } else { "off" },
+        config.describe(),
     );
     lifecycle.run(&ready, || proxy.wait())
 }
