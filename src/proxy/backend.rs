@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// The largest `weight=` a backend may have.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Where a backend listens: the reactor's outbound address ([`ConnectAddr`]), a TCP
+/// Where a backend listens: the reactor's outbound address ([`ConnectAddr`](crate::reactor::ConnectAddr)), a TCP
 /// address or a Unix socket path.
 pub use crate::reactor::ConnectAddr as BackendAddr;
 
