@@ -58,7 +58,7 @@ ENGINES = {REACTOR: ["--loops", "1"], STD: ["--engine", "std"],
            TOKIO: ["--engine", "tokio", "--loops", "1"]}
 NGINX, REDIS = "nginx (1 worker)", "redis-server"
 PROXY, PROXY_SPLICE = "evloop proxy (1 loop)", "evloop proxy (1 loop, splice)"
-HAPROXY, HAPROXY_SPLICE = "HAProxy (nbthread 1)", "HAProxy (nbthread 1, splice-auto)"
+HAPROXY, HAPROXY_SPLICE = "HAProxy (nbthread 1)", "HAProxy (nbthread 1, splice)"
 NGINX_STREAM = "nginx stream (1 worker)"
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
@@ -620,7 +620,7 @@ def scenarios(quick, only, have, tokio, duration, warmup, n1):
             with open(conf, "w") as f:
                 f.write("global\n  nbthread 1\n  maxconn 4000\n"
                         "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n"
-                        "  timeout server 60s\n" + ("  option splice-auto\n" if splice else "") +
+                        "  timeout server 60s\n" + ("  option splice-request\n  option splice-response\n" if splice else "") +
                         f"listen p\n  bind 127.0.0.1:{port}\n"
                         f"  server b 127.0.0.1:{backend_port(port + 10000)}\n")
             return ["haproxy", "-db", "-f", conf]
@@ -632,7 +632,7 @@ def scenarios(quick, only, have, tokio, duration, warmup, n1):
             f.write(f"load_module {NGINX_STREAM_MODULE};\nworker_processes 1;\npid {OUT}/nginx-stream.pid;\n"
                     f"error_log {OUT}/nginx-error.log;\nevents {{ worker_connections 16384; }}\n"
                     f"stream {{ server {{ listen 127.0.0.1:{port}; "
-                    f"proxy_pass 127.0.0.1:{backend_port(port + 10000)}; }} }}\n")
+                    f"proxy_half_close on; proxy_pass 127.0.0.1:{backend_port(port + 10000)}; }} }}\n")
         return ["nginx", "-e", f"{OUT}/nginx-error.log", "-c", conf, "-p", OUT, "-g", "daemon off;"]
     no_haproxy = None if have("haproxy") else "haproxy not installed (apt-get install haproxy)"
     no_stream = no_nginx or (None if os.path.exists(NGINX_STREAM_MODULE) else

@@ -20,7 +20,7 @@
 #     splice), HAProxy (mode tcp, nbthread 1) and nginx stream (1 worker) to an evloop echo
 #     backend on BACKEND_CPU (CPU 2, or CLIENT_CPU on a 2-CPU machine); the proxy is the
 #     measured server. Bulk: 1 GiB each way on one connection (BULK_BYTES), the proxy's CPU
-#     seconds for it, evloop copy/splice vs HAProxy (without and with splice-auto) and nginx
+#     seconds for it, evloop copy/splice vs HAProxy (without and with splice) and nginx
 #   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
 #   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
 # --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 750,000 at
