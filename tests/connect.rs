@@ -242,3 +242,77 @@ fn connect_timeout_fires() {
     running.shutdown().unwrap();
     drop(fillers);
 }
+
+/// Tries its targets in order: `connect_failed` connects to the next one.
+struct Retry {
+    targets: Vec<ConnectAddr>,
+    seen: Sender<Seen>,
+}
+
+impl EventHandler for Retry {
+    type State = usize; // index of the target being tried
+
+    fn opened(&mut self, conn: &mut Conn<'_>) -> (usize, Action) {
+        if let Some(origin) = conn.origin() {
+            let _ = self.seen.send(Seen::Outbound { id: conn.id(), origin });
+            return (0, Action::None);
+        }
+        conn.connect(&self.targets[0], None, 0).expect("a socket");
+        (0, Action::None)
+    }
+
+    fn data(&mut self, _: &mut Conn<'_>, _: &mut usize, input: &[u8]) -> (usize, Action) {
+        (input.len(), Action::None)
+    }
+
+    fn connect_failed(
+        &mut self,
+        requester: &mut Conn<'_>,
+        tried: &mut usize,
+        tag: u64,
+        err: std::io::Error,
+    ) -> Action {
+        let _ = self.seen.send(Seen::Failed { requester: requester.id(), tag, kind: err.kind() });
+        *tried += 1;
+        match self.targets.get(*tried) {
+            Some(next) => {
+                requester.connect(next, None, *tried as u64).expect("a socket");
+                Action::None
+            }
+            None => Action::Close,
+        }
+    }
+}
+
+#[test]
+fn connect_failed_can_retry_another_address() {
+    let live = TcpListener::bind("127.0.0.1:0").unwrap();
+    let targets = vec![
+        ConnectAddr::Tcp(closed_port()),
+        ConnectAddr::Tcp(closed_port()),
+        ConnectAddr::Tcp(live.local_addr().unwrap()),
+    ];
+    let (tx, rx) = unbounded();
+    let server = Server::bind(local_config(1)).unwrap();
+    let addr = server.local_addrs()[0];
+    let running =
+        server.start(move |_| Retry { targets: targets.clone(), seen: tx.clone() }).unwrap();
+    let h = running.handle();
+    let _client = connect(addr);
+    for tag in 0..2 {
+        match next(&rx) {
+            Seen::Failed { tag: t, kind, .. } => {
+                assert_eq!((t, kind), (tag, ErrorKind::ConnectionRefused));
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    let _backend = live.accept().unwrap();
+    let Seen::Outbound { origin, .. } = next(&rx) else { panic!("expected Outbound") };
+    assert_eq!(origin.tag, 2);
+    // (`opened` runs before the loop counts the connection.)
+    wait_until("counted", || total(&h).connects == 1);
+    let s = total(&h);
+    assert_eq!((s.connects, s.connect_errors, s.open), (1, 2, 2));
+    running.shutdown().unwrap();
+}

@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -81,12 +82,20 @@ impl EventHandler for Proxy {
 }
 
 fn proxy(backend: SocketAddr, splice: bool, config: Config) -> (SocketAddr, Running, Arc<Counts>) {
+    proxy_to(ConnectAddr::Tcp(backend), splice, config)
+}
+
+fn proxy_to(
+    backend: ConnectAddr,
+    splice: bool,
+    config: Config,
+) -> (SocketAddr, Running, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
     let server = Server::bind(config).unwrap();
     let addr = server.local_addrs()[0];
     let c = counts.clone();
     let running = server
-        .start(move |_| Proxy { backend: ConnectAddr::Tcp(backend), splice, counts: c.clone() })
+        .start(move |_| Proxy { backend: backend.clone(), splice, counts: c.clone() })
         .unwrap();
     (addr, running, counts)
 }
@@ -112,8 +121,25 @@ impl Stream {
 
 const CHUNK: usize = 64 * 1024;
 
+/// A stream socket whose write side can be shut: TCP or Unix.
+trait Half: Read + Write {
+    fn shut(&self);
+}
+
+impl Half for TcpStream {
+    fn shut(&self) {
+        self.shutdown(Shutdown::Write).expect("shutdown");
+    }
+}
+
+impl Half for UnixStream {
+    fn shut(&self) {
+        self.shutdown(Shutdown::Write).expect("shutdown");
+    }
+}
+
 /// Writes `len` bytes of stream `seed`, then shuts the write side.
-fn send_stream(mut s: TcpStream, len: usize, seed: u64) -> TcpStream {
+fn send_stream<S: Half>(mut s: S, len: usize, seed: u64) -> S {
     let mut g = Stream::new(seed);
     let mut buf = vec![0; CHUNK];
     let mut left = len;
@@ -123,13 +149,13 @@ fn send_stream(mut s: TcpStream, len: usize, seed: u64) -> TcpStream {
         s.write_all(&buf[..n]).expect("write");
         left -= n;
     }
-    s.shutdown(Shutdown::Write).expect("shutdown");
+    s.shut();
     s
 }
 
 /// Reads to EOF and checks it is exactly `len` bytes of stream `seed` (chunk sizes on
 /// both sides are multiples of 8, so the stream lines up).
-fn expect_stream(s: &mut TcpStream, len: usize, seed: u64) {
+fn expect_stream(s: &mut impl Read, len: usize, seed: u64) {
     let mut g = Stream::new(seed);
     let mut got = vec![0; CHUNK];
     let mut want = vec![0; CHUNK];
@@ -297,11 +323,10 @@ fn client_that_never_reads_keeps_pending_output_bounded_splice() {
     never_reads(true);
 }
 
-#[test]
-fn reset_on_one_side_closes_the_other() {
+fn reset(splice: bool) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let backend = l.local_addr().unwrap();
-    let (addr, running, counts) = proxy(backend, false, local_config(1));
+    let (addr, running, counts) = proxy(backend, splice, local_config(1));
     let h = running.handle();
     let mut client = connect(addr);
     let (mut b, _) = l.accept().unwrap();
@@ -321,6 +346,16 @@ fn reset_on_one_side_closes_the_other() {
 }
 
 #[test]
+fn reset_on_one_side_closes_the_other_copy() {
+    reset(false);
+}
+
+#[test]
+fn reset_on_one_side_closes_the_other_splice() {
+    reset(true);
+}
+
+#[test]
 fn client_gone_before_its_backend_connects_ends_the_pair() {
     // The client (paused, so its FIN is not read yet) leaves before its backend
     // connects: once linked, its end of input is forwarded and the pair ends.
@@ -337,4 +372,77 @@ fn client_gone_before_its_backend_connects_ends_the_pair() {
     drop(b);
     wait_until("both sides closed", || total(&h).closed == 2);
     running.shutdown().unwrap();
+}
+
+/// Pauses every connection when it opens; a wake resumes it. Echoes what it reads.
+struct PauseThenEcho(crossbeam_channel::Sender<evloop::reactor::ConnHandle>);
+
+impl EventHandler for PauseThenEcho {
+    type State = ();
+    fn opened(&mut self, conn: &mut Conn<'_>) -> ((), Action) {
+        conn.pause_reading();
+        self.0.send(conn.handle()).unwrap();
+        ((), Action::None)
+    }
+    fn data(&mut self, conn: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+        conn.write(input);
+        (input.len(), Action::None)
+    }
+    fn woken(&mut self, conn: &mut Conn<'_>, _: &mut ()) -> Action {
+        conn.resume_reading();
+        Action::None
+    }
+}
+
+#[test]
+fn paused_connection_is_read_at_once_when_resumed() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let server = Server::bind(local_config(1)).unwrap();
+    let addr = server.local_addrs()[0];
+    let running = server.start(move |_| PauseThenEcho(tx.clone())).unwrap();
+    let h = running.handle();
+    let mut client = connect(addr);
+    let handle = rx.recv_timeout(LIMIT).unwrap();
+    send(&mut client, b"held in the kernel");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(total(&h).bytes_read, 0, "read while paused");
+    handle.wake().unwrap();
+    // No new bytes arrive after the wake: the resumed connection must be read anyway.
+    assert_eq!(read_n(&mut client, 18), b"held in the kernel");
+    running.shutdown().unwrap();
+}
+
+/// TCP client, Unix socket backend: 16 MB each way, both link modes.
+#[test]
+fn tcp_to_unix_backend_both_modes() {
+    const LEN: usize = 16 * 1024 * 1024;
+    for splice in [false, true] {
+        let path = std::env::temp_dir()
+            .join(format!("evloop-linked-{}-{splice}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        let bt = thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut r = s.try_clone().unwrap();
+            let w = thread::spawn(move || send_stream(s, LEN, 8));
+            expect_stream(&mut r, LEN, 7);
+            w.join().unwrap();
+        });
+        let (addr, running, _) = proxy_to(ConnectAddr::Unix(path.clone()), splice, local_config(1));
+        let h = running.handle();
+        let client = connect(addr);
+        let mut r = client.try_clone().unwrap();
+        let w = thread::spawn(move || send_stream(client, LEN, 7));
+        expect_stream(&mut r, LEN, 8);
+        w.join().unwrap();
+        bt.join().unwrap();
+        wait_until("pair closed", || total(&h).closed == 2);
+        let s = total(&h);
+        if splice && cfg!(target_os = "linux") {
+            assert_eq!(s.spliced, 2 * LEN as u64, "{s:?}");
+        }
+        running.shutdown().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -693,6 +693,12 @@ fn metrics_endpoint_counts_bytes_per_backend() {
     assert_eq!(series(&text, "evloop_backend_bytes_sent_total", &be), Some(12_348));
     assert_eq!(series(&text, "evloop_backend_bytes_received_total", &be), Some(12_348));
     assert!(text.contains("evloop_connections_open{loop=\"0\"}"), "per-loop series too");
+    let forwarded: u64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("evloop_forwarded_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(forwarded, 2 * 12_348, "the loops' forwarded bytes, both directions");
 }
 
 /// Runs `evloop proxy ARGS` to completion; returns the exit code and stderr.

@@ -263,6 +263,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Arc<[ListenAddr]>,
     /// Round-robin position of [`ServerHandle::connect`].
     pub(crate) next_connect: AtomicUsize,
+    /// The acceptor's policy, which [`ServerHandle::connect`] follows too.
+    pub(crate) balance: super::config::Balance,
 }
 
 impl Shared {
@@ -359,8 +361,12 @@ impl ServerHandle {
         remote.send(cmd).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// Starts an outbound connection to `to` on a loop chosen round-robin, and returns
-    /// that loop's id. The loop connects without blocking, as [`Conn::connect`] does:
+    /// Starts an outbound connection to `to` on a loop chosen as the acceptor chooses
+    /// one for an accepted connection ([`Config::balance`]: the loop with the fewest
+    /// open connections for `LeastConnections`, else round-robin — an outbound
+    /// connection has no source address to hash), and returns that loop's id.
+    ///
+    /// [`Config::balance`]: super::Config::balance The loop connects without blocking, as [`Conn::connect`] does:
     /// once connected, [`EventHandler::opened`] runs there with
     /// [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
     /// after `timeout`, ...) goes to that loop's [`EventHandler::connect_error`] with
@@ -376,7 +382,13 @@ impl ServerHandle {
         timeout: Option<Duration>,
         tag: u64,
     ) -> Result<usize, HandleError> {
-        let loop_id = self.shared.next_connect.fetch_add(1, Ordering::Relaxed);
+        let loops = &self.shared.loops;
+        let loop_id = match self.shared.balance {
+            super::config::Balance::LeastConnections => (0..loops.len())
+                .min_by_key(|&i| loops[i].stats.open.load(Ordering::Relaxed))
+                .unwrap_or(0),
+            _ => self.shared.next_connect.fetch_add(1, Ordering::Relaxed),
+        };
         self.connect_on(loop_id, to, timeout, tag)
     }
 

@@ -189,12 +189,19 @@ pub struct Origin {
     pub requester: Option<ConnId>,
 }
 
-/// Options of a [link](Conn::link_with).
+/// Options of a [link](Conn::link_with). The default copies through the loop's read
+/// buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LinkOptions {
     /// Move the bytes with `splice(2)` through a pipe per direction (Linux), so they
     /// never enter user space. Ignored (the copy path is used) where splice is not
-    /// available. See [`Conn::link_with`].
+    /// available or no pipe can be had. See [`Conn::link_with`].
+    ///
+    /// Worth it for bulk transfers: 1 GiB through a pair cost the proxy process about
+    /// 0.31 s of CPU spliced against 0.5 s copied. For small request/response traffic
+    /// it costs slightly more (a splice in and out per message, two pipe descriptors
+    /// per connection): 64-byte echo through a proxy took about 14–16 µs of proxy CPU
+    /// per request spliced against 13–14 µs copied. Hence off by default.
     pub splice: bool,
 }
 

@@ -181,6 +181,7 @@ impl Server {
             addrs,
             listeners,
             next_connect: std::sync::atomic::AtomicUsize::new(0),
+            balance: config.balance,
         });
         let server = ServerHandle { shared: shared.clone() };
         for ((((id, poll), rx), remote), LoopSockets { listeners, udp }) in

@@ -50,7 +50,8 @@ pub struct StatsSnapshot {
     /// Connections open now.
     pub open: u64,
     /// Connections this loop took on (accepted itself, or handed over by the acceptor);
-    /// for the acceptor, the connections it accepted and handed to a loop.
+    /// for the acceptor, the connections it accepted and handed to a loop. Outbound ones
+    /// are in `connects`.
     pub accepted: u64,
     /// Connections closed (for any reason, including detach).
     pub closed: u64,
@@ -104,7 +105,7 @@ pub struct StatsSnapshot {
     /// Bytes linked pairs moved from one side to the other (copied or spliced).
     pub forwarded: u64,
     /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
-    /// not in `bytes_read`/`bytes_written`).
+    /// counted in `bytes_read` and `bytes_written` as well).
     pub spliced: u64,
 }
 

@@ -154,10 +154,13 @@ impl<H: EventHandler> EventLoop<H> {
         bump(&self.stats.closed, 1);
         bump(&self.stats.open, u64::MAX);
         self.forget(&c);
-        if let Some(link) = c.link.take() {
+        let mut output = c.output.split_off(c.out_pos);
+        if let Some(mut link) = c.link.take() {
+            if let Err(e) = link.empty_inbox_into(&mut output) {
+                error!("loop {}: cannot empty a splice pipe: {e}", self.parts.id);
+            }
             self.partner_gone(&link);
         }
-        let output = c.output.split_off(c.out_pos);
         let detached =
             Detached { stream: c.sock.into_detached(), state: c.state, input: c.input, output };
         let handler = &mut self.handler;

@@ -69,6 +69,15 @@ impl Link {
     pub(super) fn inbox_len(&self) -> usize {
         self.inbox.as_ref().map_or(0, Pipe::len)
     }
+
+    /// Moves what waits in the inbound pipe to the end of `output` (the link is ending;
+    /// the bytes go out through the ordinary write path, or with a detached stream).
+    pub(super) fn empty_inbox_into(&mut self, output: &mut Vec<u8>) -> io::Result<()> {
+        match &mut self.inbox {
+            Some(pipe) => pipe.empty_into(output),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -358,13 +367,13 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let key = link.peer;
         let c = &mut self.conns[key];
-        if let Some(mut pipe) = c.link.take().and_then(|l| l.inbox) {
-            // What the pipe holds still goes out, through the ordinary write path.
+        if let Some(mut link) = c.link.take() {
+            // What its pipe holds still goes out, through the ordinary write path.
             if c.pending() == 0 {
                 c.output.clear();
                 c.out_pos = 0;
             }
-            if let Err(e) = pipe.empty_into(&mut c.output) {
+            if let Err(e) = link.empty_inbox_into(&mut c.output) {
                 error!("loop {}: cannot empty a splice pipe: {e}", self.parts.id);
             }
         }

@@ -62,7 +62,7 @@ impl<H: EventHandler> EventLoop<H> {
             Action::Close => {
                 let c = &mut self.conns[key];
                 c.flags |= CLOSING;
-                if c.pending() > 0 {
+                if c.queued() > 0 {
                     let deadline = Instant::now() + self.parts.config.close_timeout;
                     self.closing.push_back((key, c.generation, deadline));
                 }
@@ -79,7 +79,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let c = &self.conns[key];
         if c.pending() == 0 {
-            if c.has(CLOSING) {
+            if c.has(CLOSING) && c.queued() == 0 {
                 let reason =
                     if c.has(PARTNER_GONE) { CloseReason::LinkClosed } else { CloseReason::Closed };
                 self.close(key, reason);
@@ -131,38 +131,22 @@ impl<H: EventHandler> EventLoop<H> {
         } else if c.pending() > 0 && !c.has(WRITE_INTEREST) {
             c.write_pending(&self.stats)?;
         }
-        self.update_interest(key)
+        let registry = self.parts.poll.registry();
+        let high = self.parts.config.high_watermark;
+        if let Some((partner, queued)) = c.settle_output(registry, key, &self.stats, high)? {
+            self.pace_partner(partner, queued);
+        }
+        Ok(())
     }
 
-    /// Sets WRITABLE interest and the read pause to match the pending output of `key`:
+    /// Sets WRITABLE interest and the read pause to match the queued output of `key`:
     /// its own reading for an unlinked connection, its partner's for a linked one.
     pub(super) fn update_interest(&mut self, key: usize) -> io::Result<()> {
+        let registry = self.parts.poll.registry();
+        let high = self.parts.config.high_watermark;
         let c = &mut self.conns[key];
-        let pending = c.queued();
-        let cfg = &self.parts.config;
-        let token = Tok::Conn(key).token();
-        if pending > 0 && !c.has(WRITE_INTEREST) {
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            self.parts.poll.registry().reregister(&mut c.sock, token, interest)?;
-            c.flags |= WRITE_INTEREST;
-        } else if pending == 0 && c.has(WRITE_INTEREST) && !c.has(CLOSING | READ_CLOSED) {
-            self.parts.poll.registry().reregister(&mut c.sock, token, Interest::READABLE)?;
-            c.flags &= !WRITE_INTEREST;
-        }
-        if let Some(h) = &c.alive {
-            h.publish(pending);
-        }
-        if pending > 0 {
-            let peak = &self.stats.peak_pending_output;
-            if pending as u64 > peak.load(Relaxed) {
-                peak.store(pending as u64, Relaxed);
-            }
-        }
-        if let Some(link) = &c.link {
-            let partner = link.peer;
-            self.pace_partner(partner, pending);
-        } else if pending > cfg.high_watermark {
-            c.flags |= PAUSED;
+        if let Some((partner, queued)) = c.settle_output(registry, key, &self.stats, high)? {
+            self.pace_partner(partner, queued);
         }
         Ok(())
     }
@@ -230,6 +214,46 @@ impl<H: EventHandler> EventLoop<H> {
 }
 
 impl<S> Connection<S> {
+    /// After output was written or queued: WRITABLE interest on while output is queued
+    /// and off once it is written, the queued count published to handles, the peak
+    /// recorded, and an unlinked connection paused above the `high` watermark. For a
+    /// linked one, returns its partner and the queued count, for the caller to pace the
+    /// partner's reading (`pace_partner`).
+    #[inline]
+    fn settle_output(
+        &mut self,
+        registry: &mio::Registry,
+        key: usize,
+        stats: &LoopStats,
+        high: usize,
+    ) -> io::Result<Option<(usize, usize)>> {
+        let queued = self.queued();
+        let token = Tok::Conn(key).token();
+        if queued > 0 && !self.has(WRITE_INTEREST) {
+            registry.reregister(&mut self.sock, token, Interest::READABLE | Interest::WRITABLE)?;
+            self.flags |= WRITE_INTEREST;
+        } else if queued == 0 && self.has(WRITE_INTEREST) && !self.has(CLOSING | READ_CLOSED) {
+            registry.reregister(&mut self.sock, token, Interest::READABLE)?;
+            self.flags &= !WRITE_INTEREST;
+        }
+        if let Some(h) = &self.alive {
+            h.publish(queued);
+        }
+        if queued > 0 {
+            let peak = &stats.peak_pending_output;
+            if queued as u64 > peak.load(Relaxed) {
+                peak.store(queued as u64, Relaxed);
+            }
+        }
+        if let Some(link) = &self.link {
+            return Ok(Some((link.peer, queued)));
+        }
+        if queued > high {
+            self.flags |= PAUSED;
+        }
+        Ok(None)
+    }
+
     /// Appends `bytes` to the pending output (taking the vector over when nothing is
     /// pending).
     pub(super) fn push_output(&mut self, bytes: Vec<u8>) {
