@@ -470,6 +470,48 @@ fn a_unix_socket_backend_and_the_idle_timeout() {
 }
 
 #[test]
+fn small_writes_reach_the_backend_without_nagle_delay() {
+    // A backend that answers only once it has both halves of a request: with Nagle on
+    // the proxy's backend socket, the second half would wait for the ACK of the first,
+    // which the backend delays (about 40 ms on Linux) as it has nothing to send yet.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = l.local_addr().expect("addr");
+    thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut got = 0;
+                while let Ok(n) = s.read(&mut buf[got..]) {
+                    if n == 0 {
+                        return;
+                    }
+                    got += n;
+                    if got >= 20 {
+                        let _ = s.write_all(b"ok");
+                        got = 0;
+                    }
+                }
+            });
+        }
+    });
+    let p = proxy(&[backend], 1, no_checks());
+    let mut s = connect(p.local_addrs()[0]);
+    let mut slow = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        send(&mut s, b"0123456789");
+        thread::sleep(Duration::from_millis(2));
+        send(&mut s, b"abcdefghij");
+        assert_eq!(read_n(&mut s, 2), b"ok");
+        if t.elapsed() > Duration::from_millis(30) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 2, "{slow} of 20 requests took over 30 ms");
+    p.shutdown().expect("shutdown");
+}
+
+#[test]
 fn a_client_that_never_reads_keeps_the_proxy_rss_bounded() {
     let echo = echo_backend();
     let be = echo.local_addrs()[0].to_string();
