@@ -648,6 +648,31 @@ fn a_backend_that_accepts_and_never_answers_is_marked_down_by_the_redis_check() 
 }
 
 #[test]
+fn a_backup_backend_takes_clients_only_when_the_others_are_gone() {
+    let (a, b) = (echo_backend(), echo_backend());
+    let a_addr = a.local_addrs()[0];
+    let specs = vec![
+        a_addr.to_string().parse().expect("spec"),
+        format!("{},backup", b.local_addrs()[0]).parse().expect("spec"),
+    ];
+    let cfg = ProxyConfig { backends: specs, fall: 1, ..no_checks() };
+    let p = start(local_config(1).into(), cfg).expect("proxy");
+    for i in 0..5u8 {
+        let mut s = connect(p.local_addrs()[0]);
+        assert!(echo_ok(&mut s, &[i; 4]));
+    }
+    assert_eq!((accepted(&a), accepted(&b)), (5, 0));
+    a.shutdown().expect("stop a");
+    for i in 0..5u8 {
+        let mut s = connect(p.local_addrs()[0]);
+        assert!(echo_ok(&mut s, &[i; 4]), "served by the backup");
+    }
+    assert_eq!(accepted(&b), 5);
+    assert!(!p.pool().current().backends[0].is_up());
+    p.shutdown().expect("shutdown");
+}
+
+#[test]
 fn no_backend_reachable_closes_the_client_and_counts_it() {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = l.local_addr().expect("addr");
