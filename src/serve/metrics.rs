@@ -56,26 +56,12 @@ pub const STATS_FAMILIES: [StatsFamily; 22] = [
         |s| s.request_timeouts,
     ),
     ("handler_panics_total", "counter", "Handler callbacks that panicked.", |s| s.panics),
-    ("connects_total", "counter", "Outbound connections that connected.", |s| s.connects),
-    (
-        "connect_errors_total",
-        "counter",
-        "Outbound connects that failed (timeouts included).",
-        |s| s.connect_errors,
-    ),
-    ("connect_timeouts_total", "counter", "Outbound connects that timed out.", |s| {
-        s.connect_timeouts
-    }),
+    ("connects_total", "counter", "Outbound connections made.", |s| s.connects),
+    ("connect_errors_total", "counter", "Outbound connects failed.", |s| s.connect_errors),
+    ("connect_timeouts_total", "counter", "Outbound connects timed out.", |s| s.connect_timeouts),
     ("links_total", "counter", "Pairs of connections linked.", |s| s.links),
-    ("forwarded_bytes_total", "counter", "Bytes linked pairs moved between their sides.", |s| {
-        s.forwarded
-    }),
-    (
-        "spliced_bytes_total",
-        "counter",
-        "Of the forwarded bytes, those moved with splice(2).",
-        |s| s.spliced,
-    ),
+    ("forwarded_bytes_total", "counter", "Bytes moved by linked pairs.", |s| s.forwarded),
+    ("spliced_bytes_total", "counter", "Forwarded bytes moved by splice(2).", |s| s.spliced),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text
