@@ -673,6 +673,43 @@ fn a_backup_backend_takes_clients_only_when_the_others_are_gone() {
 }
 
 #[test]
+fn with_checks_off_a_down_backend_gets_a_trial_connection_per_interval() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let x_addr = l.local_addr().expect("addr");
+    drop(l); // refused until revived
+    let y = echo_backend();
+    let cfg = ProxyConfig {
+        fall: 1,
+        rise: 1,
+        health_interval: Duration::from_millis(300),
+        ..no_checks()
+    };
+    let p = proxy(&[x_addr, y.local_addrs()[0]], 1, cfg);
+    let x = p.pool().current().backends[0].clone();
+    for i in 0..4u8 {
+        let mut s = connect(p.local_addrs()[0]);
+        assert!(echo_ok(&mut s, &[i; 4]));
+    }
+    assert!(!x.is_up(), "down after one refused connect");
+    // Revive it on the same port: within an interval a trial connection brings it up.
+    let revived = serve::start(
+        Engine::Reactor,
+        Echo,
+        evloop::reactor::Config::new().listen(x_addr).expect("addr").loops(1),
+    )
+    .expect("revive x");
+    let t = Instant::now();
+    wait_until("the trial brings x up", || {
+        let mut s = connect(p.local_addrs()[0]);
+        assert!(echo_ok(&mut s, b"t"));
+        x.is_up()
+    });
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(accepted(&revived) >= 1);
+    p.shutdown().expect("shutdown");
+}
+
+#[test]
 fn no_backend_reachable_closes_the_client_and_counts_it() {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = l.local_addr().expect("addr");
