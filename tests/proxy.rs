@@ -836,6 +836,10 @@ fn bad_flags_and_backend_files_give_the_documented_errors() {
     for (args, want) in [
         (vec![], "no backends".to_string()),
         (
+            vec!["--backend", "127.0.0.1:7001", "--listen", "udp://127.0.0.1:0"],
+            "TCP and Unix stream connections only".into(),
+        ),
+        (
             vec!["--backends-file", "/nonexistent/b.txt"],
             "cannot read backends file /nonexistent/b.txt".into(),
         ),

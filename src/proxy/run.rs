@@ -236,6 +236,11 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     if settings.listen.is_empty() {
         settings.listen = ListenAddr::parse_all(DEFAULT_LISTEN)?;
     }
+    if let Some(udp) = settings.listen.iter().find(|l| matches!(l, ListenAddr::Udp(_))) {
+        return Err(format!(
+            "--listen {udp}: the proxy forwards TCP and Unix stream connections only"
+        ));
+    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
