@@ -98,8 +98,9 @@ impl ProxyHandler {
         }
     }
 
-    /// Starts a connect for the client to a backend it has not tried yet. False when no
-    /// backend is eligible (none up, or all tried) or no socket could be made.
+    /// Starts a connect for the client to a backend it has not tried yet (pushed onto
+    /// `tried`) and returns its tag; `None` when no backend is eligible (none up, or all
+    /// tried) or no socket could be made.
     fn connect_next(
         &mut self,
         conn: &mut Conn<'_>,
