@@ -3,6 +3,7 @@
 //! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
 //! to [`LoadConfig`].
 
+pub mod proxy;
 pub mod size;
 
 use std::net::SocketAddr;
@@ -67,6 +68,16 @@ pub enum Command {
     ///   evloop load 127.0.0.1:6380 --proto redis --command set --size 64 --json
     #[command(verbatim_doc_comment)]
     Load(LoadArgs),
+    /// Proxy TCP (and Unix) connections to backends: an L4 load balancer with health
+    /// checks, reload on SIGHUP and per-backend byte metrics.
+    ///
+    /// Examples:
+    ///   evloop proxy --listen 127.0.0.1:6000 --backend 127.0.0.1:7001 --backend 127.0.0.1:7002
+    ///   evloop proxy --backend 10.0.0.1:6379,weight=3 --backend 10.0.0.2:6379 --balance weighted
+    ///   evloop proxy --backend 127.0.0.1:7001 --backend 127.0.0.1:7002,backup --health-check redis
+    ///   evloop proxy --backends-file backends.txt --metrics 127.0.0.1:9100   # kill -HUP to reload
+    #[command(verbatim_doc_comment)]
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -111,25 +122,8 @@ pub struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
-    /// Address to listen on (repeatable; all are served by the same loops):
-    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT`. Default:
-    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
-    listen: Vec<Vec<ListenAddr>>,
-    /// Permission bits of Unix socket files, in octal (e.g. 660).
-    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
-    unix_mode: Option<u32>,
-    /// Event-loop threads; 0 = one per CPU.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    loops: usize,
-    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
-    /// one acceptor thread handing connections to loops.
-    #[arg(long)]
-    reuseport: bool,
-    /// Pin loop i to CPU i (modulo the CPUs available).
-    #[arg(long)]
-    pin: bool,
+    #[command(flatten)]
+    net: NetArgs,
     /// How the acceptor picks a loop (without --reuseport).
     /// Default: round-robin.
     #[arg(long, value_enum)]
@@ -139,21 +133,6 @@ pub struct ServeArgs {
     /// A flag the chosen engine would ignore is refused.
     #[arg(long, default_value = "reactor", value_parser = engine_parser())]
     engine: Engine,
-    /// listen(2) backlog.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    backlog: i32,
-    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
-    #[arg(long)]
-    no_nodelay: bool,
-    /// Per-loop read buffer size (bytes, or with K/M suffix).
-    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
-    read_buffer: usize,
-    /// Stop reading a connection whose pending output exceeds this.
-    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
-    high_watermark: usize,
-    /// Resume reading once pending output is down to this.
-    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
-    low_watermark: usize,
     /// http: largest request head (request line + headers), bytes or K/M.
     #[arg(long, default_value = "8K", value_parser = parse_size, value_name = "SIZE")]
     max_head_bytes: usize,
@@ -169,11 +148,6 @@ pub struct ServeArgs {
     /// redis: most elements in one multibulk request.
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "N")]
     max_multibulk: usize,
-    /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
-    /// close idle connections, and exit within this long (a second signal exits at once).
-    /// Default: 5s (engines reactor, std; the tokio engine stops at once).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    drain_timeout: Option<Duration>,
     /// Close connections idle (no bytes either way) this long; `off` disables.
     /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
     #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
@@ -201,6 +175,53 @@ pub struct ServeArgs {
     /// The period of --max-output-soft.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", requires = "max_output_soft")]
     max_output_soft_seconds: u64,
+    /// frame: largest frame payload accepted.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_frame: usize,
+}
+
+/// The listener, loop and socket flags `serve` and `proxy` share.
+#[derive(Args, Debug)]
+pub struct NetArgs {
+    /// Address to listen on (repeatable; all are served by the same loops):
+    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
+    /// `udp://HOST:PORT` (serve only). Default: 127.0.0.1 with the protocol's port
+    /// (echo 5000, http 8080, redis 6380, frame 5001; proxy 6000).
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
+    listen: Vec<Vec<ListenAddr>>,
+    /// Permission bits of Unix socket files, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    unix_mode: Option<u32>,
+    /// Event-loop threads; 0 = one per CPU.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    loops: usize,
+    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
+    /// one acceptor thread handing connections to loops.
+    #[arg(long)]
+    reuseport: bool,
+    /// Pin loop i to CPU i (modulo the CPUs available).
+    #[arg(long)]
+    pin: bool,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    backlog: i32,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    no_nodelay: bool,
+    /// Per-loop read buffer size (bytes, or with K/M suffix).
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
+    read_buffer: usize,
+    /// Stop reading a connection whose pending output exceeds this.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    high_watermark: usize,
+    /// Resume reading once pending output is down to this.
+    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
+    low_watermark: usize,
+    /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
+    /// close idle connections, and exit within this long (a second signal exits at once).
+    /// Default: 5s (engines reactor, std; the tokio engine stops at once).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Option<Duration>,
     /// Most connections open at once; beyond it new connections are closed at once
     /// (engines reactor, std).
     #[arg(long, value_name = "N")]
@@ -218,15 +239,42 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     send_buffer: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics (protocol counters on every engine;
-    /// connection counters on the reactor).
+    /// connection counters on the reactor; per-backend series in proxy).
     #[arg(long, value_parser = parse_socket_addr, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Log a one-line summary of the counters this often (info level).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     stats_interval: Option<Duration>,
-    /// frame: largest frame payload accepted.
-    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
-    max_frame: usize,
+}
+
+impl NetArgs {
+    /// The engine-neutral settings these flags ask for (timeouts left unset).
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen.iter().flatten().cloned().collect(),
+            loops: self.loops,
+            reuseport: self.reuseport,
+            nodelay: !self.no_nodelay,
+            unix_mode: self.unix_mode,
+            backlog: self.backlog,
+            recv_buffer: self.recv_buffer,
+            send_buffer: self.send_buffer,
+            keepalive: self.keepalive.map(|idle| (idle, self.keepalive_interval)),
+            idle_timeout: None,
+            request_timeout: None,
+            body_timeout: None,
+            max_output: Settings::default().max_output,
+            max_output_soft: None,
+            max_conns: self.max_conns.filter(|&n| n > 0),
+            reactor: ReactorTuning {
+                pin: self.pin,
+                read_buffer: self.read_buffer,
+                high_watermark: self.high_watermark,
+                low_watermark: self.low_watermark,
+                ..Settings::default().reactor
+            },
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,7 +317,7 @@ fn parse_size_or_off(s: &str) -> Result<SizeOrOff, String> {
 
 /// A timeout flag's value: a duration, or none (`off` / `0`).
 #[derive(Debug, Clone, Copy)]
-struct Timeout(Option<Duration>);
+struct Timeout(pub Option<Duration>);
 
 fn parse_timeout(s: &str) -> Result<Timeout, String> {
     if s.eq_ignore_ascii_case("off") {
@@ -346,30 +394,7 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
 /// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to
 /// [`run`], which owns the lifecycle.
 pub fn run_serve(args: ServeArgs) -> Result<(), String> {
-    let settings = Settings {
-        listen: args.listen.into_iter().flatten().collect(),
-        loops: args.loops,
-        reuseport: args.reuseport,
-        nodelay: !args.no_nodelay,
-        unix_mode: args.unix_mode,
-        backlog: args.backlog,
-        recv_buffer: args.recv_buffer,
-        send_buffer: args.send_buffer,
-        keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
-        idle_timeout: None,
-        request_timeout: None,
-        body_timeout: None,
-        max_output: Settings::default().max_output,
-        max_output_soft: None,
-        max_conns: args.max_conns.filter(|&n| n > 0),
-        reactor: ReactorTuning {
-            pin: args.pin,
-            read_buffer: args.read_buffer,
-            high_watermark: args.high_watermark,
-            low_watermark: args.low_watermark,
-            ..Settings::default().reactor
-        },
-    };
+    let settings = args.net.settings();
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),
@@ -378,14 +403,14 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         max_output_soft: args
             .max_output_soft
             .map(|soft| (soft, Duration::from_secs(args.max_output_soft_seconds))),
-        drain_timeout: args.drain_timeout,
+        drain_timeout: args.net.drain_timeout,
         balance: args.balance.map(|b| match b {
             BalanceArg::RoundRobin => Balance::RoundRobin,
             BalanceArg::LeastConn => Balance::LeastConnections,
             BalanceArg::SourceHash => Balance::SourceHash,
         }),
-        metrics: args.metrics,
-        stats_interval: args.stats_interval,
+        metrics: args.net.metrics,
+        stats_interval: args.net.stats_interval,
     };
     let engine = args.engine;
     match args.proto {
@@ -405,7 +430,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
                 max_multibulk: args.max_multibulk,
                 // Stop a pipeline's replies near the high watermark; refuse one reply
                 // over the output limit before it is built.
-                output_budget: args.high_watermark.max(1),
+                output_budget: args.net.high_watermark.max(1),
                 max_reply: max_output.unwrap_or(usize::MAX),
                 ..RespConfig::default()
             };

@@ -68,6 +68,11 @@ pub struct Served {
 pub struct StopHandle(Arc<dyn Stopper>);
 
 impl StopHandle {
+    /// A handle over any engine's [`Stopper`] (a reactor's [`ServerHandle`], say).
+    pub fn from_stopper(stopper: Arc<dyn Stopper>) -> Self {
+        StopHandle(stopper)
+    }
+
     /// Begins shutdown; returns at once.
     pub fn stop(&self) {
         self.0.stop();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{Engine, Settings, start};
 use crate::net::{ListenAddr, ProtoMetrics};
@@ -180,81 +180,187 @@ pub fn run<P: Protocol>(
         settings.max_output_soft = flags.max_output_soft;
     }
     warn_inapplicable(engine, &settings, &flags);
-    match crate::net::limits::raise_nofile_to_hard() {
-        Ok(n) => debug!("open-file limit: {n}"),
-        Err(e) => warn!("cannot raise the open-file limit: {e}"),
-    }
+    raise_nofile();
     if engine == Engine::Std {
         warn_std_capacity(settings.max_conns);
     }
 
     let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
-    let counters = Counters { proto: served.proto_metrics().clone(), reactor: served.reactor() };
-    let metrics = match flags.metrics {
-        Some(addr) => {
-            let c = counters.clone();
-            let m = super::metrics::serve(addr, move || c.render()).map_err(|e| e.to_string())?;
-            info!("metrics at http://{}/metrics", m.local_addrs()[0]);
-            Some(m)
-        }
-        None => None,
-    };
-    let stop = served.stop_handle();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let signal_handle = signals.handle();
-    let drain_timeout = flags.drain_timeout.unwrap_or(DEFAULT_DRAIN);
-    std::thread::Builder::new()
-        .name("evloop-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    error!("second signal {sig}: exiting at once");
-                    std::process::exit(1);
-                }
-                if caps.drain {
-                    info!(
-                        "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
-                    );
-                    stop.drain(drain_timeout);
-                } else {
-                    info!("signal {sig}: stopping (the {engine} engine does not drain)");
-                    stop.stop();
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    if let Some(every) = flags.stats_interval {
-        let c = counters.clone();
-        std::thread::Builder::new()
-            .name("evloop-stats".into())
-            .spawn(move || c.log_every(every))
-            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
-    }
+    let counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
     let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
-    eprintln!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
-    let result = served.wait().map_err(|e| e.to_string());
-    if let Some(m) = metrics
-        && let Err(e) = m.shutdown()
-    {
-        debug!("metrics endpoint: {e}");
-    }
-    signal_handle.close();
-    result
+    let lifecycle = Lifecycle {
+        stop: served.stop_handle(),
+        drains: caps.drain,
+        engine: engine.name(),
+        drain_timeout: flags.drain_timeout.unwrap_or(DEFAULT_DRAIN),
+        metrics: flags.metrics,
+        stats_interval: flags.stats_interval,
+        counters,
+        hangup: None,
+    };
+    let ready =
+        format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
+    lifecycle.run(&ready, || served.wait())
 }
 
-/// The counters the metrics endpoint and the stats line read.
+/// Raises the open-file limit to the hard limit (a server's first step); a failure is
+/// only a warning.
+pub fn raise_nofile() {
+    match crate::net::limits::raise_nofile_to_hard() {
+        Ok(n) => debug!("open-file limit: {n}"),
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// Everything around a started server until it stops, shared by `evloop serve` and
+/// `evloop proxy`: the metrics endpoint, the signal thread (the first SIGINT/SIGTERM
+/// drains, or stops an engine that cannot drain; a second exits at once; SIGHUP calls
+/// [`hangup`](Self::hangup) when one is given, and keeps its default action otherwise),
+/// the stats-logging thread, and the ready line on stderr.
+pub struct Lifecycle {
+    /// Stops or drains the server.
+    pub stop: super::StopHandle,
+    /// Whether the engine drains (else a signal stops it at once).
+    pub drains: bool,
+    /// The engine's name, for log lines.
+    pub engine: &'static str,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// `--metrics ADDR`.
+    pub metrics: Option<SocketAddr>,
+    /// `--stats-interval`.
+    pub stats_interval: Option<Duration>,
+    /// What the metrics endpoint and the stats line read.
+    pub counters: Counters,
+    /// Called on the signal thread for each SIGHUP (e.g. a reload).
+    pub hangup: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl Lifecycle {
+    /// Starts the metrics endpoint, the signal and stats threads, prints `ready` on
+    /// stderr, and runs `wait` (which returns when the server has stopped). Errors are
+    /// one line, for the command line to print.
+    pub fn run(
+        self,
+        ready: &str,
+        wait: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), String> {
+        let Lifecycle {
+            stop,
+            drains,
+            engine,
+            drain_timeout,
+            metrics,
+            stats_interval,
+            counters,
+            hangup,
+        } = self;
+        let metrics = match metrics {
+            Some(addr) => {
+                let c = counters.clone();
+                let m =
+                    super::metrics::serve(addr, move || c.render()).map_err(|e| e.to_string())?;
+                info!("metrics at http://{}/metrics", m.local_addrs()[0]);
+                Some(m)
+            }
+            None => None,
+        };
+        let mut wanted = vec![SIGINT, SIGTERM];
+        if hangup.is_some() {
+            wanted.push(SIGHUP);
+        }
+        let mut signals = signal_hook::iterator::Signals::new(&wanted)
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let signal_handle = signals.handle();
+        let mut hangup = hangup;
+        std::thread::Builder::new()
+            .name("evloop-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        if let Some(h) = hangup.as_mut() {
+                            h();
+                        }
+                        continue;
+                    }
+                    seen += 1;
+                    if seen > 1 {
+                        error!("second signal {sig}: exiting at once");
+                        std::process::exit(1);
+                    }
+                    if drains {
+                        info!(
+                            "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
+                        );
+                        stop.drain(drain_timeout);
+                    } else {
+                        info!("signal {sig}: stopping (the {engine} engine does not drain)");
+                        stop.stop();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        if let Some(every) = stats_interval {
+            let c = counters.clone();
+            std::thread::Builder::new()
+                .name("evloop-stats".into())
+                .spawn(move || c.log_every(every))
+                .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+        }
+        eprintln!("{ready}");
+        let result = wait().map_err(|e| e.to_string());
+        if let Some(m) = metrics
+            && let Err(e) = m.shutdown()
+        {
+            debug!("metrics endpoint: {e}");
+        }
+        signal_handle.close();
+        result
+    }
+}
+
+/// Series appended to every scrape.
+type ExtraSeries = dyn Fn(&mut String) + Send + Sync;
+
+/// The counters the metrics endpoint and the stats line read: the protocol's (when a
+/// protocol is served), the reactor's (when on the reactor), and any extra series.
 #[derive(Clone)]
-struct Counters {
-    proto: Arc<ProtoMetrics>,
+pub struct Counters {
+    proto: Option<Arc<ProtoMetrics>>,
     reactor: Option<ServerHandle>,
+    extra: Option<Arc<ExtraSeries>>,
 }
 
 impl Counters {
-    fn render(&self) -> String {
-        super::metrics::render(self.reactor.as_ref().map(|h| h.stats()).as_ref(), &self.proto)
+    /// Counters of a protocol and/or a reactor server.
+    pub fn new(proto: Option<Arc<ProtoMetrics>>, reactor: Option<ServerHandle>) -> Self {
+        Counters { proto, reactor, extra: None }
+    }
+
+    /// Adds series that `extra` appends to every scrape (after the others).
+    pub fn with_extra(mut self, extra: impl Fn(&mut String) + Send + Sync + 'static) -> Self {
+        self.extra = Some(Arc::new(extra));
+        self
+    }
+
+    /// The Prometheus text of all of them.
+    pub fn render(&self) -> String {
+        let stats = self.reactor.as_ref().map(|h| h.stats());
+        let mut out = match &self.proto {
+            Some(p) => super::metrics::render(stats.as_ref(), p),
+            None => {
+                let mut out = String::with_capacity(4096);
+                if let Some(s) = &stats {
+                    super::metrics::render_stats(&mut out, s);
+                }
+                out
+            }
+        };
+        if let Some(extra) = &self.extra {
+            extra(&mut out);
+        }
+        out
     }
 
     /// Logs a one-line summary every `every` (runs until the process exits).
@@ -262,7 +368,7 @@ impl Counters {
         let mut last = (Instant::now(), 0u64, 0u64, 0u64);
         loop {
             std::thread::sleep(every);
-            let requests = self.proto.requests();
+            let requests = self.proto.as_ref().map_or(0, |p| p.requests());
             let now = Instant::now();
             let secs = now.duration_since(last.0).as_secs_f64().max(1e-9);
             let rate = requests.saturating_sub(last.1) as f64 / secs;
