@@ -85,6 +85,22 @@ enum Conn {
 }
 
 impl Conn {
+    /// Addresses and descriptor, for [`Protocol::new_session_for`].
+    fn info(&self) -> crate::proto::ConnInfo {
+        use std::os::fd::AsRawFd;
+        match self {
+            Conn::Tcp(s) => crate::proto::ConnInfo {
+                peer: s.peer_addr().ok(),
+                local: s.local_addr().ok(),
+                fd: Some(i64::from(s.as_raw_fd())),
+            },
+            Conn::Unix(s) => crate::proto::ConnInfo {
+                fd: Some(i64::from(s.as_raw_fd())),
+                ..Default::default()
+            },
+        }
+    }
+
     fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.set_read_timeout(Some(t)),
@@ -355,7 +371,7 @@ fn conn_thread<P: Protocol>(
         // Stopped between the accept and now: a stop's shutdown may have missed it.
         let _ = conn.shutdown(Shutdown::Both);
     } else {
-        let session = Buffered::new(proto.new_session(), metrics, 0);
+        let session = Buffered::new(proto.new_session_for(&conn.info()), metrics, 0);
         if let Err(e) = serve_conn(&conn, session, &busy, state, limits.max_output) {
             debug!("std engine: connection: {e}");
         }

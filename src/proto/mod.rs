@@ -9,6 +9,7 @@
 //!
 //! This module imports nothing from the engines: a protocol knows nothing of sockets.
 
+pub mod conn_info;
 pub mod echo;
 pub mod frame;
 pub mod http;
@@ -18,6 +19,8 @@ pub mod resp;
 pub(crate) mod sim;
 
 use std::fmt;
+
+pub use conn_info::ConnInfo;
 
 /// Where a connection stands in its current request after a call of
 /// [`Session::on_input`]: what an engine's request timeouts follow (nginx's model: a
@@ -158,6 +161,12 @@ pub trait Protocol: Clone + Send + Sync + 'static {
 
     /// A fresh session for a newly opened connection.
     fn new_session(&self) -> Self::Session;
+
+    /// A fresh session for a newly opened connection that `conn` describes (engines
+    /// call this one). Default: [`new_session`](Self::new_session), ignoring `conn`.
+    fn new_session_for(&self, _conn: &ConnInfo) -> Self::Session {
+        self.new_session()
+    }
 
     /// Periodic maintenance (expiry sweeps, cached dates), called about once a second from
     /// every event-loop thread, and from one housekeeping thread by the std baseline.

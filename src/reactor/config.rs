@@ -89,6 +89,17 @@ pub struct Config {
     /// (the panic is logged) and the loop goes on. Off: the panic ends the loop thread
     /// and shuts the server down.
     pub catch_panics: bool,
+    /// PROXY protocol (HAProxy's v1 or v2 header) on every TCP listener: each
+    /// connection must start with a header, which the reactor consumes before `opened`;
+    /// [`Conn::peer_addr`](super::Conn::peer_addr) is then the client the header names
+    /// (the socket's own peer for `LOCAL`/`UNKNOWN`; the balancer's address stays
+    /// available as [`Conn::socket_peer_addr`](super::Conn::socket_peer_addr)). A
+    /// missing, malformed, oversized or late header closes the connection before any
+    /// callback (counted in `proxy_header_errors`). Off by default.
+    pub accept_proxy: bool,
+    /// How long an accepted connection may take to send its complete PROXY header
+    /// (with `accept_proxy`). Default 10 s.
+    pub proxy_header_timeout: Duration,
 }
 
 impl Default for Config {
@@ -116,6 +127,8 @@ impl Default for Config {
             recv_buffer: None,
             send_buffer: None,
             catch_panics: true,
+            accept_proxy: false,
+            proxy_header_timeout: Duration::from_secs(10),
         }
     }
 }

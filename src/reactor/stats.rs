@@ -43,6 +43,7 @@ pub struct LoopStats {
     pub(crate) links: AtomicU64,
     pub(crate) forwarded: AtomicU64,
     pub(crate) spliced: AtomicU64,
+    pub(crate) proxy_header_errors: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -112,6 +113,9 @@ pub struct StatsSnapshot {
     /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
     /// counted in `bytes_read` and `bytes_written` as well).
     pub spliced: u64,
+    /// Connections closed before `opened` for a missing, malformed, oversized,
+    /// truncated or late PROXY header (`Config::accept_proxy`).
+    pub proxy_header_errors: u64,
 }
 
 impl LoopStats {
@@ -147,6 +151,7 @@ impl LoopStats {
             links: self.links.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             spliced: self.spliced.load(Relaxed),
+            proxy_header_errors: self.proxy_header_errors.load(Relaxed),
         }
     }
 }
@@ -185,6 +190,7 @@ impl StatsSnapshot {
             t.links += s.links;
             t.forwarded += s.forwarded;
             t.spliced += s.spliced;
+            t.proxy_header_errors += s.proxy_header_errors;
         }
         t
     }

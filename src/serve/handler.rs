@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::net::ProtoMetrics;
 use crate::net::session::{self, RequestTimeouts};
-use crate::proto::{Pending, Protocol};
+use crate::proto::{ConnInfo, Pending, Protocol};
 use crate::reactor::{Action, Conn, Datagram, EventHandler};
 
 /// How often each loop calls [`Protocol::tick`].
@@ -62,8 +62,14 @@ impl<P: Protocol> ProtoHandler<P> {
 impl<P: Protocol> EventHandler for ProtoHandler<P> {
     type State = ProtoConn<P::Session>;
 
-    fn opened(&mut self, _conn: &mut Conn<'_>) -> (Self::State, Action) {
-        (ProtoConn { session: self.proto.new_session(), pending: Pending::None }, Action::None)
+    fn opened(&mut self, conn: &mut Conn<'_>) -> (Self::State, Action) {
+        let info = ConnInfo {
+            peer: conn.peer_addr().socket_addr(),
+            local: conn.local_addr().ok(),
+            fd: Some(i64::from(conn.fd())),
+        };
+        let session = self.proto.new_session_for(&info);
+        (ProtoConn { session, pending: Pending::None }, Action::None)
     }
 
     fn data(&mut self, conn: &mut Conn<'_>, st: &mut Self::State, input: &[u8]) -> (usize, Action) {

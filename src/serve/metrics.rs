@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 23] = [
+pub const STATS_FAMILIES: [StatsFamily; 24] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -68,6 +68,12 @@ pub const STATS_FAMILIES: [StatsFamily; 23] = [
     ("links_total", "counter", "Pairs of connections linked.", |s| s.links),
     ("forwarded_bytes_total", "counter", "Bytes moved by linked pairs.", |s| s.forwarded),
     ("spliced_bytes_total", "counter", "Forwarded bytes moved by splice(2).", |s| s.spliced),
+    (
+        "proxy_header_errors_total",
+        "counter",
+        "Connections closed for a missing, malformed or late PROXY header (--accept-proxy).",
+        |s| s.proxy_header_errors,
+    ),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text

@@ -69,6 +69,11 @@ pub struct ReactorTuning {
     pub close_timeout: Duration,
     /// Catch handler panics.
     pub catch_panics: bool,
+    /// Every TCP connection starts with a PROXY header (`--accept-proxy`; see
+    /// [`Config::accept_proxy`]).
+    pub accept_proxy: bool,
+    /// How long the PROXY header may take (see [`Config::proxy_header_timeout`]).
+    pub proxy_header_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -122,6 +127,8 @@ impl Settings {
             recv_buffer: self.recv_buffer,
             send_buffer: self.send_buffer,
             catch_panics: t.catch_panics,
+            accept_proxy: t.accept_proxy,
+            proxy_header_timeout: t.proxy_header_timeout,
             ..Config::default()
         }
     }
@@ -139,6 +146,8 @@ impl From<Config> for Settings {
                 read_budget: c.read_budget,
                 close_timeout: c.close_timeout,
                 catch_panics: c.catch_panics,
+                accept_proxy: c.accept_proxy,
+                proxy_header_timeout: c.proxy_header_timeout,
             },
             listen: c.listen,
             loops: c.loops,

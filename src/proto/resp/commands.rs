@@ -47,6 +47,9 @@ pub(super) struct Client {
     /// A command's reply would have exceeded `max_reply`: nothing was appended, and the
     /// session ends with an `output_limit` error.
     pub(super) reply_refused: bool,
+    /// The registration `CLIENT LIST` reads (`client.rs`); `None` for a session made
+    /// without connection facts.
+    pub(super) registered: Option<super::client::Registered>,
 }
 
 macro_rules! commands {
@@ -373,7 +376,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::Command => command(a, out),
         Cmd::Config => config(sh, a, out),
         Cmd::Info => info(sh, a, out),
-        Cmd::Client => client_cmd(client, a, out),
+        Cmd::Client => super::client::command(sh, client, a, out),
     }
     false
 }
@@ -823,79 +826,6 @@ fn info(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         sections.push(s);
     }
     reply::bulk(out, sections.join("\r\n").as_bytes());
-}
-
-/// Bytes allowed in client names and library attributes: printable ASCII, no space.
-fn valid_name(s: &[u8]) -> bool {
-    s.iter().all(|b| (b'!'..=b'~').contains(b))
-}
-
-/// `CLIENT SETNAME|GETNAME|ID|SETINFO|INFO|LIST`.
-fn client_cmd(client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) {
-    let sub = a.get(1);
-    let sub_arity = |n: usize, name: &[u8], out: &mut Vec<u8>| {
-        if a.len() != n {
-            wrong_arity(out, name);
-            false
-        } else {
-            true
-        }
-    };
-    let info_line = |client: &Client| {
-        let mut line = format!("id={} addr=? laddr=? fd=-1 name=", client.id).into_bytes();
-        line.extend_from_slice(client.name.as_deref().unwrap_or_default());
-        line.extend_from_slice(b" db=0\n");
-        line
-    };
-    if sub.eq_ignore_ascii_case(b"setname") {
-        if !sub_arity(3, b"client|setname", out) {
-            return;
-        }
-        let name = a.get(2);
-        if !valid_name(name) {
-            reply::error(
-                out,
-                b"ERR Client names cannot contain spaces, newlines or special characters.",
-            );
-            return;
-        }
-        client.name = (!name.is_empty()).then(|| name.to_vec());
-        reply::raw(out, OK);
-    } else if sub.eq_ignore_ascii_case(b"getname") {
-        if sub_arity(2, b"client|getname", out) {
-            reply::opt_bulk(out, client.name.as_deref());
-        }
-    } else if sub.eq_ignore_ascii_case(b"id") {
-        if sub_arity(2, b"client|id", out) {
-            reply::int(out, client.id as i64);
-        }
-    } else if sub.eq_ignore_ascii_case(b"setinfo") {
-        if !sub_arity(4, b"client|setinfo", out) {
-            return;
-        }
-        let attr = a.get(2);
-        if !(attr.eq_ignore_ascii_case(b"lib-name") || attr.eq_ignore_ascii_case(b"lib-ver")) {
-            let mut msg = b"ERR Unrecognized option '".to_vec();
-            msg.extend_from_slice(prefix(attr, 128));
-            msg.push(b'\'');
-            reply::error_sanitized(out, &msg);
-        } else if !valid_name(a.get(3)) {
-            let mut msg = attr.to_ascii_lowercase();
-            msg.splice(0..0, b"ERR ".iter().copied());
-            msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
-            reply::error(out, &msg);
-        } else {
-            reply::raw(out, OK);
-        }
-    } else if sub.eq_ignore_ascii_case(b"info") {
-        if sub_arity(2, b"client|info", out) {
-            reply::bulk(out, &info_line(client));
-        }
-    } else if sub.eq_ignore_ascii_case(b"list") {
-        reply::bulk(out, &info_line(client));
-    } else {
-        unknown_subcommand(a, out);
-    }
 }
 
 #[cfg(test)]

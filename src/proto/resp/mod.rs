@@ -11,6 +11,7 @@
 //!   large requests that arrive in pieces;
 //! - `keyspace.rs`: [`Keyspace`], 64 sharded maps with lazy and active expiry;
 //! - `commands.rs`: command execution;
+//! - `client.rs`: `CLIENT` and the registry of live clients `CLIENT LIST` shows;
 //! - `reply.rs`: reply encoding.
 //!
 //! Supported commands: `PING ECHO SET GET GETSET GETDEL SETNX SETEX PSETEX DEL UNLINK
@@ -29,6 +30,7 @@
 //! replies `-ERR Protocol error: too big request`); a bulk payload not followed by CRLF is
 //! a protocol error (Redis does not check).
 
+mod client;
 mod commands;
 mod keyspace;
 mod parse;
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::{Pending, Progress, ProtoError, Protocol, Session};
+use super::{ConnInfo, Pending, Progress, ProtoError, Protocol, Session};
 use commands::{Args, Client};
 use parse::{Parsed, Parser};
 
@@ -101,6 +103,8 @@ struct Shared {
     clients: AtomicUsize,
     /// Sessions ever created (`total_connections_received`).
     connections: AtomicU64,
+    /// Live clients for `CLIENT LIST` (`client.rs`).
+    clients_registry: client::Registry,
 }
 
 /// The Redis protocol: configuration and one keyspace shared by every clone (one clone
@@ -121,6 +125,7 @@ impl Redis {
                 next_client_id: AtomicU64::new(0),
                 clients: AtomicUsize::new(0),
                 connections: AtomicU64::new(0),
+                clients_registry: client::Registry::default(),
             }),
         }
     }
@@ -156,8 +161,15 @@ impl Protocol for Redis {
         RedisSession {
             shared: Arc::clone(&self.shared),
             parser: Parser::default(),
-            client: Client { id, name: None, reply_refused: false },
+            client: Client { id, name: None, reply_refused: false, registered: None },
         }
+    }
+
+    /// A session registered for `CLIENT LIST` with `conn`'s addresses and descriptor.
+    fn new_session_for(&self, conn: &ConnInfo) -> RedisSession {
+        let mut session = self.new_session();
+        session.client.registered = Some(client::register(&self.shared, session.client.id, conn));
+        session
     }
 
     /// One bounded active-expiry step ([`Keyspace::active_expire`]).
@@ -203,6 +215,7 @@ impl Session for RedisSession {
                 Parsed::Command { len, inline } => {
                     let buf = if inline { &self.parser.scratch[..] } else { rest };
                     let args = Args::new(buf, &self.parser.ranges);
+                    client::touch(shared, &self.client, &args);
                     let close = commands::execute(shared, &mut self.client, &args, out);
                     if self.client.reply_refused {
                         let reply = b"-ERR reply exceeds the output limit\r\n";

@@ -142,6 +142,16 @@ impl<H: EventHandler> EventLoop<H> {
     /// Takes on a new connection (already admitted): socket options, registration, then
     /// `opened` and the write of what it produced.
     pub(super) fn open(&mut self, sock: Stream, peer: Peer, listener: usize) {
+        if self.headers.wanted(listener) {
+            // PROXY protocol: `open_accepted` runs once the header is in.
+            return self.await_proxy_header(sock, peer, listener);
+        }
+        self.open_accepted(sock, peer, listener);
+    }
+
+    /// [`open`](Self::open) once any PROXY header is consumed (`peer`: the client it
+    /// named): socket options, registration, `opened`.
+    pub(super) fn open_accepted(&mut self, sock: Stream, peer: Peer, listener: usize) {
         self.take_on(sock, peer, listener, None);
     }
 
@@ -350,7 +360,7 @@ impl Acceptor {
                 match Tok::of(ev.token()) {
                     Tok::Waker => waker.reset(),
                     Tok::Listener(i) => ready.push(i),
-                    Tok::Udp(_) | Tok::Conn(_) | Tok::Dial(_) => {}
+                    Tok::Udp(_) | Tok::Conn(_) | Tok::Dial(_) | Tok::Header(_) => {}
                 }
             }
             if self.accepting.retry_due(Instant::now()) {

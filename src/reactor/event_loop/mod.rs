@@ -43,6 +43,7 @@ mod accept;
 mod conn;
 mod connect;
 mod link;
+mod proxy_header;
 mod read;
 mod timers;
 mod token;
@@ -74,6 +75,7 @@ use super::timer::{Tick, TimerWheel};
 use accept::Accepting;
 use conn::{CLOSING, Connection, WANT_WRITABLE};
 use connect::Dialer;
+use proxy_header::HeaderWait;
 use timers::Timeouts;
 
 /// What a callback asked for beyond its own connection, carried out by the loop right
@@ -173,6 +175,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Set while draining: the moment the loop stops regardless.
     draining: Option<Instant>,
     stop: bool,
+    /// Accepted connections waiting for their PROXY header (`proxy_header.rs`).
+    headers: HeaderWait,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -199,6 +203,7 @@ impl<H: EventHandler> EventLoop<H> {
             expired: Vec::new(),
             draining: None,
             stop: false,
+            headers: HeaderWait::new(&parts.config),
             parts,
         }
     }
@@ -239,6 +244,7 @@ impl<H: EventHandler> EventLoop<H> {
                     Tok::Listener(i) => self.accept(i),
                     Tok::Udp(i) => self.on_datagrams(i),
                     Tok::Dial(i) => self.on_dial_event(i),
+                    Tok::Header(i) => self.on_header_event(i, ev.is_read_closed()),
                 }
             }
             self.continue_reads();

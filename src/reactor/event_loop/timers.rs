@@ -63,6 +63,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.wheel.next_deadline(),
             self.ctx.dialer.next_deadline(),
             self.draining,
+            self.headers.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -78,6 +79,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.wheel.next_deadline().is_none()
             && self.ctx.dialer.next_deadline().is_none()
             && self.draining.is_none()
+            && self.headers.next_deadline().is_none()
         {
             return;
         }
@@ -91,6 +93,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.expire_timeouts(now);
         }
         self.expire_connects(now);
+        self.expire_proxy_headers(now);
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }

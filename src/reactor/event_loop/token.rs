@@ -12,6 +12,9 @@ use mio::Token;
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// First token of the connect range: `Dial(i)` is `DIAL_BASE + i`.
 const DIAL_BASE: usize = LISTENER_BASE + usize::MAX / 8;
+/// First token of the PROXY-header range (inside the connect range's upper half):
+/// `Header(i)` is `HEADER_BASE + i`.
+const HEADER_BASE: usize = DIAL_BASE + usize::MAX / 16;
 /// First token of the UDP range: `Udp(i)` is `UDP_BASE + i`.
 const UDP_BASE: usize = LISTENER_BASE + usize::MAX / 4;
 /// The waker's token.
@@ -30,6 +33,8 @@ pub(crate) enum Tok {
     Conn(usize),
     /// The outbound connect in flight in slot `i` of the loop's dialer.
     Dial(usize),
+    /// The accepted connection waiting for its PROXY header in slot `i`.
+    Header(usize),
 }
 
 impl Tok {
@@ -41,6 +46,7 @@ impl Tok {
             Tok::Listener(i) => LISTENER_BASE + i,
             Tok::Udp(i) => UDP_BASE + i,
             Tok::Dial(i) => DIAL_BASE + i,
+            Tok::Header(i) => HEADER_BASE + i,
             Tok::Conn(key) => key,
         })
     }
@@ -52,6 +58,7 @@ impl Tok {
             key if key < LISTENER_BASE => Tok::Conn(key),
             WAKER => Tok::Waker,
             t if t >= UDP_BASE => Tok::Udp(t - UDP_BASE),
+            t if t >= HEADER_BASE => Tok::Header(t - HEADER_BASE),
             t if t >= DIAL_BASE => Tok::Dial(t - DIAL_BASE),
             t => Tok::Listener(t - LISTENER_BASE),
         }
@@ -74,6 +81,8 @@ mod tests {
             Tok::Udp(3),
             Tok::Dial(0),
             Tok::Dial(42),
+            Tok::Header(0),
+            Tok::Header(9),
         ] {
             assert_eq!(Tok::of(tok.token()), tok);
         }

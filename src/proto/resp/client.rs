@@ -1,0 +1,308 @@
+//! `CLIENT` (`ID`, `SETNAME`, `GETNAME`, `SETINFO`, `INFO`, `LIST`) and the registry of
+//! live clients that `CLIENT LIST` reads.
+//!
+//! A session made with [`Protocol::new_session_for`](crate::proto::Protocol) (what
+//! every engine calls) is registered in the server's [`Registry`] with the addresses the
+//! engine gave (the client's address from a PROXY header when there was one), its
+//! descriptor and its start time; the registration ends when the session is dropped.
+//! What changes per command is kept cheap: [`touch`] stores the command's index and a
+//! millisecond stamp in two relaxed atomics of the session's own entry (no lock), and
+//! `CLIENT LIST`/`INFO` turn them into `cmd=` and `idle=` when asked. The registry's
+//! mutex is taken only at connect, disconnect, `SETNAME` and `CLIENT LIST`.
+//!
+//! Lines follow Redis 7's field order; fields this server has no notion of (buffers,
+//! subscriptions, transactions) are reported as an idle Redis reports them.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use slab::Slab;
+
+use super::Shared;
+use super::commands::{Args, Client, SPECS, lookup};
+use super::reply::{self, OK};
+use crate::proto::ConnInfo;
+
+/// No command yet (`cmd=NULL`).
+const NO_CMD: u16 = u16::MAX;
+
+/// The live clients of one server.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    clients: Mutex<Slab<Arc<Entry>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Slab<Arc<Entry>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One client as `CLIENT LIST` shows it.
+#[derive(Debug)]
+pub(super) struct Entry {
+    id: u64,
+    addr: Option<SocketAddr>,
+    laddr: Option<SocketAddr>,
+    fd: Option<i64>,
+    /// Milliseconds since the server started, at connect.
+    created_ms: u64,
+    /// Milliseconds since the server started, at the last command.
+    active_ms: AtomicU64,
+    /// Index of the last command in [`SPECS`]; [`NO_CMD`] before the first.
+    last_cmd: AtomicU16,
+    name: Mutex<Option<Vec<u8>>>,
+}
+
+/// A session's registration; dropping it (with the session) removes the client.
+#[derive(Debug)]
+pub(super) struct Registered {
+    shared: Arc<Shared>,
+    key: usize,
+    entry: Arc<Entry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut clients = self.shared.clients_registry.lock();
+        if clients.get(self.key).is_some_and(|e| Arc::ptr_eq(e, &self.entry)) {
+            clients.remove(self.key);
+        }
+    }
+}
+
+fn now_ms(sh: &Shared) -> u64 {
+    sh.started.elapsed().as_millis() as u64
+}
+
+/// Registers client `id` connected as `conn` describes.
+pub(super) fn register(shared: &Arc<Shared>, id: u64, conn: &ConnInfo) -> Registered {
+    let now = now_ms(shared);
+    let entry = Arc::new(Entry {
+        id,
+        addr: conn.peer,
+        laddr: conn.local,
+        fd: conn.fd,
+        created_ms: now,
+        active_ms: AtomicU64::new(now),
+        last_cmd: AtomicU16::new(NO_CMD),
+        name: Mutex::new(None),
+    });
+    let key = shared.clients_registry.lock().insert(Arc::clone(&entry));
+    Registered { shared: Arc::clone(shared), key, entry }
+}
+
+/// Notes that `client` runs command `a` now (for `cmd=` and `idle=`): two relaxed
+/// stores; nothing for an unregistered session.
+#[inline]
+pub(super) fn touch(sh: &Shared, client: &Client, a: &Args<'_>) {
+    if let Some(r) = &client.registered {
+        let cmd = lookup(a.get(0)).map_or(NO_CMD, |c| c as u16);
+        r.entry.last_cmd.store(cmd, Ordering::Relaxed);
+        r.entry.active_ms.store(now_ms(sh), Ordering::Relaxed);
+    }
+}
+
+fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"' command\r\n");
+}
+
+/// At most `n` bytes of `s`.
+fn prefix(s: &[u8], n: usize) -> &[u8] {
+    &s[..s.len().min(n)]
+}
+
+/// Client names and `SETINFO` values: printable ASCII without spaces.
+fn valid_name(s: &[u8]) -> bool {
+    s.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// `-ERR unknown subcommand 'sub'. Try CLIENT HELP.` (Redis 7).
+fn unknown_subcommand(a: &Args<'_>, out: &mut Vec<u8>) {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(prefix(a.get(1), 128));
+    msg.extend_from_slice(b"'. Try CLIENT HELP.");
+    reply::error_sanitized(out, &msg);
+}
+
+/// `ip:port` as Redis writes it (IPv6 without brackets); `?:0` when unknown.
+fn write_addr(line: &mut String, a: Option<SocketAddr>) {
+    let _ = match a {
+        Some(a) => write!(line, "{}:{}", a.ip(), a.port()),
+        None => write!(line, "?:0"),
+    };
+}
+
+/// One `CLIENT LIST` line (with its `\n`); `current` is the command being run when
+/// `e` is the caller (Redis shows the caller's own `client|info` / `client|list`).
+fn info_line(sh: &Shared, e: &Entry, current: Option<&str>, line: &mut String) {
+    let now = now_ms(sh);
+    let name = e.name.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+    let _ = write!(line, "id={} addr=", e.id);
+    write_addr(line, e.addr);
+    line.push_str(" laddr=");
+    write_addr(line, e.laddr);
+    let age = now.saturating_sub(e.created_ms) / 1000;
+    let idle = match current {
+        Some(_) => 0,
+        None => now.saturating_sub(e.active_ms.load(Ordering::Relaxed)) / 1000,
+    };
+    let _ = write!(
+        line,
+        " fd={} name={} age={age} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+         watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
+         tot-mem=0 events=r cmd=",
+        e.fd.unwrap_or(-1),
+        String::from_utf8_lossy(&name),
+    );
+    match current {
+        Some(c) => line.push_str(c),
+        None => match e.last_cmd.load(Ordering::Relaxed) {
+            NO_CMD => line.push_str("NULL"),
+            i => {
+                let spec = SPECS.get(usize::from(i)).map_or(&b"NULL"[..], |s| s.1);
+                line.push_str(&String::from_utf8_lossy(spec));
+            }
+        },
+    }
+    line.push_str(" user=default redir=-1 resp=2 lib-name= lib-ver=\n");
+}
+
+/// The line of an unregistered session (made with `new_session`: no addresses).
+fn unregistered_line(client: &Client, current: &str) -> String {
+    let name = String::from_utf8_lossy(client.name.as_deref().unwrap_or_default()).into_owned();
+    format!(
+        "id={} addr=?:0 laddr=?:0 fd=-1 name={name} age=0 idle=0 flags=N db=0 sub=0 psub=0 \
+         ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
+         oll=0 omem=0 tot-mem=0 events=r cmd={current} user=default redir=-1 resp=2 \
+         lib-name= lib-ver=\n",
+        client.id
+    )
+}
+
+/// `CLIENT SETNAME|GETNAME|ID|SETINFO|INFO|LIST`.
+pub(super) fn command(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) {
+    let sub = a.get(1);
+    let sub_arity = |n: usize, name: &[u8], out: &mut Vec<u8>| {
+        if a.len() != n {
+            wrong_arity(out, name);
+            false
+        } else {
+            true
+        }
+    };
+    if sub.eq_ignore_ascii_case(b"setname") {
+        if !sub_arity(3, b"client|setname", out) {
+            return;
+        }
+        let name = a.get(2);
+        if !valid_name(name) {
+            reply::error(
+                out,
+                b"ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+            return;
+        }
+        client.name = (!name.is_empty()).then(|| name.to_vec());
+        if let Some(r) = &client.registered {
+            *r.entry.name.lock().unwrap_or_else(|p| p.into_inner()) = client.name.clone();
+        }
+        reply::raw(out, OK);
+    } else if sub.eq_ignore_ascii_case(b"getname") {
+        if sub_arity(2, b"client|getname", out) {
+            reply::opt_bulk(out, client.name.as_deref());
+        }
+    } else if sub.eq_ignore_ascii_case(b"id") {
+        if sub_arity(2, b"client|id", out) {
+            reply::int(out, client.id as i64);
+        }
+    } else if sub.eq_ignore_ascii_case(b"setinfo") {
+        if !sub_arity(4, b"client|setinfo", out) {
+            return;
+        }
+        let attr = a.get(2);
+        if !(attr.eq_ignore_ascii_case(b"lib-name") || attr.eq_ignore_ascii_case(b"lib-ver")) {
+            let mut msg = b"ERR Unrecognized option '".to_vec();
+            msg.extend_from_slice(prefix(attr, 128));
+            msg.push(b'\'');
+            reply::error_sanitized(out, &msg);
+        } else if !valid_name(a.get(3)) {
+            let mut msg = attr.to_ascii_lowercase();
+            msg.splice(0..0, b"ERR ".iter().copied());
+            msg.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+            reply::error(out, &msg);
+        } else {
+            reply::raw(out, OK);
+        }
+    } else if sub.eq_ignore_ascii_case(b"info") {
+        if sub_arity(2, b"client|info", out) {
+            let line = match &client.registered {
+                Some(r) => {
+                    let mut line = String::new();
+                    info_line(sh, &r.entry, Some("client|info"), &mut line);
+                    line
+                }
+                None => unregistered_line(client, "client|info"),
+            };
+            reply::bulk(out, line.as_bytes());
+        }
+    } else if sub.eq_ignore_ascii_case(b"list") {
+        list(sh, client, a, out);
+    } else {
+        unknown_subcommand(a, out);
+    }
+}
+
+/// `CLIENT LIST [TYPE normal] [ID id ...]`: every live client, by id.
+fn list(sh: &Shared, client: &Client, a: &Args<'_>, out: &mut Vec<u8>) {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 2;
+    while i < a.len() {
+        let opt = a.get(i);
+        if opt.eq_ignore_ascii_case(b"type") && i + 1 < a.len() {
+            let t = a.get(i + 1);
+            if !t.eq_ignore_ascii_case(b"normal") {
+                // No replicas, masters or pubsub clients here.
+                let known = [&b"master"[..], b"replica", b"slave", b"pubsub"];
+                if known.iter().any(|k| t.eq_ignore_ascii_case(k)) {
+                    return reply::bulk(out, b"");
+                }
+                let mut msg = b"ERR Unknown client type '".to_vec();
+                msg.extend_from_slice(prefix(t, 64));
+                msg.push(b'\'');
+                return reply::error_sanitized(out, &msg);
+            }
+            i += 2;
+        } else if opt.eq_ignore_ascii_case(b"id") && i + 1 < a.len() {
+            let mut v = Vec::new();
+            for j in i + 1..a.len() {
+                match std::str::from_utf8(a.get(j)).ok().and_then(|s| s.parse::<u64>().ok()) {
+                    Some(id) if id > 0 => v.push(id),
+                    _ => return reply::error(out, b"ERR Invalid client ID"),
+                }
+            }
+            ids = Some(v);
+            i = a.len();
+        } else {
+            return reply::raw(out, reply::SYNTAX_ERR);
+        }
+    }
+    let wanted = |id: u64| ids.as_ref().is_none_or(|v| v.contains(&id));
+    let mut entries: Vec<Arc<Entry>> =
+        sh.clients_registry.lock().iter().map(|(_, e)| Arc::clone(e)).collect();
+    entries.sort_by_key(|e| e.id);
+    let me = client.registered.as_ref().map(|r| r.entry.id);
+    let mut text = String::new();
+    for e in entries.iter().filter(|e| wanted(e.id)) {
+        let current = (Some(e.id) == me).then_some("client|list");
+        info_line(sh, e, current, &mut text);
+    }
+    if me.is_none() && wanted(client.id) {
+        text.push_str(&unregistered_line(client, "client|list"));
+    }
+    reply::bulk(out, text.as_bytes());
+}
