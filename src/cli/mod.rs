@@ -3,6 +3,7 @@
 //! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
 //! to [`LoadConfig`].
 
+pub mod edge;
 pub mod proxy;
 pub mod size;
 
@@ -245,6 +246,8 @@ pub struct NetArgs {
     /// Log a one-line summary of the counters this often (info level).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     stats_interval: Option<Duration>,
+    #[command(flatten)]
+    edge: edge::EdgeArgs,
 }
 
 impl NetArgs {
@@ -271,6 +274,8 @@ impl NetArgs {
                 read_buffer: self.read_buffer,
                 high_watermark: self.high_watermark,
                 low_watermark: self.low_watermark,
+                accept_proxy: self.edge.accept_proxy,
+                proxy_header_timeout: self.edge.header_timeout(None),
                 ..Settings::default().reactor
             },
         }
@@ -394,7 +399,12 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
 /// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to
 /// [`run`], which owns the lifecycle.
 pub fn run_serve(args: ServeArgs) -> Result<(), String> {
-    let settings = args.net.settings();
+    let mut settings = args.net.settings();
+    if args.net.edge.accept_proxy && args.engine != Engine::Reactor {
+        return Err("--accept-proxy needs --engine reactor".into());
+    }
+    let header = args.header_timeout.and_then(|t| t.0);
+    settings.reactor.proxy_header_timeout = args.net.edge.header_timeout(header);
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),

@@ -15,6 +15,7 @@ use evloop::proxy::backend::BackendSpec;
 use evloop::proxy::balance::Policy;
 use evloop::proxy::health::HealthCheck;
 use evloop::proxy::run::{ProxyConfig, ProxyFlags, run};
+use evloop::proxy::send_proxy::SendProxy;
 
 use super::size::parse_duration;
 use super::{NetArgs, Timeout, parse_timeout};
@@ -64,8 +65,17 @@ pub struct ProxyArgs {
     /// Copy bytes through user space (the default).
     #[arg(long, overrides_with = "splice")]
     no_splice: bool,
+    /// Write a PROXY protocol header (v1 text or v2 binary) to each backend connection
+    /// before any client byte, so a PROXY-aware backend (evloop serve --accept-proxy,
+    /// HAProxy, nginx) sees the client's address.
+    #[arg(long, value_name = "v1|v2", value_parser = parse_send_proxy)]
+    send_proxy: Option<SendProxy>,
     #[command(flatten)]
     net: NetArgs,
+}
+
+fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {
+    s.parse()
 }
 
 fn parse_backend(s: &str) -> Result<BackendSpec, String> {
@@ -112,6 +122,7 @@ pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         check: args.health_check,
         health_interval: args.health_interval,
         splice: args.splice && !args.no_splice,
+        send_proxy: args.send_proxy,
     };
     let flags = ProxyFlags {
         drain_timeout: args.net.drain_timeout,

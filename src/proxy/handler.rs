@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
+use super::send_proxy::SendProxy;
 use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
 
 /// What every loop's handler shares: the pool and the data-path settings.
@@ -36,6 +37,8 @@ pub struct Shared {
     pub retries: u32,
     /// Move linked bytes with `splice(2)` (Linux).
     pub splice: bool,
+    /// Write a PROXY header to each backend connection first (`--send-proxy`).
+    pub send_proxy: Option<SendProxy>,
 }
 
 /// A connection's role, the state the reactor keeps next to it.
@@ -68,6 +71,8 @@ pub struct ProxyHandler {
     /// Connects in flight: tag → the backend being connected to.
     pending: HashMap<u64, Arc<Backend>>,
     next_tag: u64,
+    /// With `send_proxy`: the header for each connect in flight (tag → bytes).
+    proxy_headers: HashMap<u64, Vec<u8>>,
 }
 
 impl ProxyHandler {
@@ -86,6 +91,7 @@ impl ProxyHandler {
             skip: Vec::new(),
             pending: HashMap::new(),
             next_tag: 0,
+            proxy_headers: HashMap::new(),
         }
     }
 
@@ -125,6 +131,10 @@ impl ProxyHandler {
                 log::trace!("loop {}: connecting to {}", self.loop_id, backend.spec().name);
                 tried.push(backend.clone());
                 self.pending.insert(tag, backend);
+                if let Some(v) = self.shared.send_proxy {
+                    let dest = conn.local_addr().ok();
+                    self.proxy_headers.insert(tag, v.header(conn.peer_addr().socket_addr(), dest));
+                }
                 Some(tag)
             }
             Err(e) => {
@@ -153,6 +163,10 @@ impl EventHandler for ProxyHandler {
             else {
                 return (Side::Orphan, Action::Close);
             };
+            if let Some(header) = self.proxy_headers.remove(&origin.tag) {
+                // Before the link: it goes out ahead of every forwarded byte.
+                conn.write(&header);
+            }
             backend.success(self.shared.pool.health());
             backend.opened(self.loop_id);
             let opts = LinkOptions { splice: self.shared.splice };
@@ -190,6 +204,7 @@ impl EventHandler for ProxyHandler {
         tag: u64,
         err: io::Error,
     ) -> Action {
+        self.proxy_headers.remove(&tag);
         let Some(backend) = self.pending.remove(&tag) else { return Action::Close };
         log::debug!("connect to backend {} failed: {err}", backend.spec().name);
         backend.connect_error(self.loop_id);
@@ -222,6 +237,7 @@ impl EventHandler for ProxyHandler {
             Side::Client { connecting: Some(tag), .. } => {
                 // Its connect, if it completes, finds no entry and closes at once.
                 self.pending.remove(&tag);
+                self.proxy_headers.remove(&tag);
             }
             Side::Upstream(b) => b.closed(self.loop_id),
             Side::Client { .. } | Side::Orphan => {}

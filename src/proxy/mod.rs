@@ -3,7 +3,8 @@
 //! specs and the backends file ([`backend`]), balancing policies ([`balance`]), the shared
 //! pool with health and per-loop byte counters ([`pool`]), and active health checks
 //! ([`health`]); the data path on the loops ([`handler`]); and starting and running the
-//! proxy ([`run`](mod@run)).
+//! proxy ([`run`](mod@run)); the PROXY protocol header sent to backends
+//! ([`send_proxy`]).
 //!
 //! ```no_run
 //! use evloop::proxy::run::{ProxyConfig, start};
@@ -22,3 +23,4 @@ pub mod handler;
 pub mod health;
 pub mod pool;
 pub mod run;
+pub mod send_proxy;

@@ -17,6 +17,7 @@ use super::balance::Policy;
 use super::handler::{ProxyHandler, Shared};
 use super::health::{Checker, HealthCheck};
 use super::pool::{HealthConfig, Pool};
+use super::send_proxy::SendProxy;
 use crate::net::ListenAddr;
 use crate::reactor::{Balance, Running, Server, ServerHandle};
 use crate::serve::run::{Counters, DEFAULT_DRAIN, Lifecycle, raise_nofile};
@@ -49,6 +50,8 @@ pub struct ProxyConfig {
     pub health_interval: Duration,
     /// Move bytes with `splice(2)` (`--splice`; Linux).
     pub splice: bool,
+    /// Write a PROXY protocol header to each backend connection (`--send-proxy`).
+    pub send_proxy: Option<SendProxy>,
 }
 
 impl Default for ProxyConfig {
@@ -64,6 +67,7 @@ impl Default for ProxyConfig {
             check: HealthCheck::Tcp,
             health_interval: Duration::from_secs(2),
             splice: false,
+            send_proxy: None,
         }
     }
 }
@@ -141,6 +145,7 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         connect_timeout: config.connect_timeout,
         retries: config.retries,
         splice: config.splice,
+        send_proxy: config.send_proxy,
     });
     let checker = match &config.check {
         HealthCheck::Off => None,
