@@ -5,6 +5,7 @@
 
 pub mod edge;
 pub mod proxy;
+pub mod replay;
 pub mod size;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::reactor::Balance;
 use evloop::serve::run::{Flags, run};
+use evloop::serve::capture::Capture;
 use evloop::serve::{Engine, ReactorTuning, Settings};
 use size::{parse_duration, parse_size};
 
@@ -79,6 +81,14 @@ pub enum Command {
     ///   evloop proxy --backends-file backends.txt --metrics 127.0.0.1:9100   # kill -HUP to reload
     #[command(verbatim_doc_comment)]
     Proxy(proxy::ProxyArgs),
+    /// Replay the client side of a capture (evloop serve --capture) against a server:
+    /// one connection per captured client stream, with the recorded gaps scaled by
+    /// --speed; reports streams, bytes sent and reply bytes.
+    ///
+    /// Example:
+    ///   evloop replay traffic.pcap --target 127.0.0.1:6380 --speed 0
+    #[command(verbatim_doc_comment)]
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +415,14 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
     }
     let header = args.header_timeout.and_then(|t| t.0);
     settings.reactor.proxy_header_timeout = args.net.edge.header_timeout(header);
+    let capture = match args.net.edge.capture_spec() {
+        Some(_) if args.engine != Engine::Reactor => {
+            return Err("--capture needs --engine reactor".into());
+        }
+        Some(spec) => Some(Capture::start(&spec).map_err(|e| format!("--capture: {e}"))?),
+        None => None,
+    };
+    settings.reactor.capture = capture;
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),

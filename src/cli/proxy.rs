@@ -109,6 +109,10 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
 
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
+    if args.net.edge.capture.is_some() {
+        // Linked pairs move bytes inside the reactor, past the handler's callbacks.
+        return Err("--capture is supported by evloop serve only (not yet by proxy)".into());
+    }
     let mut settings = args.net.settings();
     settings.idle_timeout = args.idle_timeout.0;
     let config = ProxyConfig {

@@ -252,9 +252,11 @@ impl Backend for ReactorBackend {
         let server = Server::bind(settings.reactor_config())?;
         let timeouts =
             RequestTimeouts { header: settings.request_timeout, body: settings.body_timeout };
+        let capture = settings.reactor.capture.clone();
         let running = server.start(move |id| {
             ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id)
                 .request_timeouts(timeouts)
+                .capture(capture.clone())
         })?;
         Ok(Box::new(running))
     }

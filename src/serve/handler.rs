@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::net::ProtoMetrics;
 use crate::net::session::{self, RequestTimeouts};
 use crate::proto::{ConnInfo, Pending, Protocol};
-use crate::reactor::{Action, Conn, Datagram, EventHandler};
+use super::capture::{Capture, CaptureHook, Captured};
+use crate::reactor::{Action, CloseReason, Conn, Datagram, EventHandler};
 
 /// How often each loop calls [`Protocol::tick`].
 const PROTOCOL_TICK: Duration = Duration::from_secs(1);
@@ -26,6 +27,8 @@ pub struct ProtoHandler<P: Protocol> {
     metrics: Arc<ProtoMetrics>,
     loop_id: usize,
     timeouts: RequestTimeouts,
+    /// Sampled traffic capture (`--capture`), when on.
+    capture: Option<CaptureHook>,
 }
 
 /// A connection's state under [`ProtoHandler`]: the protocol session and where its
@@ -36,6 +39,8 @@ pub struct ProtoConn<S> {
     pub session: S,
     /// What the last call left pending.
     pending: Pending,
+    /// Set when this connection is sampled for capture.
+    cap: Option<Captured>,
 }
 
 impl<P: Protocol> ProtoHandler<P> {
@@ -43,18 +48,30 @@ impl<P: Protocol> ProtoHandler<P> {
     /// request timeouts.
     pub fn new(proto: P) -> Self {
         let metrics = Arc::new(ProtoMetrics::new(proto.name(), 1));
-        ProtoHandler { proto, metrics, loop_id: 0, timeouts: RequestTimeouts::default() }
+        ProtoHandler {
+            proto,
+            metrics,
+            loop_id: 0,
+            timeouts: RequestTimeouts::default(),
+            capture: None,
+        }
     }
 
     /// A handler for loop `loop_id` that counts requests and errors into `metrics`.
     pub fn with_metrics(proto: P, metrics: Arc<ProtoMetrics>, loop_id: usize) -> Self {
-        ProtoHandler { proto, metrics, loop_id, timeouts: RequestTimeouts::default() }
+        ProtoHandler { proto, metrics, loop_id, timeouts: RequestTimeouts::default(), capture: None }
     }
 
     /// The same handler with the header and body timeouts `timeouts` (see
     /// [`RequestTimeouts`]).
     pub fn request_timeouts(mut self, timeouts: RequestTimeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// The same handler, capturing sampled connections into `capture` (`None`: off).
+    pub fn capture(mut self, capture: Option<Arc<Capture>>) -> Self {
+        self.capture = capture.map(CaptureHook::new);
         self
     }
 }
@@ -69,11 +86,19 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
             fd: Some(i64::from(conn.fd())),
         };
         let session = self.proto.new_session_for(&info);
-        (ProtoConn { session, pending: Pending::None }, Action::None)
+        let cap = self.capture.as_mut().and_then(|h| h.opened(conn));
+        (ProtoConn { session, pending: Pending::None, cap }, Action::None)
     }
 
     fn data(&mut self, conn: &mut Conn<'_>, st: &mut Self::State, input: &[u8]) -> (usize, Action) {
+        let from = st.cap.is_some().then(|| conn.out().len());
+        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_ref()) {
+            h.input(c, input);
+        }
         let step = session::drive(&mut st.session, input, conn.out(), &self.metrics, self.loop_id);
+        if let (Some(h), Some(c), Some(from)) = (self.capture.as_mut(), st.cap.as_mut(), from) {
+            h.output(c, conn.out(), from, input.len() - step.consumed);
+        }
         if let Some(deadline) = self.timeouts.after(st.pending, &step) {
             conn.set_request_deadline(deadline);
         }
@@ -84,9 +109,20 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
     /// The header or body timeout passed: the session's last words (HTTP: `408`), then a
     /// close once they are written.
     fn timeout(&mut self, conn: &mut Conn<'_>, st: &mut Self::State) -> Action {
+        let from = conn.out().len();
         session::timed_out(&mut st.session, conn.out(), &self.metrics);
         st.pending = Pending::None;
+        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_mut()) {
+            let tail = c.tail();
+            h.output(c, conn.out(), from, tail);
+        }
         Action::Close
+    }
+
+    fn closed(&mut self, st: Self::State, _reason: CloseReason) {
+        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_ref()) {
+            h.closed(c);
+        }
     }
 
     /// A datagram is one request for a fresh session; its replies (or its error reply)

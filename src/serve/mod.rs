@@ -10,6 +10,7 @@
 //! - [`run`](mod@run): the lifecycle of `evloop serve` (signals and drain, stats logging,
 //!   metrics endpoint, ready line, per-protocol defaults).
 //! - [`metrics`]: Prometheus text rendering and the `/metrics` endpoint.
+//! - [`capture`]: sampled traffic capture (`--capture`) wired into the handler.
 //!
 //! ```no_run
 //! use evloop::proto::echo::Echo;
@@ -23,6 +24,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod capture;
 mod engine;
 mod handler;
 pub mod metrics;

@@ -186,7 +186,10 @@ pub fn run<P: Protocol>(
     }
 
     let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
-    let counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
+    let mut counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
+    if let Some(c) = settings.reactor.capture.clone() {
+        counters = counters.with_extra(move |out| c.render(out));
+    }
     let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
     let lifecycle = Lifecycle {
         stop: served.stop_handle(),
@@ -200,7 +203,11 @@ pub fn run<P: Protocol>(
     };
     let ready =
         format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
-    lifecycle.run(&ready, || served.wait())
+    let result = lifecycle.run(&ready, || served.wait());
+    if let Some(c) = &settings.reactor.capture {
+        super::capture::finish_and_log(c);
+    }
+    result
 }
 
 /// Raises the open-file limit to the hard limit (a server's first step); a failure is

@@ -2,8 +2,10 @@
 //! mapping from it to the reactor's [`Config`] (and back, so code written against the
 //! reactor's `Config` can call [`start`](super::start) unchanged).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::capture::Capture;
 use crate::net::{BindOptions, ListenAddr};
 use crate::reactor::{Balance, Config};
 
@@ -74,6 +76,8 @@ pub struct ReactorTuning {
     pub accept_proxy: bool,
     /// How long the PROXY header may take (see [`Config::proxy_header_timeout`]).
     pub proxy_header_timeout: Duration,
+    /// Sampled traffic capture (`--capture`), when on.
+    pub capture: Option<Arc<Capture>>,
 }
 
 impl Default for Settings {
@@ -148,6 +152,7 @@ impl From<Config> for Settings {
                 catch_panics: c.catch_panics,
                 accept_proxy: c.accept_proxy,
                 proxy_header_timeout: c.proxy_header_timeout,
+                capture: None,
             },
             listen: c.listen,
             loops: c.loops,
