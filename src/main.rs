@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(*args),
         Command::Load(args) => cli::run_load(args),
-        Command::Proxy(args) => cli::proxy::run_proxy(args),
+        Command::Proxy(args) => cli::proxy::run_proxy(*args),
         Command::Replay(args) => cli::replay::run_replay(args),
     };
     match result {

@@ -136,13 +136,15 @@ fn a_captured_redis_session_reads_back_with_tcpdump_and_read_streams_and_replays
     match tcpdump() {
         None => eprintln!("SKIPPED (tcpdump part): tcpdump is not installed (.ci/run installs it)"),
         Some(()) => {
-            let out = Command::new("tcpdump").args(["-n", "-A", "-r", file]).output().expect("tcpdump");
+            let out =
+                Command::new("tcpdump").args(["-n", "-A", "-r", file]).output().expect("tcpdump");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let text = String::from_utf8_lossy(&out.stdout);
             let order = ["SET", "+OK", "GET", "world", "STRLEN", ":5", "PING", "+PONG"];
             let mut at = 0;
             for word in order {
-                let i = text[at..].find(word).unwrap_or_else(|| panic!("{word} after {at}: {text}"));
+                let i =
+                    text[at..].find(word).unwrap_or_else(|| panic!("{word} after {at}: {text}"));
                 at += i + word.len();
             }
         }
@@ -174,8 +176,8 @@ fn captured_server(spec: &CaptureSpec) -> (Served, std::sync::Arc<Capture>) {
     let capture = Capture::start(spec).expect("capture");
     let mut settings: Settings = local_config(1).into();
     settings.reactor.capture = Some(capture.clone());
-    let served = serve::start(Engine::Reactor, Redis::new(RespConfig::default()), settings)
-        .expect("server");
+    let served =
+        serve::start(Engine::Reactor, Redis::new(RespConfig::default()), settings).expect("server");
     (served, capture)
 }
 

@@ -85,7 +85,9 @@ fn closed_silently(s: &mut TcpStream) -> bool {
     match s.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
     }
 }
 
@@ -240,7 +242,10 @@ fn send_proxy_v1_and_v2_through_evloop_proxy_keep_the_client_address() {
 fn source_hash_uses_the_headers_address() {
     let (a, b) = (redis_server(local_config(1)), redis_server(local_config(1)));
     let cfg = ProxyConfig {
-        backends: [&a, &b].iter().map(|s| s.local_addrs()[0].to_string().parse().unwrap()).collect(),
+        backends: [&a, &b]
+            .iter()
+            .map(|s| s.local_addrs()[0].to_string().parse().unwrap())
+            .collect(),
         check: HealthCheck::Off,
         policy: Policy::SourceHash,
         ..ProxyConfig::default()

@@ -20,8 +20,8 @@ use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::reactor::Balance;
-use evloop::serve::run::{Flags, run};
 use evloop::serve::capture::Capture;
+use evloop::serve::run::{Flags, run};
 use evloop::serve::{Engine, ReactorTuning, Settings};
 use size::{parse_duration, parse_size};
 
@@ -80,7 +80,7 @@ pub enum Command {
     ///   evloop proxy --backend 127.0.0.1:7001 --backend 127.0.0.1:7002,backup --health-check redis
     ///   evloop proxy --backends-file backends.txt --metrics 127.0.0.1:9100   # kill -HUP to reload
     #[command(verbatim_doc_comment)]
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Replay the client side of a capture (evloop serve --capture) against a server:
     /// one connection per captured client stream, with the recorded gaps scaled by
     /// --speed; reports streams, bytes sent and reply bytes.

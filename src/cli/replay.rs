@@ -31,8 +31,8 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 
 /// Replays and prints the report; fails when the file cannot be read or a stream failed.
 pub fn run_replay(args: ReplayArgs) -> Result<(), String> {
-    let streams =
-        read_streams(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let streams = read_streams(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
     let report = replay(&streams, args.target, args.speed).map_err(|e| e.to_string())?;
     let expected: u64 = report.per_stream.iter().map(|s| s.expected_received).sum();
     println!(

@@ -94,10 +94,9 @@ impl Conn {
                 local: s.local_addr().ok(),
                 fd: Some(i64::from(s.as_raw_fd())),
             },
-            Conn::Unix(s) => crate::proto::ConnInfo {
-                fd: Some(i64::from(s.as_raw_fd())),
-                ..Default::default()
-            },
+            Conn::Unix(s) => {
+                crate::proto::ConnInfo { fd: Some(i64::from(s.as_raw_fd())), ..Default::default() }
+            }
         }
     }
 

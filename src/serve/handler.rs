@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::capture::{Capture, CaptureHook, Captured};
 use crate::net::ProtoMetrics;
 use crate::net::session::{self, RequestTimeouts};
 use crate::proto::{ConnInfo, Pending, Protocol};
-use super::capture::{Capture, CaptureHook, Captured};
 use crate::reactor::{Action, CloseReason, Conn, Datagram, EventHandler};
 
 /// How often each loop calls [`Protocol::tick`].
@@ -59,7 +59,13 @@ impl<P: Protocol> ProtoHandler<P> {
 
     /// A handler for loop `loop_id` that counts requests and errors into `metrics`.
     pub fn with_metrics(proto: P, metrics: Arc<ProtoMetrics>, loop_id: usize) -> Self {
-        ProtoHandler { proto, metrics, loop_id, timeouts: RequestTimeouts::default(), capture: None }
+        ProtoHandler {
+            proto,
+            metrics,
+            loop_id,
+            timeouts: RequestTimeouts::default(),
+            capture: None,
+        }
     }
 
     /// The same handler with the header and body timeouts `timeouts` (see
