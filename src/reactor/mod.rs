@@ -38,6 +38,9 @@
 //!   - `accept.rs`: **the accept path**: per-loop reuseport listeners and the single
 //!     acceptor thread with its balance policies, through one accept routine with the
 //!     error back-off; taking on a connection (`open`), accepted or attached;
+//!   - `proxy_header.rs`: the PROXY-protocol step of the accept path
+//!     ([`Config::accept_proxy`]): a connection waits under its own token until its
+//!     header is in, then `open` goes on with the client's address as the peer;
 //!   - `read.rs`: **the read path**: socket → read buffer → handler, tail kept;
 //!   - `write.rs`: **the write path**: output queue, flush, partial writes, WRITABLE
 //!     interest on/off, watermarks, close-after-flush;

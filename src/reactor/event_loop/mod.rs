@@ -5,6 +5,10 @@
 //! - `token.rs`: what a poll token stands for ([`Tok`]);
 //! - `accept.rs`: the accept path, for this loop's own (reuseport) listeners and for the
 //!   single [`Acceptor`] thread alike, and taking on a new connection (`open`);
+//! - `proxy_header.rs`: the PROXY-protocol step between accept and `open` (a waiting
+//!   socket of its own token range, peeked at until its header is whole; the header's
+//!   client becomes the connection's peer). It runs before the read path, so a TLS
+//!   layer there starts at the first byte after the header;
 //! - `read.rs`: the read path (socket → per-loop buffer → handler, unconsumed tail kept);
 //! - `write.rs`: the write path (callback output → socket, partial writes queued under
 //!   WRITABLE interest, watermarks, close-after-flush);
