@@ -278,8 +278,8 @@ mod tests {
         settle();
         let got = peek_header(&s, &mut scratch);
         let source = Some("1.2.3.4:1111".parse().unwrap());
-        assert_eq!(got, Peeked::Done { consumed: 37, source });
-        discard(&s, 37).unwrap();
+        assert_eq!(got, Peeked::Done { consumed: 38, source });
+        discard(&s, 38).unwrap();
         let mut rest = [0u8; 16];
         let n = (&s).read(&mut rest).unwrap();
         assert_eq!(&rest[..n], b"PING\r\n");
