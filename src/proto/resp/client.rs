@@ -306,3 +306,65 @@ fn list(sh: &Shared, client: &Client, a: &Args<'_>, out: &mut Vec<u8>) {
     }
     reply::bulk(out, text.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Redis;
+    use crate::proto::{ConnInfo, Protocol, Session};
+
+    fn run(s: &mut super::super::RedisSession, input: &str) -> String {
+        let mut out = Vec::new();
+        s.on_input(input.as_bytes(), &mut out).expect("no protocol error");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn info(peer: &str, fd: i64) -> ConnInfo {
+        ConnInfo {
+            peer: Some(peer.parse().expect("addr")),
+            local: Some("127.0.0.1:6380".parse().expect("addr")),
+            fd: Some(fd),
+        }
+    }
+
+    #[test]
+    fn client_list_shows_every_registered_session_with_its_addresses() {
+        let r = Redis::default();
+        let mut a = r.new_session_for(&info("203.0.113.5:5000", 7));
+        let mut b = r.new_session_for(&info("[2001:db8::1]:6000", 8));
+        assert_eq!(run(&mut b, "CLIENT SETNAME bee\r\nGET k\r\n"), "+OK\r\n$-1\r\n");
+        let list = run(&mut a, "CLIENT LIST\r\n");
+        let lines: Vec<&str> = list.lines().skip(1).filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 2, "{list}");
+        assert!(lines[0].starts_with("id=1 addr=203.0.113.5:5000 laddr=127.0.0.1:6380 fd=7 name= "));
+        assert!(lines[0].contains(" cmd=client|list "), "{}", lines[0]);
+        // IPv6 as Redis writes it: no brackets.
+        assert!(lines[1].starts_with("id=2 addr=2001:db8::1:6000 "), "{}", lines[1]);
+        assert!(lines[1].contains(" name=bee ") && lines[1].contains(" cmd=get "));
+        for field in [" age=", " idle=", " flags=N ", " db=0 ", " user=default "] {
+            assert!(lines[1].contains(field), "{field} in {}", lines[1]);
+        }
+        let me = run(&mut b, "CLIENT INFO\r\n");
+        assert!(me.contains("id=2 ") && me.contains(" cmd=client|info "), "{me}");
+        // Filters.
+        let only = run(&mut a, "CLIENT LIST ID 2\r\n");
+        assert!(only.contains("id=2 ") && !only.contains("id=1 "), "{only}");
+        assert_eq!(run(&mut a, "CLIENT LIST TYPE pubsub\r\n"), "$0\r\n\r\n");
+        assert!(run(&mut a, "CLIENT LIST TYPE nope\r\n").starts_with("-ERR Unknown client type"));
+        assert!(run(&mut a, "CLIENT LIST ID x\r\n").starts_with("-ERR Invalid client ID"));
+        assert!(run(&mut a, "CLIENT LIST FOO\r\n").starts_with("-ERR syntax error"));
+        // A dropped session leaves the list.
+        drop(b);
+        let list = run(&mut a, "CLIENT LIST\r\n");
+        assert!(!list.contains("id=2 "), "{list}");
+    }
+
+    #[test]
+    fn unregistered_sessions_still_answer_client_info() {
+        let r = Redis::default();
+        let mut s = r.new_session();
+        let line = run(&mut s, "CLIENT INFO\r\n");
+        assert!(line.contains("addr=?:0 ") && line.contains(" fd=-1 "), "{line}");
+        let list = run(&mut s, "CLIENT LIST\r\n");
+        assert!(list.contains("id=1 "), "{list}");
+    }
+}
