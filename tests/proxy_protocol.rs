@@ -363,3 +363,47 @@ fn haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy() {
     assert_eq!(seen_backends.len(), 2, "round robin over both: {seen_backends:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On the reactor's own API: `opened` already sees the header's client as
+/// `peer_addr`, `socket_peer_addr` is the real socket peer, and `data` gets only the
+/// payload, whether it came in the header's segment or later.
+#[test]
+fn opened_sees_the_client_and_data_never_sees_the_header() {
+    use evloop::reactor::{Action, Conn, EventHandler, Server};
+    struct Tell;
+    impl EventHandler for Tell {
+        type State = ();
+        fn opened(&mut self, c: &mut Conn<'_>) -> ((), Action) {
+            let line = format!(
+                "peer={} socket={}\n",
+                c.peer_addr(),
+                c.socket_peer_addr().map_or("?".into(), |a| a.to_string())
+            );
+            c.write(line.as_bytes());
+            ((), Action::None)
+        }
+        fn data(&mut self, c: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+            c.write(input);
+            (input.len(), Action::None)
+        }
+    }
+    let server = Server::bind(proxied_config(Duration::from_secs(10))).expect("bind");
+    let addr = server.local_addrs()[0];
+    let running = server.start(|_| Tell).expect("start");
+    for with_payload in [true, false] {
+        let mut c = connect(addr);
+        let me = c.local_addr().expect("addr");
+        let mut bytes = encode_v2("198.18.0.1:777".parse().unwrap(), addr);
+        if with_payload {
+            bytes.extend_from_slice(b"hello");
+        }
+        send(&mut c, &bytes);
+        let want = format!("peer=198.18.0.1:777 socket={me}\n");
+        assert_eq!(read_n(&mut c, want.len()), want.as_bytes());
+        if !with_payload {
+            send(&mut c, b"hello");
+        }
+        assert_eq!(read_n(&mut c, 5), b"hello");
+    }
+    running.shutdown().expect("shutdown");
+}

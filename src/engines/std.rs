@@ -370,7 +370,12 @@ fn conn_thread<P: Protocol>(
         // Stopped between the accept and now: a stop's shutdown may have missed it.
         let _ = conn.shutdown(Shutdown::Both);
     } else {
-        let session = Buffered::new(proto.new_session_for(&conn.info()), metrics, 0);
+        let session = if proto.wants_conn_info() {
+            proto.new_session_for(&conn.info())
+        } else {
+            proto.new_session()
+        };
+        let session = Buffered::new(session, metrics, 0);
         if let Err(e) = serve_conn(&conn, session, &busy, state, limits.max_output) {
             debug!("std engine: connection: {e}");
         }

@@ -268,15 +268,18 @@ async fn accept_loop<P: Protocol>(
             let _ = stream.set_nodelay(true);
         }
         ctx.accepted.fetch_add(1, Ordering::Relaxed);
-        let info = {
+        let session = if ctx.proto.wants_conn_info() {
             use std::os::fd::AsRawFd;
-            crate::proto::ConnInfo {
+            let info = crate::proto::ConnInfo {
                 peer: stream.peer_addr().ok(),
                 local: stream.local_addr().ok(),
                 fd: Some(i64::from(stream.as_raw_fd())),
-            }
+            };
+            ctx.proto.new_session_for(&info)
+        } else {
+            ctx.proto.new_session()
         };
-        let session = Buffered::new(ctx.proto.new_session_for(&info), ctx.metrics.clone(), ctx.id);
+        let session = Buffered::new(session, ctx.metrics.clone(), ctx.id);
         let (ctx, alive) = (ctx.clone(), alive.clone());
         tokio::spawn(async move {
             if let Err(e) = serve_conn(stream, session, &ctx).await {

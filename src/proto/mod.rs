@@ -168,6 +168,13 @@ pub trait Protocol: Clone + Send + Sync + 'static {
         self.new_session()
     }
 
+    /// Whether [`new_session_for`](Self::new_session_for) uses its [`ConnInfo`]: when
+    /// false (the default) engines skip the system calls that gather it and call
+    /// [`new_session`](Self::new_session).
+    fn wants_conn_info(&self) -> bool {
+        false
+    }
+
     /// Periodic maintenance (expiry sweeps, cached dates), called about once a second from
     /// every event-loop thread, and from one housekeeping thread by the std baseline.
     /// Must be cheap and must not block for long.

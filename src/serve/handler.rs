@@ -86,12 +86,16 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
     type State = ProtoConn<P::Session>;
 
     fn opened(&mut self, conn: &mut Conn<'_>) -> (Self::State, Action) {
-        let info = ConnInfo {
-            peer: conn.peer_addr().socket_addr(),
-            local: conn.local_addr().ok(),
-            fd: Some(i64::from(conn.fd())),
+        let session = if self.proto.wants_conn_info() {
+            let info = ConnInfo {
+                peer: conn.peer_addr().socket_addr(),
+                local: conn.local_addr().ok(),
+                fd: Some(i64::from(conn.fd())),
+            };
+            self.proto.new_session_for(&info)
+        } else {
+            self.proto.new_session()
         };
-        let session = self.proto.new_session_for(&info);
         let cap = self.capture.as_mut().and_then(|h| h.opened(conn));
         (ProtoConn { session, pending: Pending::None, cap }, Action::None)
     }

@@ -335,7 +335,9 @@ mod tests {
         let list = run(&mut a, "CLIENT LIST\r\n");
         let lines: Vec<&str> = list.lines().skip(1).filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), 2, "{list}");
-        assert!(lines[0].starts_with("id=1 addr=203.0.113.5:5000 laddr=127.0.0.1:6380 fd=7 name= "));
+        assert!(
+            lines[0].starts_with("id=1 addr=203.0.113.5:5000 laddr=127.0.0.1:6380 fd=7 name= ")
+        );
         assert!(lines[0].contains(" cmd=client|list "), "{}", lines[0]);
         // IPv6 as Redis writes it: no brackets.
         assert!(lines[1].starts_with("id=2 addr=2001:db8::1:6000 "), "{}", lines[1]);

@@ -165,6 +165,11 @@ impl Protocol for Redis {
         }
     }
 
+    /// `CLIENT LIST` shows addresses and descriptors.
+    fn wants_conn_info(&self) -> bool {
+        true
+    }
+
     /// A session registered for `CLIENT LIST` with `conn`'s addresses and descriptor.
     fn new_session_for(&self, conn: &ConnInfo) -> RedisSession {
         let mut session = self.new_session();
