@@ -296,3 +296,35 @@ fn read_bulk(s: &mut TcpStream) -> String {
     let body = read_n(s, n + 2);
     String::from_utf8_lossy(&body[..n]).into_owned()
 }
+
+#[test]
+fn proxy_capture_records_what_a_sampled_pair_moves_even_with_splice() {
+    use evloop::proxy::health::HealthCheck;
+    use evloop::proxy::run::{ProxyConfig, start};
+    let backend = serve::start(Engine::Reactor, Redis::new(RespConfig::default()), local_config(1))
+        .expect("backend");
+    let path = temp("proxy");
+    let capture =
+        Capture::start(&CaptureSpec { sample: 1, ..CaptureSpec::new(&path) }).expect("capture");
+    let mut settings: Settings = local_config(1).into();
+    settings.reactor.capture = Some(capture.clone());
+    let cfg = ProxyConfig {
+        backends: vec![backend.local_addrs()[0].to_string().parse().expect("spec")],
+        check: HealthCheck::Off,
+        splice: true,
+        ..ProxyConfig::default()
+    };
+    let proxy = start(settings, cfg).expect("proxy");
+    let paddr = proxy.local_addrs()[0];
+    let (sent, got) = redis_session(paddr);
+    let metrics = proxy.render_metrics();
+    assert!(metrics.contains("evloop_capture_connections_total"), "{metrics}");
+    proxy.shutdown().expect("shutdown");
+    capture.finish().expect("finish");
+    let streams = read_streams(&path).expect("read");
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0].server, paddr);
+    assert_eq!(streams[0].bytes(Direction::ToServer), sent);
+    assert_eq!(streams[0].bytes(Direction::ToClient), got);
+    backend.shutdown().expect("backend");
+}

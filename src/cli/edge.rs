@@ -27,8 +27,8 @@ pub struct EdgeArgs {
     pub proxy_header_timeout: Option<Duration>,
     /// Capture a sample of the connections to this pcap file (tcpdump -r, Wireshark;
     /// evloop replay). Loops never wait for the file: when a loop's buffer is full,
-    /// bytes are dropped and counted (evloop_capture_dropped_bytes_total). serve only,
-    /// engine reactor.
+    /// bytes are dropped and counted (evloop_capture_dropped_bytes_total). Engine
+    /// reactor; in proxy a sampled pair is copied even with --splice.
     #[arg(long, value_name = "FILE.pcap")]
     pub capture: Option<PathBuf>,
     /// Capture 1 connection in N.

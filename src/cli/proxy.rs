@@ -16,6 +16,7 @@ use evloop::proxy::balance::Policy;
 use evloop::proxy::health::HealthCheck;
 use evloop::proxy::run::{ProxyConfig, ProxyFlags, run};
 use evloop::proxy::send_proxy::SendProxy;
+use evloop::serve::capture::Capture;
 
 use super::size::parse_duration;
 use super::{NetArgs, Timeout, parse_timeout};
@@ -109,11 +110,11 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
 
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
-    if args.net.edge.capture.is_some() {
-        // Linked pairs move bytes inside the reactor, past the handler's callbacks.
-        return Err("--capture is supported by evloop serve only (not yet by proxy)".into());
-    }
     let mut settings = args.net.settings();
+    if let Some(spec) = args.net.edge.capture_spec() {
+        let capture = Capture::start(&spec).map_err(|e| format!("--capture: {e}"))?;
+        settings.reactor.capture = Some(capture);
+    }
     settings.idle_timeout = args.idle_timeout.0;
     let config = ProxyConfig {
         backends: args.backend,

@@ -22,7 +22,9 @@ use std::time::Duration;
 use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
 use super::send_proxy::SendProxy;
+use crate::capture::Direction;
 use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
+use crate::serve::capture::{Capture, CaptureHook, Captured};
 
 /// What every loop's handler shares: the pool and the data-path settings.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ pub struct Shared {
     pub splice: bool,
     /// Write a PROXY header to each backend connection first (`--send-proxy`).
     pub send_proxy: Option<SendProxy>,
+    /// Sampled traffic capture (`--capture`), when on.
+    pub capture: Option<Arc<Capture>>,
 }
 
 /// A connection's role, the state the reactor keeps next to it.
@@ -52,9 +56,12 @@ pub enum Side {
         tried: Vec<Arc<Backend>>,
         /// The tag of the connect in progress, if any.
         connecting: Option<u64>,
+        /// Set when the client's traffic is sampled for capture.
+        cap: Option<Captured>,
     },
-    /// The proxy's connection to a backend, linked to its client.
-    Upstream(Arc<Backend>),
+    /// The proxy's connection to a backend, linked to its client (with the client's
+    /// capture when it is sampled).
+    Upstream(Arc<Backend>, Option<Captured>),
     /// An outbound connection whose client is gone; closed at once.
     Orphan,
 }
@@ -73,6 +80,10 @@ pub struct ProxyHandler {
     next_tag: u64,
     /// With `send_proxy`: the header for each connect in flight (tag → bytes).
     proxy_headers: HashMap<u64, Vec<u8>>,
+    /// This loop's side of `--capture`.
+    capture: Option<CaptureHook>,
+    /// Sampled clients' captures by the tag of their connect in flight.
+    captures: HashMap<u64, Captured>,
 }
 
 impl ProxyHandler {
@@ -84,7 +95,6 @@ impl ProxyHandler {
             .set_backends(set.backends.iter().map(|b| (b.spec().name.as_str(), b.spec().weight)));
         ProxyHandler {
             loop_id,
-            shared,
             set,
             balancer,
             candidates: Vec::new(),
@@ -92,6 +102,9 @@ impl ProxyHandler {
             pending: HashMap::new(),
             next_tag: 0,
             proxy_headers: HashMap::new(),
+            capture: shared.capture.clone().map(CaptureHook::new),
+            captures: HashMap::new(),
+            shared,
         }
     }
 
@@ -112,6 +125,7 @@ impl ProxyHandler {
         conn: &mut Conn<'_>,
         ip: Option<IpAddr>,
         tried: &mut Vec<Arc<Backend>>,
+        cap: Option<Captured>,
     ) -> Option<u64> {
         self.refresh();
         let pool = &self.shared.pool;
@@ -131,6 +145,9 @@ impl ProxyHandler {
                 log::trace!("loop {}: connecting to {}", self.loop_id, backend.spec().name);
                 tried.push(backend.clone());
                 self.pending.insert(tag, backend);
+                if let Some(c) = cap {
+                    self.captures.insert(tag, c);
+                }
                 if let Some(v) = self.shared.send_proxy {
                     let dest = conn.local_addr().ok();
                     self.proxy_headers.insert(tag, v.header(conn.peer_addr().socket_addr(), dest));
@@ -169,7 +186,9 @@ impl EventHandler for ProxyHandler {
             }
             backend.success(self.shared.pool.health());
             backend.opened(self.loop_id);
-            let opts = LinkOptions { splice: self.shared.splice };
+            let cap = self.captures.remove(&origin.tag);
+            // A sampled pair is copied, not spliced, so its bytes can be recorded.
+            let opts = LinkOptions { splice: self.shared.splice && cap.is_none() };
             let action = match conn.link_with(client, opts) {
                 Ok(()) => Action::None,
                 Err(e) => {
@@ -177,7 +196,7 @@ impl EventHandler for ProxyHandler {
                     Action::Close
                 }
             };
-            return (Side::Upstream(backend), action);
+            return (Side::Upstream(backend, cap), action);
         }
         // A client: hold its bytes in the kernel until its backend is connected.
         conn.pause_reading();
@@ -186,9 +205,10 @@ impl EventHandler for ProxyHandler {
             Peer::Unix => None,
         };
         let mut tried = Vec::new();
-        let connecting = self.connect_next(conn, ip, &mut tried);
+        let cap = self.capture.as_mut().and_then(|h| h.opened(conn));
+        let connecting = self.connect_next(conn, ip, &mut tried, cap);
         let action = if connecting.is_some() { Action::None } else { self.unserved(tried.len()) };
-        (Side::Client { ip, tried, connecting }, action)
+        (Side::Client { ip, tried, connecting, cap }, action)
     }
 
     fn data(&mut self, _: &mut Conn<'_>, _: &mut Side, input: &[u8]) -> (usize, Action) {
@@ -205,17 +225,18 @@ impl EventHandler for ProxyHandler {
         err: io::Error,
     ) -> Action {
         self.proxy_headers.remove(&tag);
+        self.captures.remove(&tag);
         let Some(backend) = self.pending.remove(&tag) else { return Action::Close };
         log::debug!("connect to backend {} failed: {err}", backend.spec().name);
         backend.connect_error(self.loop_id);
         backend.failure(self.shared.pool.health(), &err);
-        let Side::Client { ip, tried, connecting } = state else { return Action::Close };
+        let Side::Client { ip, tried, connecting, cap } = state else { return Action::Close };
         *connecting = None;
         if tried.len() > self.shared.retries as usize {
             return self.unserved(tried.len());
         }
-        let ip = *ip;
-        *connecting = self.connect_next(conn, ip, tried);
+        let (ip, cap) = (*ip, *cap);
+        *connecting = self.connect_next(conn, ip, tried, cap);
         if connecting.is_some() { Action::None } else { self.unserved(tried.len()) }
     }
 
@@ -227,20 +248,36 @@ impl EventHandler for ProxyHandler {
                     b.sent(self.loop_id, n as u64);
                 }
             }
-            Side::Upstream(b) => b.received(self.loop_id, n as u64),
+            Side::Upstream(b, _) => b.received(self.loop_id, n as u64),
             Side::Orphan => {}
+        }
+    }
+
+    #[inline]
+    fn forwarded_data(&mut self, state: &mut Side, data: &[u8]) {
+        let Some(h) = self.capture.as_mut() else { return };
+        match state {
+            Side::Client { cap: Some(c), .. } => h.record(c, Direction::ToServer, data),
+            Side::Upstream(_, Some(c)) => h.record(c, Direction::ToClient, data),
+            _ => {}
         }
     }
 
     fn closed(&mut self, state: Side, _reason: CloseReason) {
         match state {
-            Side::Client { connecting: Some(tag), .. } => {
-                // Its connect, if it completes, finds no entry and closes at once.
-                self.pending.remove(&tag);
-                self.proxy_headers.remove(&tag);
+            Side::Client { connecting, cap, .. } => {
+                if let Some(tag) = connecting {
+                    // Its connect, if it completes, finds no entry and closes at once.
+                    self.pending.remove(&tag);
+                    self.proxy_headers.remove(&tag);
+                    self.captures.remove(&tag);
+                }
+                if let (Some(h), Some(c)) = (self.capture.as_mut(), cap) {
+                    h.closed(&c);
+                }
             }
-            Side::Upstream(b) => b.closed(self.loop_id),
-            Side::Client { .. } | Side::Orphan => {}
+            Side::Upstream(b, _) => b.closed(self.loop_id),
+            Side::Orphan => {}
         }
     }
 }

@@ -20,6 +20,7 @@ use super::pool::{HealthConfig, Pool};
 use super::send_proxy::SendProxy;
 use crate::net::ListenAddr;
 use crate::reactor::{Balance, Running, Server, ServerHandle};
+use crate::serve::capture::Capture;
 use crate::serve::run::{Counters, DEFAULT_DRAIN, Lifecycle, raise_nofile};
 use crate::serve::{Settings, StopHandle};
 
@@ -125,6 +126,8 @@ pub struct Proxy {
     pool: Arc<Pool>,
     config: ProxyConfig,
     checker: Option<Checker>,
+    /// `--capture`, when on (its series are in the metrics).
+    capture: Option<Arc<Capture>>,
 }
 
 /// Starts a proxy: listeners and loops from `settings` (connections are handed to loops
@@ -146,6 +149,7 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         retries: config.retries,
         splice: config.splice,
         send_proxy: config.send_proxy,
+        capture: settings.reactor.capture.clone(),
     });
     let checker = match &config.check {
         HealthCheck::Off => None,
@@ -155,7 +159,8 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         }
     };
     let running = server.start(move |id| ProxyHandler::new(id, shared.clone()))?;
-    Ok(Proxy { running, pool, config, checker })
+    let capture = settings.reactor.capture.clone();
+    Ok(Proxy { running, pool, config, checker, capture })
 }
 
 impl Proxy {
@@ -187,7 +192,7 @@ impl Proxy {
 
     /// The Prometheus text: the reactor's per-loop series and the per-backend ones.
     pub fn render_metrics(&self) -> String {
-        proxy_counters(self.handle(), self.pool.clone()).render()
+        proxy_counters(self.handle(), self.pool.clone(), self.capture.clone()).render()
     }
 
     /// Stops the proxy and waits for its loops.
@@ -217,8 +222,17 @@ fn reload(pool: &Pool, config: &ProxyConfig) -> Result<(Vec<String>, Vec<String>
     Ok((added, removed))
 }
 
-fn proxy_counters(handle: ServerHandle, pool: Arc<Pool>) -> Counters {
-    Counters::new(None, Some(handle)).with_extra(move |out| pool.render_metrics(out))
+fn proxy_counters(
+    handle: ServerHandle,
+    pool: Arc<Pool>,
+    capture: Option<Arc<Capture>>,
+) -> Counters {
+    Counters::new(None, Some(handle)).with_extra(move |out| {
+        pool.render_metrics(out);
+        if let Some(c) = &capture {
+            c.render(out);
+        }
+    })
 }
 
 /// What `evloop proxy` takes beyond [`Settings`] and [`ProxyConfig`].
@@ -280,7 +294,7 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         drain_timeout: flags.drain_timeout.unwrap_or(DEFAULT_DRAIN),
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
-        counters: proxy_counters(handle, pool.clone()),
+        counters: proxy_counters(handle, pool.clone(), settings.reactor.capture.clone()),
         hangup: Some(hangup),
     };
     let addrs: Vec<String> = proxy.listeners().iter().map(|a| a.to_string()).collect();
@@ -295,5 +309,9 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         if settings.reuseport { "on" } else { "off" },
         config.describe(),
     );
-    lifecycle.run(&ready, || proxy.wait())
+    let result = lifecycle.run(&ready, || proxy.wait());
+    if let Some(c) = &settings.reactor.capture {
+        crate::serve::capture::finish_and_log(c);
+    }
+    result
 }

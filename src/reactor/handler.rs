@@ -519,6 +519,13 @@ pub trait EventHandler: 'static {
     #[inline]
     fn forwarded(&mut self, _state: &mut Self::State, _n: usize) {}
 
+    /// The bytes of a forward on the copy path, right after [`forwarded`](Self::forwarded)
+    /// (same reading side's `state`): for a handler that samples traffic (the proxy's
+    /// `--capture`). Not called for bytes moved with `splice(2)` (they never enter user
+    /// space; link without splice to see them). Default: nothing (compiled away).
+    #[inline]
+    fn forwarded_data(&mut self, _state: &mut Self::State, _data: &[u8]) {}
+
     /// After [`ConnHandle::notify_writable`], the connection's pending output (with
     /// what handles have queued for it) dropped to the low watermark.
     fn writable(&mut self, _conn: &mut Conn<'_>, _state: &mut Self::State) -> Action {

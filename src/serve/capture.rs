@@ -1,5 +1,7 @@
-//! Sampled traffic capture for `evloop serve --capture FILE.pcap` (issue 12): the wiring
-//! between the protocol handler and [`crate::capture`].
+//! Sampled traffic capture for `evloop serve --capture FILE.pcap` and `evloop proxy
+//! --capture` (issue 12): the wiring between the handlers and [`crate::capture`]. The
+//! proxy records what its linked pairs move (`EventHandler::forwarded_data`; a sampled
+//! pair is linked without splice so its bytes pass through user space).
 //!
 //! One [`Capture`] per process owns the pcap [`Writer`] (its thread writes the file) and
 //! the [`Sampler`]; each loop's [`ProtoHandler`](super::ProtoHandler) holds a
@@ -187,6 +189,13 @@ impl CaptureHook {
         c.tail = tail;
         if let (Some(buf), Some(new)) = (self.buf.as_mut(), out.get(from..)) {
             buf.record(c.id, Direction::ToClient, new, SystemTime::now());
+        }
+    }
+
+    /// Records `data` going in `dir` on `c` (the proxy: bytes a linked pair moved).
+    pub fn record(&mut self, c: &Captured, dir: Direction, data: &[u8]) {
+        if let Some(buf) = self.buf.as_mut() {
+            buf.record(c.id, dir, data, SystemTime::now());
         }
     }
 

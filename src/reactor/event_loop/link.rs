@@ -158,6 +158,21 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// Runs the handler's `forwarded_data` hook with the `n` bytes just copied from
+    /// `reader` (still in the read buffer).
+    fn forwarded_data(&mut self, reader: usize, n: usize) {
+        let Self { handler, conns, rbuf, .. } = self;
+        let Some(c) = conns.get_mut(reader) else { return };
+        let (state, data) = (&mut c.state, &rbuf[..n]);
+        if let Err(msg) =
+            guard(self.parts.config.catch_panics, || handler.forwarded_data(state, data))
+        {
+            bump(&self.stats.panics, 1);
+            error!("loop {}: forwarded_data panicked: {msg}; closing the pair", self.parts.id);
+            self.close(reader, CloseReason::Panic(msg));
+        }
+    }
+
     /// The read path of linked connection `key`: read, pass to the partner, until the
     /// socket is drained, the partner is full, or the read budget is spent.
     pub(super) fn forward(&mut self, key: usize) {
@@ -187,6 +202,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             self.forwarded(key, n);
+            self.forwarded_data(key, n);
             if n < self.rbuf.len() && self.conns.get(key).is_some_and(|c| !c.has(HUP_SEEN)) {
                 return; // drained: new bytes raise a new edge
             }
