@@ -5,17 +5,19 @@
 //! every engine calls) is registered in the server's [`Registry`] with the addresses the
 //! engine gave (the client's address from a PROXY header when there was one), its
 //! descriptor and its start time; the registration ends when the session is dropped.
-//! What changes per command is kept cheap: [`touch`] stores the command's index and a
-//! millisecond stamp in two relaxed atomics of the session's own entry (no lock), and
-//! `CLIENT LIST`/`INFO` turn them into `cmd=` and `idle=` when asked. The registry's
-//! mutex is taken only at connect, disconnect, `SETNAME` and `CLIENT LIST`.
+//! What changes per command is kept cheap: [`touch`] copies the command's name (at most
+//! 16 bytes, unparsed) and a coarse clock (the registry's, advanced by the protocol's
+//! once-a-second [`tick`]) into three relaxed atomics of the session's own entry: no
+//! lock, no clock read, no lookup. `CLIENT LIST`/`INFO` turn them into `cmd=` and `idle=`
+//! when asked. The registry's mutex is taken only at connect, disconnect, `SETNAME` and
+//! `CLIENT LIST`.
 //!
 //! Lines follow Redis 7's field order; fields this server has no notion of (buffers,
 //! subscriptions, transactions) are reported as an idle Redis reports them.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use slab::Slab;
@@ -25,13 +27,12 @@ use super::commands::{Args, Client, SPECS, lookup};
 use super::reply::{self, OK};
 use crate::proto::ConnInfo;
 
-/// No command yet (`cmd=NULL`).
-const NO_CMD: u16 = u16::MAX;
-
 /// The live clients of one server.
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     clients: Mutex<Slab<Arc<Entry>>>,
+    /// Milliseconds since the server started, as of the last [`tick`].
+    coarse_ms: AtomicU64,
 }
 
 impl Registry {
@@ -49,10 +50,11 @@ pub(super) struct Entry {
     fd: Option<i64>,
     /// Milliseconds since the server started, at connect.
     created_ms: u64,
-    /// Milliseconds since the server started, at the last command.
+    /// Milliseconds since the server started, at the last command (coarse clock).
     active_ms: AtomicU64,
-    /// Index of the last command in [`SPECS`]; [`NO_CMD`] before the first.
-    last_cmd: AtomicU16,
+    /// The last command's name as sent, up to 16 bytes, zero-padded (all zero before
+    /// the first command; all ones for a longer name).
+    last_cmd: [AtomicU64; 2],
     name: Mutex<Option<Vec<u8>>>,
 }
 
@@ -87,22 +89,52 @@ pub(super) fn register(shared: &Arc<Shared>, id: u64, conn: &ConnInfo) -> Regist
         fd: conn.fd,
         created_ms: now,
         active_ms: AtomicU64::new(now),
-        last_cmd: AtomicU16::new(NO_CMD),
+        last_cmd: [AtomicU64::new(0), AtomicU64::new(0)],
         name: Mutex::new(None),
     });
     let key = shared.clients_registry.lock().insert(Arc::clone(&entry));
     Registered { shared: Arc::clone(shared), key, entry }
 }
 
-/// Notes that `client` runs command `a` now (for `cmd=` and `idle=`): two relaxed
+/// Advances the registry's coarse clock (from [`Protocol::tick`], about once a second).
+///
+/// [`Protocol::tick`]: crate::proto::Protocol::tick
+pub(super) fn tick(sh: &Shared) {
+    sh.clients_registry.coarse_ms.store(now_ms(sh), Ordering::Relaxed);
+}
+
+/// Notes that `client` runs command `a` now (for `cmd=` and `idle=`): three relaxed
 /// stores; nothing for an unregistered session.
 #[inline]
 pub(super) fn touch(sh: &Shared, client: &Client, a: &Args<'_>) {
     if let Some(r) = &client.registered {
-        let cmd = lookup(a.get(0)).map_or(NO_CMD, |c| c as u16);
-        r.entry.last_cmd.store(cmd, Ordering::Relaxed);
-        r.entry.active_ms.store(now_ms(sh), Ordering::Relaxed);
+        let name = a.get(0);
+        let mut raw = [0u8; 16];
+        if name.len() <= 16 {
+            raw[..name.len()].copy_from_slice(name);
+        } else {
+            raw = [0xff; 16];
+        }
+        let (lo, hi) = raw.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]));
+        r.entry.last_cmd[0].store(word(lo), Ordering::Relaxed);
+        r.entry.last_cmd[1].store(word(hi), Ordering::Relaxed);
+        let now = sh.clients_registry.coarse_ms.load(Ordering::Relaxed);
+        r.entry.active_ms.store(now, Ordering::Relaxed);
     }
+}
+
+/// The `cmd=` value of `e`'s last command: its name as Redis writes it, `NULL` before
+/// the first command or for an unknown one.
+fn last_cmd(e: &Entry) -> &'static str {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&e.last_cmd[0].load(Ordering::Relaxed).to_le_bytes());
+    raw[8..].copy_from_slice(&e.last_cmd[1].load(Ordering::Relaxed).to_le_bytes());
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(16);
+    lookup(&raw[..len])
+        .and_then(|c| SPECS.get(c as usize))
+        .and_then(|s| std::str::from_utf8(s.1).ok())
+        .unwrap_or("NULL")
 }
 
 fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
@@ -149,7 +181,8 @@ fn info_line(sh: &Shared, e: &Entry, current: Option<&str>, line: &mut String) {
     let age = now.saturating_sub(e.created_ms) / 1000;
     let idle = match current {
         Some(_) => 0,
-        None => now.saturating_sub(e.active_ms.load(Ordering::Relaxed)) / 1000,
+        // The stamp is the coarse clock's (up to a tick behind).
+        None => now.saturating_sub(e.active_ms.load(Ordering::Relaxed) + 999) / 1000,
     };
     let _ = write!(
         line,
@@ -159,16 +192,7 @@ fn info_line(sh: &Shared, e: &Entry, current: Option<&str>, line: &mut String) {
         e.fd.unwrap_or(-1),
         String::from_utf8_lossy(&name),
     );
-    match current {
-        Some(c) => line.push_str(c),
-        None => match e.last_cmd.load(Ordering::Relaxed) {
-            NO_CMD => line.push_str("NULL"),
-            i => {
-                let spec = SPECS.get(usize::from(i)).map_or(&b"NULL"[..], |s| s.1);
-                line.push_str(&String::from_utf8_lossy(spec));
-            }
-        },
-    }
+    line.push_str(current.unwrap_or_else(|| last_cmd(e)));
     line.push_str(" user=default redir=-1 resp=2 lib-name= lib-ver=\n");
 }
 

@@ -179,6 +179,7 @@ impl Protocol for Redis {
 
     /// One bounded active-expiry step ([`Keyspace::active_expire`]).
     fn tick(&self) {
+        client::tick(&self.shared);
         self.shared.keyspace.active_expire();
     }
 }
