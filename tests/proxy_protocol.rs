@@ -407,3 +407,21 @@ fn opened_sees_the_client_and_data_never_sees_the_header() {
     }
     running.shutdown().expect("shutdown");
 }
+
+#[test]
+fn flag_errors_are_reported() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) =
+        run(&["serve", "--engine", "std", "--accept-proxy", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--accept-proxy needs --engine reactor"), "{err}");
+    let (code, err) = run(&["proxy", "--backend", "127.0.0.1:1", "--send-proxy", "v3"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("expected v1 or v2"), "{err}");
+    let (code, err) = run(&["replay", "/nonexistent/x.pcap", "--target", "127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot read /nonexistent/x.pcap"), "{err}");
+}
