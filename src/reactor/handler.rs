@@ -237,7 +237,9 @@ impl Conn<'_> {
         self.out
     }
 
-    /// The peer's address.
+    /// The peer's address: with [`Config::accept_proxy`](super::Config::accept_proxy),
+    /// the client the PROXY header named (see [`socket_peer_addr`](Self::socket_peer_addr)
+    /// for the balancer's).
     pub fn peer_addr(&self) -> Peer {
         self.peer
     }
