@@ -108,7 +108,7 @@ fn tcpdump() -> Option<()> {
 }
 
 #[test]
-fn a_captured_redis_session_reads_back_with_tcpdump_and_read_streams_and_replays() {
+fn captured_redis_session_reads_back_and_replays_tcpdump_part_skipped_without_tcpdump() {
     let path = temp("session");
     let file = path.to_str().expect("utf-8 path");
     let (mut serve, addr) = spawn_serve(&[
@@ -134,7 +134,10 @@ fn a_captured_redis_session_reads_back_with_tcpdump_and_read_streams_and_replays
     assert_eq!(streams[0].server, addr);
 
     match tcpdump() {
-        None => eprintln!("SKIPPED (tcpdump part): tcpdump is not installed (.ci/run installs it)"),
+        None => println!(
+            "SKIPPED captured_redis_session_reads_back_and_replays_tcpdump_part_skipped_without_tcpdump: \
+             no tcpdump (.ci/run installs it)"
+        ),
         Some(()) => {
             let out =
                 Command::new("tcpdump").args(["-n", "-A", "-r", file]).output().expect("tcpdump");
@@ -147,6 +150,9 @@ fn a_captured_redis_session_reads_back_with_tcpdump_and_read_streams_and_replays
                     text[at..].find(word).unwrap_or_else(|| panic!("{word} after {at}: {text}"));
                 at += i + word.len();
             }
+            println!(
+                "ran captured_redis_session_reads_back_and_replays_tcpdump_part_skipped_without_tcpdump"
+            );
         }
     }
 

@@ -311,7 +311,10 @@ fn haproxy() -> Option<String> {
 #[test]
 fn haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy() {
     let Some(haproxy) = haproxy() else {
-        eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy; .ci/run does)");
+        println!(
+            "SKIPPED haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy: \
+             no haproxy (apt-get install haproxy; .ci/run does)"
+        );
         return;
     };
     let ports = [free_port(), free_port()];
@@ -362,6 +365,7 @@ fn haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy() {
     }
     assert_eq!(seen_backends.len(), 2, "round robin over both: {seen_backends:?}");
     let _ = std::fs::remove_dir_all(&dir);
+    println!("ran haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy");
 }
 
 /// On the reactor's own API: `opened` already sees the header's client as
