@@ -30,9 +30,12 @@
 //! a protocol error (Redis does not check).
 
 mod commands;
+mod float;
+mod keys;
 mod keyspace;
 mod parse;
 mod reply;
+mod strings;
 
 #[cfg(test)]
 mod tests;
