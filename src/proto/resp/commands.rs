@@ -309,6 +309,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
                         return None;
                     }
                     e.value.extend_from_slice(value);
+                    e.raw = true;
                     Some(e.value.len())
                 },
                 || value.to_vec(),
@@ -548,6 +549,7 @@ fn incr_by(ks: &Keyspace, key: &[u8], delta: i64, out: &mut Vec<u8>) {
                 None => R::Overflow,
                 Some(v) => {
                     e.value.clear();
+                    e.raw = false;
                     reply::decimal(&mut e.value, v);
                     R::Value(v)
                 }

@@ -7,8 +7,7 @@
 //!
 //! Bounded: inputs longer than Redis's `MAX_LONG_DOUBLE_CHARS` (5 KiB) are refused before
 //! any work, and every intermediate number has at most a few thousand 32-bit limbs.
-//! Not supported (refused as "not a valid float"): hexadecimal floats such as `0x1p3`,
-//! which `strtold` would accept.
+//! Hexadecimal floats (`0x1.8p3`) are accepted, as `strtold` accepts them.
 
 use std::cmp::Ordering;
 
@@ -241,6 +240,9 @@ impl F80 {
         if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
             return Some(F80 { neg, inf: true, mant: 0, exp: 0 });
         }
+        if body.len() > 2 && body[0] == b'0' && (body[1] | 0x20) == b'x' {
+            return F80::parse_hex(neg, &body[2..]);
+        }
         let mut d = Big(Vec::new());
         let (mut digits, mut frac, mut seen_dot, mut i) = (0u64, 0i64, false, 0);
         while i < body.len() {
@@ -328,6 +330,75 @@ impl F80 {
             return None; // Underflow to zero: ERANGE, refused by Redis.
         }
         Some(r)
+    }
+
+    /// The digits after `0x` of a hexadecimal float (`strtold`'s `1.8p3` syntax).
+    fn parse_hex(neg: bool, s: &[u8]) -> Option<F80> {
+        let mut m = Big(Vec::new());
+        let (mut digits, mut frac, mut seen_dot, mut i) = (0i64, 0i64, false, 0);
+        while i < s.len() {
+            let c = s[i];
+            if let Some(v) = (c as char).to_digit(16) {
+                if !(m.is_zero() && v == 0) {
+                    if m.bits() > 20_000 {
+                        return None;
+                    }
+                    m.mul_add_small(16, v);
+                    if seen_dot {
+                        frac += 1;
+                    }
+                } else if seen_dot {
+                    frac += 1;
+                }
+                digits += 1;
+            } else if c == b'.' && !seen_dot {
+                seen_dot = true;
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        if digits == 0 {
+            return None;
+        }
+        let mut e2: i64 = 0;
+        if i < s.len() {
+            if s[i] | 0x20 != b'p' {
+                return None;
+            }
+            i += 1;
+            let eneg = match s.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let rest = &s[i..];
+            if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            for &c in rest {
+                e2 = (e2 * 10 + i64::from(c - b'0')).min(1_000_000);
+            }
+            if eneg {
+                e2 = -e2;
+            }
+        }
+        if m.is_zero() {
+            return Some(F80 { neg, ..F80::ZERO });
+        }
+        let exp = e2 - 4 * frac;
+        let top = exp + m.bits() as i64 - 1;
+        if top > MAX_TOP || top < MIN_BOTTOM - 1 {
+            return None;
+        }
+        let r = F80::round(neg, &m, exp, false)?;
+        (r.mant != 0).then_some(r)
     }
 
     /// `self + o` rounded to nearest-even; None when the result is infinite or NaN.
@@ -489,6 +560,8 @@ mod tests {
         assert_eq!(big.len(), 4000);
         assert!(big.starts_with("99999999999999999999654638730996237849324925835069576313015"));
         assert!(big.ends_with("6648276349901340672"));
+        assert_eq!(inc("0x10", "-0.1").as_deref(), Some("15.9"));
+        assert_eq!(inc("0x1.8p3", "0").as_deref(), Some("12"));
         assert_eq!(inc("0", "inf"), None);
         assert_eq!(inc("1e4932", "1e4932"), None);
     }
@@ -496,14 +569,27 @@ mod tests {
     #[test]
     fn parse_refuses_what_redis_refuses() {
         for bad in [
-            "", " 1", "1 ", "abc", "1e", "1e+", "nan", "-nan", "1.2.3", "0x10", "1e5000",
-            "1e-5000", ".",
+            "", " 1", "1 ", "abc", "1e", "1e+", "nan", "-nan", "1.2.3", "0x", "0xp3", "0x1p",
+            "1e5000", "1e-5000", ".",
         ] {
             assert!(F80::parse(bad.as_bytes()).is_none(), "{bad:?}");
         }
-        for good in
-            ["1", "+1", "-1", "1.", ".5", "1e3", "1E-3", "inf", "-Infinity", "0e99999", "00012"]
-        {
+        for good in [
+            "1",
+            "+1",
+            "-1",
+            "1.",
+            ".5",
+            "1e3",
+            "1E-3",
+            "inf",
+            "-Infinity",
+            "0e99999",
+            "00012",
+            "0x10",
+            "0X1.8p3",
+            "-0x.8",
+        ] {
             assert!(F80::parse(good.as_bytes()).is_some(), "{good:?}");
         }
         assert!(F80::parse(&[b'1'; 6000]).is_none());

@@ -234,6 +234,10 @@ fn bit_at(p: &[u8], i: u64) -> bool {
 
 /// Set bits of `p` in bit positions `[bs, be]`.
 fn count_bits(p: &[u8], bs: u64, be: u64) -> u64 {
+    let Some(last) = (p.len() as u64 * 8).checked_sub(1) else {
+        return 0;
+    };
+    let be = be.min(last);
     let (mut i, mut n) = (bs, 0u64);
     while i <= be {
         if i & 7 == 0 && i + 7 <= be {
@@ -249,6 +253,7 @@ fn count_bits(p: &[u8], bs: u64, be: u64) -> u64 {
 
 /// The first bit equal to `bit` in positions `[bs, be]` of `p`.
 fn find_bit(p: &[u8], bs: u64, be: u64, bit: bool) -> Option<u64> {
+    let be = be.min((p.len() as u64 * 8).checked_sub(1)?);
     let mut i = bs;
     while i <= be {
         if i & 7 == 0 && i + 7 <= be {
@@ -294,7 +299,7 @@ pub(super) fn bitcount(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
         };
         let p = &e.value;
         let n = match a.len() {
-            2 => count_bits(p, 0, (p.len() as u64 * 8).wrapping_sub(1)),
+            2 => count_bits(p, 0, u64::MAX),
             4 | 5 => {
                 let (Some(start), Some(end)) = (parse_i64(a.get(2)), parse_i64(a.get(3))) else {
                     return reply::raw(out, NOT_INTEGER);
