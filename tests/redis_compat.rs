@@ -383,7 +383,7 @@ fn run_all(addr: SocketAddr, cmds: &[Vec<Vec<u8>>]) -> Vec<Vec<u8>> {
 }
 
 /// The differential command list: one command a line, words split on spaces, `""` for
-/// an empty argument, `\0` and `\xff` for those bytes. Deterministic commands only (no
+/// an empty argument, `\0`, `\xNN` and the other `escape_ascii` escapes for bytes. Deterministic commands only (no
 /// TIME, RANDOMKEY, SCAN cursors, TTLs that depend on timing).
 const DIFF_COMMANDS: &str = include_str!("redis_compat_commands.txt");
 
@@ -405,9 +405,8 @@ fn parse_commands() -> Vec<(bool, Vec<Vec<u8>>)> {
                 .split(' ')
                 .map(|w| match w {
                     "\"\"" => Vec::new(),
-                    w => w.replace("\\0", "\0").replace("\\xff", "\u{ff}").into_bytes(),
+                    w => unescape(w),
                 })
-                .map(|w| if w == "\u{ff}".as_bytes() { vec![0xff] } else { w })
                 .collect();
             (cmp, words)
         })
@@ -424,6 +423,7 @@ fn unescape(s: &str) -> Vec<u8> {
                 b'r' => out.push(b'\r'),
                 b'n' => out.push(b'\n'),
                 b't' => out.push(b'\t'),
+                b'0' => out.push(0),
                 b'x' => {
                     let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
                     out.push(u8::from_str_radix(hex, 16).unwrap());
