@@ -394,7 +394,7 @@ impl F80 {
         }
         let exp = e2 - 4 * frac;
         let top = exp + m.bits() as i64 - 1;
-        if top > MAX_TOP || top < MIN_BOTTOM - 1 {
+        if !(MIN_BOTTOM - 1..=MAX_TOP).contains(&top) {
             return None;
         }
         let r = F80::round(neg, &m, exp, false)?;
