@@ -517,7 +517,14 @@ impl Keyspace {
     /// ~100 ms expire cycle does; see the module docs).
     pub fn len(&self) -> usize {
         let now = self.now();
-        (0..SHARDS).map(|i| self.lock_index(i).live_len(now)).sum()
+        (0..SHARDS)
+            .map(|i| {
+                let mut sh = self.lock_index(i);
+                // Reclaim a bounded number on the way, so counting stays cheap.
+                sh.sweep(now, SWEEP_BATCH);
+                sh.live_len(now)
+            })
+            .sum()
     }
 
     /// Whether there are no live keys (see [`Keyspace::len`]).

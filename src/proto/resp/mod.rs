@@ -9,25 +9,49 @@
 //! Layout:
 //! - `parse.rs`: the request parser, zero-copy for multibulk arguments, resumable for
 //!   large requests that arrive in pieces;
-//! - `keyspace.rs`: [`Keyspace`], 64 sharded maps with lazy and active expiry;
-//! - `commands.rs`: command execution;
+//! - `keyspace.rs`: [`Keyspace`], 64 sharded maps with lazy expiry and an expiry index
+//!   for exact, time-bounded active expiry;
+//! - `commands.rs`: command lookup, arity, dispatch and the core commands;
+//! - `strings.rs`: the rest of the string family (ranges, bits, `LCS`, `INCRBYFLOAT`);
+//! - `float.rs`: 80-bit `long double` emulation, so `INCRBYFLOAT` rounds and prints as
+//!   Redis does on x86-64;
+//! - `keys.rs`: keyspace commands (`KEYS`, `SCAN`, `RENAME`, `COPY`, `OBJECT`, ...);
 //! - `reply.rs`: reply encoding.
 //!
-//! Supported commands: `PING ECHO SET GET GETSET GETDEL SETNX SETEX PSETEX DEL UNLINK
-//! EXISTS INCR DECR INCRBY DECRBY APPEND STRLEN MGET MSET MSETNX EXPIRE PEXPIRE TTL PTTL
-//! PERSIST TYPE DBSIZE FLUSHDB FLUSHALL SELECT QUIT COMMAND CONFIG INFO CLIENT`. `HELLO`
-//! is answered as by a RESP2-only server (unknown command), so clients fall back to RESP2.
+//! Supported commands (replies and error texts as Redis 7.0's, checked byte for byte
+//! against redis-server 7.0.15 by `tests/redis_compat.rs`):
+//! - strings: `GET SET` (`NX XX GET EX PX EXAT PXAT KEEPTTL`) `GETSET GETDEL GETEX SETNX
+//!   SETEX PSETEX MGET MSET MSETNX APPEND STRLEN GETRANGE SUBSTR SETRANGE LCS SETBIT
+//!   GETBIT BITCOUNT BITPOS`;
+//! - counters: `INCR DECR INCRBY DECRBY INCRBYFLOAT`;
+//! - expiry: `EXPIRE PEXPIRE EXPIREAT PEXPIREAT` (`NX XX GT LT`) `TTL PTTL EXPIRETIME
+//!   PEXPIRETIME PERSIST`;
+//! - keyspace: `DEL UNLINK EXISTS TOUCH TYPE KEYS SCAN RANDOMKEY RENAME RENAMENX COPY
+//!   OBJECT DBSIZE FLUSHDB FLUSHALL TIME`;
+//! - connection and server: `PING ECHO SELECT QUIT COMMAND CONFIG INFO CLIENT`.
+//!
+//! `HELLO` is answered as by a RESP2-only server (unknown command), so clients fall back
+//! to RESP2. Commands of other data types (lists, hashes, sets, sorted sets, streams)
+//! are unknown commands.
 //!
 //! Protocol errors (malformed requests, limits exceeded) are answered with Redis's
 //! `-ERR Protocol error: ...` reply in [`ProtoError::reply`] and close the connection;
 //! command errors are ordinary replies.
 //!
 //! Differences from Redis worth knowing: one database (`SELECT 0` only); string values
-//! only; multi-key commands lock one key's shard at a time, so they are not atomic with
-//! respect to other connections; a whole request is limited by
-//! [`RespConfig::max_request`] (Redis's `client-query-buffer-limit` closes silently, this
-//! replies `-ERR Protocol error: too big request`); a bulk payload not followed by CRLF is
-//! a protocol error (Redis does not check).
+//! only; multi-key commands (`MSET`, `DEL a b`, `RENAME`, `COPY`) lock one key's shard at
+//! a time, so they are not atomic with respect to other connections; a whole request is
+//! limited by [`RespConfig::max_request`] (Redis's `client-query-buffer-limit` closes
+//! silently, this replies `-ERR Protocol error: too big request`); a bulk payload not
+//! followed by CRLF is a protocol error (Redis does not check). [`RespConfig::max_bulk`]
+//! plays the part of `proto-max-bulk-len` for values too (`APPEND`, `SETRANGE`, `SETBIT`
+//! and `LCS`'s table are limited by it; Redis's default is 512 MB, evloop's 16 MiB).
+//! Expired keys are never counted or listed (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`), so a
+//! key vanishes exactly at its deadline where Redis takes up to ~100 ms; their memory is
+//! reclaimed by the time-bounded sweep on each loop's tick. `OBJECT ENCODING` of an
+//! `INCRBYFLOAT` result that looks like an integer is `int` (Redis: `embstr`).
+//! `EXPIREAT` and `EXPIRETIME` use the wall clock read when the keyspace was created plus
+//! the monotonic clock since, so a wall-clock step later does not move deadlines.
 
 mod commands;
 mod float;
