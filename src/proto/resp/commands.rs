@@ -45,6 +45,8 @@ pub(super) struct Client {
     pub(super) id: u64,
     /// `CLIENT SETNAME`.
     pub(super) name: Option<Vec<u8>>,
+    /// The selected database (`SELECT`).
+    pub(super) db: usize,
 }
 
 macro_rules! commands {
@@ -128,6 +130,8 @@ commands! {
     Touch b"touch" -2,
     Object b"object" -2,
     Time b"time" 1,
+    Move b"move" 3,
+    SwapDb b"swapdb" 3,
 }
 
 /// Looks a command up by name, case-insensitively, without allocating.
@@ -202,7 +206,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         wrong_arity(out, name);
         return false;
     }
-    let ks = &sh.keyspace;
+    let ks = sh.db(client.db);
     match cmd {
         Cmd::Get => {
             let key = a.get(1);
@@ -361,15 +365,20 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             if a.len() > 2 || (a.len() == 2 && !opt_ok(a.get(1))) {
                 reply::raw(out, SYNTAX_ERR);
             } else {
-                ks.clear();
+                if cmd == Cmd::FlushAll {
+                    sh.dbs.iter().for_each(Keyspace::clear);
+                } else {
+                    ks.clear();
+                }
                 reply::raw(out, OK);
             }
         }
-        Cmd::Select => match parse_i64(a.get(1)).and_then(|v| i32::try_from(v).ok()) {
-            None => reply::error(out, b"ERR invalid DB index"),
-            Some(0) => reply::raw(out, OK),
-            Some(_) => reply::error(out, b"ERR DB index is out of range"),
-        },
+        Cmd::Select => {
+            if let Some(db) = db_arg(a.get(1), out) {
+                client.db = db;
+                reply::raw(out, OK);
+            }
+        }
         Cmd::Quit => {
             reply::raw(out, OK);
             return true;
@@ -396,12 +405,40 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::RandomKey => keys::randomkey(ks, out),
         Cmd::Rename => keys::rename(ks, a, false, out),
         Cmd::RenameNx => keys::rename(ks, a, true, out),
-        Cmd::Copy => keys::copy(ks, a, out),
+        Cmd::Copy => keys::copy(sh, client.db, a, out),
+        Cmd::Move => keys::move_key(sh, client.db, a, out),
+        Cmd::SwapDb => keys::swapdb(sh, a, out),
         Cmd::Touch => keys::touch(ks, a, out),
         Cmd::Object => keys::object(ks, a, out),
         Cmd::Time => keys::time(out),
     }
     false
+}
+
+/// Reads a database number as Redis's `getIntFromObjectOrReply` and `selectDb` do,
+/// replying the error (not an integer; outside `int`; not a database) and returning None.
+pub(super) fn db_arg(arg: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let Some(v) = parse_i64(arg) else {
+        reply::raw(out, NOT_INTEGER);
+        return None;
+    };
+    let Ok(v) = i32::try_from(v) else {
+        reply::error(
+            out,
+            b"ERR value is out of range, value must between -2147483648 and 2147483647",
+        );
+        return None;
+    };
+    let db = db_index(v);
+    if db.is_none() {
+        reply::error(out, b"ERR DB index is out of range");
+    }
+    db
+}
+
+/// A database number if it is in range.
+pub(super) fn db_index(db: i32) -> Option<usize> {
+    usize::try_from(db).ok().filter(|&d| d < super::DATABASES)
 }
 
 /// Milliseconds in `d`, rounded up.
@@ -779,7 +816,7 @@ fn config(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         let params: [(&str, String); 9] = [
             ("save", String::new()),
             ("appendonly", "no".into()),
-            ("databases", "1".into()),
+            ("databases", super::DATABASES.to_string()),
             ("maxmemory", "0".into()),
             ("maxmemory-policy", "noeviction".into()),
             ("maxclients", "10000".into()),
@@ -850,14 +887,12 @@ fn info(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         ));
     }
     if want("keyspace") {
-        let keys = sh.keyspace.len();
         let mut s = String::from("# Keyspace\r\n");
-        if keys > 0 {
-            s.push_str(&format!(
-                "db0:keys={},expires={},avg_ttl=0\r\n",
-                keys,
-                sh.keyspace.expires()
-            ));
+        for i in 0..super::DATABASES {
+            let (keys, expires) = (sh.db(i).len(), sh.db(i).expires());
+            if keys > 0 {
+                s.push_str(&format!("db{i}:keys={keys},expires={expires},avg_ttl=0\r\n"));
+            }
         }
         sections.push(s);
     }
@@ -883,7 +918,7 @@ fn client_cmd(client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) {
     let info_line = |client: &Client| {
         let mut line = format!("id={} addr=? laddr=? fd=-1 name=", client.id).into_bytes();
         line.extend_from_slice(client.name.as_deref().unwrap_or_default());
-        line.extend_from_slice(b" db=0\n");
+        line.extend_from_slice(format!(" db={}\n", client.db).as_bytes());
         line
     };
     if sub.eq_ignore_ascii_case(b"setname") {

@@ -1,13 +1,16 @@
-//! Keyspace commands: `KEYS`, `SCAN`, `RANDOMKEY`, `RENAME`/`RENAMENX`, `COPY`, `TOUCH`,
-//! `OBJECT`, `EXPIRETIME`/`PEXPIRETIME` and `TIME`, worded as Redis 7.0 words them.
+//! Keyspace commands: `KEYS`, `SCAN`, `RANDOMKEY`, `RENAME`/`RENAMENX`, `COPY`, `MOVE`,
+//! `SWAPDB`, `TOUCH`, `OBJECT`, `EXPIRETIME`/`PEXPIRETIME` and `TIME`, worded as Redis
+//! 7.0 words them.
 //!
-//! Like the other multi-key commands, `RENAME` and `COPY` lock one key's shard at a time,
+//! Like the other multi-key commands, `RENAME`, `COPY` and `MOVE` lock one key's shard at
+//! a time,
 //! so another connection may briefly see neither or both keys (Redis runs them
 //! atomically). `SCAN`'s cursor is described at [`Keyspace::scan`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::commands::{Args, glob_match, wrong_arity};
+use super::Shared;
+use super::commands::{Args, db_arg, db_index, glob_match, wrong_arity};
 use super::keyspace::Keyspace;
 use super::parse::parse_i64;
 use super::reply::{self, NIL, NOT_INTEGER, OK, ONE, SYNTAX_ERR, ZERO};
@@ -126,25 +129,19 @@ pub(super) fn rename(ks: &Keyspace, a: &Args<'_>, nx: bool, out: &mut Vec<u8>) {
     reply::raw(out, if nx { ONE } else { OK });
 }
 
-/// `COPY src dst [DB db] [REPLACE]` (one database: `DB 0` only).
-pub(super) fn copy(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
+/// `COPY src dst [DB db] [REPLACE]`, from the selected database `db`.
+pub(super) fn copy(sh: &Shared, db: usize, a: &Args<'_>, out: &mut Vec<u8>) {
     let mut replace = false;
+    let mut dst_db = db;
     let mut j = 3;
     while j < a.len() {
         let opt = a.get(j);
         if opt.eq_ignore_ascii_case(b"replace") {
             replace = true;
         } else if opt.eq_ignore_ascii_case(b"db") && j + 1 < a.len() {
-            match parse_i64(a.get(j + 1)).and_then(|v| i32::try_from(v).ok()) {
-                None => {
-                    reply::raw(out, NOT_INTEGER);
-                    return;
-                }
-                Some(0) => {}
-                Some(_) => {
-                    reply::error(out, b"ERR DB index is out of range");
-                    return;
-                }
+            match db_arg(a.get(j + 1), out) {
+                Some(d) => dst_db = d,
+                None => return,
             }
             j += 1;
         } else {
@@ -153,22 +150,77 @@ pub(super) fn copy(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
         }
         j += 1;
     }
-    let (src, dst, mut now) = (a.get(1), a.get(2), ks.clock());
-    if src == dst {
+    let (src, dst) = (a.get(1), a.get(2));
+    if db == dst_db && src == dst {
         reply::error(out, b"ERR source and destination objects are the same");
         return;
     }
-    let Some(entry) = ks.shard(src).clone_live(src, &mut now) else {
+    let (from, to) = (sh.db(db), sh.db(dst_db));
+    let mut now = from.clock();
+    let Some(entry) = from.shard(src).clone_live(src, &mut now) else {
         reply::raw(out, ZERO);
         return;
     };
-    let mut shard = ks.shard(dst);
+    let mut now = to.clock();
+    let mut shard = to.shard(dst);
     if !replace && shard.contains(dst, &mut now) {
         reply::raw(out, ZERO);
         return;
     }
     shard.put(dst, entry);
     reply::raw(out, ONE);
+}
+
+/// `MOVE key db`, from the selected database `db`.
+pub(super) fn move_key(sh: &Shared, db: usize, a: &Args<'_>, out: &mut Vec<u8>) {
+    let Some(dst_db) = db_arg(a.get(2), out) else {
+        return;
+    };
+    if dst_db == db {
+        reply::error(out, b"ERR source and destination objects are the same");
+        return;
+    }
+    let key = a.get(1);
+    let (from, to) = (sh.db(db), sh.db(dst_db));
+    let mut now = from.clock();
+    if !from.shard(key).contains(key, &mut now) {
+        reply::raw(out, ZERO);
+        return;
+    }
+    // One shard locked at a time (two MOVEs in opposite directions must not deadlock).
+    let mut to_now = to.clock();
+    if to.shard(key).contains(key, &mut to_now) {
+        reply::raw(out, ZERO);
+        return;
+    }
+    let taken = from.shard(key).take_live(key, &mut now);
+    match taken {
+        Some(entry) => {
+            to.shard(key).put(key, entry);
+            reply::raw(out, ONE);
+        }
+        None => reply::raw(out, ZERO),
+    }
+}
+
+/// `SWAPDB a b`.
+pub(super) fn swapdb(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
+    let index = |arg: &[u8]| parse_i64(arg).and_then(|v| i32::try_from(v).ok());
+    let Some(x) = index(a.get(1)) else {
+        reply::error(out, b"ERR invalid first DB index");
+        return;
+    };
+    let Some(y) = index(a.get(2)) else {
+        reply::error(out, b"ERR invalid second DB index");
+        return;
+    };
+    match (db_index(x), db_index(y)) {
+        (Some(x), Some(y)) => {
+            sh.swap_dbs(x, y);
+            reply::raw(out, OK);
+        }
+        _ => reply::error(out, b"ERR DB index is out of range"),
+    }
 }
 
 /// `TOUCH key...`: the number of keys that exist.

@@ -658,6 +658,11 @@ impl Keyspace {
     /// front of its expiry index, taking the shard's lock for at most `SWEEP_BATCH` keys
     /// at a time. Stops after about 1 ms; the next call continues there.
     pub fn active_expire(&self) -> SweepStats {
+        self.active_expire_within(SWEEP_BUDGET)
+    }
+
+    /// [`Keyspace::active_expire`] with a time budget of `budget`.
+    pub fn active_expire_within(&self, budget: Duration) -> SweepStats {
         let start = Instant::now();
         let now = self.now();
         let mut stats = SweepStats::default();
@@ -668,7 +673,7 @@ impl Keyspace {
                 let n = self.lock_index(idx).sweep(now, SWEEP_BATCH);
                 stats.examined += n;
                 stats.deleted += n;
-                if start.elapsed() > SWEEP_BUDGET {
+                if start.elapsed() > budget {
                     self.sweep_next.store(idx, Ordering::Relaxed);
                     return stats;
                 }

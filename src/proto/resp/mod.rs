@@ -28,6 +28,7 @@
 //!   PEXPIRETIME PERSIST`;
 //! - keyspace: `DEL UNLINK EXISTS TOUCH TYPE KEYS SCAN RANDOMKEY RENAME RENAMENX COPY
 //!   OBJECT DBSIZE FLUSHDB FLUSHALL TIME`;
+//! - databases: `SELECT MOVE SWAPDB` (and `COPY ... DB n`);
 //! - connection and server: `PING ECHO SELECT QUIT COMMAND CONFIG INFO CLIENT`.
 //!
 //! `HELLO` is answered as by a RESP2-only server (unknown command), so clients fall back
@@ -38,8 +39,11 @@
 //! `-ERR Protocol error: ...` reply in [`ProtoError::reply`] and close the connection;
 //! command errors are ordinary replies.
 //!
-//! Differences from Redis worth knowing: one database (`SELECT 0` only); string values
-//! only; multi-key commands (`MSET`, `DEL a b`, `RENAME`, `COPY`) lock one key's shard at
+//! Databases: 16 (`SELECT 0..15`, `MOVE`, `SWAPDB`, `COPY ... DB n`), each its own
+//! [`Keyspace`]; `SWAPDB` swaps two entries of a logical→physical table, so clients see
+//! the other database's data at once, as in Redis.
+//!
+//! Differences from Redis worth knowing: string values only; multi-key commands (`MSET`, `DEL a b`, `RENAME`, `COPY`) lock one key's shard at
 //! a time, so they are not atomic with respect to other connections; a whole request is
 //! limited by [`RespConfig::max_request`] (Redis's `client-query-buffer-limit` closes
 //! silently, this replies `-ERR Protocol error: too big request`); a bulk payload not
@@ -64,8 +68,8 @@ mod strings;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Progress, ProtoError, Protocol, Session};
@@ -103,17 +107,48 @@ impl Default for RespConfig {
     }
 }
 
+/// Number of databases (`SELECT 0..15`, Redis's default).
+pub const DATABASES: usize = 16;
+
+/// Time budget of one tick's active expiry, all databases together.
+const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Server-wide state shared by all sessions and clones.
 #[derive(Debug)]
 struct Shared {
     cfg: RespConfig,
-    keyspace: Keyspace,
+    /// The databases (`SELECT 0..15`), by physical index.
+    dbs: Box<[Keyspace]>,
+    /// Logical database → physical index into `dbs` (`SWAPDB` swaps two entries).
+    db_map: [AtomicUsize; DATABASES],
+    /// Serializes `SWAPDB`s.
+    swap_lock: Mutex<()>,
+    /// The database whose sweep runs first on the next tick (round-robin).
+    sweep_db: AtomicUsize,
     started: Instant,
     next_client_id: AtomicU64,
     /// Sessions alive now (`connected_clients`).
     clients: AtomicUsize,
     /// Sessions ever created (`total_connections_received`).
     connections: AtomicU64,
+}
+
+impl Shared {
+    /// The keyspace of logical database `i` (taken modulo [`DATABASES`]).
+    #[inline]
+    fn db(&self, i: usize) -> &Keyspace {
+        let phys = self.db_map[i % DATABASES].load(Ordering::Acquire);
+        &self.dbs[phys % DATABASES]
+    }
+
+    /// `SWAPDB a b`.
+    fn swap_dbs(&self, a: usize, b: usize) {
+        let _g = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let pa = self.db_map[a].load(Ordering::Acquire);
+        let pb = self.db_map[b].load(Ordering::Acquire);
+        self.db_map[a].store(pb, Ordering::Release);
+        self.db_map[b].store(pa, Ordering::Release);
+    }
 }
 
 /// The Redis protocol: configuration and one keyspace shared by every clone (one clone
@@ -129,7 +164,10 @@ impl Redis {
         Redis {
             shared: Arc::new(Shared {
                 cfg,
-                keyspace: Keyspace::new(),
+                dbs: (0..DATABASES).map(|_| Keyspace::new()).collect(),
+                db_map: std::array::from_fn(AtomicUsize::new),
+                swap_lock: Mutex::new(()),
+                sweep_db: AtomicUsize::new(0),
                 started: Instant::now(),
                 next_client_id: AtomicU64::new(0),
                 clients: AtomicUsize::new(0),
@@ -138,9 +176,9 @@ impl Redis {
         }
     }
 
-    /// The keyspace shared by all clones (for tests and metrics).
+    /// Database 0's keyspace, shared by all clones (for tests and metrics).
     pub fn keyspace(&self) -> &Keyspace {
-        &self.shared.keyspace
+        self.shared.db(0)
     }
 
     /// The limits this server was made with.
@@ -169,13 +207,23 @@ impl Protocol for Redis {
         RedisSession {
             shared: Arc::clone(&self.shared),
             parser: Parser::default(),
-            client: Client { id, name: None },
+            client: Client { id, name: None, db: 0 },
         }
     }
 
-    /// One bounded active-expiry step ([`Keyspace::active_expire`]).
+    /// One bounded active-expiry step over the databases ([`Keyspace::active_expire`]),
+    /// about 1 ms in all, starting from a different database each time.
     fn tick(&self) {
-        self.shared.keyspace.active_expire();
+        let sh = &self.shared;
+        let start = Instant::now();
+        let first = sh.sweep_db.fetch_add(1, Ordering::Relaxed);
+        for i in 0..DATABASES {
+            let left = SWEEP_BUDGET.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            sh.dbs[(first + i) % DATABASES].active_expire_within(left);
+        }
     }
 }
 

@@ -438,10 +438,15 @@ fn dbsize_flush_select() {
     assert_eq!(q(&r, "DBSIZE x"), "-ERR wrong number of arguments for 'dbsize' command\r\n");
     assert_eq!(r.keyspace().len(), 0);
     assert_eq!(q(&r, "SELECT 0"), "+OK\r\n");
-    assert_eq!(q(&r, "SELECT 1"), "-ERR DB index is out of range\r\n");
+    assert_eq!(q(&r, "SELECT 1"), "+OK\r\n");
+    assert_eq!(q(&r, "SELECT 15"), "+OK\r\n");
+    assert_eq!(q(&r, "SELECT 16"), "-ERR DB index is out of range\r\n");
     assert_eq!(q(&r, "SELECT -1"), "-ERR DB index is out of range\r\n");
-    assert_eq!(q(&r, "SELECT abc"), "-ERR invalid DB index\r\n");
-    assert_eq!(q(&r, "SELECT 99999999999"), "-ERR invalid DB index\r\n");
+    assert_eq!(q(&r, "SELECT abc"), "-ERR value is not an integer or out of range\r\n");
+    assert_eq!(
+        q(&r, "SELECT 99999999999"),
+        "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
+    );
     assert_eq!(q(&r, "SELECT"), "-ERR wrong number of arguments for 'select' command\r\n");
 }
 
@@ -1187,4 +1192,45 @@ fn object_and_time() {
     assert_eq!(q(&r, "OBJECT nope n"), "-ERR unknown subcommand 'nope'. Try OBJECT HELP.\r\n");
     let t = q(&r, "TIME");
     assert!(t.starts_with("*2\r\n$10\r\n"), "{t:?}");
+}
+
+#[test]
+fn databases_are_separate() {
+    let r = server();
+    let mut s = sim(&r);
+    let mut run = |cmds: &[&str]| -> String {
+        let mut input = String::new();
+        for c in cmds {
+            input.push_str(c);
+            input.push_str("\r\n");
+        }
+        s.feed(input.as_bytes());
+        String::from_utf8(std::mem::take(&mut s.out)).unwrap()
+    };
+    assert_eq!(
+        run(&["SET k zero", "SELECT 3", "GET k", "SET k three", "DBSIZE"]),
+        "+OK\r\n+OK\r\n$-1\r\n+OK\r\n:1\r\n"
+    );
+    assert_eq!(run(&["CLIENT INFO"]).contains("db=3"), true);
+    assert_eq!(
+        run(&["MOVE k 0", "MOVE k 3", "MOVE k 16", "MOVE k x"]),
+        ":0\r\n-ERR source and destination objects are the same\r\n-ERR DB index is out of range\r\n-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        run(&["MOVE k 4", "DBSIZE", "SELECT 4", "GET k", "COPY k k2 DB 3", "SELECT 3", "GET k2"]),
+        ":1\r\n:0\r\n+OK\r\n$5\r\nthree\r\n:1\r\n+OK\r\n$5\r\nthree\r\n"
+    );
+    assert_eq!(
+        run(&["SWAPDB 0 3", "GET k", "GET k2", "SELECT 0", "GET k2"]),
+        "+OK\r\n$4\r\nzero\r\n$-1\r\n+OK\r\n$5\r\nthree\r\n"
+    );
+    assert_eq!(r.keyspace().get(b"k2"), Some(b"three".to_vec()), "db 0 is the swapped one");
+    assert_eq!(
+        run(&["SWAPDB x 1", "SWAPDB 1 x", "SWAPDB 0 16", "SWAPDB 2 2"]),
+        "-ERR invalid first DB index\r\n-ERR invalid second DB index\r\n-ERR DB index is out of range\r\n+OK\r\n"
+    );
+    assert_eq!(
+        run(&["FLUSHDB", "DBSIZE", "SELECT 4", "DBSIZE", "FLUSHALL", "DBSIZE"]),
+        "+OK\r\n:0\r\n+OK\r\n:1\r\n+OK\r\n:0\r\n"
+    );
 }
