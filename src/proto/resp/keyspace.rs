@@ -116,6 +116,9 @@ pub(super) struct Entry {
     /// Whether the value was modified in place (`APPEND`, `SETRANGE`, `SETBIT`), which
     /// makes Redis report the `raw` encoding whatever the value.
     pub(super) raw: bool,
+    /// Whether the value was made as text even if it looks like an integer
+    /// (`INCRBYFLOAT`'s results are `embstr` in Redis, never `int`).
+    pub(super) text: bool,
 }
 
 impl Entry {
@@ -129,7 +132,10 @@ impl Entry {
     pub(super) fn encoding(&self) -> &'static [u8] {
         if self.raw {
             b"raw"
-        } else if self.value.len() <= 20 && super::parse::parse_i64(&self.value).is_some() {
+        } else if !self.text
+            && self.value.len() <= 20
+            && super::parse::parse_i64(&self.value).is_some()
+        {
             b"int"
         } else if self.value.len() <= 44 {
             b"embstr"
@@ -229,14 +235,15 @@ impl Shard {
                 e.value.extend_from_slice(value);
             }
             e.raw = false;
-            match ttl {
-                Ttl::Keep => {}
-                Ttl::Clear => {
-                    self.set_expire(key, None);
-                }
-                Ttl::At(d) => {
-                    self.set_expire(key, Some(d));
-                }
+            e.text = false;
+            // Only a changed deadline costs a second lookup.
+            let new = match ttl {
+                Ttl::Keep => return,
+                Ttl::Clear => None,
+                Ttl::At(d) => Some(d),
+            };
+            if e.expire != new {
+                self.set_expire(key, new);
             }
             return;
         }
@@ -249,13 +256,18 @@ impl Shard {
             Ttl::At(d) => Some(d),
             Ttl::Keep | Ttl::Clear => None,
         };
-        self.put(key, Entry { value, expire, seq: 0, raw: false });
+        self.insert_absent(key, Entry { value, expire, seq: 0, raw: false, text: false });
     }
 
     /// Stores `entry` (value, deadline, encoding) under `key`, replacing any old entry
     /// (`RENAME`, `COPY`).
-    pub(super) fn put(&mut self, key: &[u8], mut entry: Entry) {
+    pub(super) fn put(&mut self, key: &[u8], entry: Entry) {
         self.remove(key);
+        self.insert_absent(key, entry);
+    }
+
+    /// Stores `entry` under `key`, known to be absent.
+    fn insert_absent(&mut self, key: &[u8], mut entry: Entry) {
         let k: Arc<[u8]> = Arc::from(key);
         if let Some(d) = entry.expire {
             entry.seq = self.next_seq;
@@ -268,7 +280,13 @@ impl Shard {
     /// A copy of a live entry (`COPY`).
     pub(super) fn clone_live(&mut self, key: &[u8], now: &mut Now<'_>) -> Option<Entry> {
         self.with(key, now, |e| {
-            e.map(|e| Entry { value: e.value.clone(), expire: e.expire, seq: 0, raw: e.raw })
+            e.map(|e| Entry {
+                value: e.value.clone(),
+                expire: e.expire,
+                seq: 0,
+                raw: e.raw,
+                text: e.text,
+            })
         })
     }
 

@@ -29,7 +29,11 @@
 //! - keyspace: `DEL UNLINK EXISTS TOUCH TYPE KEYS SCAN RANDOMKEY RENAME RENAMENX COPY
 //!   OBJECT DBSIZE FLUSHDB FLUSHALL TIME`;
 //! - databases: `SELECT MOVE SWAPDB` (and `COPY ... DB n`);
-//! - connection and server: `PING ECHO SELECT QUIT COMMAND CONFIG INFO CLIENT`.
+//! - connection and server: `PING ECHO QUIT COMMAND CONFIG INFO CLIENT`, and what test
+//!   harnesses send: `FUNCTION FLUSH`, `SCRIPT FLUSH` (nothing to flush), `CONFIG SET` of
+//!   a reported parameter to its current value (changing one fails with Redis's `CONFIG
+//!   SET failed` wording), `CONFIG RESETSTAT`, `DEBUG` (refused as by a Redis with
+//!   `enable-debug-command no`).
 //!
 //! `HELLO` is answered as by a RESP2-only server (unknown command), so clients fall back
 //! to RESP2. Commands of other data types (lists, hashes, sets, sorted sets, streams)
@@ -52,8 +56,7 @@
 //! and `LCS`'s table are limited by it; Redis's default is 512 MB, evloop's 16 MiB).
 //! Expired keys are never counted or listed (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`), so a
 //! key vanishes exactly at its deadline where Redis takes up to ~100 ms; their memory is
-//! reclaimed by the time-bounded sweep on each loop's tick. `OBJECT ENCODING` of an
-//! `INCRBYFLOAT` result that looks like an integer is `int` (Redis: `embstr`).
+//! reclaimed by the time-bounded sweep on each loop's tick.
 //! `EXPIREAT` and `EXPIRETIME` use the wall clock read when the keyspace was created plus
 //! the monotonic clock since, so a wall-clock step later does not move deadlines.
 

@@ -528,5 +528,10 @@ pub(super) fn incrbyfloat(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     };
     let text = format_human(&sum);
     shard.set(key, &text, Ttl::Keep, &mut now);
+    shard.with(key, &mut now, |e| {
+        if let Some(e) = e {
+            e.text = true;
+        }
+    });
     reply::bulk(out, &text);
 }

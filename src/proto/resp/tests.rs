@@ -501,7 +501,13 @@ fn config_get() {
     assert_eq!(q(&r, "config foo"), "-ERR unknown subcommand 'foo'. Try CONFIG HELP.\r\n");
     assert_eq!(
         q(&r, "CONFIG SET save x"),
-        "-ERR Unknown option or number of arguments for CONFIG SET - 'save'\r\n"
+        "-ERR CONFIG SET failed (possibly related to argument 'save') - evloop cannot change \
+         this setting at run time\r\n"
+    );
+    assert_eq!(q(&r, "CONFIG SET save \"\" appendonly no"), "+OK\r\n");
+    assert_eq!(
+        q(&r, "CONFIG SET nope x"),
+        "-ERR Unknown option or number of arguments for CONFIG SET - 'nope'\r\n"
     );
     assert_eq!(q(&r, "CONFIG RESETSTAT"), "+OK\r\n");
 }
