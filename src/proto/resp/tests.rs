@@ -1217,7 +1217,7 @@ fn databases_are_separate() {
         run(&["SET k zero", "SELECT 3", "GET k", "SET k three", "DBSIZE"]),
         "+OK\r\n+OK\r\n$-1\r\n+OK\r\n:1\r\n"
     );
-    assert_eq!(run(&["CLIENT INFO"]).contains("db=3"), true);
+    assert!(run(&["CLIENT INFO"]).contains("db=3"));
     assert_eq!(
         run(&["MOVE k 0", "MOVE k 3", "MOVE k 16", "MOVE k x"]),
         ":0\r\n-ERR source and destination objects are the same\r\n-ERR DB index is out of range\r\n-ERR value is not an integer or out of range\r\n"
