@@ -47,7 +47,12 @@ pub(super) struct Client {
     pub(super) name: Option<Vec<u8>>,
     /// The selected database (`SELECT`).
     pub(super) db: usize,
+    /// Commands executed, to run a small expiry step every `STEP_EVERY` of them.
+    pub(super) executed: u32,
 }
+
+/// Commands between two small active-expiry steps of a session.
+const STEP_EVERY: u32 = 256;
 
 macro_rules! commands {
     ($($variant:ident $name:literal $arity:literal,)*) => {
@@ -210,6 +215,10 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         return false;
     }
     let ks = sh.db(client.db);
+    client.executed = client.executed.wrapping_add(1);
+    if client.executed.is_multiple_of(STEP_EVERY) {
+        ks.sweep_step();
+    }
     match cmd {
         Cmd::Get => {
             let key = a.get(1);

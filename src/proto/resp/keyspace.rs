@@ -14,7 +14,9 @@
 //! a deadline remembers its `seq`, so adding, changing and removing a deadline are
 //! O(log n). The sweep pops exactly the expired keys off the front of each index, with no
 //! sampling, and is bounded in time per call (about 1 ms; what is left waits for the next
-//! tick). Because ticks come about once a second per loop, the commands that *count* or
+//! tick); busy sessions also run a small step (one shard, at most 64 keys) every 256
+//! commands, so reclaiming keeps pace with traffic. Because ticks come about once a
+//! second per loop, the commands that *count* or
 //! *list* keys (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `INFO keyspace`) also never count
 //! an expired key: [`Keyspace::len`] subtracts the expired prefix of each index. So a
 //! client sees a key vanish at its deadline exactly (Redis: within ~100 ms), and memory
@@ -432,6 +434,8 @@ pub struct Keyspace {
     shards: Box<[Padded]>,
     shard_hash: FastBuild,
     sweep_next: AtomicUsize,
+    /// The shard of the next [`Keyspace::sweep_step`].
+    sweep_step_next: AtomicUsize,
     /// The clock's origin, as a monotonic instant and as Unix time in milliseconds, so
     /// deadlines and Unix times (`EXPIREAT`, `EXPIRETIME`) convert exactly both ways.
     base: Instant,
@@ -467,6 +471,7 @@ impl Keyspace {
             shards: (0..SHARDS).map(|_| Padded(Mutex::new(Shard::new(map_hash)))).collect(),
             shard_hash,
             sweep_next: AtomicUsize::new(0),
+            sweep_step_next: AtomicUsize::new(0),
             base: Instant::now(),
             base_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -669,6 +674,15 @@ impl Keyspace {
         for i in 0..SHARDS {
             self.lock_index(i).clear();
         }
+    }
+
+    /// A small active-expiry step for busy servers: deletes up to `SWEEP_BATCH` expired
+    /// keys of the next shard (round-robin). Sessions run one every few hundred commands,
+    /// so reclaiming keeps pace with traffic between ticks.
+    pub(super) fn sweep_step(&self) -> usize {
+        let idx = self.sweep_step_next.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let now = self.now();
+        self.lock_index(idx).sweep(now, SWEEP_BATCH)
     }
 
     /// One step of active expiry, bounded in time: from the shard where the previous

@@ -210,7 +210,7 @@ impl Protocol for Redis {
         RedisSession {
             shared: Arc::clone(&self.shared),
             parser: Parser::default(),
-            client: Client { id, name: None, db: 0 },
+            client: Client { id, name: None, db: 0, executed: 0 },
         }
     }
 
