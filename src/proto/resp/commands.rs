@@ -800,7 +800,7 @@ fn match_atom(pat: &[u8], p: usize, c: u8, nocase: bool) -> (bool, usize) {
                         matched |= lower(x) == lower(&c);
                         q = r;
                     }
-                    [lo, b'-', hi, r @ ..] if *hi != b']' => {
+                    [lo, b'-', hi, r @ ..] => {
                         let (lo, hi) = (lower(lo).min(lower(hi)), lower(lo).max(lower(hi)));
                         matched |= (lo..=hi).contains(&lower(&c));
                         q = r;
