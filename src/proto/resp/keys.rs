@@ -230,9 +230,31 @@ pub(super) fn touch(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     reply::int(out, n as i64);
 }
 
-/// `OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key`.
+/// `OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ key`, `OBJECT HELP`.
 pub(super) fn object(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     let sub = a.get(1);
+    if sub.eq_ignore_ascii_case(b"help") && a.len() == 2 {
+        const HELP: &[&[u8]] = &[
+            b"OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            b"ENCODING <key>",
+            b"    Return the kind of internal representation used in order to store the value",
+            b"    associated with a <key>.",
+            b"FREQ <key>",
+            b"    Return the access frequency index of the <key>. The returned integer is",
+            b"    proportional to the logarithm of the recent access frequency of the key.",
+            b"IDLETIME <key>",
+            b"    Return the idle time of the <key>, that is the approximated number of",
+            b"    seconds elapsed since the last access to the key.",
+            b"REFCOUNT <key>",
+            b"    Return the number of references of the value associated with the specified",
+            b"    <key>.",
+            b"HELP",
+            b"    Prints this help.",
+        ];
+        reply::array(out, HELP.len());
+        HELP.iter().for_each(|l| reply::simple(out, l));
+        return;
+    }
     let known: &[(&[u8], &[u8])] = &[
         (b"encoding", b"object|encoding"),
         (b"refcount", b"object|refcount"),
@@ -248,14 +270,23 @@ pub(super) fn object(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
         return;
     }
     let (key, mut now) = (a.get(2), ks.clock());
-    let enc = ks.shard(key).with(key, &mut now, |e| e.map(|e| e.encoding()));
-    let Some(enc) = enc else {
+    let found = ks.shard(key).with(key, &mut now, |e| {
+        e.map(|e| {
+            let enc = e.encoding();
+            // Redis shares the objects of the integers 0..=9999 (`OBJ_SHARED_INTEGERS`),
+            // reporting their refcount as `OBJ_SHARED_REFCOUNT`.
+            let shared =
+                enc == b"int" && parse_i64(&e.value).is_some_and(|v| (0..10_000).contains(&v));
+            (enc, shared)
+        })
+    });
+    let Some((enc, shared)) = found else {
         reply::raw(out, NIL);
         return;
     };
     match name {
         b"encoding" => reply::bulk(out, enc),
-        b"refcount" => reply::raw(out, ONE),
+        b"refcount" => reply::int(out, if shared { i64::from(i32::MAX) } else { 1 }),
         b"idletime" => reply::raw(out, ZERO),
         _ => reply::error(
             out,
