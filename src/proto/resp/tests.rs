@@ -1234,7 +1234,9 @@ fn active_expire_is_bounded_in_time() {
 fn object_and_time() {
     let r = server();
     assert_eq!(q(&r, "SET n 42"), "+OK\r\n");
-    assert_eq!(q(&r, "OBJECT REFCOUNT n"), ":1\r\n");
+    assert_eq!(q(&r, "OBJECT REFCOUNT n"), ":2147483647\r\n", "a shared integer");
+    assert_eq!(q(&r, "SET big 123456"), "+OK\r\n");
+    assert_eq!(q(&r, "OBJECT REFCOUNT big"), ":1\r\n");
     assert_eq!(q(&r, "OBJECT IDLETIME n"), ":0\r\n");
     assert!(q(&r, "OBJECT FREQ n").starts_with("-ERR An LFU maxmemory policy is not selected"));
     assert_eq!(
