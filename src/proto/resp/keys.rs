@@ -306,8 +306,9 @@ pub(super) fn expiretime(ks: &Keyspace, a: &Args<'_>, ms: bool, out: &mut Vec<u8
         None => -2,
         Some(None) => -1,
         Some(Some(d)) => {
-            let t = ks.unix_ms_of(d).max(0);
-            if ms { t } else { (t + 500) / 1000 }
+            // Rounded as Redis computes it (no overflow near i64::MAX).
+            let t = ks.unix_ms_of(d).max(0) as u64;
+            (if ms { t } else { (t + 500) / 1000 }) as i64
         }
     };
     reply::int(out, v);

@@ -175,41 +175,40 @@ pub(super) fn setbit(ks: &Keyspace, a: &Args<'_>, max: usize, out: &mut Vec<u8>)
     let (key, mut now) = (a.get(1), ks.clock());
     let byte = (off >> 3) as usize;
     let mask = 1u8 << (7 - (off & 7));
-    let old = ks
-        .shard(key)
-        .upsert(
-            key,
-            &mut now,
-            |e| {
-                if e.value.len() <= byte {
-                    e.value.resize(byte + 1, 0);
-                }
-                let old = e.value[byte] & mask != 0;
-                if on {
-                    e.value[byte] |= mask;
-                } else {
-                    e.value[byte] &= !mask;
-                }
-                e.raw = true;
-                old
-            },
-            || {
-                let mut v = vec![0u8; byte + 1];
-                if on {
-                    v[byte] |= mask;
-                }
-                v
-            },
-        )
-        .unwrap_or(false);
-    // A new key made by SETBIT is a raw string in Redis too.
-    if !old {
-        ks.shard(key).with(key, &mut now, |e| {
+    let mut shard = ks.shard(key);
+    let updated = shard.upsert(
+        key,
+        &mut now,
+        |e| {
+            if e.value.len() <= byte {
+                e.value.resize(byte + 1, 0);
+            }
+            let old = e.value[byte] & mask != 0;
+            if on {
+                e.value[byte] |= mask;
+            } else {
+                e.value[byte] &= !mask;
+            }
+            e.raw = true;
+            old
+        },
+        || {
+            let mut v = vec![0u8; byte + 1];
+            if on {
+                v[byte] |= mask;
+            }
+            v
+        },
+    );
+    if updated.is_none() {
+        // A key made by SETBIT is a raw string in Redis too.
+        shard.with(key, &mut now, |e| {
             if let Some(e) = e {
                 e.raw = true;
             }
         });
     }
+    let old = updated.unwrap_or(false);
     reply::int(out, i64::from(old));
 }
 
