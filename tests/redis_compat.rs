@@ -580,8 +580,18 @@ fn replies_match_recorded_redis_replies() {
     server.shutdown().unwrap();
 }
 
+/// Stops the child `redis-server` however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `redis-server` on a free port (None when it is not installed).
-fn redis_server() -> Option<(Child, SocketAddr)> {
+fn redis_server() -> Option<(KillOnDrop, SocketAddr)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
@@ -590,6 +600,7 @@ fn redis_server() -> Option<(Child, SocketAddr)> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
+    let child = KillOnDrop(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
@@ -604,7 +615,7 @@ fn redis_server() -> Option<(Child, SocketAddr)> {
 #[test]
 #[ignore = "needs redis-server installed; run with --ignored"]
 fn differential_against_redis_server() {
-    let Some((mut child, raddr)) = redis_server() else {
+    let Some((guard, raddr)) = redis_server() else {
         eprintln!("redis-server is not installed: differential test skipped");
         return;
     };
@@ -613,8 +624,7 @@ fn differential_against_redis_server() {
     let words: Vec<Vec<Vec<u8>>> = cmds.iter().map(|c| c.1.clone()).collect();
     let ours = run_all(server.local_addrs()[0], &words);
     let theirs = run_all(raddr, &words);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(guard);
     if std::env::var_os("REDIS_COMPAT_RECORD").is_some() {
         let mut golden = String::new();
         for r in &theirs {
