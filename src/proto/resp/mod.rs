@@ -121,7 +121,7 @@ const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
 struct Shared {
     cfg: RespConfig,
     /// The databases (`SELECT 0..15`), by physical index.
-    dbs: Box<[Keyspace]>,
+    dbs: [Keyspace; DATABASES],
     /// Logical database → physical index into `dbs` (`SWAPDB` swaps two entries).
     db_map: [AtomicUsize; DATABASES],
     /// Serializes `SWAPDB`s.
@@ -167,7 +167,7 @@ impl Redis {
         Redis {
             shared: Arc::new(Shared {
                 cfg,
-                dbs: (0..DATABASES).map(|_| Keyspace::new()).collect(),
+                dbs: std::array::from_fn(|_| Keyspace::new()),
                 db_map: std::array::from_fn(AtomicUsize::new),
                 swap_lock: Mutex::new(()),
                 sweep_db: AtomicUsize::new(0),
