@@ -36,6 +36,9 @@ pub struct LoopStats {
     pub(crate) datagrams_out: AtomicU64,
     pub(crate) datagrams_truncated: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_handshake_errors: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -87,6 +90,14 @@ pub struct StatsSnapshot {
     pub datagrams_truncated: u64,
     /// UDP replies the kernel refused (dropped).
     pub datagrams_dropped: u64,
+    /// TLS handshakes completed (full and resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed: a TLS error (a
+    /// plaintext client, an unknown client CA, ...), the peer closing, or the handshake
+    /// timeout.
+    pub tls_handshake_errors: u64,
+    /// TLS handshakes that resumed an earlier session (ticket or session ID).
+    pub tls_resumed: u64,
 }
 
 impl LoopStats {
@@ -115,6 +126,9 @@ impl LoopStats {
             datagrams_out: self.datagrams_out.load(Relaxed),
             datagrams_truncated: self.datagrams_truncated.load(Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_handshake_errors: self.tls_handshake_errors.load(Relaxed),
+            tls_resumed: self.tls_resumed.load(Relaxed),
         }
     }
 }
@@ -146,6 +160,9 @@ impl StatsSnapshot {
             t.datagrams_out += s.datagrams_out;
             t.datagrams_truncated += s.datagrams_truncated;
             t.datagrams_dropped += s.datagrams_dropped;
+            t.tls_handshakes += s.tls_handshakes;
+            t.tls_handshake_errors += s.tls_handshake_errors;
+            t.tls_resumed += s.tls_resumed;
         }
         t
     }

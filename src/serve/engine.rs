@@ -39,6 +39,8 @@ pub struct Capabilities {
     pub keepalive: bool,
     /// Graceful drain on the first signal (`--drain-timeout`).
     pub drain: bool,
+    /// TLS listeners (`tls://`, [`Settings::tls`]).
+    pub tls: bool,
 }
 
 impl Capabilities {
@@ -53,6 +55,7 @@ impl Capabilities {
         request_timeout: false,
         keepalive: false,
         drain: false,
+        tls: false,
     };
     /// Everything.
     pub const ALL: Capabilities = Capabilities {
@@ -65,6 +68,7 @@ impl Capabilities {
         request_timeout: true,
         keepalive: true,
         drain: true,
+        tls: true,
     };
 }
 

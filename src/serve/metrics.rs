@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 16] = [
+pub const STATS_FAMILIES: [StatsFamily; 19] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -56,6 +56,16 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
         |s| s.request_timeouts,
     ),
     ("handler_panics_total", "counter", "Handler callbacks that panicked.", |s| s.panics),
+    ("tls_handshakes_total", "counter", "TLS handshakes completed (full and resumed).", |s| {
+        s.tls_handshakes
+    }),
+    (
+        "tls_handshake_errors_total",
+        "counter",
+        "TLS connections closed before their handshake completed (TLS error, peer gone, timeout).",
+        |s| s.tls_handshake_errors,
+    ),
+    ("tls_resumed_total", "counter", "TLS handshakes that resumed a session.", |s| s.tls_resumed),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text

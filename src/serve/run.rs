@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{Engine, Settings, start};
 use crate::net::{ListenAddr, ProtoMetrics};
@@ -58,6 +58,9 @@ pub fn default_idle_timeout(proto: &str) -> Option<Duration> {
 /// engine. Flags left at their defaults are never refused.
 pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<(), String> {
     let caps = engine.capabilities();
+    if s.tls.is_some() && !caps.tls {
+        return Err(super::tls_unsupported(engine));
+    }
     let given = [
         (s.max_conns.is_some(), "--max-conns", caps.max_conns),
         (matches!(flags.idle_timeout, Some(Some(_))), "--idle-timeout", caps.idle_timeout),
@@ -155,7 +158,11 @@ pub fn run<P: Protocol>(
         None => None,
     };
     let stop = served.stop_handle();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    // SIGHUP re-reads the TLS certificate and key (only caught when TLS is on).
+    let tls = settings.tls.clone();
+    let reload = tls.as_ref().map(|t| t.config.clone());
+    let caught: &[i32] = if reload.is_some() { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let mut signals = signal_hook::iterator::Signals::new(caught)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
     let drain_timeout = flags.drain_timeout.unwrap_or(DEFAULT_DRAIN);
@@ -164,6 +171,17 @@ pub fn run<P: Protocol>(
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    if let Some(tls) = &reload {
+                        match tls.reload() {
+                            Ok(()) => info!(
+                                "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                            ),
+                            Err(e) => error!("SIGHUP: TLS reload failed, keeping the old ones: {e}"),
+                        }
+                    }
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     error!("second signal {sig}: exiting at once");
@@ -188,7 +206,15 @@ pub fn run<P: Protocol>(
             .spawn(move || c.log_every(every))
             .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
-    let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = served
+        .listeners()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match &tls {
+            Some(t) if t.is_tls(i) => format!("tls://{a}"),
+            _ => a.to_string(),
+        })
+        .collect();
     eprintln!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
     let result = served.wait().map_err(|e| e.to_string());
     if let Some(m) = metrics

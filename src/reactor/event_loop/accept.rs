@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::conn::Connection;
+use super::tls;
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog};
@@ -161,6 +162,15 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
+        let tls = match tls::new_session(self.tls.as_mut(), listener, key, generation) {
+            Ok(tls) => tls,
+            Err(e) => {
+                warn!("loop {}: cannot start TLS for {peer}: {e}", self.parts.id);
+                let _ = self.parts.poll.registry().deregister(&mut sock);
+                self.parts.server.shared.release();
+                return;
+            }
+        };
         let mut alive = None;
         let mut conn = Conn {
             out: &mut self.wbuf,
@@ -199,6 +209,7 @@ impl<H: EventHandler> EventLoop<H> {
             active: self.now_tick,
             partial_since: 0,
             timer_at: Tick::MAX,
+            tls,
         });
         bump(&self.stats.accepted, 1);
         bump(&self.stats.open, 1);

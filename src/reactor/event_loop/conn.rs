@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::error;
 
+use super::tls::TlsSession;
 use super::{EventLoop, guard};
 use crate::net::addr::Peer;
 use crate::reactor::handler::{CloseReason, Detached, EventHandler};
@@ -50,6 +51,8 @@ pub(super) struct Connection<S> {
     pub(super) partial_since: Tick,
     /// Tick of this connection's live timer-wheel entry; `Tick::MAX` when none.
     pub(super) timer_at: Tick,
+    /// The TLS session of a connection from a TLS listener (see `tls.rs`).
+    pub(super) tls: Option<Box<TlsSession>>,
 }
 
 impl<S> Connection<S> {
@@ -80,8 +83,9 @@ impl<S> Connection<S> {
 impl<H: EventHandler> EventLoop<H> {
     /// Removes connection `key` (if still there), closes its socket and calls `closed`.
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(c) = self.conns.try_remove(key) else { return };
+        let Some(mut c) = self.conns.try_remove(key) else { return };
         c.mark_dead();
+        c.end_tls();
         bump(&self.stats.closed, 1);
         bump(&self.stats.open, u64::MAX); // wrapping -1
         self.parts.server.shared.release();

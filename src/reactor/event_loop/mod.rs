@@ -36,6 +36,7 @@ mod accept;
 mod conn;
 mod read;
 mod timers;
+mod tls;
 mod token;
 mod udp;
 mod write;
@@ -129,6 +130,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Set while draining: the moment the loop stops regardless.
     draining: Option<Instant>,
     stop: bool,
+    /// TLS sessions' configuration and handshake deadlines (`None`: no TLS listener).
+    tls: Option<tls::LoopTls>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -154,6 +157,7 @@ impl<H: EventHandler> EventLoop<H> {
             expired: Vec::new(),
             draining: None,
             stop: false,
+            tls: tls::LoopTls::of(&parts.config),
             parts,
         }
     }
@@ -297,9 +301,11 @@ impl<H: EventHandler> EventLoop<H> {
         let Self { handler, conns, wbuf, parts, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
+        // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
+        let direct = pending > 0 && c.tls.is_none();
         let Connection { sock, state, generation, peer, input, output, alive, listener, .. } = c;
         let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
+            out: if direct { output } else { wbuf },
             peer: *peer,
             listener: listener_index(*listener),
             socket: sock,

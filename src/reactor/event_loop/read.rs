@@ -38,6 +38,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// FIN is known to be queued), the connection stops being readable, or the read
     /// budget is spent.
     pub(super) fn on_readable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            return self.on_readable_tls(key);
+        }
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else { return };
             if c.has(PAUSED | READ_CLOSED | CLOSING) {
@@ -98,7 +101,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the
     /// unconsumed tail.
-    fn deliver(&mut self, key: usize, n: usize) -> Action {
+    pub(super) fn deliver(&mut self, key: usize, n: usize) -> Action {
         let rbuf = std::mem::take(&mut self.rbuf);
         let action = self.dispatch_with_input(key, |h, conn, state, input| {
             if input.is_empty() {

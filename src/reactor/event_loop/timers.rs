@@ -54,6 +54,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.closing.front().map(|c| c.2),
             self.wheel.next_deadline(),
             self.draining,
+            self.handshake_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -68,6 +69,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.closing.is_empty()
             && self.wheel.next_deadline().is_none()
             && self.draining.is_none()
+            && self.handshake_deadline().is_none()
         {
             return;
         }
@@ -83,6 +85,7 @@ impl<H: EventHandler> EventLoop<H> {
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }
+        self.expire_handshakes(now);
     }
 
     /// Calls the handler's tick and schedules the next one.

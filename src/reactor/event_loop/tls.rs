@@ -1,0 +1,320 @@
+//! TLS on the loop: a rustls sans-IO [`ServerConnection`] between a connection's socket
+//! and its handler, on the loop that owns the connection (no extra thread, no async).
+//!
+//! - **Accept** (`open` in `accept.rs`): a connection from a TLS listener gets a
+//!   [`TlsSession`] (boxed, so a plain connection's record grows by one pointer) made from
+//!   the loop's cached `ServerConfig` (refreshed when [`TlsConfig`] was swapped, e.g. by
+//!   a SIGHUP reload: one atomic load per TLS accept), and a handshake deadline.
+//! - **Read** ([`EventLoop::on_readable_tls`], entered from `read.rs::on_readable` by the
+//!   one "has a TLS session" branch): rustls reads ciphertext from the socket
+//!   (`read_tls`), decrypts (`process_new_packets`), and the plaintext goes to the
+//!   per-loop read buffer and from there to the handler exactly as on a plain
+//!   connection (`deliver`). Reading goes on until the socket is drained (WouldBlock),
+//!   the read buffer is full (then the next budget round goes on) or the budget is spent.
+//!   What rustls has to send (handshake flights, alerts, session tickets) is queued as
+//!   ciphertext in the connection's output.
+//! - **Write** (`write.rs::flush`, one branch): a TLS connection's callbacks always
+//!   write into the per-loop buffer; [`TlsSession::encrypt`] turns it into ciphertext
+//!   appended to the connection's output buffer, and the plain write path sends that:
+//!   partial writes, WRITABLE interest, watermarks (on the ciphertext, a few bytes per
+//!   16 KiB record above the plaintext) and close-after-flush all hold unchanged.
+//! - **Close** (`conn.rs::close`): [`Connection::end_tls`] sends `close_notify` when the
+//!   output is flushed and the session did not fail.
+//! - **Handshake timeout**: deadlines from accept in a FIFO (the timeout is one value,
+//!   so they are in order); `timers.rs` polls no longer than the first and calls
+//!   [`EventLoop::expire_handshakes`].
+//!
+//! Counters: `tls_handshakes` (completed), `tls_resumed` (of those, resumed),
+//! `tls_handshake_errors` (closed before completing: TLS error, EOF, timeout).
+//!
+//! An idle TLS connection holds what rustls keeps (its record keys and empty buffers);
+//! the reactor keeps no plaintext for it: input and output vectors are dropped when they
+//! empty, as on a plain connection. `Action::Detach` on a TLS connection hands back the
+//! raw socket mid-session (its session is dropped); detaching TLS is not supported.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::debug;
+use rustls::{HandshakeKind, ServerConfig, ServerConnection};
+
+use super::EventLoop;
+use super::conn::{CLOSING, Connection, PAUSED, READ_CLOSED};
+use crate::net::tls::{TlsConfig, TlsSetup};
+use crate::reactor::config::Config;
+use crate::reactor::handler::{Action, CloseReason, EventHandler};
+use crate::reactor::socket::Stream;
+use crate::reactor::stats::bump;
+
+/// The per-loop buffer is cut back to this after a large plaintext write was encrypted.
+const WBUF_KEEP: usize = 64 * 1024;
+
+/// One connection's TLS session.
+pub(crate) struct TlsSession {
+    conn: ServerConnection,
+    /// The handshake has not completed yet (it is counted once when it does).
+    handshaking: bool,
+    /// A TLS or socket error ended the session: no `close_notify` after its alert.
+    failed: bool,
+}
+
+/// What one [`TlsSession::read`] did.
+#[derive(Default)]
+struct TlsRead {
+    /// Plaintext bytes placed at the front of the buffer.
+    plain: usize,
+    /// Ciphertext bytes read from the socket.
+    cipher: usize,
+    /// `read` calls that returned data or EOF.
+    reads: u64,
+    /// The socket said WouldBlock: nothing more to read until the next edge.
+    drained: bool,
+    /// The peer closed (TCP EOF, or `close_notify`) and all its plaintext is delivered.
+    eof: bool,
+    /// A socket or TLS error: the connection ends.
+    error: Option<io::Error>,
+}
+
+impl TlsSession {
+    /// Reads and decrypts into `buf` until the socket is drained, the peer closed, or
+    /// `buf` is full.
+    fn read(&mut self, mut sock: &Stream, buf: &mut [u8]) -> TlsRead {
+        let mut r = TlsRead::default();
+        loop {
+            // Plaintext rustls holds already (decrypted earlier, or just now).
+            if r.plain < buf.len() {
+                match self.conn.reader().read(&mut buf[r.plain..]) {
+                    Ok(0) => {
+                        // close_notify received and everything before it delivered.
+                        r.eof = true;
+                        return r;
+                    }
+                    Ok(n) => r.plain += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        // TCP EOF without close_notify: an end like any other here.
+                        r.eof = true;
+                        return r;
+                    }
+                    Err(e) => {
+                        r.error = Some(e);
+                        return r;
+                    }
+                }
+            }
+            if r.plain == buf.len() {
+                return r;
+            }
+            match self.conn.read_tls(&mut sock) {
+                Ok(n) => {
+                    r.reads += 1;
+                    r.cipher += n;
+                    if let Err(e) = self.conn.process_new_packets() {
+                        self.failed = true;
+                        r.error = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                        return r;
+                    }
+                    // n == 0 (EOF): the reader reports it on the next turn.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    r.drained = true;
+                    return r;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.failed = true;
+                    r.error = Some(e);
+                    return r;
+                }
+            }
+        }
+    }
+
+    /// Encrypts the plaintext in `plain` (emptied) and appends every TLS record rustls
+    /// has to send to `out`.
+    pub(super) fn encrypt(&mut self, plain: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+        if !plain.is_empty() {
+            self.conn.writer().write_all(plain)?;
+            plain.clear();
+            if plain.capacity() > 4 * WBUF_KEEP {
+                plain.shrink_to(WBUF_KEEP);
+            }
+        }
+        while self.conn.wants_write() {
+            self.conn.write_tls(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// A loop's TLS state: the configuration it makes sessions from and the handshake
+/// deadlines.
+pub(super) struct LoopTls {
+    setup: TlsSetup,
+    /// The [`TlsConfig`] generation `config` was taken at.
+    generation: u64,
+    config: Arc<ServerConfig>,
+    /// (key, generation, deadline) of connections accepted with a handshake to do, in
+    /// accept order.
+    handshakes: VecDeque<(usize, u64, Instant)>,
+}
+
+impl LoopTls {
+    /// The loop's TLS state, when `config` has TLS listeners.
+    pub(super) fn of(config: &Config) -> Option<LoopTls> {
+        let setup = config.tls.clone()?;
+        let (generation, current) = setup.config.current();
+        Some(LoopTls { setup, generation, config: current, handshakes: VecDeque::new() })
+    }
+
+    /// The configuration for a new connection: the cached one, unless it was swapped.
+    fn config(&mut self) -> Arc<ServerConfig> {
+        let source: &TlsConfig = &self.setup.config;
+        if source.generation() != self.generation {
+            (self.generation, self.config) = source.current();
+        }
+        self.config.clone()
+    }
+}
+
+/// A TLS session for a connection arriving on `listener` (`Ok(None)`: not a TLS
+/// listener, or the loop has no TLS), its handshake deadline noted under (`key`,
+/// `generation`).
+pub(super) fn new_session(
+    tls: Option<&mut LoopTls>,
+    listener: usize,
+    key: usize,
+    generation: u64,
+) -> Result<Option<Box<TlsSession>>, rustls::Error> {
+    let Some(tls) = tls.filter(|t| t.setup.is_tls(listener)) else {
+        return Ok(None);
+    };
+    let mut conn = ServerConnection::new(tls.config())?;
+    // The reactor drains rustls' buffers after every call: its own bounds would only
+    // make large writes fail.
+    conn.set_buffer_limit(None);
+    if let Some(t) = tls.setup.handshake_timeout {
+        tls.handshakes.push_back((key, generation, Instant::now() + t));
+    }
+    Ok(Some(Box::new(TlsSession { conn, handshaking: true, failed: false })))
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// The read path of a TLS connection (see the module docs): the plain path's loop
+    /// with rustls between the socket and the read buffer.
+    pub(super) fn on_readable_tls(&mut self, key: usize) {
+        for _ in 0..self.parts.config.read_budget {
+            let Some(c) = self.conns.get_mut(key) else { return };
+            if c.has(PAUSED | READ_CLOSED | CLOSING) {
+                return;
+            }
+            let Some(tls) = c.tls.as_deref_mut() else { return };
+            let r = tls.read(&c.sock, &mut self.rbuf);
+            bump(&self.stats.reads, r.reads);
+            bump(&self.stats.bytes_read, r.cipher as u64);
+            if r.cipher > 0 {
+                c.active = self.now_tick;
+            }
+            if tls.handshaking && !tls.conn.is_handshaking() {
+                tls.handshaking = false;
+                bump(&self.stats.tls_handshakes, 1);
+                if tls.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+                    bump(&self.stats.tls_resumed, 1);
+                }
+            }
+            let handshaking = tls.handshaking;
+            // Handshake flights, alerts, tickets: queued behind the pending output.
+            let queued = tls.encrypt(&mut Vec::new(), &mut c.output);
+            if let Some(e) = r.error.or(queued.err()) {
+                if handshaking {
+                    bump(&self.stats.tls_handshake_errors, 1);
+                    debug!("loop {}: TLS handshake with {} failed: {e}", self.parts.id, c.peer);
+                }
+                // The alert rustls queued, if the kernel takes it now.
+                let _ = c.write_pending(&self.stats);
+                return self.close(key, CloseReason::Error(e));
+            }
+            let action = if r.plain > 0 {
+                let had_input = !c.input.is_empty();
+                let action = self.deliver(key, r.plain);
+                if !had_input
+                    && self.timeouts.is_some()
+                    && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
+                {
+                    // A new incomplete request starts its clock.
+                    c.partial_since = self.now_tick;
+                    self.schedule(key);
+                }
+                action
+            } else {
+                Action::None
+            };
+            if !self.after_callback(key, action) {
+                return;
+            }
+            if r.eof {
+                let c = &mut self.conns[key];
+                if handshaking {
+                    bump(&self.stats.tls_handshake_errors, 1);
+                }
+                c.flags |= READ_CLOSED;
+                if c.pending() == 0 {
+                    self.close(key, CloseReason::PeerClosed);
+                }
+                return;
+            }
+            if r.drained {
+                return;
+            }
+        }
+        // Budget spent, or the read buffer filled: come back after serving the others.
+        if let Some(c) = self.conns.get(key) {
+            self.more_to_read.push((key, c.generation));
+        }
+    }
+
+    /// The earliest handshake deadline, when one is pending.
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
+        self.tls.as_ref().and_then(|t| t.handshakes.front()).map(|h| h.2)
+    }
+
+    /// Closes the connections whose handshake deadline has passed before the handshake
+    /// completed (counted as handshake errors).
+    pub(super) fn expire_handshakes(&mut self, now: Instant) {
+        loop {
+            let Some(tls) = self.tls.as_mut() else { return };
+            let Some(&(key, generation, deadline)) = tls.handshakes.front() else { return };
+            if deadline > now {
+                return;
+            }
+            tls.handshakes.pop_front();
+            let Some(c) = self.conns.get(key).filter(|c| c.generation == generation) else {
+                continue;
+            };
+            if c.tls.as_ref().is_some_and(|t| t.handshaking) {
+                bump(&self.stats.tls_handshake_errors, 1);
+                debug!("loop {}: TLS handshake with {} timed out", self.parts.id, c.peer);
+                let e = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+                self.close(key, CloseReason::Error(e));
+            }
+        }
+    }
+}
+
+impl<S> Connection<S> {
+    /// On close: a TLS connection whose output is all written sends `close_notify`
+    /// (one nonblocking attempt; the peer may be gone).
+    pub(super) fn end_tls(&mut self) {
+        let Some(tls) = self.tls.as_deref_mut() else { return };
+        if tls.failed || self.out_pos < self.output.len() {
+            return;
+        }
+        tls.conn.send_close_notify();
+        let mut alert = Vec::new();
+        if tls.encrypt(&mut Vec::new(), &mut alert).is_ok() {
+            let _ = (&self.sock).write(&alert);
+        }
+    }
+}
