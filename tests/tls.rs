@@ -72,11 +72,10 @@ impl Pki {
         ca_params.distinguished_name.push(rcgen::DnType::CommonName, name);
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let server_key = KeyPair::generate().unwrap();
-        let server =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap()
-                .signed_by(&server_key, &ca)
-                .unwrap();
+        let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
         let client_key = KeyPair::generate().unwrap();
         let client = CertificateParams::new(vec!["client".to_string()])
             .unwrap()
@@ -222,9 +221,12 @@ const HELLO: &[u8] = b"Hello, World!";
 #[test]
 fn https_get_with_keep_alive_and_pipelining() {
     let pki = Pki::new();
-    let served =
-        start(Engine::Reactor, Http::new(HttpConfig::default()), tls_config(pki.files(false), ALPN_HTTP1, 2))
-            .unwrap();
+    let served = start(
+        Engine::Reactor,
+        Http::new(HttpConfig::default()),
+        tls_config(pki.files(false), ALPN_HTTP1, 2),
+    )
+    .unwrap();
     let config = client_config(&pki.ca, None, &[], &[ALPN_HTTP1]);
     let mut s = tls_connect(tls_addr(&served), &config);
     let mut got = Vec::new();
@@ -362,7 +364,11 @@ fn echo_of_50_mb_sent_before_reading_comes_back_byte_exact() {
     let st = h.stats().total();
     assert!(st.partial_writes >= 1, "no partial write: the test proved nothing");
     let bound = high + 2 * 64 * 1024 + 64 * 1024;
-    assert!(st.peak_pending_output <= bound, "pending output {} over {bound}", st.peak_pending_output);
+    assert!(
+        st.peak_pending_output <= bound,
+        "pending output {} over {bound}",
+        st.peak_pending_output
+    );
     served.shutdown().unwrap();
 }
 
@@ -473,8 +479,8 @@ fn a_stalled_handshake_is_cut_off_by_the_timeout() {
 #[test]
 fn redis_over_tls_set_and_get() {
     let pki = Pki::new();
-    let served = start(Engine::Reactor, Redis::default(), tls_config(pki.files(false), b"", 1))
-        .unwrap();
+    let served =
+        start(Engine::Reactor, Redis::default(), tls_config(pki.files(false), b"", 1)).unwrap();
     let config = client_config(&pki.ca, None, &[], &[]);
     let mut s = tls_connect(tls_addr(&served), &config);
     assert_eq!(s.conn.alpn_protocol(), None);
@@ -556,7 +562,14 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     let pki = Pki::new();
     let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
     let (child, listed, rx) = spawn_ready(&[
-        "serve", "--loops", "1", "--listen", "tls://127.0.0.1:0", "--tls-cert", cert, "--tls-key",
+        "serve",
+        "--loops",
+        "1",
+        "--listen",
+        "tls://127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
         key,
     ]);
     assert!(listed[0].starts_with("tls://127.0.0.1:"), "{listed:?}");
@@ -640,12 +653,7 @@ fn listen_spec_tls_form() {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
 /// `curl --cacert`, `openssl s_client` and `redis-cli --tls` against `evloop serve`, where
@@ -660,8 +668,17 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
     let (cert, key, ca) =
         (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap(), pki.ca.to_str().unwrap());
     let (child, listed, _rx) = spawn_ready(&[
-        "serve", "--proto", "http", "--loops", "1", "--listen", "tls://127.0.0.1:0", "--tls-cert",
-        cert, "--tls-key", key,
+        "serve",
+        "--proto",
+        "http",
+        "--loops",
+        "1",
+        "--listen",
+        "tls://127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
     ]);
     let port = addr_of(&listed[0]).port();
     let url = format!("https://localhost:{port}/");
@@ -699,8 +716,17 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
     stop(child);
     if have("redis-cli") {
         let (child, listed, _rx) = spawn_ready(&[
-            "serve", "--proto", "redis", "--loops", "1", "--listen", "tls://127.0.0.1:0",
-            "--tls-cert", cert, "--tls-key", key,
+            "serve",
+            "--proto",
+            "redis",
+            "--loops",
+            "1",
+            "--listen",
+            "tls://127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
         ]);
         let port = addr_of(&listed[0]).port().to_string();
         let out = Command::new("redis-cli")
@@ -714,7 +740,11 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
         {
             eprintln!("SKIPPED: this redis-cli has no TLS");
         } else {
-            assert!(text.contains("PONG"), "redis-cli: {text} {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                text.contains("PONG"),
+                "redis-cli: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             eprintln!("ran: redis-cli --tls");
         }
         stop(child);

@@ -123,20 +123,9 @@ pub struct ServeArgs {
     /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenSpec::parse)]
     listen: Vec<ListenSpec>,
-    /// TLS: certificate chain (PEM, the server's certificate first) for tls:// listeners.
-    /// Re-read on SIGHUP (new connections use the new one).
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// TLS: private key (PEM: PKCS#8, PKCS#1 or SEC1) of the certificate. Re-read on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// TLS: CA certificates (PEM); clients must present a certificate issued by one (mTLS).
-    #[arg(long, value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
-    /// TLS: close a connection whose handshake is not complete this long after accept;
-    /// `off` disables. Default: 10s.
-    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
-    handshake_timeout: Option<Timeout>,
+    /// TLS flags (boxed: they are rarely given).
+    #[command(flatten)]
+    tls: Box<TlsArgs>,
     /// Permission bits of Unix socket files, in octal (e.g. 660).
     #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
     unix_mode: Option<u32>,
@@ -228,6 +217,25 @@ pub struct ServeArgs {
     /// frame: largest frame payload accepted.
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     max_frame: usize,
+}
+
+/// The TLS flags of `serve`.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// TLS: certificate chain (PEM, the server's certificate first) for tls:// listeners.
+    /// Re-read on SIGHUP (new connections use the new one).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: private key (PEM: PKCS#8, PKCS#1 or SEC1) of the certificate. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS: CA certificates (PEM); clients must present a certificate issued by one (mTLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// TLS: close a connection whose handshake is not complete this long after accept;
+    /// `off` disables. Default: 10s.
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    handshake_timeout: Option<Timeout>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,6 +345,7 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
 /// key and client CA loaded from their files (ALPN `http/1.1` for `--proto http`).
 /// `None` without `tls://` listeners. Errors are one line naming the flag or file.
 fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
+    let tls = &args.tls;
     let mut listeners = Vec::new();
     let mut index = 0;
     for spec in &args.listen {
@@ -346,14 +355,16 @@ fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
         index += spec.addrs.len();
     }
     if listeners.is_empty() {
-        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+        if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
             log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
         }
         return Ok(None);
     }
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        let missing = if args.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
-        return Err(format!("a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"));
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
+        return Err(format!(
+            "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
+        ));
     };
     if args.engine != Engine::Reactor {
         return Err(format!(
@@ -362,14 +373,14 @@ fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
         ));
     }
     let files =
-        TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.tls_client_ca.clone() };
+        TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
     let alpn = match args.proto {
         ProtoKind::Http => vec![ALPN_HTTP1.to_vec()],
         _ => Vec::new(),
     };
     let config = TlsConfig::load(files, alpn)?;
     let mut setup = TlsSetup::new(listeners, Arc::new(config));
-    setup.handshake_timeout = match args.handshake_timeout {
+    setup.handshake_timeout = match tls.handshake_timeout {
         Some(t) => t.0,
         None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
     };

@@ -221,7 +221,10 @@ impl Config {
             return bad("read budget must be at least 1");
         }
         if let Some(tls) = &self.tls
-            && tls.listeners.iter().any(|&i| !matches!(self.listen.get(i), Some(ListenAddr::Tcp(_))))
+            && tls
+                .listeners
+                .iter()
+                .any(|&i| !matches!(self.listen.get(i), Some(ListenAddr::Tcp(_))))
         {
             return bad("a TLS listener must be a TCP listener");
         }

@@ -161,7 +161,8 @@ pub fn run<P: Protocol>(
     // SIGHUP re-reads the TLS certificate and key (only caught when TLS is on).
     let tls = settings.tls.clone();
     let reload = tls.as_ref().map(|t| t.config.clone());
-    let caught: &[i32] = if reload.is_some() { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+    let caught: &[i32] =
+        if reload.is_some() { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
     let mut signals = signal_hook::iterator::Signals::new(caught)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
