@@ -752,3 +752,80 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
         eprintln!("SKIPPED: redis-cli is not installed");
     }
 }
+
+/// Resident memory of process `pid`, in bytes (Linux `/proc`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes of server memory per idle connection, TLS (handshake done, one request answered)
+/// and plain, at `EVLOOP_IDLE_CONNS` connections (default 10,000): run with
+/// `cargo test --release --test tls idle -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run it by name"]
+fn idle_connection_memory() {
+    let n: usize =
+        std::env::var("EVLOOP_IDLE_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let pki = Pki::new();
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let (child, listed, _rx) = spawn_ready(&[
+        "serve",
+        "--loops",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "tls://127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--handshake-timeout",
+        "off",
+    ]);
+    let (plain, tls) = (addr_of(&listed[0]), addr_of(&listed[1]));
+    let config = client_config(&pki.ca, None, &[], &[]);
+    // Warm up allocator pools and the session cache with a few connections first.
+    let warm: Vec<Tls> = (0..100).map(|_| echo_once(tls, &config)).collect();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss(child.id());
+    let conns: Vec<Tls> = (0..n).map(|_| echo_once(tls, &config)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let with_tls = rss(child.id());
+    // Plain connections as many as the descriptor limit leaves room for (both ends are
+    // in this machine's limits).
+    let m = n.min(18_000usize.saturating_sub(n)).max(1);
+    let plains: Vec<TcpStream> = (0..m)
+        .map(|_| {
+            let mut s = common::connect(plain);
+            s.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let with_plain = rss(child.id());
+    println!(
+        "idle connections: {n} TLS, {} bytes each; {m} plain, {} bytes each",
+        with_tls.saturating_sub(before) / n as u64,
+        with_plain.saturating_sub(with_tls) / m as u64
+    );
+    drop((conns, plains));
+    stop(child);
+}
+
+/// A TLS connection that has echoed one byte (handshake done, tickets received).
+fn echo_once(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
+    let mut s = tls_connect(addr, config);
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    s
+}
