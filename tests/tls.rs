@@ -6,6 +6,8 @@
 //! [`TlsSetup`]; the command-line tests (SIGHUP reload, error lines, curl/openssl/redis-cli)
 //! run the `evloop` binary.
 
+#![cfg(feature = "tls")]
+
 mod common;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -7,26 +7,39 @@
 //! the handshake timeout) and runs rustls' sans-IO `ServerConnection` on its loops; see
 //! `reactor/event_loop/tls.rs`. Nothing here does I/O on sockets.
 //!
+//! Built without the `tls` cargo feature (no rustls), [`TlsConfig::load`] is an error
+//! saying so, and no TLS configuration can exist.
+//!
 //! Every error is one line that names the file it is about, for the command line to print
 //! before exiting: a missing or unreadable file, a file with no PEM item of the expected
 //! kind, a key that does not match the certificate.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+#[cfg(feature = "tls")]
 use rustls::crypto::CryptoProvider;
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "tls")]
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
+#[cfg(feature = "tls")]
 use rustls::{RootCertStore, ServerConfig};
+#[cfg(feature = "tls")]
+use std::path::Path;
+#[cfg(feature = "tls")]
+use std::sync::{Mutex, PoisonError};
 
 /// How long a TLS peer may take to complete its handshake, counted from accept, when no
 /// other timeout is configured.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[cfg(feature = "tls")]
 /// Sessions the server remembers for resumption by session ID (TLS 1.2 without tickets);
 /// tickets need no server-side memory.
 const SESSION_CACHE: usize = 4096;
@@ -54,13 +67,47 @@ pub struct TlsFiles {
 pub struct TlsConfig {
     /// The files it was loaded from (`None`: built from a `ServerConfig`; no reload).
     files: Option<TlsFiles>,
-    alpn: Vec<Vec<u8>>,
-    ticketer: Option<Arc<dyn ProducesTickets>>,
-    sessions: Arc<ServerSessionMemoryCache>,
     /// Bumped by every swap; loops compare it with the one they cached (one atomic load
     /// per accepted TLS connection, no lock).
     generation: AtomicU64,
+    #[cfg(feature = "tls")]
+    alpn: Vec<Vec<u8>>,
+    #[cfg(feature = "tls")]
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+    #[cfg(feature = "tls")]
+    sessions: Arc<ServerSessionMemoryCache>,
+    #[cfg(feature = "tls")]
     current: Mutex<Arc<ServerConfig>>,
+}
+
+/// The error of a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str = "this evloop was built without TLS (cargo feature `tls`)";
+
+#[cfg(not(feature = "tls"))]
+impl TlsConfig {
+    /// Without the `tls` feature: always an error saying so.
+    pub fn load(_files: TlsFiles, _alpn: Vec<Vec<u8>>) -> Result<TlsConfig, String> {
+        Err(NO_TLS.into())
+    }
+
+    /// Without the `tls` feature: always an error saying so.
+    pub fn reload(&self) -> Result<(), String> {
+        Err(NO_TLS.into())
+    }
+}
+
+impl TlsConfig {
+    /// The files this configuration was loaded from.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
+    }
+
+    /// The swap count: changes whenever `set` or a successful
+    /// [`reload`](Self::reload) installs a new configuration.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for TlsConfig {
@@ -72,6 +119,7 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
+#[cfg(feature = "tls")]
 impl TlsConfig {
     /// Loads `files` into a server configuration offering `alpn` (e.g. [`ALPN_HTTP1`]; empty:
     /// no ALPN). Errors are one line naming the file.
@@ -103,17 +151,6 @@ impl TlsConfig {
         }
     }
 
-    /// The files this configuration was loaded from.
-    pub fn files(&self) -> Option<&TlsFiles> {
-        self.files.as_ref()
-    }
-
-    /// The swap count: changes whenever [`set`](Self::set) or a successful
-    /// [`reload`](Self::reload) installs a new configuration.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
     /// The configuration new connections use, with its generation.
     pub fn current(&self) -> (u64, Arc<ServerConfig>) {
         let guard = self.current.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,6 +177,7 @@ impl TlsConfig {
 }
 
 /// Builds a server configuration from `files`.
+#[cfg(feature = "tls")]
 fn build(
     files: &TlsFiles,
     alpn: &[Vec<u8>],
@@ -186,11 +224,13 @@ fn build(
 }
 
 /// Reads the whole of a file, naming it in the error.
+#[cfg(feature = "tls")]
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
 }
 
 /// Every certificate in a PEM file; at least one.
+#[cfg(feature = "tls")]
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_file(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -206,6 +246,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 /// The first private key in a PEM file.
+#[cfg(feature = "tls")]
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read_file(path, "TLS key")?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
@@ -244,6 +285,7 @@ impl TlsSetup {
 }
 
 /// A crypto provider for clients and tests that want the same one the server uses.
+#[cfg(feature = "tls")]
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

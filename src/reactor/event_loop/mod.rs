@@ -36,6 +36,10 @@ mod accept;
 mod conn;
 mod read;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
 mod tls;
 mod token;
 mod udp;
