@@ -41,6 +41,9 @@
 //!   - `write.rs`: **the write path**: output queue, flush, partial writes, WRITABLE
 //!     interest on/off, watermarks, close-after-flush;
 //!   - `conn.rs`: a connection's record and flags; close and detach;
+//!   - `tls.rs`: TLS sessions (rustls, sans-IO) between socket and handler, entered
+//!     from the read path, the write path's flush and close (`tls_off.rs` without the
+//!     `tls` feature);
 //!   - `udp.rs`: datagram sockets;
 //!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts;
 //! - `timer.rs`: the timing wheel the connection timeouts use;

@@ -9,6 +9,8 @@
 //! - `write.rs`: the write path (callback output → socket, partial writes queued under
 //!   WRITABLE interest, watermarks, close-after-flush);
 //! - `conn.rs`: one connection's record and flags, and its end (close, detach);
+//! - `tls.rs`: a connection's TLS session (rustls' sans-IO `ServerConnection`), the TLS
+//!   read loop, encryption into the output buffer, handshake deadlines, `close_notify`;
 //! - `udp.rs`: datagram sockets;
 //! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
 //!
