@@ -831,3 +831,47 @@ fn echo_once(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
     s.read_exact(&mut b).unwrap();
     s
 }
+
+/// Greets in `opened` (before the handshake: rustls holds it until the handshake is
+/// done) and hands its `ConnHandle` to the test.
+struct Greeter(mpsc::Sender<evloop::reactor::ConnHandle>);
+
+impl evloop::reactor::EventHandler for Greeter {
+    type State = ();
+    fn opened(&mut self, conn: &mut evloop::reactor::Conn<'_>) -> ((), evloop::reactor::Action) {
+        conn.write(b"hello\n");
+        let _ = self.0.send(conn.handle());
+        ((), evloop::reactor::Action::None)
+    }
+    fn data(
+        &mut self,
+        conn: &mut evloop::reactor::Conn<'_>,
+        _: &mut (),
+        input: &[u8],
+    ) -> (usize, evloop::reactor::Action) {
+        conn.write(input);
+        (input.len(), evloop::reactor::Action::None)
+    }
+}
+
+#[test]
+fn a_greeting_and_conn_handle_writes_go_out_encrypted() {
+    let pki = Pki::new();
+    let (tx, rx) = mpsc::channel();
+    let server = evloop::reactor::Server::bind(tls_config(pki.files(false), b"", 1)).unwrap();
+    let addr = server.local_addrs()[1];
+    let running = server.start(move |_| Greeter(tx.clone())).unwrap();
+    let config = client_config(&pki.ca, None, &[], &[]);
+    let mut s = tls_connect(addr, &config);
+    let mut got = Vec::new();
+    handshake(&mut s).unwrap();
+    read_until(&mut s, &mut got, |g| g.len() == 6);
+    assert_eq!(got, b"hello\n");
+    let handle = rx.recv_timeout(LIMIT).unwrap();
+    handle.write(b"pushed ".repeat(10_000)).unwrap();
+    s.write_all(b"echo").unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |g| g.len() == 70_004);
+    assert!(got.starts_with(b"pushed ") && got.ends_with(b"echo"), "in order");
+    running.shutdown().unwrap();
+}
