@@ -41,7 +41,7 @@ use log::debug;
 use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 
 use super::EventLoop;
-use super::conn::{CLOSING, Connection, PAUSED, READ_CLOSED};
+use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED};
 use crate::net::tls::{TlsConfig, TlsSetup};
 use crate::reactor::config::Config;
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -51,6 +51,10 @@ use crate::reactor::stats::bump;
 /// The per-loop buffer is cut back to this after a large plaintext write was encrypted.
 const WBUF_KEEP: usize = 64 * 1024;
 
+/// The most plaintext one TLS record rustls holds back (partly read) may yield, with room
+/// to spare: 16 KiB of plaintext, plus expansion, plus the header.
+const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+
 /// One connection's TLS session.
 pub(crate) struct TlsSession {
     conn: ServerConnection,
@@ -58,6 +62,9 @@ pub(crate) struct TlsSession {
     handshaking: bool,
     /// A TLS or socket error ended the session: no `close_notify` after its alert.
     failed: bool,
+    /// Ciphertext read but not yet fed to rustls because the read buffer filled (empty,
+    /// unallocated, nearly always).
+    stash: Vec<u8>,
 }
 
 /// What one [`TlsSession::read`] did.
@@ -79,57 +86,145 @@ struct TlsRead {
 
 impl TlsSession {
     /// Reads and decrypts into `buf` until the socket is drained, the peer closed, or
-    /// `buf` is full.
-    fn read(&mut self, mut sock: &Stream, buf: &mut [u8]) -> TlsRead {
+    /// `buf` is (nearly) full.
+    ///
+    /// Ciphertext is read with one large `read` into the loop's `cbuf` and fed to rustls
+    /// from there (rustls' own socket reads take 4 KiB at a time), sized so that the
+    /// plaintext it can yield (plus one record rustls may hold from before) fits in what
+    /// is left of `buf`. A short read means the socket is drained, as on the plain path,
+    /// unless the peer's FIN is known to be queued (`hup_seen`). rustls is read from only
+    /// once its plaintext is all taken, so its own plaintext bound is never hit.
+    fn read(
+        &mut self,
+        mut sock: &Stream,
+        cbuf: &mut [u8],
+        buf: &mut [u8],
+        hup_seen: bool,
+    ) -> TlsRead {
         let mut r = TlsRead::default();
         loop {
-            // Plaintext rustls holds already (decrypted earlier, or just now).
-            if r.plain < buf.len() {
-                match self.conn.reader().read(&mut buf[r.plain..]) {
-                    Ok(0) => {
-                        // close_notify received and everything before it delivered.
-                        r.eof = true;
-                        return r;
-                    }
-                    Ok(n) => r.plain += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        // TCP EOF without close_notify: an end like any other here.
-                        r.eof = true;
-                        return r;
-                    }
-                    Err(e) => {
-                        r.error = Some(e);
-                        return r;
-                    }
+            // Ciphertext kept from an earlier call whose buffer filled: fed first.
+            if !self.stash.is_empty() && self.plain_taken(buf, &mut r) {
+                let stash = std::mem::take(&mut self.stash);
+                let mut rest: &[u8] = &stash;
+                self.feed(&mut rest, buf, &mut r);
+                self.stash = rest.to_vec();
+                if r.error.is_some() || !self.stash.is_empty() {
+                    return r;
                 }
             }
-            if r.plain == buf.len() {
+            if !self.plain_taken(buf, &mut r) || r.eof || r.error.is_some() {
                 return r;
             }
-            match self.conn.read_tls(&mut sock) {
-                Ok(n) => {
-                    r.reads += 1;
-                    r.cipher += n;
-                    if let Err(e) = self.conn.process_new_packets() {
-                        self.failed = true;
-                        r.error = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+            let room = buf.len() - r.plain;
+            let want = room.saturating_sub(MAX_RECORD).min(cbuf.len());
+            if want < 4096 {
+                if r.plain > 0 {
+                    return r; // deliver first, then read on with an empty buffer
+                }
+                // A small read buffer: let rustls read for itself (4 KiB at a time).
+                match self.conn.read_tls(&mut sock) {
+                    Ok(n) => {
+                        r.reads += 1;
+                        r.cipher += n;
+                        if let Err(e) = self.conn.process_new_packets() {
+                            return self.fail(r, io::Error::new(io::ErrorKind::InvalidData, e));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        r.drained = true;
                         return r;
                     }
-                    // n == 0 (EOF): the reader reports it on the next turn.
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return self.fail(r, e),
                 }
+                continue;
+            }
+            let n = match sock.read(&mut cbuf[..want]) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     r.drained = true;
                     return r;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.fail(r, e),
+            };
+            r.reads += 1;
+            r.cipher += n;
+            if n == 0 {
+                // TCP EOF: rustls notes it; its reader then says how the peer ended.
+                let _ = self.conn.read_tls(&mut io::empty());
+                continue;
+            }
+            let mut rest: &[u8] = &cbuf[..n];
+            self.feed(&mut rest, buf, &mut r);
+            if !rest.is_empty() && r.error.is_none() {
+                self.stash = rest.to_vec();
+            }
+            if r.error.is_some() {
+                return r;
+            }
+            if n < want && !hup_seen {
+                // A short read drained the socket (new bytes raise a new edge): done,
+                // unless plaintext or ciphertext is still held back (the buffer filled).
+                r.drained = self.plain_taken(buf, &mut r) && self.stash.is_empty();
+                return r;
+            }
+        }
+    }
+
+    /// Moves rustls' plaintext into `buf`. True when rustls holds none any more (and
+    /// `buf` has room); notes the peer's end and errors in `r`.
+    fn plain_taken(&mut self, buf: &mut [u8], r: &mut TlsRead) -> bool {
+        if r.plain == buf.len() {
+            return false;
+        }
+        match self.conn.reader().read(&mut buf[r.plain..]) {
+            Ok(0) => r.eof = true, // close_notify received, everything before it taken
+            Ok(n) => r.plain += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => r.eof = true, // TCP EOF
+            Err(e) => {
+                self.failed = true;
+                r.error = Some(e);
+            }
+        }
+        r.plain < buf.len()
+    }
+
+    /// Feeds ciphertext from `rest` to rustls record by record, taking the plaintext into
+    /// `buf` after each; stops early (leaving the rest in `rest`) when `buf` fills, on an
+    /// error, or once the peer's `close_notify` is in (what follows it is ignored).
+    fn feed(&mut self, rest: &mut &[u8], buf: &mut [u8], r: &mut TlsRead) {
+        while !rest.is_empty() {
+            match self.conn.read_tls(rest) {
+                Ok(0) => {
+                    *rest = &[];
+                    return;
+                }
+                Ok(_) => {}
                 Err(e) => {
                     self.failed = true;
                     r.error = Some(e);
-                    return r;
+                    return;
                 }
             }
+            if let Err(e) = self.conn.process_new_packets() {
+                self.failed = true;
+                r.error = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                return;
+            }
+            if !self.plain_taken(buf, r) || r.error.is_some() {
+                return;
+            }
         }
+    }
+
+    /// Notes a fatal error.
+    fn fail(&mut self, mut r: TlsRead, e: io::Error) -> TlsRead {
+        self.failed = true;
+        r.error = Some(e);
+        r
     }
 
     /// Encrypts the plaintext in `plain` (emptied) and appends every TLS record rustls
@@ -159,6 +254,8 @@ pub(super) struct LoopTls {
     /// (key, generation, deadline) of connections accepted with a handshake to do, in
     /// accept order.
     handshakes: VecDeque<(usize, u64, Instant)>,
+    /// The loop's ciphertext read buffer (the size of its plaintext read buffer).
+    cbuf: Vec<u8>,
 }
 
 impl LoopTls {
@@ -166,7 +263,8 @@ impl LoopTls {
     pub(super) fn of(config: &Config) -> Option<LoopTls> {
         let setup = config.tls.clone()?;
         let (generation, current) = setup.config.current();
-        Some(LoopTls { setup, generation, config: current, handshakes: VecDeque::new() })
+        let cbuf = vec![0; config.read_buffer.max(512)];
+        Some(LoopTls { setup, generation, config: current, handshakes: VecDeque::new(), cbuf })
     }
 
     /// The configuration for a new connection: the cached one, unless it was swapped.
@@ -198,7 +296,7 @@ pub(super) fn new_session(
     if let Some(t) = tls.setup.handshake_timeout {
         tls.handshakes.push_back((key, generation, Instant::now() + t));
     }
-    Ok(Some(Box::new(TlsSession { conn, handshaking: true, failed: false })))
+    Ok(Some(Box::new(TlsSession { conn, handshaking: true, failed: false, stash: Vec::new() })))
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -210,8 +308,9 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING) {
                 return;
             }
-            let Some(tls) = c.tls.as_deref_mut() else { return };
-            let r = tls.read(&c.sock, &mut self.rbuf);
+            let hup_seen = c.has(HUP_SEEN);
+            let (Some(tls), Some(lt)) = (c.tls.as_deref_mut(), self.tls.as_mut()) else { return };
+            let r = tls.read(&c.sock, &mut lt.cbuf, &mut self.rbuf, hup_seen);
             bump(&self.stats.reads, r.reads);
             bump(&self.stats.bytes_read, r.cipher as u64);
             if r.cipher > 0 {
