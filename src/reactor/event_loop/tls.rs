@@ -6,11 +6,12 @@
 //!   the loop's cached `ServerConfig` (refreshed when [`TlsConfig`] was swapped, e.g. by
 //!   a SIGHUP reload: one atomic load per TLS accept), and a handshake deadline.
 //! - **Read** ([`EventLoop::on_readable_tls`], entered from `read.rs::on_readable` by the
-//!   one "has a TLS session" branch): rustls reads ciphertext from the socket
-//!   (`read_tls`), decrypts (`process_new_packets`), and the plaintext goes to the
-//!   per-loop read buffer and from there to the handler exactly as on a plain
-//!   connection (`deliver`). Reading goes on until the socket is drained (WouldBlock),
-//!   the read buffer is full (then the next budget round goes on) or the budget is spent.
+//!   one "has a TLS session" branch): one large `read` of ciphertext into the loop's
+//!   ciphertext buffer, fed to rustls from there (`read_tls` on the slice, then
+//!   `process_new_packets`, record by record); the plaintext goes to the per-loop read
+//!   buffer and from there to the handler exactly as on a plain connection (`deliver`).
+//!   Reading goes on until the socket is drained (WouldBlock, or a short read), the read
+//!   buffer is full (then the next budget round goes on) or the budget is spent.
 //!   What rustls has to send (handshake flights, alerts, session tickets) is queued as
 //!   ciphertext in the connection's output.
 //! - **Write** (`write.rs::flush`, one branch): a TLS connection's callbacks always
@@ -27,8 +28,10 @@
 //! Counters: `tls_handshakes` (completed), `tls_resumed` (of those, resumed),
 //! `tls_handshake_errors` (closed before completing: TLS error, EOF, timeout).
 //!
-//! An idle TLS connection holds what rustls keeps (its record keys and empty buffers);
-//! the reactor keeps no plaintext for it: input and output vectors are dropped when they
+//! An idle TLS connection holds what rustls keeps (the session value, about 1.2 KB, its
+//! record keys, and the 4 KiB receive buffer it never frees; about 7.7 KB in all,
+//! measured by `tests/tls.rs::idle_connection_memory`); the reactor keeps no plaintext
+//! for it: input and output vectors are dropped when they
 //! empty, as on a plain connection. `Action::Detach` on a TLS connection hands back the
 //! raw socket mid-session (its session is dropped); detaching TLS is not supported.
 
