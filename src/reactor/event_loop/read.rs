@@ -38,13 +38,13 @@ impl<H: EventHandler> EventLoop<H> {
     /// FIN is known to be queued), the connection stops being readable, or the read
     /// budget is spent.
     pub(super) fn on_readable(&mut self, key: usize) {
-        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
-            return self.on_readable_tls(key);
-        }
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else { return };
             if c.has(PAUSED | READ_CLOSED | CLOSING) {
                 return;
+            }
+            if c.tls.is_some() {
+                return self.on_readable_tls(key); // ciphertext in, plaintext to the handler
             }
             let n = match read_socket(&c.sock, &mut self.rbuf) {
                 Ok(n) => n,
