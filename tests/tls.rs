@@ -894,3 +894,26 @@ fn a_greeting_and_conn_handle_writes_go_out_encrypted() {
     assert!(got.starts_with(b"pushed ") && got.ends_with(b"echo"), "in order");
     running.shutdown().unwrap();
 }
+
+#[test]
+fn frames_over_tls_come_back_whole() {
+    use evloop::proto::frame::{Frame, FrameConfig, encode};
+    let pki = Pki::new();
+    let served = start(
+        Engine::Reactor,
+        Frame::new(FrameConfig::default()),
+        tls_config(pki.files(false), b"", 1),
+    )
+    .unwrap();
+    let config = client_config(&pki.ca, None, &[], &[]);
+    let mut s = tls_connect(tls_addr(&served), &config);
+    let mut wire = Vec::new();
+    for size in [0, 1, 1000, 100_000] {
+        encode(&pattern(size, size as u64), &mut wire).unwrap();
+    }
+    s.write_all(&wire).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |g| g.len() == wire.len());
+    assert!(got == wire, "frames echoed whole, in order");
+    served.shutdown().unwrap();
+}
