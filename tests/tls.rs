@@ -678,7 +678,7 @@ fn have(tool: &str) -> bool {
 #[test]
 fn curl_openssl_and_redis_cli_skipped_without_curl() {
     if !have("curl") {
-        eprintln!("SKIPPED: curl is not installed");
+        println!("SKIPPED curl_openssl_and_redis_cli_skipped_without_curl: curl is not installed");
         return;
     }
     let pki = Pki::new();
@@ -706,7 +706,7 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
         .unwrap();
     assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"Hello, World!Hello, World!");
-    eprintln!("ran: curl --cacert");
+    let mut ran = vec!["curl --cacert"];
     if have("openssl") || Command::new("openssl").arg("version").output().is_ok() {
         for version in ["-tls1_2", "-tls1_3"] {
             let mut s_client = Command::new("openssl")
@@ -726,9 +726,9 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
             assert!(text.contains("ALPN protocol: http/1.1"), "{version}: {text}");
             assert!(text.contains("Hello, World!"), "{version}: {text}");
         }
-        eprintln!("ran: openssl s_client");
+        ran.push("openssl s_client");
     } else {
-        eprintln!("SKIPPED: openssl is not installed");
+        ran.push("(no openssl)");
     }
     stop(child);
     if have("redis-cli") {
@@ -755,19 +755,20 @@ fn curl_openssl_and_redis_cli_skipped_without_curl() {
         if String::from_utf8_lossy(&out.stderr).contains("not supported")
             || String::from_utf8_lossy(&out.stderr).contains("Unrecognized option")
         {
-            eprintln!("SKIPPED: this redis-cli has no TLS");
+            ran.push("(redis-cli without TLS)");
         } else {
             assert!(
                 text.contains("PONG"),
                 "redis-cli: {text} {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            eprintln!("ran: redis-cli --tls");
+            ran.push("redis-cli --tls");
         }
         stop(child);
     } else {
-        eprintln!("SKIPPED: redis-cli is not installed");
+        ran.push("(no redis-cli)");
     }
+    println!("ran curl_openssl_and_redis_cli_skipped_without_curl: {}", ran.join(", "));
 }
 
 /// Resident memory of process `pid`, in bytes (Linux `/proc`).
