@@ -538,11 +538,23 @@ fn run_to_end(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A child `evloop`, killed if a test fails before it stops it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns `evloop`, waits for the ready line; the child, its listeners from the ready
 /// line (`tls://` kept), and its further stderr lines.
-fn spawn_ready(args: &[&str]) -> (Child, Vec<String>, mpsc::Receiver<String>) {
-    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
+fn spawn_ready(args: &[&str]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
+    let mut child =
+        Running(evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let child_ref = &mut child.0;
+    let stderr = child_ref.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -559,15 +571,16 @@ fn spawn_ready(args: &[&str]) -> (Child, Vec<String>, mpsc::Receiver<String>) {
     (child, list.split(", ").map(str::to_string).collect(), rx)
 }
 
-fn signal(child: &Child, sig: i32) {
+fn signal(child: &Running, sig: i32) {
     // SAFETY: kill(2) with the pid of our own live child process.
-    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    let rc = unsafe { libc::kill(child.0.id() as i32, sig) };
     assert_eq!(rc, 0);
 }
 
-fn stop(mut child: Child) {
+/// SIGTERM, then wait for the exit.
+fn stop(mut child: Running) {
     signal(&child, libc::SIGTERM);
-    let _ = child.wait();
+    let _ = child.0.wait();
 }
 
 fn addr_of(listed: &str) -> SocketAddr {
@@ -812,10 +825,10 @@ fn idle_connection_memory() {
     let warm: Vec<Tls> = (0..100).map(|_| echo_once(tls, &config)).collect();
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss(child.id());
+    let before = rss(child.0.id());
     let conns: Vec<Tls> = (0..n).map(|_| echo_once(tls, &config)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let with_tls = rss(child.id());
+    let with_tls = rss(child.0.id());
     // Plain connections as many as the descriptor limit leaves room for (both ends are
     // in this machine's limits).
     let m = n.min(18_000usize.saturating_sub(n)).max(1);
@@ -829,7 +842,7 @@ fn idle_connection_memory() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let with_plain = rss(child.id());
+    let with_plain = rss(child.0.id());
     println!(
         "idle connections: {n} TLS, {} bytes each; {m} plain, {} bytes each",
         with_tls.saturating_sub(before) / n as u64,
