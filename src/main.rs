@@ -1,5 +1,5 @@
 //! `evloop`: the command line only. Parses the flags ([`cli`]), sets up logging, and
-//! calls `serve` (which owns the server's lifecycle) or `load`.
+//! calls `serve` (which owns the server's lifecycle), `proxy` or `load`.
 
 mod cli;
 
@@ -27,8 +27,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => cli::run_serve(args),
+        Command::Serve(args) => cli::run_serve(*args),
         Command::Load(args) => cli::run_load(args),
+        Command::Proxy(args) => cli::proxy::run_proxy(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,3 +95,81 @@ fn writing_to_a_closed_connection_is_an_error() {
     running.shutdown().unwrap();
     assert_eq!(handle.write(&b"after"[..]), Err(HandleError::Closed));
 }
+
+/// Publishes each connection's handle, and signals `writable` calls.
+struct Bounded {
+    handles: Sender<ConnHandle>,
+    writable: Sender<()>,
+}
+
+impl EventHandler for Bounded {
+    type State = ();
+    fn opened(&mut self, conn: &mut Conn<'_>) -> ((), Action) {
+        self.handles.send(conn.handle()).expect("test alive");
+        ((), Action::None)
+    }
+    fn data(&mut self, _: &mut Conn<'_>, _: &mut (), input: &[u8]) -> (usize, Action) {
+        (input.len(), Action::None)
+    }
+    fn writable(&mut self, _: &mut Conn<'_>, _: &mut ()) -> Action {
+        let _ = self.writable.send(());
+        Action::None
+    }
+}
+
+/// A producer thread writing through `try_write` to a client that does not read: the
+/// queued bytes stay below the high watermark plus one message, the producer waits for
+/// `writable` (asked with `notify_writable`), and once the client reads, everything
+/// arrives byte-exact.
+#[test]
+fn try_write_is_bounded_and_writable_says_when_to_go_on() {
+    const TOTAL: usize = 32 * 1024 * 1024;
+    const MSG: usize = 16 * 1024;
+    let high = 256 * 1024;
+    let (htx, hrx) = unbounded();
+    let (wtx, wrx) = unbounded::<()>();
+    let config = local_config(1).watermarks(64 * 1024, high);
+    let server = Server::bind(config).unwrap();
+    let addr = server.local_addrs()[0];
+    let running =
+        server.start(move |_| Bounded { handles: htx.clone(), writable: wtx.clone() }).unwrap();
+    let h = running.handle();
+    let mut client = connect_small_rcvbuf(addr);
+    let handle = hrx.recv_timeout(LIMIT).unwrap();
+    let data = pattern(TOTAL, 11);
+    let producer = {
+        let data = data.clone();
+        let handle = handle.clone();
+        thread::spawn(move || {
+            let (mut at, mut max_queued, mut blocked) = (0, 0, 0);
+            while at < TOTAL {
+                match handle.try_write(&data[at..at + MSG]) {
+                    Ok(()) => {
+                        at += MSG;
+                        max_queued = max_queued.max(handle.queued());
+                    }
+                    Err(HandleError::WouldBlock) => {
+                        blocked += 1;
+                        handle.notify_writable().unwrap();
+                        wrx.recv_timeout(LIMIT).expect("writable after the client reads");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (max_queued, blocked)
+        })
+    };
+    // The client does not read for a while: the producer must be held back.
+    thread::sleep(std::time::Duration::from_millis(500));
+    let queued = handle.queued();
+    assert!(queued <= high + 2 * MSG, "queued {queued} while the client is not reading");
+    let s = total(&h);
+    assert!(s.peak_pending_output <= (high + 2 * MSG) as u64, "{s:?}");
+    assert!(s.bytes_written < TOTAL as u64 / 2, "the producer was not held back: {s:?}");
+    let got = read_n(&mut client, TOTAL);
+    assert!(got == data, "bytes differ");
+    let (max_queued, blocked) = producer.join().unwrap();
+    assert!(blocked > 0);
+    assert!(max_queued <= high + 2 * MSG, "max queued {max_queued}");
+    running.shutdown().unwrap();
+}

@@ -931,3 +931,83 @@ fn frames_over_tls_come_back_whole() {
     assert!(got == wire, "frames echoed whole, in order");
     served.shutdown().unwrap();
 }
+
+/// Links each TLS connection, at its first bytes, to the plain connection opened before
+/// it; reports every close as (listener, reason).
+struct Linker {
+    plain: Option<evloop::reactor::ConnId>,
+    closes: mpsc::Sender<(usize, String)>,
+}
+
+impl evloop::reactor::EventHandler for Linker {
+    type State = usize;
+    fn opened(&mut self, conn: &mut evloop::reactor::Conn<'_>) -> (usize, evloop::reactor::Action) {
+        if conn.listener() == 0 {
+            self.plain = Some(conn.id());
+        }
+        (conn.listener(), evloop::reactor::Action::None)
+    }
+    fn data(
+        &mut self,
+        conn: &mut evloop::reactor::Conn<'_>,
+        listener: &mut usize,
+        input: &[u8],
+    ) -> (usize, evloop::reactor::Action) {
+        if *listener == 1 {
+            conn.link(self.plain.expect("plain first")).unwrap();
+            return (0, evloop::reactor::Action::None);
+        }
+        (input.len(), evloop::reactor::Action::None)
+    }
+    fn closed(&mut self, listener: usize, reason: evloop::reactor::CloseReason) {
+        let _ = self.closes.send((listener, format!("{reason:?}")));
+    }
+}
+
+#[test]
+fn linking_a_tls_connection_is_refused_by_closing_it() {
+    let pki = Pki::new();
+    let (tx, rx) = mpsc::channel();
+    let server = evloop::reactor::Server::bind(tls_config(pki.files(false), b"", 1)).unwrap();
+    let (plain, tls) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let running = server.start(move |_| Linker { plain: None, closes: tx.clone() }).unwrap();
+    let mut p = TcpStream::connect(plain).unwrap();
+    p.write_all(b"x").unwrap(); // served: the plain connection is open on the loop
+    std::thread::sleep(Duration::from_millis(100));
+    let config = client_config(&pki.ca, None, &[], &[]);
+    let mut s = tls_connect(tls, &config);
+    handshake(&mut s).unwrap();
+    s.write_all(b"link me").unwrap();
+    let (listener, reason) = rx.recv_timeout(LIMIT).unwrap();
+    assert_eq!(listener, 1, "the TLS side is closed: {reason}");
+    assert!(reason.contains("Unsupported"), "{reason}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest); // closed: EOF or reset, nothing forwarded
+    assert!(rest.is_empty());
+    p.write_all(b"still served").unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "the plain one stays");
+    running.shutdown().unwrap();
+}
+
+#[test]
+fn an_incomplete_request_over_tls_gets_408_encrypted_then_close_notify() {
+    let pki = Pki::new();
+    let settings = evloop::serve::Settings {
+        request_timeout: Some(Duration::from_millis(300)),
+        ..evloop::serve::Settings::from(tls_config(pki.files(false), ALPN_HTTP1, 1))
+    };
+    let served = start(Engine::Reactor, Http::new(HttpConfig::default()), settings).unwrap();
+    let config = client_config(&pki.ca, None, &[], &[ALPN_HTTP1]);
+    let mut s = tls_connect(tls_addr(&served), &config);
+    s.write_all(GET).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |g| count(g, HELLO) == 1);
+    let t0 = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: loc").unwrap(); // and nothing more
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("408, then close_notify: a clean end");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+    assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+    served.shutdown().unwrap();
+}

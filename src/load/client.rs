@@ -2,6 +2,7 @@
 //! checks every reply and records its latency.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,6 +26,11 @@ pub(crate) struct Shared {
     pub(crate) progress: AtomicU64,
     /// Per-loop results, pushed when a loop's handler is dropped at shutdown.
     pub(crate) results: Mutex<Vec<Tally>>,
+    /// Connections opened (by the loops' connect path).
+    pub(crate) connected: AtomicU64,
+    /// Connects that failed, and the first failure: (connection index, error).
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) first_failure: Mutex<Option<(u64, io::Error)>>,
 }
 
 /// Counts of one loop (or, merged, of a run), measure phase only unless noted.
@@ -86,6 +92,7 @@ impl EventHandler for Client {
     type State = InFlight;
 
     fn opened(&mut self, conn: &mut Conn<'_>) -> (InFlight, Action) {
+        self.shared.connected.fetch_add(1, Ordering::AcqRel);
         let mut flight = InFlight(VecDeque::with_capacity(self.shared.pipeline));
         let now = Instant::now();
         for _ in 0..self.shared.pipeline {
@@ -138,6 +145,12 @@ impl EventHandler for Client {
             self.shared.progress.fetch_add(replies, Ordering::Relaxed);
         }
         (at, Action::None)
+    }
+
+    fn connect_error(&mut self, tag: u64, err: io::Error) {
+        let mut first = self.shared.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert((tag, err));
+        self.shared.connect_failures.fetch_add(1, Ordering::AcqRel);
     }
 
     fn closed(&mut self, _state: InFlight, reason: CloseReason) {

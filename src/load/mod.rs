@@ -3,14 +3,15 @@
 //! Every connection keeps `pipeline` requests in flight; each reply is parsed and
 //! checked (echo and frame byte-exact, HTTP status 2xx, RESP reply type), and its latency
 //! recorded in an HDR histogram. A run is a warmup, then the measured duration; only the
-//! measured part is reported.
+//! measured part is reported. The client connections are opened by the loops themselves
+//! (the reactor's connect path), at most 256 in flight at once.
 
 mod client;
 mod workload;
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,13 @@ use std::time::{Duration, Instant};
 use client::{Client, MEASURE, STOP, Shared, Tally, WARMUP};
 pub(crate) use workload::Workload;
 
-use crate::reactor::{Config, Server};
+use crate::reactor::{Config, ConnectAddr, Server, ServerHandle};
+
+/// Most connects in flight at once while a run sets up (so a server's listen backlog
+/// is not flooded with SYNs it would drop).
+const CONNECT_WINDOW: u64 = 256;
+/// How long one connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The protocol a load run speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +144,40 @@ impl Report {
     }
 }
 
+/// Opens `cfg.connections` connections on the client loops (connection `i` on loop
+/// `i % threads`) with at most [`CONNECT_WINDOW`] in flight, and waits until all are
+/// open. The first failure ends it, naming the connection.
+fn connect_all(cfg: &LoadConfig, shared: &Shared, handle: &ServerHandle) -> io::Result<()> {
+    let total = cfg.connections as u64;
+    let done = || {
+        shared.connected.load(Ordering::Acquire) + shared.connect_failures.load(Ordering::Acquire)
+    };
+    let failure = || {
+        let mut first = shared.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+        first.take().map(|(i, e)| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot connect to {} (connection {}): {e}", cfg.addr, i + 1),
+            )
+        })
+    };
+    let stopped = |_| io::Error::other("the client loops have stopped");
+    for i in 0..total {
+        while i - done().min(i) >= CONNECT_WINDOW {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(e) = failure() {
+            return Err(e);
+        }
+        let to = ConnectAddr::Tcp(cfg.addr);
+        handle.connect_on(i as usize, to, Some(CONNECT_TIMEOUT), i).map_err(stopped)?;
+    }
+    while done() < total {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    failure().map_or(Ok(()), Err)
+}
+
 /// Runs the load and returns the report. Fails when connecting fails or the
 /// configuration is impossible (e.g. more connections than descriptors allow).
 pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
@@ -157,22 +198,17 @@ pub fn run(cfg: &LoadConfig) -> io::Result<Report> {
         phase: AtomicU8::new(WARMUP),
         progress: AtomicU64::new(0),
         results: Mutex::new(Vec::new()),
+        connected: AtomicU64::new(0),
+        connect_failures: AtomicU64::new(0),
+        first_failure: Mutex::new(None),
     });
     let server = Server::bind(Config::new().loops(cfg.threads))?;
     let sh = shared.clone();
     let running = server.start(move |_| Client { shared: sh.clone(), tally: Tally::new() })?;
     let handle = running.handle();
-    for i in 0..cfg.connections {
-        let stream =
-            TcpStream::connect_timeout(&cfg.addr, Duration::from_secs(5)).map_err(|e| {
-                handle.shutdown();
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot connect to {} (connection {}): {e}", cfg.addr, i + 1),
-                )
-            })?;
-        let _ = stream.set_nodelay(true);
-        handle.attach(i, stream)?;
+    if let Err(e) = connect_all(cfg, &shared, &handle) {
+        running.shutdown()?;
+        return Err(e);
     }
     std::thread::sleep(cfg.warmup);
     shared.phase.store(MEASURE, Ordering::Relaxed);

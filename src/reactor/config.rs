@@ -65,6 +65,18 @@ pub struct Config {
     /// long, counted from the first byte of that request — the slowloris defence
     /// (HTTP's `--header-timeout`). Off by default.
     pub request_timeout: Option<Duration>,
+    /// Hard limit of a connection's pending output (bytes queued and not yet taken by
+    /// the kernel), as Redis's `client-output-buffer-limit`: a connection above it after
+    /// a callback's output was written is closed at once ([`CloseReason::OutputLimit`],
+    /// counted), its pending output dropped. The high watermark only stops *reading*;
+    /// this bounds what a peer that does not read can make the server hold. Default
+    /// 64 MiB; `None`: no limit.
+    ///
+    /// [`CloseReason::OutputLimit`]: super::CloseReason::OutputLimit
+    pub max_output: Option<usize>,
+    /// Soft limit of pending output: (bytes, period): a connection whose pending output
+    /// stays above `bytes` for `period` is closed as by the hard limit. Off by default.
+    pub max_output_soft: Option<(usize, Duration)>,
     /// Most connections open at once in the whole server; beyond it new connections are
     /// accepted and closed at once (counted as rejected). `None`: no limit.
     pub max_conns: Option<usize>,
@@ -101,6 +113,8 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             idle_timeout: None,
             request_timeout: None,
+            max_output: Some(64 << 20),
+            max_output_soft: None,
             max_conns: None,
             keepalive: None,
             recv_buffer: None,
@@ -187,6 +201,12 @@ impl Config {
     /// Sets the incomplete-request timeout (`None`: off).
     pub fn request_timeout(mut self, t: Option<Duration>) -> Self {
         self.request_timeout = t;
+        self
+    }
+
+    /// Sets the hard limit of pending output per connection (`None`: no limit).
+    pub fn max_output(mut self, bytes: Option<usize>) -> Self {
+        self.max_output = bytes;
         self
     }
 

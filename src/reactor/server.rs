@@ -157,6 +157,7 @@ impl Server {
                 tx,
                 waker,
                 stats: Arc::new(LoopStats::default()),
+                watermarks: (config.low_watermark, config.high_watermark),
             });
             rxs.push(rx);
             polls.push(poll);
@@ -179,6 +180,8 @@ impl Server {
             acceptor: acceptor.as_ref().map(|(_, w, s)| (w.clone(), s.clone())),
             addrs,
             listeners,
+            next_connect: std::sync::atomic::AtomicUsize::new(0),
+            balance: config.balance,
         });
         let server = ServerHandle { shared: shared.clone() };
         for ((((id, poll), rx), remote), LoopSockets { listeners, udp }) in

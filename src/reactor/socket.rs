@@ -1,6 +1,7 @@
 //! The socket kinds a loop serves: TCP and Unix domain streams (one connection type) and
-//! their listeners, each a mio `Source`; the stream handed back on detach; the socket
-//! files a server removes when it stops. (UDP sockets are plain `mio::net::UdpSocket`s.)
+//! their listeners, each a mio `Source`; starting a nonblocking connect and reading its
+//! outcome; the stream handed back on detach; the socket files a server removes when it
+//! stops. (UDP sockets are plain `mio::net::UdpSocket`s.)
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -9,7 +10,9 @@ use std::path::PathBuf;
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::handler::ConnectAddr;
 use crate::net::addr::Peer;
 
 /// A connected stream: TCP or Unix domain.
@@ -40,10 +43,79 @@ impl Stream {
         }
     }
 
+    /// How a nonblocking connect ended, on a writable (or error) event: `None` while it
+    /// is still in progress, else the peer or the error (`SO_ERROR`).
+    pub(crate) fn connect_result(&self) -> Option<io::Result<Peer>> {
+        let err = match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        };
+        match err {
+            Ok(Some(e)) | Err(e) => return Some(Err(e)),
+            Ok(None) => {}
+        }
+        let peer = match self {
+            Stream::Tcp(s) => s.peer_addr().map(Peer::Inet),
+            Stream::Unix(s) => s.peer_addr().map(|_| Peer::Unix),
+        };
+        match peer {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotConnected
+                    || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+            {
+                None
+            }
+            r => Some(r),
+        }
+    }
+
+    /// Shuts the write side down (sends FIN on TCP).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    /// Starts a nonblocking connect to `to`. The outer `Err`: no socket could be made;
+    /// the inner one: the connect failed at once (refused, no such file, ...). A
+    /// connect in progress is `Ok`: its end comes as a writable event
+    /// ([`connect_result`](Self::connect_result)).
+    pub(crate) fn connect(to: &ConnectAddr) -> io::Result<(Stream, io::Result<()>)> {
+        let (sock, addr) = match to {
+            ConnectAddr::Tcp(a) => {
+                let domain = Domain::for_address(*a);
+                (Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?, Ok(SockAddr::from(*a)))
+            }
+            ConnectAddr::Unix(path) => {
+                (Socket::new(Domain::UNIX, Type::STREAM, None)?, SockAddr::unix(path))
+            }
+        };
+        sock.set_nonblocking(true)?;
+        let result = addr.and_then(|a| match sock.connect(&a) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+            r => r,
+        });
+        let stream = match to {
+            ConnectAddr::Tcp(_) => Stream::Tcp(TcpStream::from_std(sock.into())),
+            ConnectAddr::Unix(_) => Stream::Unix(UnixStream::from_std(sock.into())),
+        };
+        Ok((stream, result))
+    }
+
     pub(crate) fn into_detached(self) -> DetachedStream {
         match self {
             Stream::Tcp(s) => DetachedStream::Tcp(s.into()),
             Stream::Unix(s) => DetachedStream::Unix(s.into()),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 }

@@ -31,11 +31,18 @@ pub struct LoopStats {
     pub(crate) rejected: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
+    pub(crate) output_limit_closes: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
     pub(crate) datagrams_truncated: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) connect_timeouts: AtomicU64,
+    pub(crate) links: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) spliced: AtomicU64,
     pub(crate) tls_handshakes: AtomicU64,
     pub(crate) tls_handshake_errors: AtomicU64,
     pub(crate) tls_resumed: AtomicU64,
@@ -47,7 +54,8 @@ pub struct StatsSnapshot {
     /// Connections open now.
     pub open: u64,
     /// Connections this loop took on (accepted itself, or handed over by the acceptor);
-    /// for the acceptor, the connections it accepted and handed to a loop.
+    /// outbound ones are in `connects`; for the acceptor, the connections it accepted and
+    /// handed to a loop.
     pub accepted: u64,
     /// Connections closed (for any reason, including detach).
     pub closed: u64,
@@ -78,8 +86,12 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
-    /// Connections closed by the incomplete-request timeout.
+    /// Connections closed by the incomplete-request timeout, and request deadlines
+    /// (`Conn::set_request_deadline`) that passed.
     pub request_timeouts: u64,
+    /// Connections closed for exceeding the output limits (`Config::max_output`,
+    /// `Config::max_output_soft`).
+    pub output_limit_closes: u64,
     /// Handler callbacks that panicked (their connection was closed).
     pub panics: u64,
     /// UDP datagrams received.
@@ -90,6 +102,19 @@ pub struct StatsSnapshot {
     pub datagrams_truncated: u64,
     /// UDP replies the kernel refused (dropped).
     pub datagrams_dropped: u64,
+    /// Outbound connections that connected (opened by the connect path).
+    pub connects: u64,
+    /// Outbound connects that failed, timeouts included.
+    pub connect_errors: u64,
+    /// Outbound connects that failed by their timeout (also in `connect_errors`).
+    pub connect_timeouts: u64,
+    /// Pairs of connections linked.
+    pub links: u64,
+    /// Bytes linked pairs moved from one side to the other (copied or spliced).
+    pub forwarded: u64,
+    /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
+    /// counted in `bytes_read` and `bytes_written` as well).
+    pub spliced: u64,
     /// TLS handshakes completed (full and resumed).
     pub tls_handshakes: u64,
     /// TLS connections closed before their handshake completed: a TLS error (a
@@ -121,11 +146,18 @@ impl LoopStats {
             rejected: self.rejected.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
+            output_limit_closes: self.output_limit_closes.load(Relaxed),
             panics: self.panics.load(Relaxed),
             datagrams_in: self.datagrams_in.load(Relaxed),
             datagrams_out: self.datagrams_out.load(Relaxed),
             datagrams_truncated: self.datagrams_truncated.load(Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Relaxed),
+            connects: self.connects.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
+            connect_timeouts: self.connect_timeouts.load(Relaxed),
+            links: self.links.load(Relaxed),
+            forwarded: self.forwarded.load(Relaxed),
+            spliced: self.spliced.load(Relaxed),
             tls_handshakes: self.tls_handshakes.load(Relaxed),
             tls_handshake_errors: self.tls_handshake_errors.load(Relaxed),
             tls_resumed: self.tls_resumed.load(Relaxed),
@@ -155,11 +187,18 @@ impl StatsSnapshot {
             t.rejected += s.rejected;
             t.idle_timeouts += s.idle_timeouts;
             t.request_timeouts += s.request_timeouts;
+            t.output_limit_closes += s.output_limit_closes;
             t.panics += s.panics;
             t.datagrams_in += s.datagrams_in;
             t.datagrams_out += s.datagrams_out;
             t.datagrams_truncated += s.datagrams_truncated;
             t.datagrams_dropped += s.datagrams_dropped;
+            t.connects += s.connects;
+            t.connect_errors += s.connect_errors;
+            t.connect_timeouts += s.connect_timeouts;
+            t.links += s.links;
+            t.forwarded += s.forwarded;
+            t.spliced += s.spliced;
             t.tls_handshakes += s.tls_handshakes;
             t.tls_handshake_errors += s.tls_handshake_errors;
             t.tls_resumed += s.tls_resumed;

@@ -39,7 +39,7 @@ use crate::proto::Protocol;
 use crate::reactor::ServerHandle;
 
 pub use engine::{Backend, Capabilities, Engine, RunningServer, Started, Stopper, WithBackend};
-pub use handler::ProtoHandler;
+pub use handler::{ProtoConn, ProtoHandler};
 pub use settings::{ReactorTuning, Settings};
 
 /// Binds and starts `proto` on `engine` with `settings` (a [`Settings`], or a reactor
@@ -76,6 +76,11 @@ pub struct Served {
 pub struct StopHandle(Arc<dyn Stopper>);
 
 impl StopHandle {
+    /// A handle over any engine's [`Stopper`] (a reactor's [`ServerHandle`], say).
+    pub fn from_stopper(stopper: Arc<dyn Stopper>) -> Self {
+        StopHandle(stopper)
+    }
+
     /// Begins shutdown; returns at once.
     pub fn stop(&self) {
         self.0.stop();

@@ -44,6 +44,9 @@ pub(super) struct Client {
     pub(super) id: u64,
     /// `CLIENT SETNAME`.
     pub(super) name: Option<Vec<u8>>,
+    /// A command's reply would have exceeded `max_reply`: nothing was appended, and the
+    /// session ends with an `output_limit` error.
+    pub(super) reply_refused: bool,
 }
 
 macro_rules! commands {
@@ -205,8 +208,22 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             Some(v) => incr_by(ks, a.get(1), if cmd == Cmd::DecrBy { -v } else { v }, out),
         },
         Cmd::MGet => {
-            reply::array(out, a.len() - 1);
             let mut now = ks.clock();
+            if a.len() > 2 {
+                // The reply's size first (about 16 bytes of framing per value): one request
+                // of a few KB could otherwise ask for gigabytes.
+                let mut size = 0usize;
+                for i in 1..a.len() {
+                    let key = a.get(i);
+                    let v = ks.shard(key).with(key, &mut now, |e| e.map_or(0, |e| e.value.len()));
+                    size = size.saturating_add(v + 16);
+                }
+                if size > sh.cfg.max_reply {
+                    client.reply_refused = true;
+                    return true;
+                }
+            }
+            reply::array(out, a.len() - 1);
             for i in 1..a.len() {
                 let key = a.get(i);
                 ks.shard(key)

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::{Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol, Session};
 use commands::{Args, Client};
 use parse::{Parsed, Parser};
 
@@ -63,6 +63,18 @@ pub struct RespConfig {
     /// `client-query-buffer-limit`); bounds what a connection leaves unconsumed.
     /// Default 256 MiB.
     pub max_request: usize,
+    /// Output budget of one call: once the replies a call appended reach this many
+    /// bytes, the session stops executing further pipelined commands and leaves them
+    /// unconsumed; the engine calls again once the output has drained (so pending output
+    /// stays near the engine's high watermark however many commands are pipelined).
+    /// Default 1 MiB. One command's reply is never split: a single large reply may pass
+    /// it (see `max_reply`).
+    pub output_budget: usize,
+    /// Largest reply one command may produce (the engine's output limit, `--max-output`):
+    /// an `MGET` whose reply would be larger is refused before it is built, with
+    /// `-ERR reply exceeds the output limit` and a close (error kind `output_limit`).
+    /// Default 64 MiB. Single-value replies are bounded by `max_bulk` already.
+    pub max_reply: usize,
 }
 
 impl Default for RespConfig {
@@ -72,6 +84,8 @@ impl Default for RespConfig {
             max_multibulk: 1 << 20,
             max_inline: 64 << 10,
             max_request: 256 << 20,
+            output_budget: 1 << 20,
+            max_reply: 64 << 20,
         }
     }
 }
@@ -142,7 +156,7 @@ impl Protocol for Redis {
         RedisSession {
             shared: Arc::clone(&self.shared),
             parser: Parser::default(),
-            client: Client { id, name: None },
+            client: Client { id, name: None, reply_refused: false },
         }
     }
 
@@ -170,24 +184,38 @@ impl Drop for RedisSession {
 impl Session for RedisSession {
     /// Executes every complete command at the front of `input` in order, appending each
     /// reply to `out`. Stops at an incomplete command (left unconsumed; at most about
-    /// `max_request + max_inline` bytes before a protocol error), after `QUIT` (with
-    /// `close: true`), or at a protocol error (replies of earlier commands stay in `out`).
+    /// `max_request + max_inline` bytes before a protocol error), once this call's
+    /// replies reach `output_budget` (the rest left unconsumed, nothing pending), after
+    /// `QUIT` (with `close: true`), or at a protocol error (replies of earlier commands
+    /// stay in `out`), including a reply over `max_reply`.
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
         let shared = &*self.shared;
         let (mut pos, mut answered) = (0, 0);
+        let start = out.len();
         while pos < input.len() {
             let rest = &input[pos..];
             match self.parser.parse(rest, &shared.cfg).map_err(|e| e.after(answered))? {
-                Parsed::Incomplete => break,
+                Parsed::Incomplete => {
+                    let p = Progress::answered(pos, answered, false);
+                    return Ok(p.with_pending(Pending::Head));
+                }
                 Parsed::Skip(n) => pos += n,
                 Parsed::Command { len, inline } => {
                     let buf = if inline { &self.parser.scratch[..] } else { rest };
                     let args = Args::new(buf, &self.parser.ranges);
                     let close = commands::execute(shared, &mut self.client, &args, out);
+                    if self.client.reply_refused {
+                        let reply = b"-ERR reply exceeds the output limit\r\n";
+                        return Err(ProtoError::new("output_limit", &reply[..]).after(answered));
+                    }
                     pos += len;
                     answered += 1;
                     if close {
                         return Ok(Progress::answered(pos, answered, true));
+                    }
+                    if out.len() - start >= shared.cfg.output_budget {
+                        // The rest waits until this output has drained.
+                        return Ok(Progress::answered(pos, answered, false));
                     }
                 }
             }

@@ -628,7 +628,7 @@ fn pipelining_sixteen_commands() {
     let full = input.len();
     input.extend(b"*2\r\n$3\r\nGET\r\n$2\r\nk");
     let p = s.on_input(&input, &mut out).unwrap();
-    assert_eq!(p, Progress::answered(full, 16, false));
+    assert_eq!(p, Progress::answered(full, 16, false).with_pending(Pending::Head));
     assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
     let mut out = Vec::new();
     input.drain(..full);
@@ -693,7 +693,7 @@ fn protocol_errors() {
     // Just below the inline limit is still waiting for its newline.
     let mut s = server().new_session();
     let p = s.on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new()).unwrap();
-    assert_eq!(p, Progress::answered(0, 0, false));
+    assert_eq!(p, Progress::answered(0, 0, false).with_pending(Pending::Head));
 }
 
 #[test]
@@ -706,7 +706,13 @@ fn replies_before_a_protocol_error_are_kept() {
 
 #[test]
 fn configured_limits_apply() {
-    let cfg = RespConfig { max_bulk: 10, max_multibulk: 3, max_inline: 16, max_request: 1 << 20 };
+    let cfg = RespConfig {
+        max_bulk: 10,
+        max_multibulk: 3,
+        max_inline: 16,
+        max_request: 1 << 20,
+        ..RespConfig::default()
+    };
     let (_, e) = proto_err(cfg, b"*4\r\n");
     assert_eq!(e.reply, b"-ERR Protocol error: invalid multibulk length\r\n");
     let (_, e) = proto_err(cfg, b"*1\r\n$11\r\n");
@@ -868,7 +874,7 @@ proptest! {
         pieces in prop::collection::vec(arb_piece(), 1..16),
         sizes in prop::collection::vec(1usize..64, 1..32),
     ) {
-        let cfg = RespConfig { max_bulk: 64, max_multibulk: 8, max_inline: 32, max_request: 300 };
+        let cfg = RespConfig { max_bulk: 64, max_multibulk: 8, max_inline: 32, max_request: 300, ..RespConfig::default() };
         let bound = cfg.max_request + cfg.max_inline + 2;
         let stream = pieces.concat();
         let r = Redis::new(cfg);
@@ -949,4 +955,43 @@ fn protocol_error_counts_the_requests_answered_before_it() {
     assert_eq!(e.requests, 2);
     let e = r.new_session().on_input(b"*x\r\n", &mut Vec::new()).unwrap_err();
     assert_eq!(e.requests, 0);
+}
+
+#[test]
+fn pipelined_replies_stop_at_the_output_budget_and_resume() {
+    let r = Redis::new(RespConfig { output_budget: 1000, ..RespConfig::default() });
+    let mut s = r.new_session();
+    let value = vec![b'v'; 600];
+    let mut out = Vec::new();
+    s.on_input(&mb(&[b"SET", b"k", &value]), &mut out).unwrap();
+    out.clear();
+    let get = mb(&[b"GET", b"k"]);
+    let input: Vec<u8> = get.iter().copied().cycle().take(get.len() * 5).collect();
+    // Two replies (1,220 bytes) pass the budget: the other three wait, nothing pending.
+    let p = s.on_input(&input, &mut out).unwrap();
+    assert_eq!((p.consumed, p.requests, p.pending), (get.len() * 2, 2, Pending::None));
+    let p = s.on_input(&input[p.consumed..], &mut out).unwrap();
+    assert_eq!((p.requests, p.consumed), (2, get.len() * 2));
+    let p = s.on_input(&input[get.len() * 4..], &mut out).unwrap();
+    assert_eq!((p.requests, p.consumed), (1, get.len()));
+    assert_eq!(out.len(), 5 * (value.len() + 8));
+}
+
+#[test]
+fn an_mget_over_the_reply_limit_is_refused_before_it_is_built() {
+    let r = Redis::new(RespConfig { max_reply: 10_000, ..RespConfig::default() });
+    let mut s = r.new_session();
+    let mut out = Vec::new();
+    s.on_input(&mb(&[b"SET", b"k", &[b'v'; 4000]]), &mut out).unwrap();
+    out.clear();
+    // Two values fit; three do not.
+    let p = s.on_input(&mb(&[b"MGET", b"k", b"k"]), &mut out).unwrap();
+    assert_eq!(p.requests, 1);
+    out.clear();
+    let mut input = mb(&[b"PING", b"x"]);
+    input.extend(mb(&[b"MGET", b"k", b"k", b"k"]));
+    let e = s.on_input(&input, &mut out).unwrap_err();
+    assert_eq!((e.kind, e.requests), ("output_limit", 1));
+    assert_eq!(e.reply, b"-ERR reply exceeds the output limit\r\n");
+    assert_eq!(out, b"$1\r\nx\r\n", "only the PING's reply");
 }

@@ -15,7 +15,7 @@
 //! connections handed over with `ServerHandle::attach`: per-connection socket options,
 //! registration, and the handler's `opened`.
 //!
-//! A later connect path (outbound connections) would end in `open` as well.
+//! The connect path (`connect.rs`) ends there as well, through `open_outbound`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
@@ -27,14 +27,14 @@ use log::{debug, error, warn};
 use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
-use super::conn::Connection;
+use super::conn::{Connection, OUTBOUND};
 use super::tls;
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog};
 use crate::reactor::config::{Balance, Config};
 use crate::reactor::handle::{Command, LoopRemote, ServerHandle, Shared};
-use crate::reactor::handler::{Conn, EventHandler};
+use crate::reactor::handler::{Conn, EventHandler, Origin};
 use crate::reactor::socket::{Listener, Stream};
 use crate::reactor::stats::{LoopStats, bump};
 use crate::reactor::timer::Tick;
@@ -142,7 +142,31 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Takes on a new connection (already admitted): socket options, registration, then
     /// `opened` and the write of what it produced.
-    pub(super) fn open(&mut self, mut sock: Stream, peer: Peer, listener: usize) {
+    pub(super) fn open(&mut self, sock: Stream, peer: Peer, listener: usize) {
+        self.take_on(sock, peer, listener, None);
+    }
+
+    /// Takes on an outbound connection that has just connected (registered already,
+    /// under its dialer token): as [`open`](Self::open), with its origin and the
+    /// generation its id was given when the connect started.
+    pub(super) fn open_outbound(
+        &mut self,
+        sock: Stream,
+        peer: Peer,
+        origin: Origin,
+        generation: u64,
+    ) {
+        self.take_on(sock, peer, usize::MAX, Some((origin, generation)));
+    }
+
+    /// [`open`](Self::open) and [`open_outbound`](Self::open_outbound).
+    fn take_on(
+        &mut self,
+        mut sock: Stream,
+        peer: Peer,
+        listener: usize,
+        outbound: Option<(Origin, u64)>,
+    ) {
         if let Err(e) = configure_accepted(&sock, &self.parts.config)
             && !self.sockopt_warned
         {
@@ -155,14 +179,30 @@ impl<H: EventHandler> EventLoop<H> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = Tok::Conn(key).token();
-        if let Err(e) = self.parts.poll.registry().register(&mut sock, token, Interest::READABLE) {
-            warn!("loop {}: cannot register connection from {peer}: {e}", self.parts.id);
-            self.parts.server.shared.release();
+        let registry = self.parts.poll.registry();
+        let registered = match outbound {
+            None => registry.register(&mut sock, token, Interest::READABLE),
+            Some(_) => registry.reregister(&mut sock, token, Interest::READABLE),
+        };
+        if let Err(e) = registered {
+            warn!("loop {}: cannot register connection with {peer}: {e}", self.parts.id);
+            if outbound.is_none() {
+                self.parts.server.shared.release();
+            }
             return;
         }
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let tls = match tls::new_session(self.tls.as_mut(), listener, key, generation) {
+        let generation = match outbound {
+            Some((_, generation)) => generation,
+            None => self.ctx.generation(),
+        };
+        let origin = outbound.map(|(o, _)| o);
+        let mut flags = if outbound.is_some() { OUTBOUND } else { 0 };
+        // Outbound connections are plain: client-side TLS is not supported.
+        let session = match outbound {
+            Some(_) => Ok(None),
+            None => tls::new_session(self.tls.as_mut(), listener, key, generation),
+        };
+        let tls = match session {
             Ok(tls) => tls,
             Err(e) => {
                 warn!("loop {}: cannot start TLS for {peer}: {e}", self.parts.id);
@@ -182,16 +222,28 @@ impl<H: EventHandler> EventLoop<H> {
             key,
             generation,
             alive: &mut alive,
+            flags: &mut flags,
+            linked: false,
+            origin,
+            ctx: &mut self.ctx,
+            registry,
+            deadline: None,
         };
         let handler = &mut self.handler;
+        let deadline;
         let (state, action) =
             match guard(self.parts.config.catch_panics, || handler.opened(&mut conn)) {
-                Ok(opened) => opened,
+                Ok(opened) => {
+                    deadline = conn.deadline;
+                    opened
+                }
                 Err(msg) => {
                     bump(&self.stats.panics, 1);
                     error!("loop {}: opened panicked for {peer}: {msg}; closing it", self.parts.id);
                     self.wbuf.clear();
-                    self.parts.server.shared.release();
+                    if outbound.is_none() {
+                        self.parts.server.shared.release();
+                    }
                     return; // dropping `sock` closes it
                 }
             };
@@ -205,18 +257,30 @@ impl<H: EventHandler> EventLoop<H> {
             out_pos: 0,
             alive,
             listener: u32::try_from(listener).unwrap_or(u32::MAX),
-            flags: 0,
+            flags,
             active: self.now_tick,
             partial_since: 0,
             timer_at: Tick::MAX,
             tls,
+            link: None,
+            origin: origin.map(Box::new),
+            deadline: Tick::MAX,
+            over_soft: Tick::MAX,
         });
-        bump(&self.stats.accepted, 1);
+        if outbound.is_some() {
+            bump(&self.stats.connects, 1);
+            self.outbound_keys.insert(generation, key);
+        } else {
+            bump(&self.stats.accepted, 1);
+        }
         bump(&self.stats.open, 1);
         if self.timeouts.is_some() {
             self.now_tick = self.wheel.tick_of(Instant::now());
             self.conns[key].active = self.now_tick;
             self.schedule(key);
+        }
+        if let Some(d) = deadline {
+            self.set_deadline(key, d);
         }
         self.after_callback(key, action);
     }
@@ -302,7 +366,7 @@ impl Acceptor {
                 match Tok::of(ev.token()) {
                     Tok::Waker => waker.reset(),
                     Tok::Listener(i) => ready.push(i),
-                    Tok::Udp(_) | Tok::Conn(_) => {}
+                    Tok::Udp(_) | Tok::Conn(_) | Tok::Dial(_) => {}
                 }
             }
             if self.accepting.retry_due(Instant::now()) {

@@ -9,10 +9,21 @@
 //! - `write.rs`: the write path (callback output → socket, partial writes queued under
 //!   WRITABLE interest, watermarks, close-after-flush);
 //! - `conn.rs`: one connection's record and flags, and its end (close, detach);
+//! - `connect.rs`: the connect path: nonblocking connects in flight (their own slab and
+//!   poll tokens, a timer wheel for the connect timeout), completion by `SO_ERROR`, then
+//!   `open` as for an accepted connection; failures to `connect_failed`/`connect_error`;
+//! - `link.rs`: linked pairs: forwarding what one side reads to the other, backpressure
+//!   across the pair, half-close forwarding, the pair's end;
 //! - `tls.rs`: a connection's TLS session (rustls' sans-IO `ServerConnection`), the TLS
 //!   read loop, encryption into the output buffer, handshake deadlines, `close_notify`;
 //! - `udp.rs`: datagram sockets;
 //! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
+//!
+//! A callback cannot touch other connections (the slab is borrowed for it), so what it
+//! asks for beyond its own connection (a link, a read after `resume_reading`) is queued
+//! in [`Ctx::ops`] and carried out in `after_callback`, right after its output is
+//! written. A connect needs no slot in the slab until it completes, so [`Conn::connect`]
+//! starts it at once (in [`Ctx`]'s dialer).
 //!
 //! Each iteration: poll (timeout = the nearest timer), then for every event either drain
 //! the waker and run the queued commands, accept on this loop's own listener, serve a UDP
@@ -22,20 +33,18 @@
 //! The loop's state is private to this module and its files; the rest of the reactor
 //! sees [`EventLoop::new`] and [`EventLoop::run`], and [`LoopParts`] to build one.
 //!
-//! Room for what comes next, without a new indirection on the per-event path:
+//! The unlinked paths pay one predictable branch each for links (`link.is_none()` in the
+//! read and write paths); the connect path has its own token range ([`Tok::Dial`]).
 //!
-//! - a **connect path** (`connect.rs`): a nonblocking `connect` registered for WRITABLE
-//!   under a [`Tok::Conn`] key with a "connecting" flag, completion read from
-//!   `SO_ERROR` on the first writable event, the connect timeout an entry in the
-//!   connection timer wheel; then it becomes an ordinary connection, as `open` does;
-//! - **linked pairs**: a peer key (+ generation) in the connection record; the write
-//!   path's watermark check pauses and resumes the *peer's* reading as well as its own;
-//! - **TLS**: a per-connection session between the socket and the handler, at the two
-//!   seams `read.rs::read_socket` (ciphertext in, plaintext to the handler) and
-//!   `write.rs::write_socket` (plaintext out, ciphertext queued).
+//! Room for what comes next, without a new indirection on the per-event path:
+//! **TLS**: a per-connection session between the socket and the handler, at the two
+//! seams `read.rs::read_socket` (ciphertext in, plaintext to the handler) and
+//! `write.rs::write_socket` (plaintext out, ciphertext queued).
 
 mod accept;
 mod conn;
+mod connect;
+mod link;
 mod read;
 mod timers;
 #[cfg(feature = "tls")]
@@ -47,7 +56,7 @@ mod token;
 mod udp;
 mod write;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -60,17 +69,48 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 
 pub(crate) use accept::Acceptor;
+pub(crate) use conn::USER_PAUSED;
 pub(crate) use token::Tok;
 
 use super::config::Config;
 use super::handle::{Command, LoopRemote, ServerHandle};
-use super::handler::{Action, CloseReason, Conn, EventHandler, LoopInfo};
+use super::handler::{Action, CloseReason, Conn, ConnId, EventHandler, LinkOptions, LoopInfo};
 use super::socket::Listener;
 use super::stats::{LoopStats, bump};
 use super::timer::{Tick, TimerWheel};
 use accept::Accepting;
-use conn::{CLOSING, Connection};
+use conn::{CLOSING, Connection, WANT_WRITABLE};
+use connect::Dialer;
 use timers::Timeouts;
+
+/// What a callback asked for beyond its own connection, carried out by the loop right
+/// after the callback's output is written (`after_callback`).
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Link `a` (the caller) with `b`.
+    Link { a: ConnId, b: ConnId, opts: LinkOptions },
+    /// Read this connection now (reading was resumed; edge triggering brings no new
+    /// event for bytes that arrived meanwhile).
+    ReadNow(ConnId),
+}
+
+/// The part of a loop a callback may change besides its own connection: connects in
+/// flight, queued operations, the generation counter. A field of its own, so it can be
+/// lent to [`Conn`] while a connection's record is borrowed.
+pub(crate) struct Ctx {
+    pub(super) dialer: Dialer,
+    pub(crate) ops: Vec<Op>,
+    pub(super) next_generation: u64,
+}
+
+impl Ctx {
+    /// A fresh generation number (unique within the loop).
+    pub(super) fn generation(&mut self) -> u64 {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        g
+    }
+}
 
 /// Everything a loop needs, created on the starting thread so errors surface there.
 pub(crate) struct LoopParts {
@@ -114,7 +154,11 @@ pub(crate) struct EventLoop<H: EventHandler> {
     rbuf: Vec<u8>,
     /// Per-loop output buffer for connections with nothing pending (the fast path).
     wbuf: Vec<u8>,
-    next_generation: u64,
+    /// Connects in flight, queued operations, generations.
+    ctx: Ctx,
+    /// Slab keys of open outbound connections by generation, to resolve the ids
+    /// [`Conn::connect`] returned before the connection had a key.
+    outbound_keys: HashMap<u64, usize>,
     next_tick: Option<Instant>,
     /// This loop's side of the accept path: its back-off and rate-limited log.
     accepting: Accepting,
@@ -150,7 +194,8 @@ impl<H: EventHandler> EventLoop<H> {
             conns: Slab::new(),
             rbuf: vec![0; rsize],
             wbuf: Vec::with_capacity(rsize),
-            next_generation: 0,
+            ctx: Ctx { dialer: Dialer::new(), ops: Vec::new(), next_generation: 0 },
+            outbound_keys: HashMap::new(),
             next_tick: None,
             accepting: Accepting::new(format!("loop {}", parts.id)),
             sockopt_warned: false,
@@ -203,9 +248,11 @@ impl<H: EventHandler> EventLoop<H> {
                     Tok::Waker => self.on_wake(),
                     Tok::Listener(i) => self.accept(i),
                     Tok::Udp(i) => self.on_datagrams(i),
+                    Tok::Dial(i) => self.on_dial_event(i),
                 }
             }
             self.continue_reads();
+            self.report_connect_failures();
             for i in std::mem::take(&mut self.more_datagrams) {
                 self.on_datagrams(i);
             }
@@ -220,6 +267,33 @@ impl<H: EventHandler> EventLoop<H> {
     /// Whether slot `key` still holds the connection of that generation.
     fn is_current(&self, key: usize, generation: u64) -> bool {
         self.conns.get(key).is_some_and(|c| c.generation == generation)
+    }
+
+    /// The slab key of connection `id` if it is open on this loop.
+    fn resolve(&self, id: ConnId) -> Option<usize> {
+        if id.loop_id != self.parts.id {
+            return None;
+        }
+        let key = if id.key == ConnId::UNOPENED {
+            *self.outbound_keys.get(&id.generation)?
+        } else {
+            id.key
+        };
+        self.is_current(key, id.generation).then_some(key)
+    }
+
+    /// Carries out what the last callback queued ([`Op`]).
+    fn apply_ops(&mut self) {
+        for op in std::mem::take(&mut self.ctx.ops) {
+            match op {
+                Op::Link { a, b, opts } => self.link(a, b, opts),
+                Op::ReadNow(id) => {
+                    if let Some(key) = self.resolve(id) {
+                        self.more_to_read.push((key, id.generation));
+                    }
+                }
+            }
+        }
     }
 
     // ---- waker and commands -------------------------------------------------------
@@ -246,9 +320,20 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Command::Write { key, generation, bytes } => {
                     if self.accepts_commands(key, generation) {
+                        if let Some(h) = &self.conns[key].alive {
+                            h.taken(bytes.len());
+                        }
                         self.queue(key, bytes);
+                        self.check_writable(key);
                     }
                 }
+                Command::NotifyWritable { key, generation } => {
+                    if self.accepts_commands(key, generation) {
+                        self.conns[key].flags |= WANT_WRITABLE;
+                        self.check_writable(key);
+                    }
+                }
+                Command::Connect { to, timeout, tag } => self.connect_for_server(&to, timeout, tag),
                 Command::Drain(deadline) => self.start_draining(deadline),
                 Command::Shutdown => self.stop = true,
             }
@@ -304,12 +389,25 @@ impl<H: EventHandler> EventLoop<H> {
         key: usize,
         f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State, &mut Vec<u8>) -> Action,
     ) -> Action {
-        let Self { handler, conns, wbuf, parts, .. } = self;
+        let Self { handler, conns, wbuf, parts, ctx, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
         // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
         let direct = pending > 0 && c.tls.is_none();
-        let Connection { sock, state, generation, peer, input, output, alive, listener, .. } = c;
+        let Connection {
+            sock,
+            state,
+            generation,
+            peer,
+            input,
+            output,
+            alive,
+            listener,
+            flags,
+            link,
+            origin,
+            ..
+        } = c;
         let mut conn = Conn {
             out: if direct { output } else { wbuf },
             peer: *peer,
@@ -320,10 +418,23 @@ impl<H: EventHandler> EventLoop<H> {
             key,
             generation: *generation,
             alive,
+            flags,
+            linked: link.is_some(),
+            origin: origin.as_deref().copied(),
+            ctx,
+            registry: parts.poll.registry(),
+            deadline: None,
         };
         let peer = *peer;
-        match guard(parts.config.catch_panics, || f(handler, &mut conn, state, input)) {
-            Ok(action) => action,
+        let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
+        let deadline = conn.deadline;
+        match result {
+            Ok(action) => {
+                if let Some(d) = deadline {
+                    self.set_deadline(key, d);
+                }
+                action
+            }
             Err(msg) => {
                 bump(&self.stats.panics, 1);
                 error!(

@@ -338,9 +338,13 @@ impl<H: EventHandler> EventLoop<H> {
                 let _ = c.write_pending(&self.stats);
                 return self.close(key, CloseReason::Error(e));
             }
+            let mut leftover = false;
             let action = if r.plain > 0 {
                 let had_input = !c.input.is_empty();
+                let total = c.input.len() + r.plain;
                 let action = self.deliver(key, r.plain);
+                // Input consumed in part, with a rest: the handler may have stopped early.
+                leftover = self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input.len()));
                 if !had_input
                     && self.timeouts.is_some()
                     && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
@@ -353,7 +357,7 @@ impl<H: EventHandler> EventLoop<H> {
             } else {
                 Action::None
             };
-            if !self.after_callback(key, action) {
+            if !self.after_callback(key, action) || (leftover && !self.offer_leftover(key)) {
                 return;
             }
             if r.eof {

@@ -1,8 +1,9 @@
 //! Linux: an eventfd waker registered level-triggered in epoll, `sched_setaffinity`
-//! pinning, and `SO_REUSEPORT` that load-balances connections across sockets.
+//! pinning, `SO_REUSEPORT` that load-balances connections across sockets, and the
+//! `splice(2)` pipes of linked pairs.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use mio::{Poll, Token};
 
@@ -96,4 +97,111 @@ pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The capacity asked for a splice pipe (`F_SETPIPE_SZ`; the kernel may round it up or,
+/// above `/proc/sys/fs/pipe-max-size`, refuse: the default size is kept then).
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// A nonblocking pipe that carries one direction of a spliced link: bytes spliced in
+/// from one socket wait here until they are spliced out to the other. `len` counts what
+/// is inside (the kernel does not say).
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    len: usize,
+    cap: usize,
+}
+
+impl Pipe {
+    /// A fresh empty pipe, nonblocking on both ends.
+    pub(crate) fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are fresh and owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own; failure (a size above the limit) is fine.
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // SAFETY: fcntl F_GETPIPE_SZ only reads the pipe's size.
+        let cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        let cap = if cap > 0 { cap as usize } else { 64 * 1024 };
+        Ok(Pipe { r, w, len: 0, cap })
+    }
+
+    /// Bytes in the pipe.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Moves what `from` (a socket) holds into the pipe, up to its free room: the bytes
+    /// moved (0: end of input). `WouldBlock` when the socket is drained — or the pipe
+    /// full, which the caller tells apart by `len` (it fills only an empty pipe).
+    pub(crate) fn fill_from(&mut self, from: RawFd) -> io::Result<usize> {
+        let room = self.cap.saturating_sub(self.len).max(1);
+        let n = splice(from, self.w.as_raw_fd(), room)?;
+        self.len += n;
+        Ok(n)
+    }
+
+    /// Moves what the pipe holds to `to` (a socket): the bytes moved. `WouldBlock`
+    /// when the socket takes nothing more now.
+    pub(crate) fn drain_to(&mut self, to: RawFd) -> io::Result<usize> {
+        let n = splice(self.r.as_raw_fd(), to, self.len)?;
+        self.len -= n.min(self.len);
+        Ok(n)
+    }
+
+    /// Reads whatever the pipe holds into `out` (when its link ends and the bytes must
+    /// go out through the ordinary write path).
+    pub(crate) fn empty_into(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        while self.len > 0 {
+            let at = out.len();
+            out.resize(at + self.len, 0);
+            // SAFETY: reads at most `self.len` bytes into the `self.len` bytes just
+            // added to `out`; the descriptor is our open pipe.
+            let n =
+                unsafe { libc::read(self.r.as_raw_fd(), out[at..].as_mut_ptr().cast(), self.len) };
+            if n <= 0 {
+                out.truncate(at);
+                return Err(if n == 0 {
+                    io::ErrorKind::UnexpectedEof.into()
+                } else {
+                    io::Error::last_os_error()
+                });
+            }
+            out.truncate(at + n as usize);
+            self.len -= n as usize;
+        }
+        Ok(())
+    }
+}
+
+/// One `splice(2)` of up to `len` bytes, nonblocking, retried on EINTR.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open (owned by the caller's sockets and pipe);
+        // null offsets are required for pipes and sockets.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }

@@ -7,14 +7,16 @@
 //!   `Unsupported` error elsewhere);
 //! - [`REUSEPORT_SPREADS`]: whether `SO_REUSEPORT` makes the kernel spread incoming
 //!   connections over the sockets bound to one address (Linux). Where it does not
-//!   (macOS, the BSDs) the server uses the single acceptor instead.
+//!   (macOS, the BSDs) the server uses the single acceptor instead;
+//! - [`Pipe`]: the pipe a spliced link moves bytes through (`splice(2)`, Linux); elsewhere
+//!   `Pipe::new` fails with `Unsupported` and links use the copy path.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported};
+pub(crate) use linux::{Pipe, REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported};
 
 #[cfg(not(target_os = "linux"))]
 mod other;
 #[cfg(not(target_os = "linux"))]
-pub(crate) use other::{REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported};
+pub(crate) use other::{Pipe, REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported};

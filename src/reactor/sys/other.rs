@@ -1,7 +1,9 @@
-//! Every platform but Linux (macOS, the BSDs): a `mio::Waker`, no CPU pinning, and
-//! `SO_REUSEPORT` that does not spread connections (so the single acceptor is used).
+//! Every platform but Linux (macOS, the BSDs): a `mio::Waker`, no CPU pinning,
+//! `SO_REUSEPORT` that does not spread connections (so the single acceptor is used), and
+//! no `splice(2)` (linked pairs copy).
 
 use std::io;
+use std::os::fd::RawFd;
 
 use mio::{Poll, Token};
 
@@ -42,4 +44,32 @@ pub(crate) fn pin_supported() -> io::Result<()> {
 /// Never reached (`pin_supported` fails first); the same error.
 pub(crate) fn pin_current_thread(_cpu: usize) -> io::Result<()> {
     pin_supported()
+}
+
+/// No `splice(2)` here: [`Pipe::new`] fails, so links use the copy path and the other
+/// methods are never reached.
+#[derive(Debug)]
+pub(crate) struct Pipe(());
+
+impl Pipe {
+    /// `Unsupported`: splicing is Linux only.
+    pub(crate) fn new() -> io::Result<Pipe> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "splice(2) is Linux only"))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        0
+    }
+
+    pub(crate) fn fill_from(&mut self, _from: RawFd) -> io::Result<usize> {
+        Pipe::new().map(|_| 0)
+    }
+
+    pub(crate) fn drain_to(&mut self, _to: RawFd) -> io::Result<usize> {
+        Pipe::new().map(|_| 0)
+    }
+
+    pub(crate) fn empty_into(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
+        Ok(())
+    }
 }
