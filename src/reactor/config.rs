@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::net::addr::ListenAddr;
+use crate::net::tls::TlsSetup;
 
 /// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +90,9 @@ pub struct Config {
     /// (the panic is logged) and the loop goes on. Off: the panic ends the loop thread
     /// and shuts the server down.
     pub catch_panics: bool,
+    /// TLS on some TCP listeners (rustls, on the loops): which ones, the certificate
+    /// configuration, the handshake timeout. `None`: no TLS.
+    pub tls: Option<TlsSetup>,
 }
 
 impl Default for Config {
@@ -116,6 +120,7 @@ impl Default for Config {
             recv_buffer: None,
             send_buffer: None,
             catch_panics: true,
+            tls: None,
         }
     }
 }
@@ -211,6 +216,12 @@ impl Config {
         self
     }
 
+    /// Serves TLS on the listeners `tls.listeners` names (positions in `listen`).
+    pub fn tls(mut self, tls: TlsSetup) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The loop count this configuration resolves to (`loops`, or the CPU count for 0).
     pub fn effective_loops(&self) -> usize {
         if self.loops > 0 {
@@ -228,6 +239,14 @@ impl Config {
         }
         if self.read_budget == 0 {
             return bad("read budget must be at least 1");
+        }
+        if let Some(tls) = &self.tls
+            && tls
+                .listeners
+                .iter()
+                .any(|&i| !matches!(self.listen.get(i), Some(ListenAddr::Tcp(_))))
+        {
+            return bad("a TLS listener must be a TCP listener");
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct LoopStats {
     pub(crate) links: AtomicU64,
     pub(crate) forwarded: AtomicU64,
     pub(crate) spliced: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_handshake_errors: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -112,6 +115,14 @@ pub struct StatsSnapshot {
     /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
     /// counted in `bytes_read` and `bytes_written` as well).
     pub spliced: u64,
+    /// TLS handshakes completed (full and resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed: a TLS error (a
+    /// plaintext client, an unknown client CA, ...), the peer closing, or the handshake
+    /// timeout.
+    pub tls_handshake_errors: u64,
+    /// TLS handshakes that resumed an earlier session (ticket or session ID).
+    pub tls_resumed: u64,
 }
 
 impl LoopStats {
@@ -147,6 +158,9 @@ impl LoopStats {
             links: self.links.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             spliced: self.spliced.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_handshake_errors: self.tls_handshake_errors.load(Relaxed),
+            tls_resumed: self.tls_resumed.load(Relaxed),
         }
     }
 }
@@ -185,6 +199,9 @@ impl StatsSnapshot {
             t.links += s.links;
             t.forwarded += s.forwarded;
             t.spliced += s.spliced;
+            t.tls_handshakes += s.tls_handshakes;
+            t.tls_handshake_errors += s.tls_handshake_errors;
+            t.tls_resumed += s.tls_resumed;
         }
         t
     }

@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 23] = [
+pub const STATS_FAMILIES: [StatsFamily; 26] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -68,6 +68,16 @@ pub const STATS_FAMILIES: [StatsFamily; 23] = [
     ("links_total", "counter", "Pairs of connections linked.", |s| s.links),
     ("forwarded_bytes_total", "counter", "Bytes moved by linked pairs.", |s| s.forwarded),
     ("spliced_bytes_total", "counter", "Forwarded bytes moved by splice(2).", |s| s.spliced),
+    ("tls_handshakes_total", "counter", "TLS handshakes completed (full and resumed).", |s| {
+        s.tls_handshakes
+    }),
+    (
+        "tls_handshake_errors_total",
+        "counter",
+        "TLS connections closed before their handshake completed (TLS error, peer gone, timeout).",
+        |s| s.tls_handshake_errors,
+    ),
+    ("tls_resumed_total", "counter", "TLS handshakes that resumed a session.", |s| s.tls_resumed),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text

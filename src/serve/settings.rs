@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::net::tls::TlsSetup;
 use crate::net::{BindOptions, ListenAddr};
 use crate::reactor::{Balance, Config};
 
@@ -48,6 +49,10 @@ pub struct Settings {
     pub max_conns: Option<usize>,
     /// The reactor's own tuning.
     pub reactor: ReactorTuning,
+    /// TLS on some TCP listeners (the reactor only; see [`Capabilities::tls`]).
+    ///
+    /// [`Capabilities::tls`]: super::Capabilities::tls
+    pub tls: Option<TlsSetup>,
 }
 
 /// Settings only the reactor has (see [`Config`] for each one's meaning).
@@ -122,6 +127,7 @@ impl Settings {
             recv_buffer: self.recv_buffer,
             send_buffer: self.send_buffer,
             catch_panics: t.catch_panics,
+            tls: self.tls.clone(),
             ..Config::default()
         }
     }
@@ -155,6 +161,7 @@ impl From<Config> for Settings {
             max_output: c.max_output,
             max_output_soft: c.max_output_soft,
             max_conns: c.max_conns,
+            tls: c.tls,
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   `open` as for an accepted connection; failures to `connect_failed`/`connect_error`;
 //! - `link.rs`: linked pairs: forwarding what one side reads to the other, backpressure
 //!   across the pair, half-close forwarding, the pair's end;
+//! - `tls.rs`: a connection's TLS session (rustls' sans-IO `ServerConnection`), the TLS
+//!   read loop, encryption into the output buffer, handshake deadlines, `close_notify`;
 //! - `udp.rs`: datagram sockets;
 //! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
 //!
@@ -45,6 +47,11 @@ mod connect;
 mod link;
 mod read;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 mod token;
 mod udp;
 mod write;
@@ -173,6 +180,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Set while draining: the moment the loop stops regardless.
     draining: Option<Instant>,
     stop: bool,
+    /// TLS sessions' configuration and handshake deadlines (`None`: no TLS listener).
+    tls: Option<tls::LoopTls>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -199,6 +208,7 @@ impl<H: EventHandler> EventLoop<H> {
             expired: Vec::new(),
             draining: None,
             stop: false,
+            tls: tls::LoopTls::of(&parts.config),
             parts,
         }
     }
@@ -382,6 +392,8 @@ impl<H: EventHandler> EventLoop<H> {
         let Self { handler, conns, wbuf, parts, ctx, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
+        // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
+        let direct = pending > 0 && c.tls.is_none();
         let Connection {
             sock,
             state,
@@ -397,7 +409,7 @@ impl<H: EventHandler> EventLoop<H> {
             ..
         } = c;
         let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
+            out: if direct { output } else { wbuf },
             peer: *peer,
             listener: listener_index(*listener),
             socket: sock,

@@ -63,6 +63,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.wheel.next_deadline(),
             self.ctx.dialer.next_deadline(),
             self.draining,
+            self.handshake_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -78,6 +79,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.wheel.next_deadline().is_none()
             && self.ctx.dialer.next_deadline().is_none()
             && self.draining.is_none()
+            && self.handshake_deadline().is_none()
         {
             return;
         }
@@ -94,6 +96,7 @@ impl<H: EventHandler> EventLoop<H> {
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }
+        self.expire_handshakes(now);
     }
 
     /// Calls the handler's tick and schedules the next one.
