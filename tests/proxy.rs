@@ -840,6 +840,10 @@ fn bad_flags_and_backend_files_give_the_documented_errors() {
             "TCP and Unix stream connections only".into(),
         ),
         (
+            vec!["--backend", "127.0.0.1:7001", "--listen", "tls://127.0.0.1:0"],
+            "the proxy does not terminate TLS".into(),
+        ),
+        (
             vec!["--backends-file", "/nonexistent/b.txt"],
             "cannot read backends file /nonexistent/b.txt".into(),
         ),

@@ -9,12 +9,15 @@ pub mod replay;
 pub mod size;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use evloop::load::{self, LoadConfig, LoadProto};
-use evloop::net::ListenAddr;
+use evloop::net::tls::{ALPN_HTTP1, DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig, TlsFiles, TlsSetup};
+use evloop::net::{ListenAddr, ListenSpec};
 use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
@@ -60,6 +63,8 @@ pub enum Command {
     ///   evloop serve --proto redis --listen 127.0.0.1:6380 --listen unix:evloop.sock \
     ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
     ///   evloop serve --proto http --metrics 127.0.0.1:9100 --max-conns 10000
+    ///   evloop serve --proto http --listen 127.0.0.1:8080 --listen tls://127.0.0.1:8443 \
+    ///                --tls-cert cert.pem --tls-key key.pem   # HTTPS too; SIGHUP reloads them
     #[command(verbatim_doc_comment)]
     Serve(Box<ServeArgs>),
     /// Generate load against a server and report requests/s and latency.
@@ -135,6 +140,9 @@ pub struct ServeArgs {
     proto: ProtoKind,
     #[command(flatten)]
     net: NetArgs,
+    /// TLS flags (boxed: they are rarely given).
+    #[command(flatten)]
+    tls: Box<TlsArgs>,
     /// How the acceptor picks a loop (without --reuseport).
     /// Default: round-robin.
     #[arg(long, value_enum)]
@@ -196,10 +204,11 @@ pub struct ServeArgs {
 pub struct NetArgs {
     /// Address to listen on (repeatable; all are served by the same loops):
     /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT` (serve only). Default: 127.0.0.1 with the protocol's port
-    /// (echo 5000, http 8080, redis 6380, frame 5001; proxy 6000).
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
-    listen: Vec<Vec<ListenAddr>>,
+    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; serve only, needs
+    /// --tls-cert and --tls-key, engine reactor). Default: 127.0.0.1 with the protocol's
+    /// port (echo 5000, http 8080, redis 6380, frame 5001; proxy 6000).
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenSpec::parse)]
+    listen: Vec<ListenSpec>,
     /// Permission bits of Unix socket files, in octal (e.g. 660).
     #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
     unix_mode: Option<u32>,
@@ -264,7 +273,7 @@ impl NetArgs {
     /// The engine-neutral settings these flags ask for (timeouts left unset).
     fn settings(&self) -> Settings {
         Settings {
-            listen: self.listen.iter().flatten().cloned().collect(),
+            listen: self.listen.iter().flat_map(|l| l.addrs.iter().cloned()).collect(),
             loops: self.loops,
             reuseport: self.reuseport,
             nodelay: !self.no_nodelay,
@@ -288,8 +297,41 @@ impl NetArgs {
                 proxy_header_timeout: self.edge.header_timeout(None),
                 ..Settings::default().reactor
             },
+            tls: None,
         }
     }
+
+    /// The indices (in [`settings`](Self::settings)' `listen`) of the `tls://` listeners.
+    fn tls_listeners(&self) -> Vec<usize> {
+        let mut listeners = Vec::new();
+        let mut index = 0;
+        for spec in &self.listen {
+            if spec.tls {
+                listeners.extend(index..index + spec.addrs.len());
+            }
+            index += spec.addrs.len();
+        }
+        listeners
+    }
+}
+
+/// The TLS flags of `serve`.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// TLS: certificate chain (PEM, the server's certificate first) for tls:// listeners.
+    /// Re-read on SIGHUP (new connections use the new one).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: private key (PEM: PKCS#8, PKCS#1 or SEC1) of the certificate. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS: CA certificates (PEM); clients must present a certificate issued by one (mTLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// TLS: close a connection whose handshake is not complete this long after accept;
+    /// `off` disables. Default: 10s.
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    handshake_timeout: Option<Timeout>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,6 +448,45 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The TLS part of `evloop serve`: which listeners are `tls://`, and the certificate,
+/// key and client CA loaded from their files (ALPN `http/1.1` for `--proto http`).
+/// `None` without `tls://` listeners. Errors are one line naming the flag or file.
+fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
+    let tls = &args.tls;
+    let listeners = args.net.tls_listeners();
+    if listeners.is_empty() {
+        if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
+            log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
+        return Err(format!(
+            "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
+        ));
+    };
+    if args.engine != Engine::Reactor {
+        return Err(format!(
+            "tls:// listeners are served by the reactor engine only, not the {} engine",
+            args.engine
+        ));
+    }
+    let files =
+        TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
+    let alpn = match args.proto {
+        ProtoKind::Http => vec![ALPN_HTTP1.to_vec()],
+        _ => Vec::new(),
+    };
+    let config = TlsConfig::load(files, alpn)?;
+    let mut setup = TlsSetup::new(listeners, Arc::new(config));
+    setup.handshake_timeout = match tls.handshake_timeout {
+        Some(t) => t.0,
+        None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
+    };
+    Ok(Some(setup))
+}
+
 /// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to
 /// [`run`], which owns the lifecycle.
 pub fn run_serve(args: ServeArgs) -> Result<(), String> {
@@ -423,6 +504,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     settings.reactor.capture = capture;
+    settings.tls = tls_setup(&args)?;
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),

@@ -110,6 +110,12 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
 
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
+    if let Some(&i) = args.net.tls_listeners().first() {
+        return Err(format!(
+            "--listen {}: the proxy does not terminate TLS (tls:// is for serve only)",
+            args.net.settings().listen[i]
+        ));
+    }
     let mut settings = args.net.settings();
     if let Some(spec) = args.net.edge.capture_spec() {
         let capture = Capture::start(&spec).map_err(|e| format!("--capture: {e}"))?;

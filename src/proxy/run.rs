@@ -260,6 +260,10 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
             "--listen {udp}: the proxy forwards TCP and Unix stream connections only"
         ));
     }
+    if settings.tls.is_some() {
+        // Linked pairs move bytes socket to socket: a TLS connection cannot be linked.
+        return Err("tls:// listeners: the proxy does not terminate TLS".into());
+    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }

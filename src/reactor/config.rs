@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::net::addr::ListenAddr;
+use crate::net::tls::TlsSetup;
 
 /// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +101,9 @@ pub struct Config {
     /// How long an accepted connection may take to send its complete PROXY header
     /// (with `accept_proxy`). Default 10 s.
     pub proxy_header_timeout: Duration,
+    /// TLS on some TCP listeners (rustls, on the loops): which ones, the certificate
+    /// configuration, the handshake timeout. `None`: no TLS.
+    pub tls: Option<TlsSetup>,
 }
 
 impl Default for Config {
@@ -129,6 +133,7 @@ impl Default for Config {
             catch_panics: true,
             accept_proxy: false,
             proxy_header_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -224,6 +229,12 @@ impl Config {
         self
     }
 
+    /// Serves TLS on the listeners `tls.listeners` names (positions in `listen`).
+    pub fn tls(mut self, tls: TlsSetup) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The loop count this configuration resolves to (`loops`, or the CPU count for 0).
     pub fn effective_loops(&self) -> usize {
         if self.loops > 0 {
@@ -241,6 +252,14 @@ impl Config {
         }
         if self.read_budget == 0 {
             return bad("read budget must be at least 1");
+        }
+        if let Some(tls) = &self.tls
+            && tls
+                .listeners
+                .iter()
+                .any(|&i| !matches!(self.listen.get(i), Some(ListenAddr::Tcp(_))))
+        {
+            return bad("a TLS listener must be a TCP listener");
         }
         Ok(())
     }

@@ -44,6 +44,9 @@ pub struct LoopStats {
     pub(crate) forwarded: AtomicU64,
     pub(crate) spliced: AtomicU64,
     pub(crate) proxy_header_errors: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_handshake_errors: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -116,6 +119,14 @@ pub struct StatsSnapshot {
     /// Connections closed before `opened` for a missing, malformed, oversized,
     /// truncated or late PROXY header (`Config::accept_proxy`).
     pub proxy_header_errors: u64,
+    /// TLS handshakes completed (full and resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed: a TLS error (a
+    /// plaintext client, an unknown client CA, ...), the peer closing, or the handshake
+    /// timeout.
+    pub tls_handshake_errors: u64,
+    /// TLS handshakes that resumed an earlier session (ticket or session ID).
+    pub tls_resumed: u64,
 }
 
 impl LoopStats {
@@ -152,6 +163,9 @@ impl LoopStats {
             forwarded: self.forwarded.load(Relaxed),
             spliced: self.spliced.load(Relaxed),
             proxy_header_errors: self.proxy_header_errors.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_handshake_errors: self.tls_handshake_errors.load(Relaxed),
+            tls_resumed: self.tls_resumed.load(Relaxed),
         }
     }
 }
@@ -191,6 +205,9 @@ impl StatsSnapshot {
             t.forwarded += s.forwarded;
             t.spliced += s.spliced;
             t.proxy_header_errors += s.proxy_header_errors;
+            t.tls_handshakes += s.tls_handshakes;
+            t.tls_handshake_errors += s.tls_handshake_errors;
+            t.tls_resumed += s.tls_resumed;
         }
         t
     }

@@ -44,6 +44,8 @@ pub struct Capabilities {
     pub output_limit: bool,
     /// `--max-output-soft`.
     pub output_soft_limit: bool,
+    /// TLS listeners (`tls://`, [`Settings::tls`]).
+    pub tls: bool,
 }
 
 impl Capabilities {
@@ -60,6 +62,7 @@ impl Capabilities {
         drain: false,
         output_limit: false,
         output_soft_limit: false,
+        tls: false,
     };
     /// Everything.
     pub const ALL: Capabilities = Capabilities {
@@ -74,6 +77,7 @@ impl Capabilities {
         drain: true,
         output_limit: true,
         output_soft_limit: true,
+        tls: true,
     };
 }
 

@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 24] = [
+pub const STATS_FAMILIES: [StatsFamily; 27] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -74,6 +74,16 @@ pub const STATS_FAMILIES: [StatsFamily; 24] = [
         "Connections closed for a missing, malformed or late PROXY header (--accept-proxy).",
         |s| s.proxy_header_errors,
     ),
+    ("tls_handshakes_total", "counter", "TLS handshakes completed (full and resumed).", |s| {
+        s.tls_handshakes
+    }),
+    (
+        "tls_handshake_errors_total",
+        "counter",
+        "TLS connections closed before their handshake completed (TLS error, peer gone, timeout).",
+        |s| s.tls_handshake_errors,
+    ),
+    ("tls_resumed_total", "counter", "TLS handshakes that resumed a session.", |s| s.tls_resumed),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text

@@ -54,9 +54,17 @@ pub fn start<P: Protocol>(
     settings: impl Into<Settings>,
 ) -> io::Result<Served> {
     let settings = settings.into();
+    if settings.tls.is_some() && !engine.capabilities().tls {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, tls_unsupported(engine)));
+    }
     let metrics = Arc::new(ProtoMetrics::new(proto.name(), settings.effective_loops()));
     let running = engine.start(proto, &settings, metrics.clone())?;
     Ok(Served { running, metrics })
+}
+
+/// The error for TLS listeners on an engine without TLS.
+pub(crate) fn tls_unsupported(engine: Engine) -> String {
+    format!("tls:// listeners are served by the reactor engine only, not the {engine} engine")
 }
 
 /// A protocol server running on some engine.

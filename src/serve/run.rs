@@ -67,6 +67,9 @@ pub fn default_idle_timeout(proto: &str) -> Option<Duration> {
 /// engine. Flags left at their defaults are never refused.
 pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<(), String> {
     let caps = engine.capabilities();
+    if s.tls.is_some() && !caps.tls {
+        return Err(super::tls_unsupported(engine));
+    }
     let given = [
         (s.max_conns.is_some(), "--max-conns", caps.max_conns),
         (matches!(flags.idle_timeout, Some(Some(_))), "--idle-timeout", caps.idle_timeout),
@@ -190,7 +193,16 @@ pub fn run<P: Protocol>(
     if let Some(c) = settings.reactor.capture.clone() {
         counters = counters.with_extra(move |out| c.render(out));
     }
-    let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
+    let tls = settings.tls.clone();
+    let addrs: Vec<String> = served
+        .listeners()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match &tls {
+            Some(t) if t.is_tls(i) => format!("tls://{a}"),
+            _ => a.to_string(),
+        })
+        .collect();
     let lifecycle = Lifecycle {
         stop: served.stop_handle(),
         drains: caps.drain,
@@ -199,7 +211,7 @@ pub fn run<P: Protocol>(
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters,
-        hangup: None,
+        hangup: tls_reload(&settings, None),
     };
     let ready =
         format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
@@ -208,6 +220,29 @@ pub fn run<P: Protocol>(
         super::capture::finish_and_log(c);
     }
     result
+}
+
+/// The SIGHUP hook for `settings`: re-reads the TLS certificate and key when TLS is on
+/// (new connections use them; a failed reload keeps the old ones), then runs `other`
+/// (another hook, e.g. the proxy's configuration reload) when one is given. `None` when
+/// there is nothing to do (SIGHUP then keeps its default action).
+pub fn tls_reload(
+    settings: &Settings,
+    other: Option<Box<dyn FnMut() + Send>>,
+) -> Option<Box<dyn FnMut() + Send>> {
+    let Some(tls) = settings.tls.as_ref().map(|t| t.config.clone()) else {
+        return other;
+    };
+    let mut other = other;
+    Some(Box::new(move || {
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate and key reloaded; new connections use them"),
+            Err(e) => error!("SIGHUP: TLS reload failed, keeping the old ones: {e}"),
+        }
+        if let Some(h) = other.as_mut() {
+            h();
+        }
+    }))
 }
 
 /// Raises the open-file limit to the hard limit (a server's first step); a failure is

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::capture::Capture;
+use crate::net::tls::TlsSetup;
 use crate::net::{BindOptions, ListenAddr};
 use crate::reactor::{Balance, Config};
 
@@ -50,6 +51,10 @@ pub struct Settings {
     pub max_conns: Option<usize>,
     /// The reactor's own tuning.
     pub reactor: ReactorTuning,
+    /// TLS on some TCP listeners (the reactor only; see [`Capabilities::tls`]).
+    ///
+    /// [`Capabilities::tls`]: super::Capabilities::tls
+    pub tls: Option<TlsSetup>,
 }
 
 /// Settings only the reactor has (see [`Config`] for each one's meaning).
@@ -133,6 +138,7 @@ impl Settings {
             catch_panics: t.catch_panics,
             accept_proxy: t.accept_proxy,
             proxy_header_timeout: t.proxy_header_timeout,
+            tls: self.tls.clone(),
             ..Config::default()
         }
     }
@@ -169,6 +175,7 @@ impl From<Config> for Settings {
             max_output: c.max_output,
             max_output_soft: c.max_output_soft,
             max_conns: c.max_conns,
+            tls: c.tls,
         }
     }
 }

@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use slab::Slab;
@@ -56,6 +56,8 @@ pub(super) struct Entry {
     /// the first command; all ones for a longer name).
     last_cmd: [AtomicU64; 2],
     name: Mutex<Option<Vec<u8>>>,
+    /// The selected database (`SELECT`), for `db=`.
+    db: AtomicUsize,
 }
 
 /// A session's registration; dropping it (with the session) removes the client.
@@ -91,6 +93,7 @@ pub(super) fn register(shared: &Arc<Shared>, id: u64, conn: &ConnInfo) -> Regist
         active_ms: AtomicU64::new(now),
         last_cmd: [AtomicU64::new(0), AtomicU64::new(0)],
         name: Mutex::new(None),
+        db: AtomicUsize::new(0),
     });
     let key = shared.clients_registry.lock().insert(Arc::clone(&entry));
     Registered { shared: Arc::clone(shared), key, entry }
@@ -121,6 +124,13 @@ pub(super) fn touch(sh: &Shared, client: &Client, a: &Args<'_>) {
         r.entry.last_cmd[1].store(word(hi), Ordering::Relaxed);
         let now = sh.clients_registry.coarse_ms.load(Ordering::Relaxed);
         r.entry.active_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Notes `client`'s newly selected database (from `SELECT`) for `db=`.
+pub(super) fn selected(client: &Client) {
+    if let Some(r) = &client.registered {
+        r.entry.db.store(client.db, Ordering::Relaxed);
     }
 }
 
@@ -186,11 +196,12 @@ fn info_line(sh: &Shared, e: &Entry, current: Option<&str>, line: &mut String) {
     };
     let _ = write!(
         line,
-        " fd={} name={} age={age} idle={idle} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+        " fd={} name={} age={age} idle={idle} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 \
          watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 \
          tot-mem=0 events=r cmd=",
         e.fd.unwrap_or(-1),
         String::from_utf8_lossy(&name),
+        e.db.load(Ordering::Relaxed),
     );
     line.push_str(current.unwrap_or_else(|| last_cmd(e)));
     line.push_str(" user=default redir=-1 resp=2 lib-name= lib-ver=\n");
@@ -200,11 +211,11 @@ fn info_line(sh: &Shared, e: &Entry, current: Option<&str>, line: &mut String) {
 fn unregistered_line(client: &Client, current: &str) -> String {
     let name = String::from_utf8_lossy(client.name.as_deref().unwrap_or_default()).into_owned();
     format!(
-        "id={} addr=?:0 laddr=?:0 fd=-1 name={name} age=0 idle=0 flags=N db=0 sub=0 psub=0 \
+        "id={} addr=?:0 laddr=?:0 fd=-1 name={name} age=0 idle=0 flags=N db={} sub=0 psub=0 \
          ssub=0 multi=-1 watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 \
          oll=0 omem=0 tot-mem=0 events=r cmd={current} user=default redir=-1 resp=2 \
          lib-name= lib-ver=\n",
-        client.id
+        client.id, client.db
     )
 }
 
@@ -378,6 +389,10 @@ mod tests {
         assert!(run(&mut a, "CLIENT LIST TYPE nope\r\n").starts_with("-ERR Unknown client type"));
         assert!(run(&mut a, "CLIENT LIST ID x\r\n").starts_with("-ERR Invalid client ID"));
         assert!(run(&mut a, "CLIENT LIST FOO\r\n").starts_with("-ERR syntax error"));
+        // SELECT shows in db=.
+        assert_eq!(run(&mut b, "SELECT 3\r\n"), "+OK\r\n");
+        let me = run(&mut b, "CLIENT INFO\r\n");
+        assert!(me.contains(" db=3 "), "{me}");
         // A dropped session leaves the list.
         drop(b);
         let list = run(&mut a, "CLIENT LIST\r\n");

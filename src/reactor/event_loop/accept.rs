@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::conn::{Connection, OUTBOUND};
+use super::tls;
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog};
@@ -150,7 +151,9 @@ impl<H: EventHandler> EventLoop<H> {
     }
 
     /// [`open`](Self::open) once any PROXY header is consumed (`peer`: the client it
-    /// named): socket options, registration, `opened`.
+    /// named): socket options, registration, the TLS session on a `tls://` listener (the
+    /// PROXY header precedes the handshake, so TLS starts only here, never for outbound
+    /// connections), `opened`.
     pub(super) fn open_accepted(&mut self, sock: Stream, peer: Peer, listener: usize) {
         self.take_on(sock, peer, listener, None);
     }
@@ -206,6 +209,20 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let origin = outbound.map(|(o, _)| o);
         let mut flags = if outbound.is_some() { OUTBOUND } else { 0 };
+        // Outbound connections are plain: client-side TLS is not supported.
+        let session = match outbound {
+            Some(_) => Ok(None),
+            None => tls::new_session(self.tls.as_mut(), listener, key, generation),
+        };
+        let tls = match session {
+            Ok(tls) => tls,
+            Err(e) => {
+                warn!("loop {}: cannot start TLS for {peer}: {e}", self.parts.id);
+                let _ = self.parts.poll.registry().deregister(&mut sock);
+                self.parts.server.shared.release();
+                return;
+            }
+        };
         let mut alive = None;
         let mut conn = Conn {
             out: &mut self.wbuf,
@@ -256,6 +273,7 @@ impl<H: EventHandler> EventLoop<H> {
             active: self.now_tick,
             partial_since: 0,
             timer_at: Tick::MAX,
+            tls,
             link: None,
             origin: origin.map(Box::new),
             deadline: Tick::MAX,

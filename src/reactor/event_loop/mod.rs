@@ -18,6 +18,8 @@
 //!   `open` as for an accepted connection; failures to `connect_failed`/`connect_error`;
 //! - `link.rs`: linked pairs: forwarding what one side reads to the other, backpressure
 //!   across the pair, half-close forwarding, the pair's end;
+//! - `tls.rs`: a connection's TLS session (rustls' sans-IO `ServerConnection`), the TLS
+//!   read loop, encryption into the output buffer, handshake deadlines, `close_notify`;
 //! - `udp.rs`: datagram sockets;
 //! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
 //!
@@ -50,6 +52,11 @@ mod link;
 mod proxy_header;
 mod read;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 mod token;
 mod udp;
 mod write;
@@ -181,6 +188,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     stop: bool,
     /// Accepted connections waiting for their PROXY header (`proxy_header.rs`).
     headers: HeaderWait,
+    /// TLS sessions' configuration and handshake deadlines (`None`: no TLS listener).
+    tls: Option<tls::LoopTls>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -208,6 +217,7 @@ impl<H: EventHandler> EventLoop<H> {
             draining: None,
             stop: false,
             headers: HeaderWait::new(&parts.config),
+            tls: tls::LoopTls::of(&parts.config),
             parts,
         }
     }
@@ -392,6 +402,8 @@ impl<H: EventHandler> EventLoop<H> {
         let Self { handler, conns, wbuf, parts, ctx, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
+        // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
+        let direct = pending > 0 && c.tls.is_none();
         let Connection {
             sock,
             state,
@@ -407,7 +419,7 @@ impl<H: EventHandler> EventLoop<H> {
             ..
         } = c;
         let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
+            out: if direct { output } else { wbuf },
             peer: *peer,
             listener: listener_index(*listener),
             socket: sock,

@@ -48,6 +48,9 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
+            if c.tls.is_some() {
+                return self.on_readable_tls(key); // ciphertext in, plaintext to the handler
+            }
             if c.link.is_some() {
                 return self.forward(key);
             }
@@ -135,7 +138,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the
     /// unconsumed tail.
-    fn deliver(&mut self, key: usize, n: usize) -> Action {
+    pub(super) fn deliver(&mut self, key: usize, n: usize) -> Action {
         let rbuf = std::mem::take(&mut self.rbuf);
         let action = self.dispatch_with_input(key, |h, conn, state, input| {
             if input.is_empty() {

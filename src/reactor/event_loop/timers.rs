@@ -64,6 +64,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.ctx.dialer.next_deadline(),
             self.draining,
             self.headers.next_deadline(),
+            self.handshake_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -80,6 +81,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.ctx.dialer.next_deadline().is_none()
             && self.draining.is_none()
             && self.headers.next_deadline().is_none()
+            && self.handshake_deadline().is_none()
         {
             return;
         }
@@ -97,6 +99,7 @@ impl<H: EventHandler> EventLoop<H> {
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }
+        self.expire_handshakes(now);
     }
 
     /// Calls the handler's tick and schedules the next one.

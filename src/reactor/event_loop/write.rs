@@ -40,7 +40,12 @@ impl<H: EventHandler> EventLoop<H> {
     /// Queues `bytes` from a [`ConnHandle`](crate::reactor::ConnHandle) behind the
     /// connection's pending output and writes what the kernel takes now.
     pub(super) fn queue(&mut self, key: usize, bytes: Vec<u8>) {
-        self.conns[key].push_output(bytes);
+        let c = &mut self.conns[key];
+        if c.tls.is_some() {
+            self.wbuf.extend_from_slice(&bytes); // plaintext: encrypted by `flush`
+        } else {
+            c.push_output(bytes);
+        }
         self.after_callback(key, Action::None);
     }
 
@@ -114,6 +119,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// and the read pause to match what is left.
     fn flush(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.conns[key];
+        if let Some(tls) = c.tls.as_deref_mut() {
+            tls.encrypt(&mut self.wbuf, &mut c.output)?; // plaintext → ciphertext pending
+        }
         if !self.wbuf.is_empty() {
             // Fast path: nothing was pending, so the callback wrote into the loop's
             // buffer. One write; what the kernel does not take is kept, in order.
