@@ -113,7 +113,8 @@ pub struct ServeArgs {
     proto: ProtoKind,
     /// Address to listen on (repeatable; all are served by the same loops):
     /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT`. Default:
+    /// `udp://HOST:PORT`, `fd:N` (an inherited listening socket, descriptor N),
+    /// `systemd` (every socket systemd's socket activation passed). Default:
     /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
     listen: Vec<Vec<ListenAddr>>,

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,6 +121,11 @@ enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
     Udp(UdpSocket),
+    /// An inherited stream listener (`fd:N`, `systemd`): a nonblocking duplicate, polled,
+    /// so a stop never needs a connection of our own on a socket another process shares.
+    InheritedTcp(TcpListener),
+    /// An inherited Unix listener, served as `InheritedTcp` is (its file is not removed).
+    InheritedUnix(UnixListener),
 }
 
 struct State {
@@ -197,6 +203,16 @@ pub fn start<P: Protocol>(
                 resolved.push(addr.clone());
                 bound.push(Bound::Unix(l, path.clone()));
             }
+            ListenAddr::Inherited(inherited) => {
+                resolved.push(addr.clone());
+                bound.push(adopt(inherited)?);
+            }
+            ListenAddr::Fd(_) | ListenAddr::Systemd => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr}: resolve it first (net::activation::resolve)"),
+                ));
+            }
         }
     }
     let state = Arc::new(State {
@@ -233,6 +249,25 @@ pub fn start<P: Protocol>(
                 let _ = std::fs::remove_file(path);
             }
             Bound::Udp(u) => udp_loop(u, proto, state, metrics),
+            Bound::InheritedTcp(l) => {
+                let st = state.clone();
+                let accept = move || {
+                    let s = TcpStream::from(accept_polled(l.as_fd(), &st.stop)?);
+                    if nodelay {
+                        let _ = s.set_nodelay(true);
+                    }
+                    Ok(Conn::Tcp(s))
+                };
+                accept_loop(accept, proto, state, metrics, limits)
+            }
+            Bound::InheritedUnix(l) => {
+                let st = state.clone();
+                let accept = move || {
+                    let s = accept_polled(l.as_fd(), &st.stop)?;
+                    Ok(Conn::Unix(UnixStream::from(std::os::fd::OwnedFd::from(s))))
+                };
+                accept_loop(accept, proto, state, metrics, limits)
+            }
         })?);
     }
     let (p, st) = (proto, state.clone());
@@ -249,6 +284,56 @@ pub fn start<P: Protocol>(
         _ => None,
     });
     Ok(Running { addrs: tcp.collect(), listeners: resolved, state, threads })
+}
+
+/// An inherited socket as the std engine serves it: a duplicate (the inherited
+/// descriptor stays open), nonblocking for stream listeners so that accepting can poll.
+fn adopt(inherited: &crate::net::activation::Inherited) -> io::Result<Bound> {
+    use crate::net::activation::{InheritedKind, duplicate};
+    let fd = duplicate(inherited.fd)?;
+    Ok(match inherited.kind {
+        InheritedKind::Tcp(_) => {
+            let l = TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            Bound::InheritedTcp(l)
+        }
+        InheritedKind::Unix(_) => {
+            let l = UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            Bound::InheritedUnix(l)
+        }
+        InheritedKind::Udp(_) => {
+            let u = UdpSocket::from(fd);
+            u.set_nonblocking(false)?;
+            u.set_read_timeout(Some(UDP_POLL))?;
+            Bound::Udp(u)
+        }
+    })
+}
+
+/// Accepts on a nonblocking inherited listener, polling so that `stop` is seen within
+/// [`UDP_POLL`]; once `stop` is set nothing more is accepted, and what waits in the
+/// backlog stays there for the next process. The accepted stream is blocking.
+fn accept_polled(listener: BorrowedFd<'_>, stop: &AtomicBool) -> io::Result<socket2::Socket> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        if !crate::net::activation::wait_readable(&listener.as_raw_fd(), UDP_POLL)? {
+            continue;
+        }
+        if stop.load(Ordering::Acquire) {
+            continue;
+        }
+        match socket2::SockRef::from(&listener).accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The per-connection limits the std engine enforces.
@@ -496,7 +581,11 @@ impl StopHandle {
                 ListenAddr::Unix(path) => {
                     let _ = UnixStream::connect(path);
                 }
-                ListenAddr::Udp(_) => {}
+                // UDP threads and inherited listeners poll the flag.
+                ListenAddr::Udp(_)
+                | ListenAddr::Inherited(_)
+                | ListenAddr::Fd(_)
+                | ListenAddr::Systemd => {}
             }
         }
     }

@@ -10,6 +10,7 @@
 //! - [`run`](mod@run): the lifecycle of `evloop serve` (signals and drain, stats logging,
 //!   metrics endpoint, ready line, per-protocol defaults).
 //! - [`metrics`]: Prometheus text rendering and the `/metrics` endpoint.
+//! - [`notify`]: `sd_notify` (`READY=1`, `STOPPING=1`) for systemd's `Type=notify`.
 //!
 //! ```no_run
 //! use evloop::proto::echo::Echo;
@@ -26,6 +27,7 @@
 mod engine;
 mod handler;
 pub mod metrics;
+pub mod notify;
 pub mod run;
 mod settings;
 

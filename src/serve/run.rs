@@ -125,6 +125,20 @@ pub fn run<P: Protocol>(
         let addr = SocketAddr::from(([127, 0, 0, 1], default_port(name)));
         settings.listen.push(ListenAddr::Tcp(addr));
     }
+    // `fd:N` and `systemd`: the inherited sockets, inspected (LISTEN_* are unset: no
+    // thread of ours runs yet).
+    if settings.listen.iter().any(|l| matches!(l, ListenAddr::Fd(_) | ListenAddr::Systemd)) {
+        if engine.name() == "tokio" {
+            return Err(
+                "inherited sockets (--listen fd:N, systemd) are not supported by the tokio \
+                 engine; use --engine reactor or std"
+                    .into(),
+            );
+        }
+        settings.listen =
+            crate::net::activation::resolve(std::mem::take(&mut settings.listen), true)
+                .map_err(|e| e.to_string())?;
+    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
@@ -169,6 +183,7 @@ pub fn run<P: Protocol>(
                     error!("second signal {sig}: exiting at once");
                     std::process::exit(1);
                 }
+                super::notify::stopping();
                 if caps.drain {
                     info!(
                         "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
@@ -190,6 +205,7 @@ pub fn run<P: Protocol>(
     }
     let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
     eprintln!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
+    super::notify::ready(&format!("serving {name} on {}", addrs.join(", ")));
     let result = served.wait().map_err(|e| e.to_string());
     if let Some(m) = metrics
         && let Err(e) = m.shutdown()

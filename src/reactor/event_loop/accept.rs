@@ -356,7 +356,11 @@ impl Acceptor {
     /// Accepts every connection waiting on listener `i` and hands each to a loop.
     fn accept_all(&mut self, i: usize, shared: &Shared, picker: &mut Picker) {
         let Some((index, listener)) = self.listeners.get(i) else { return };
-        while let Some((stream, peer)) = self.accepting.next(listener, &self.stats, shared) {
+        // Checked per connection: once draining, what waits in the backlog stays there
+        // (for the next process, when the socket is inherited).
+        while !shared.draining.load(Ordering::Acquire)
+            && let Some((stream, peer)) = self.accepting.next(listener, &self.stats, shared)
+        {
             bump(&self.stats.accepted, 1);
             let target = picker.pick(&shared.loops, &peer);
             let cmd = Command::Register { stream, peer, listener: *index, admitted: true };

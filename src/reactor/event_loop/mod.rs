@@ -353,8 +353,14 @@ impl<H: EventHandler> EventLoop<H> {
         for (_, mut u) in self.parts.udp.drain(..) {
             let _ = registry.deregister(&mut u);
         }
-        let idle: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.is_idle()).map(|(k, _)| k).collect();
+        // Not yet heard from: accepted just before the drain, its request may be in
+        // flight; it is served (then closed as idle) or closed at the deadline.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle() && c.has(conn::HEARD))
+            .map(|(k, _)| k)
+            .collect();
         for key in idle {
             self.close(key, CloseReason::Shutdown);
         }

@@ -13,7 +13,7 @@
 use std::io::{self, Read};
 
 use super::EventLoop;
-use super::conn::{CLOSING, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
+use super::conn::{CLOSING, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -61,6 +61,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             bump(&self.stats.bytes_read, n as u64);
+            c.flags |= HEARD;
             let had_input = !c.input.is_empty();
             c.active = self.now_tick;
             let action = self.deliver(key, n);
