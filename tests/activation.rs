@@ -60,22 +60,25 @@ impl Server {
 /// for its ready line. `systemd`: through `--listen systemd` with `LISTEN_FDS=1` and
 /// `LISTEN_PID` set by a shell to its own pid just before it execs evloop (so the pid is
 /// the server's); otherwise `--listen fd:3`.
-fn spawn(fd: RawFd, systemd: bool) -> Server {
+fn spawn(fd: RawFd, systemd: bool, engine: &str) -> Server {
     let bin = env!("CARGO_BIN_EXE_evloop");
-    let serve = ["serve", "--loops", "2", "--drain-timeout", "5s"];
+    let serve = ["serve", "--engine", engine, "--drain-timeout", "5s"];
     let mut cmd = if systemd {
         let mut c = Command::new("sh");
         c.arg("-c")
             .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
             .arg(bin)
             .args(serve)
-            .args(["--listen", "systemd", "--reuseport"])
+            .args(["--listen", "systemd", "--reuseport", "--loops", "2"])
             .env("LISTEN_FDS", "1")
             .env("LISTEN_FDNAMES", "echo");
         c
     } else {
         let mut c = Command::new(bin);
         c.args(serve).args(["--listen", "fd:3"]);
+        if engine == "reactor" {
+            c.args(["--loops", "2"]);
+        }
         c
     };
     cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -181,10 +184,11 @@ fn client<S: Read + Write>(
 fn restart_refuses_nothing<S: Read + Write + 'static>(
     fd: RawFd,
     systemd: bool,
+    engine: &str,
     connect: impl Fn() -> io::Result<S> + Send + 'static,
     set_timeout: impl Fn(&S) + Send + 'static,
 ) {
-    let mut server = spawn(fd, systemd);
+    let mut server = spawn(fd, systemd, engine);
     let stop = Arc::new(AtomicBool::new(false));
     let down = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -197,7 +201,7 @@ fn restart_refuses_nothing<S: Read + Write + 'static>(
         thread::sleep(UP);
         down.store(true, Ordering::Release);
         assert_eq!(server.terminate(), 0, "exit status after SIGTERM");
-        server = spawn(fd, systemd);
+        server = spawn(fd, systemd, engine);
         down.store(false, Ordering::Release);
     }
     thread::sleep(UP);
@@ -229,6 +233,7 @@ fn tcp_restart_under_systemd_activation_refuses_nothing() {
     restart_refuses_nothing(
         listener.as_raw_fd(),
         true,
+        "reactor",
         move || std::net::TcpStream::connect_timeout(&addr, LIMIT),
         set_tcp_timeout,
     );
@@ -244,6 +249,7 @@ fn unix_restart_on_an_inherited_fd_refuses_nothing_and_keeps_the_file() {
     restart_refuses_nothing(
         listener.as_raw_fd(),
         false,
+        "reactor",
         move || std::os::unix::net::UnixStream::connect(&p),
         |s: &std::os::unix::net::UnixStream| {
             let _ = s.set_read_timeout(Some(LIMIT));
@@ -253,6 +259,20 @@ fn unix_restart_on_an_inherited_fd_refuses_nothing_and_keeps_the_file() {
     assert!(path.exists(), "the inherited socket's file was removed");
     drop(listener);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn std_engine_tcp_restart_on_an_inherited_fd_refuses_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    restart_refuses_nothing(
+        listener.as_raw_fd(),
+        false,
+        "std",
+        move || std::net::TcpStream::connect_timeout(&addr, LIMIT),
+        set_tcp_timeout,
+    );
+    drop(listener);
 }
 
 /// `--listen systemd` without LISTEN_FDS, and `fd:N` on something that is not a

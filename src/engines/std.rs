@@ -379,7 +379,9 @@ fn accept_loop<P: Protocol>(
             debug!("std engine: cannot set the idle timeout: {e}");
         }
         let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-        let busy = Arc::new(AtomicBool::new(false));
+        // Busy until its first request is read: a drain that begins now serves that
+        // request instead of closing the connection unanswered.
+        let busy = Arc::new(AtomicBool::new(true));
         match stream.try_clone() {
             Ok(clone) => {
                 let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
