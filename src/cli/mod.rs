@@ -3,6 +3,8 @@
 //! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
 //! to [`LoadConfig`].
 
+pub mod config;
+pub mod extras;
 pub mod size;
 
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use size::{parse_duration, parse_size};
 #[derive(Parser, Debug)]
 #[command(
     name = "evloop",
-    version,
+    version = extras::VERSION,
     about = "An evio-style event-loop TCP server: echo, HTTP/1.1, Redis and framed protocols",
     long_about = "evloop runs N event-loop threads, each with its own epoll poller, eventfd waker and \
                   connections, and serves a bundled protocol on them. `--engine std` runs the same \
@@ -67,6 +69,17 @@ pub enum Command {
     ///   evloop load 127.0.0.1:6380 --proto redis --command set --size 64 --json
     #[command(verbatim_doc_comment)]
     Load(LoadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// Examples:
+    ///   evloop completions bash > ~/.local/share/bash-completion/completions/evloop
+    ///   evloop completions fish > ~/.config/fish/completions/evloop.fish
+    #[command(verbatim_doc_comment)]
+    Completions(extras::CompletionsArgs),
+    /// Print the man page (roff) on stdout: `evloop man > evloop.1`.
+    Man,
+    /// Check a --config file without starting anything (exit 0, or 1 with the error).
+    CheckConfig(config::CheckConfigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +121,11 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Read flags from this TOML file (keys are the long flag names, e.g.
+    /// `proto = "redis"`, `listen = ["127.0.0.1:6380"]`, `idle-timeout = "30s"`);
+    /// flags on the command line override it. See `evloop check-config`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,

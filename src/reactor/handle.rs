@@ -366,12 +366,12 @@ impl ServerHandle {
     /// open connections for `LeastConnections`, else round-robin — an outbound
     /// connection has no source address to hash), and returns that loop's id.
     ///
-    /// [`Config::balance`]: super::Config::balance The loop connects without blocking, as [`Conn::connect`] does:
-    /// once connected, [`EventHandler::opened`] runs there with
-    /// [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
+    /// The loop connects without blocking, as [`Conn::connect`] does: once connected,
+    /// [`EventHandler::opened`] runs there with [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
     /// after `timeout`, ...) goes to that loop's [`EventHandler::connect_error`] with
     /// `tag`. `Err` only when the server has stopped.
     ///
+    /// [`Config::balance`]: super::Config::balance
     /// [`Conn::connect`]: super::Conn::connect
     /// [`Conn::origin`]: super::Conn::origin
     /// [`EventHandler::opened`]: super::EventHandler::opened
