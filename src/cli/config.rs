@@ -56,7 +56,10 @@ pub fn args_from_toml(
     })?;
     let mut out = Vec::new();
     let name = cmd.get_name();
-    for (key, value) in table.get_ref() {
+    // In the file's order (the map is sorted by key).
+    let mut entries: Vec<_> = table.get_ref().iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    for (key, value) in entries {
         let k: &str = key.get_ref();
         let where_ = at(key.span());
         let arg =
