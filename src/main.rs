@@ -1,5 +1,6 @@
 //! `evloop`: the command line only. Parses the flags ([`cli`]), sets up logging, and
-//! calls `serve` (which owns the server's lifecycle) or `load`.
+//! calls `serve` (which owns the server's lifecycle) or `load`; `--config FILE` is
+//! expanded into flags first (`cli::config`).
 
 mod cli;
 

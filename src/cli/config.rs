@@ -126,9 +126,12 @@ pub fn args_from_toml(
 /// Expands `--config FILE` in `argv` (the whole command line, program name first): when
 /// the subcommand given has a `--config` flag and it is set, the file's flags are put
 /// right after the subcommand's name, except those the command line gives itself.
-/// A command line clap cannot parse is returned as it is (the real parse reports it).
+/// A command line clap cannot parse (required flags aside, which the file may hold) is
+/// returned as it is: the real parse reports it.
 pub fn expand(cmd: clap::Command, argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let Ok(matches) = cmd.clone().try_get_matches_from(&argv) else { return Ok(argv) };
+    // Required flags may come from the file: not required for this first look.
+    let relaxed = cmd.clone().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
+    let Ok(matches) = relaxed.try_get_matches_from(&argv) else { return Ok(argv) };
     let Some((name, sub)) = matches.subcommand() else { return Ok(argv) };
     let Ok(Some(file)) = sub.try_get_one::<PathBuf>(CONFIG_FLAG) else { return Ok(argv) };
     let Some(sub_cmd) = cmd.find_subcommand(name) else { return Ok(argv) };
@@ -180,7 +183,7 @@ mod tests {
             .arg(Arg::new("listen").long("listen").action(ArgAction::Append))
             .arg(Arg::new("reuseport").long("reuseport").action(ArgAction::SetTrue))
             .arg(Arg::new("unix_mode").long("unix-mode"))
-            .arg(Arg::new("config").long("config"))
+            .arg(Arg::new("config").long("config").value_parser(clap::value_parser!(PathBuf)))
     }
 
     fn args(text: &str) -> Result<Vec<String>, String> {
@@ -213,6 +216,24 @@ mod tests {
         assert!(e.contains("switch"), "{e}");
         let e = args("proto = \n").unwrap_err();
         assert!(e.starts_with("f.toml:1"), "{e}");
+    }
+
+    #[test]
+    fn a_required_flag_may_come_from_the_file() {
+        let sub = Command::new("proxy")
+            .arg(Arg::new("backend").long("backend").required(true).action(ArgAction::Append))
+            .arg(Arg::new("config").long("config").value_parser(clap::value_parser!(PathBuf)));
+        let top = Command::new("evloop").subcommand(sub);
+        let file = std::env::temp_dir().join(format!("evloop-cfg-{}.toml", std::process::id()));
+        std::fs::write(&file, "backend = [\"127.0.0.1:1\"]\n").unwrap();
+        let argv: Vec<OsString> = ["evloop", "proxy", "--config", file.to_str().unwrap()]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let out = expand(top.clone(), argv).unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(out[2], OsString::from("--backend=127.0.0.1:1"), "{out:?}");
+        assert!(top.try_get_matches_from(&out).is_ok());
     }
 
     #[test]

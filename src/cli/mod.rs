@@ -1,7 +1,8 @@
 //! The command line of `evloop`: clap definitions of `serve` and `load`, value parsers
 //! (sizes, durations, timeouts, modes, addresses), and the mapping from flags to
 //! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
-//! to [`LoadConfig`].
+//! to [`LoadConfig`]. `--config FILE` ([`config`]) and the packaging subcommands
+//! (`completions`, `man`, `check-config`; [`extras`]) live in their own files.
 
 pub mod config;
 pub mod extras;

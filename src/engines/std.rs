@@ -8,7 +8,10 @@
 //! kernel's). A UDP address gets one thread that answers each datagram with a fresh
 //! session. A housekeeping thread calls `Protocol::tick` once a second. Sockets are bound
 //! through [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and
-//! logged through an [`AcceptLog`].
+//! logged through an [`AcceptLog`]. An inherited socket (`fd:N`, `systemd`; see
+//! [`crate::net::activation`]) is served from a nonblocking duplicate whose acceptor
+//! polls, so a stop needs no connection of its own and leaves the backlog to the next
+//! process.
 //!
 //! Of the settings an engine may honour, this one has: `--max-conns` (a connection
 //! counter: beyond it a new connection is closed at once) and `--idle-timeout` (a socket

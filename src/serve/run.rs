@@ -2,6 +2,9 @@
 //! engine would ignore, warnings for settings that do not apply, raising the open-file
 //! limit, the metrics endpoint, the signal thread (first SIGINT/SIGTERM drains, a second
 //! exits at once), the stats-logging thread, the ready line, and waiting for the end.
+//! Inherited sockets (`--listen fd:N`, `systemd`) are resolved here, before any thread
+//! starts ([`crate::net::activation`]); systemd hears `READY=1` with the ready line and
+//! `STOPPING=1` at the drain ([`super::notify`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
