@@ -299,3 +299,30 @@ fn inherited_sockets_that_are_not_there_are_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fd:0"), "{err}");
 }
+
+/// Under `Type=notify` systemd hears READY=1 once evloop serves and STOPPING=1 when it
+/// starts draining: here a datagram socket of the test's plays `$NOTIFY_SOCKET`.
+#[test]
+fn notify_socket_hears_ready_then_stopping() {
+    let path = std::env::temp_dir().join(format!("evloop-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let child = Command::new(env!("CARGO_BIN_EXE_evloop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--loops", "1"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn evloop");
+    let server = Server(Some(child));
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("READY=1");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n") && ready.contains("STATUS=serving echo"), "{ready}");
+    assert_eq!(server.terminate(), 0);
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert!(buf[..n].starts_with(b"STOPPING=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let _ = std::fs::remove_file(&path);
+}
