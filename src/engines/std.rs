@@ -356,7 +356,10 @@ fn accept_loop<P: Protocol>(
     let mut log = AcceptLog::new();
     loop {
         let stream = accept();
-        if state.stop.load(Ordering::Acquire) {
+        // Once stopped nothing more is accepted; but a connection accepted just as a
+        // drain began is still served (then the loop ends), never dropped unanswered.
+        let last = state.stop.load(Ordering::Acquire);
+        if last && !(stream.is_ok() && state.draining.load(Ordering::Acquire)) {
             return;
         }
         let stream = match stream {
@@ -376,49 +379,54 @@ fn accept_loop<P: Protocol>(
                 continue;
             }
         };
-        if let Some(t) = limits.idle_timeout
-            && let Err(e) = stream.set_read_timeout(t)
-        {
-            debug!("std engine: cannot set the idle timeout: {e}");
-        }
-        let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-        // Busy until its first request is read: a drain that begins now serves that
-        // request instead of closing the connection unanswered.
-        let busy = Arc::new(AtomicBool::new(true));
-        match stream.try_clone() {
-            Ok(clone) => {
-                let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
-                if limits.max_conns.is_some_and(|max| conns.len() >= max) {
-                    drop(conns);
-                    debug!("std engine: --max-conns reached; closing a new connection");
-                    continue;
-                }
-                conns.insert(id, Tracked { conn: clone, busy: busy.clone() });
+        'conn: {
+            if let Some(t) = limits.idle_timeout
+                && let Err(e) = stream.set_read_timeout(t)
+            {
+                debug!("std engine: cannot set the idle timeout: {e}");
             }
-            Err(e) => {
-                warn!("std engine: cannot track connection: {e}");
-                continue;
+            let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            // Busy until its first request is read: a drain that begins now serves that
+            // request instead of closing the connection unanswered.
+            let busy = Arc::new(AtomicBool::new(true));
+            match stream.try_clone() {
+                Ok(clone) => {
+                    let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+                    if limits.max_conns.is_some_and(|max| conns.len() >= max) {
+                        drop(conns);
+                        debug!("std engine: --max-conns reached; closing a new connection");
+                        break 'conn;
+                    }
+                    conns.insert(id, Tracked { conn: clone, busy: busy.clone() });
+                }
+                Err(e) => {
+                    warn!("std engine: cannot track connection: {e}");
+                    break 'conn;
+                }
+            }
+            state.accepted.fetch_add(1, Ordering::Relaxed);
+            let session = Buffered::new(proto.new_session(), metrics.clone(), 0);
+            let st = state.clone();
+            let spawned = thread::Builder::new()
+                .name("evloop-std-conn".into())
+                .stack_size(CONN_STACK)
+                .spawn(move || {
+                    if let Err(e) = serve_conn(stream, session, &busy, &st) {
+                        debug!("std engine: connection: {e}");
+                    }
+                    let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
+                    conns.remove(&id);
+                    if conns.is_empty() {
+                        st.drained.notify_all();
+                    }
+                });
+            if let Err(e) = spawned {
+                warn!("std engine: cannot spawn a connection thread: {e}");
+                state.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             }
         }
-        state.accepted.fetch_add(1, Ordering::Relaxed);
-        let session = Buffered::new(proto.new_session(), metrics.clone(), 0);
-        let st = state.clone();
-        let spawned = thread::Builder::new()
-            .name("evloop-std-conn".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                if let Err(e) = serve_conn(stream, session, &busy, &st) {
-                    debug!("std engine: connection: {e}");
-                }
-                let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
-                conns.remove(&id);
-                if conns.is_empty() {
-                    st.drained.notify_all();
-                }
-            });
-        if let Err(e) = spawned {
-            warn!("std engine: cannot spawn a connection thread: {e}");
-            state.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if last {
+            return;
         }
     }
 }

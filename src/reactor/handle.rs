@@ -252,6 +252,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Set by [`ServerHandle::drain`]: accepting has stopped.
     pub(crate) draining: AtomicBool,
+    /// The acceptor thread has ended (true from the start when there is none): it hands
+    /// no more connections to the loops, so a draining loop with none left may end.
+    pub(crate) acceptor_done: AtomicBool,
     /// Connections open in the whole server, kept only when `max_conns` is set.
     pub(crate) open_total: std::sync::atomic::AtomicUsize,
     pub(crate) max_conns: Option<usize>,

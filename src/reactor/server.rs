@@ -202,6 +202,7 @@ impl Server {
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            acceptor_done: AtomicBool::new(acceptor.is_none()),
             open_total: std::sync::atomic::AtomicUsize::new(0),
             max_conns: config.max_conns,
             loops: remotes.clone(),

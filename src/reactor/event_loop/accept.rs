@@ -314,6 +314,7 @@ impl Acceptor {
 
     /// Accepts until shutdown or drain.
     pub(crate) fn run(mut self, shared: Arc<Shared>) {
+        let _done = AcceptorDone(shared.clone());
         let loops = &shared.loops;
         let waker = match &shared.acceptor {
             Some((w, _)) => w.clone(),
@@ -367,6 +368,20 @@ impl Acceptor {
             if shared.loops[target].send(cmd).is_err() {
                 debug!("acceptor: loop {target} has stopped; dropping {peer}");
             }
+        }
+    }
+}
+
+/// Marks the acceptor ended (however its thread ends) and wakes every loop: a draining
+/// loop waits for this before it ends, so a connection the acceptor accepted just as the
+/// drain began is still registered and served, never dropped with the loop's channel.
+struct AcceptorDone(Arc<Shared>);
+
+impl Drop for AcceptorDone {
+    fn drop(&mut self) {
+        self.0.acceptor_done.store(true, Ordering::Release);
+        for l in &self.0.loops {
+            let _ = l.waker.wake();
         }
     }
 }
