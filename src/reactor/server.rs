@@ -137,7 +137,11 @@ impl Server {
                     }
                 }
                 ListenAddr::Fd(_) | ListenAddr::Systemd => {
-                    unreachable!("resolved by activation::resolve above")
+                    // `activation::resolve` above replaced every one of these.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr}: not resolved to an inherited socket"),
+                    ));
                 }
             }
         }
