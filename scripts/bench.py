@@ -18,7 +18,10 @@ skipped rows. Only 127.0.0.1 is used; every client and wait is bounded in time.
 
 Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--list] [GROUP ...]
   (bench.py --help for details; unknown flags are an error)
-Env: SERVER_CPU, CLIENT_CPU, PORT (first port; each row takes the next), DURATION, WARMUP,
+Proxy rows: the proxy (evloop proxy, HAProxy, nginx stream) is the measured server; the
+echo backend it forwards to runs once for all of them on BACKEND_CPU.
+
+Env: SERVER_CPU, CLIENT_CPU, BACKEND_CPU, BULK_BYTES, PORT (first port; each row takes the next), DURATION, WARMUP,
      REQUESTS (redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0 (no syscalls),
      SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS.
 Writes target/bench/results.md and results.json.
@@ -41,6 +44,8 @@ BIN = os.path.join(ROOT, "target", "release", "evloop")
 OUT = os.path.join(ROOT, "target", "bench")
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
+# The proxy rows' echo backend: a third CPU where there is one.
+BACKEND_CPU = os.environ.get("BACKEND_CPU", "2" if (os.cpu_count() or 1) > 2 else CLIENT_CPU)
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -52,6 +57,10 @@ REACTOR, STD, TOKIO = "reactor (1 loop)", "std engine", "tokio (1 loop)"
 ENGINES = {REACTOR: ["--loops", "1"], STD: ["--engine", "std"],
            TOKIO: ["--engine", "tokio", "--loops", "1"]}
 NGINX, REDIS = "nginx (1 worker)", "redis-server"
+PROXY, PROXY_SPLICE = "evloop proxy (1 loop)", "evloop proxy (1 loop, splice)"
+HAPROXY, HAPROXY_SPLICE = "HAProxy (nbthread 1)", "HAProxy (nbthread 1, splice)"
+NGINX_STREAM = "nginx stream (1 worker)"
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
 def secs(s):
@@ -155,12 +164,12 @@ def wait_port(port, proc, timeout=10):
 
 
 class Server:
-    """A server pinned to SERVER_CPU in its own session, stopped by process group."""
+    """A server pinned to SERVER_CPU (or `cpu`) in its own session, stopped by process group."""
 
-    def __init__(self, cmd, port, workers=False):
+    def __init__(self, cmd, port, workers=False, cpu=None):
         if not port_free(port):
             raise RuntimeError(f"port {port} is in use")
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["taskset", "-c", cpu or SERVER_CPU] + cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         try:
@@ -297,6 +306,61 @@ def redis_benchmark(port, test, pipeline, n, conns=50):
         return dict(rps=float(f[1]), p50=float(f[4]) * 1000, p99=float(f[6]) * 1000, errors=errors,
                     total=n)
     return Client("redis-benchmark", cmd, parse, conns, count=n)
+
+
+BULK_CLIENT = r"""
+import json, socket, sys, threading, time
+port, total = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
+chunk = bytes(range(256)) * 4096
+got = [0]
+def reader():
+    buf = bytearray(1 << 20)
+    while True:
+        n = s.recv_into(buf)
+        if n == 0:
+            break
+        got[0] += n
+t = threading.Thread(target=reader)
+t0 = time.monotonic()
+t.start()
+sent = 0
+while sent < total:
+    s.sendall(chunk)
+    sent += len(chunk)
+s.shutdown(socket.SHUT_WR)
+t.join()
+print(json.dumps(dict(sent=sent, got=got[0], secs=time.monotonic() - t0)))
+"""
+
+
+def bulk(port, total):
+    """Sends `total` bytes through `port` to the echo backend while reading them back: one
+    count-based "request" (so CPU us/req is the proxy's CPU for the whole transfer)."""
+    cmd = [sys.executable, "-c", BULK_CLIENT, str(port), str(total)]
+
+    def parse(out, err, rc):
+        lines = [l for l in out.splitlines() if l.startswith("{")]
+        if rc != 0 or not lines:
+            raise RuntimeError(((err or out).strip().splitlines() or [f"exit {rc}"])[-1][:140])
+        r = json.loads(lines[-1])
+        return dict(rps=1 / r["secs"], p50=None, p99=None, errors=int(r["got"] != r["sent"]),
+                    total=1, gib_per_s=r["got"] / 2**30 / r["secs"])
+    return Client("bulk client", cmd, parse, 1, count=1)
+
+
+# The echo backend every proxy row forwards to, started once (see backend_port).
+BACKEND = {}
+
+
+def backend_port(port):
+    """Starts the proxy rows' echo backend (evloop serve, one loop, pinned to BACKEND_CPU)
+    on `port` the first time; returns its port."""
+    if "port" not in BACKEND:
+        BACKEND["srv"] = Server([BIN, "serve", "-q", "--loops", "1", "--backlog", "4096",
+                                 "--listen", f"127.0.0.1:{port}"], port, cpu=BACKEND_CPU)
+        BACKEND["port"] = port
+    return BACKEND["port"]
 
 
 # ---- one row ---------------------------------------------------------------------------
@@ -544,6 +608,55 @@ def scenarios(quick, only, have, tokio, duration, warmup, n1):
             add("redis", scen, "redis-benchmark", e, ev("redis", e), rb, role(e), skip=no_rb or eng_skip(e))
         add("redis", scen, "redis-benchmark", REDIS, redis_cmd, rb, "peer", skip=no_rb or no_redis)
 
+    # proxy: the proxy is the measured server; the echo backend runs on BACKEND_CPU
+    def proxy_cmd(splice):
+        return lambda port: [BIN, "proxy", "-q", "--listen", f"127.0.0.1:{port}", "--loops", "1",
+                             "--backend", f"127.0.0.1:{backend_port(port + 10000)}",
+                             "--health-check", "off", "--splice" if splice else "--no-splice"]
+
+    def haproxy_cmd(splice):
+        def cmd(port):
+            conf = os.path.join(OUT, f"haproxy-{port}.cfg")
+            with open(conf, "w") as f:
+                f.write("global\n  nbthread 1\n  maxconn 4000\n"
+                        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n"
+                        "  timeout server 60s\n" + ("  option splice-request\n  option splice-response\n" if splice else "") +
+                        f"listen p\n  bind 127.0.0.1:{port}\n"
+                        f"  server b 127.0.0.1:{backend_port(port + 10000)}\n")
+            return ["haproxy", "-db", "-f", conf]
+        return cmd
+
+    def nginx_stream_cmd(port):
+        conf = os.path.join(OUT, f"nginx-stream-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"load_module {NGINX_STREAM_MODULE};\nworker_processes 1;\npid {OUT}/nginx-stream.pid;\n"
+                    f"error_log {OUT}/nginx-error.log;\nevents {{ worker_connections 16384; }}\n"
+                    f"stream {{ server {{ listen 127.0.0.1:{port}; "
+                    f"proxy_half_close on; proxy_pass 127.0.0.1:{backend_port(port + 10000)}; }} }}\n")
+        return ["nginx", "-e", f"{OUT}/nginx-error.log", "-c", conf, "-p", OUT, "-g", "daemon off;"]
+    no_haproxy = None if have("haproxy") else "haproxy not installed (apt-get install haproxy)"
+    no_stream = no_nginx or (None if os.path.exists(NGINX_STREAM_MODULE) else
+                             "nginx stream module not installed (apt-get install libnginx-mod-stream)")
+    scen = "echo 64 B ping-pong through a proxy, 50 conns"
+    load64 = lambda port: evloop_load(port, CLIENT["d"], CLIENT["w"] or warmup, ["--size", "64"])
+    add("proxy", scen, "evloop load", PROXY, proxy_cmd(False), load64, "reactor")
+    if not quick:
+        add("proxy", scen, "evloop load", PROXY_SPLICE, proxy_cmd(True), load64, "splice")
+    add("proxy", scen, "evloop load", HAPROXY, haproxy_cmd(False), load64, "peer", skip=no_haproxy)
+    add("proxy", scen, "evloop load", NGINX_STREAM, nginx_stream_cmd, load64, "peer", workers=True,
+        skip=no_stream)
+    size = int(os.environ.get("BULK_BYTES", str(2**28 if quick else 2**30)))
+    scen = f"bulk {size / 2**30:g} GiB each way through a proxy, 1 conn"
+    add("proxy", scen, "bulk client", PROXY, proxy_cmd(False), lambda port: bulk(port, size), "reactor")
+    add("proxy", scen, "bulk client", PROXY_SPLICE, proxy_cmd(True), lambda port: bulk(port, size), "splice")
+    add("proxy", scen, "bulk client", HAPROXY, haproxy_cmd(False), lambda port: bulk(port, size), "peer",
+        skip=no_haproxy)
+    if not quick:
+        add("proxy", scen, "bulk client", HAPROXY_SPLICE, haproxy_cmd(True), lambda port: bulk(port, size),
+            "peer", skip=no_haproxy)
+        add("proxy", scen, "bulk client", NGINX_STREAM, nginx_stream_cmd, lambda port: bulk(port, size),
+            "peer", workers=True, skip=no_stream)
+
     # connection scaling
     steps = os.environ.get("SCALE", "10,1000" if quick else "10,100,1000,10000")
     for c in (int(x) for x in steps.split(",")):
@@ -633,7 +746,7 @@ def ratio_lines(rat):
     return lines
 
 
-GROUPS = ("echo", "http", "redis", "scaling", "memory")
+GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory")
 
 # Substrings from --only; a row runs when its "group | scenario | client | server" line
 # contains one of them (case-insensitive). Empty: every row.
@@ -737,6 +850,16 @@ def main():
             print(mem_line(rec), flush=True)
             lines.append(mem_line(rec))
 
+    if "srv" in BACKEND:
+        BACKEND.pop("srv").stop()
+    bulk_lines = [f"- **{r['server']}**: {r['cpu_us_per_req'] / 1e6:.3f} proxy CPU s for {r['scenario'].split(' each')[0][5:]} "
+                  f"each way ({r['gib_per_s']:.2f} GiB/s each way)"
+                  for r in rows if r["status"] == "ok" and r["client"] == "bulk client"]
+    if bulk_lines:
+        head = "Proxy bulk rows (the req/s column is transfers/s; CPU us/req is the proxy's CPU for the whole transfer):"
+        print(f"\n{head}\n", flush=True)
+        print("\n".join(bulk_lines), flush=True)
+        lines += ["", head, ""] + bulk_lines
     rat = ratios(rows)
     summary = ratio_lines(rat)
     react_mem = next((m for m in mem if m["server"] == REACTOR and m.get("bytes_per_conn")), None)

@@ -8,7 +8,7 @@
 # (--loops 1; this script builds with --features tokio), and the peers nginx (1 worker,
 # `return 200`) and redis-server. Clients: evloop load, wrk, redis-benchmark. A peer that
 # is not installed gives a skipped row (apt-get install wrk redis-tools redis-server
-# nginx-light linux-perf).
+# nginx-light libnginx-mod-stream haproxy linux-perf).
 #
 # Full run (~15 min on 2 cores; 5 s per row after 1 s warmup, redis-benchmark -n 300,000
 # at pipeline 1 and 4,500,000 at 16, REQUESTS x15):
@@ -16,6 +16,11 @@
 #   HTTP GET / at pipeline 1 and 16: evloop load and wrk, on the three engines and nginx
 #   RESP PING, SET, GET at pipeline 1 and 16: evloop load and redis-benchmark, on the
 #     three engines and redis-server
+#   proxy: echo 64 B ping-pong at 50 connections through `evloop proxy` (1 loop; copy and
+#     splice), HAProxy (mode tcp, nbthread 1) and nginx stream (1 worker) to an evloop echo
+#     backend on BACKEND_CPU (CPU 2, or CLIENT_CPU on a 2-CPU machine); the proxy is the
+#     measured server. Bulk: 1 GiB each way on one connection (BULK_BYTES), the proxy's CPU
+#     seconds for it, evloop copy/splice vs HAProxy (without and with splice) and nginx
 #   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
 #   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
 # --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 750,000 at
@@ -23,16 +28,18 @@
 #   echo 6 B ping-pong on the three engines; HTTP pipeline 16 (evloop load on the three
 #   engines and nginx, wrk on the reactor and nginx); RESP GET pipeline 16 (evloop load on
 #   the three engines and redis-server, redis-benchmark on the reactor and redis-server);
-#   scaling at 10 and 1,000 connections; memory with 1,000 idle connections.
+#   proxy echo (evloop, HAProxy, nginx stream) and bulk 256 MiB (evloop copy and splice,
+#   HAProxy); scaling at 10 and 1,000 connections; memory with 1,000 idle connections.
 #
 #   scripts/bench.sh                    # everything
 #   scripts/bench.sh --quick            # the subset above
-#   scripts/bench.sh --quick http redis # only some groups: echo http redis scaling memory
+#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory
 #   scripts/bench.sh --only 'RESP GET' nginx   # only rows whose line contains one of these
 #   scripts/bench.sh --list [...]       # print the rows that would run (no build, no run)
 #   scripts/bench.sh --help             # usage (no build); an unknown flag is an error
 #
-# Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0.
+# Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0,
+# BACKEND_CPU, BULK_BYTES.
 # Writes target/bench/results.md, results.json and results.svg (bench_chart example).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,8 @@
 //! - [`engines`]: the std::net thread-per-connection engine and the tokio engine.
 //! - [`proto`]: sans-IO protocols (echo, HTTP/1.1, Redis RESP2, length-prefixed frames).
 //! - [`serve`]: runs a protocol on any engine, and the server's lifecycle.
-//! - [`proxy`]: the L4 proxy and load balancer (backends, balancing, health).
+//! - [`proxy`]: the L4 proxy and load balancer (backends, balancing, health, the data
+//!   path on the reactor's public API, and its lifecycle, which reuses `serve`'s).
 //! - [`capture`]: sampled traffic capture to pcap, and replay.
 //! - [`load`]: the load generator.
 pub mod capture;

@@ -1,6 +1,6 @@
 //! `evloop`: the command line only. Parses the flags ([`cli`]), sets up logging, and
-//! calls `serve` (which owns the server's lifecycle) or `load`; `--config FILE` is
-//! expanded into flags first (`cli::config`).
+//! calls `serve` (which owns the server's lifecycle), `proxy` or `load`; `--config FILE`
+//! is expanded into flags first (`cli::config`).
 
 mod cli;
 
@@ -36,8 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Serve(args) => cli::run_serve(args),
+        Command::Serve(args) => cli::run_serve(*args),
         Command::Load(args) => cli::run_load(args),
+        Command::Proxy(args) => cli::proxy::run_proxy(*args),
         Command::Completions(args) => cli::extras::completions(Cli::command(), &args),
         Command::Man => cli::extras::man(Cli::command()),
         Command::CheckConfig(args) => {

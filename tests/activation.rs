@@ -326,3 +326,82 @@ fn notify_socket_hears_ready_then_stopping() {
     assert!(buf[..n].starts_with(b"STOPPING=1"), "{}", String::from_utf8_lossy(&buf[..n]));
     let _ = std::fs::remove_file(&path);
 }
+
+/// `evloop proxy --listen fd:3`: the proxy serves an inherited listener too (here to an
+/// echo backend of the test's); `systemd` without `LISTEN_FDS` is an error there as well.
+#[test]
+fn proxy_serves_an_inherited_listener() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the backend");
+    let backend_addr = backend.local_addr().expect("backend address");
+    thread::spawn(move || {
+        for mut conn in backend.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let fd = listener.as_raw_fd();
+    let bin = env!("CARGO_BIN_EXE_evloop");
+    let mut cmd = Command::new(bin);
+    cmd.args(["proxy", "--listen", "fd:3", "--loops", "1", "--health-check", "off"])
+        .args(["--backend", &backend_addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: as in `spawn`: only dup2(2) and fcntl(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn evloop proxy");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  proxy: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let server = Server(Some(child));
+    loop {
+        let line = rx.recv_timeout(LIMIT).expect("the proxy's ready line");
+        if line.starts_with("evloop: proxying") {
+            assert!(line.contains("fd:3"), "{line}");
+            break;
+        }
+    }
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect through the proxy");
+    set_tcp_timeout(&conn);
+    conn.write_all(b"through the proxy\n").expect("write");
+    let mut got = [0u8; 18];
+    conn.read_exact(&mut got).expect("the backend's echo");
+    assert_eq!(&got, b"through the proxy\n");
+    drop(conn);
+    assert_eq!(server.terminate(), 0);
+
+    let out = Command::new(bin)
+        .args(["proxy", "--listen", "systemd", "--backend", &backend_addr.to_string()])
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run evloop proxy");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LISTEN_FDS"), "{err}");
+}

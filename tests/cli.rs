@@ -279,6 +279,7 @@ fn reuseport_with_only_unix_listeners_is_not_claimed_in_the_ready_line() {
 fn std_engine_refuses_flags_it_would_ignore() {
     for (flag, extra) in [
         ("--header-timeout", &["--proto", "http", "--header-timeout", "2s"][..]),
+        ("--body-timeout", &["--proto", "http", "--body-timeout", "2s"][..]),
         ("--keepalive", &["--keepalive", "10s"][..]),
         ("--pin", &["--pin"][..]),
         ("--balance", &["--balance", "least-conn"][..]),

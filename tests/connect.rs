@@ -310,8 +310,12 @@ fn connect_failed_can_retry_another_address() {
     let _backend = live.accept().unwrap();
     let Seen::Outbound { origin, .. } = next(&rx) else { panic!("expected Outbound") };
     assert_eq!(origin.tag, 2);
-    // (`opened` runs before the loop counts the connection.)
-    wait_until("counted", || total(&h).connects == 1);
+    // (`opened` runs before the loop counts the connection, and `connects` is bumped
+    // just before `open`: wait for both.)
+    wait_until("counted", || {
+        let s = total(&h);
+        s.connects == 1 && s.open == 2
+    });
     let s = total(&h);
     assert_eq!((s.connects, s.connect_errors, s.open), (1, 2, 2));
     running.shutdown().unwrap();

@@ -148,3 +148,48 @@ fn serve_reads_the_config_file_and_the_command_line_wins() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("unknown key `protocol`"), "{}", stderr(&out));
 }
+
+#[test]
+fn proxy_reads_the_config_file_and_the_command_line_wins() {
+    let file = TempFile::new(
+        "proxy.toml",
+        "backend = [\"127.0.0.1:9\", \"127.0.0.1:10\"]\nlisten = [\"127.0.0.1:1\"]\n\
+         loops = 1\nbalance = \"least-conn\"\nhealth-check = \"off\"\n",
+    );
+    let out = evloop(&["check-config", "--command", "proxy", file.path()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("for `evloop proxy`"), "{}", stdout(&out));
+
+    // The command line's --listen replaces the file's; the backends come from the file.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
+        .args(["proxy", "--config", file.path(), "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evloop");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("evloop: proxying") => break line,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no ready line: {e}");
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.starts_with("evloop: proxying on 127.0.0.1:"), "{ready}");
+    assert!(!ready.contains("127.0.0.1:1 "), "{ready}");
+    assert!(ready.contains("to 2 backends"), "from the file: {ready}");
+    assert!(ready.contains("least-conn") && ready.contains("1 loop,"), "from the file: {ready}");
+}

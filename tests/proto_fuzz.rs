@@ -181,8 +181,14 @@ fn cuts() -> impl Strategy<Value = Vec<usize>> {
 
 // ---- Redis ---------------------------------------------------------------------------
 
-const RESP: RespConfig =
-    RespConfig { max_bulk: 256, max_multibulk: 32, max_inline: 128, max_request: 2048 };
+const RESP: RespConfig = RespConfig {
+    max_bulk: 256,
+    max_multibulk: 32,
+    max_inline: 128,
+    max_request: 2048,
+    output_budget: 1 << 20,
+    max_reply: 64 << 20,
+};
 
 fn word() -> impl Strategy<Value = Vec<u8>> + Clone {
     prop::collection::vec(prop::sample::select(b"abcxyz01*?[]^-\\".to_vec()), 1..8)

@@ -6,15 +6,19 @@
 
 pub mod config;
 pub mod extras;
+pub mod proxy;
 pub mod size;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use evloop::load::{self, LoadConfig, LoadProto};
-use evloop::net::ListenAddr;
+use evloop::net::tls::{ALPN_HTTP1, DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig, TlsFiles, TlsSetup};
+use evloop::net::{ListenAddr, ListenSpec};
 use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
@@ -59,8 +63,10 @@ pub enum Command {
     ///   evloop serve --proto redis --listen 127.0.0.1:6380 --listen unix:evloop.sock \
     ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
     ///   evloop serve --proto http --metrics 127.0.0.1:9100 --max-conns 10000
+    ///   evloop serve --proto http --listen 127.0.0.1:8080 --listen tls://127.0.0.1:8443 \
+    ///                --tls-cert cert.pem --tls-key key.pem   # HTTPS too; SIGHUP reloads them
     #[command(verbatim_doc_comment)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate load against a server and report requests/s and latency.
     ///
     /// Client connections run on evloop's own reactor; every reply is checked, and any
@@ -81,6 +87,16 @@ pub enum Command {
     Man,
     /// Check a --config file without starting anything (exit 0, or 1 with the error).
     CheckConfig(config::CheckConfigArgs),
+    /// Proxy TCP (and Unix) connections to backends: an L4 load balancer with health
+    /// checks, reload on SIGHUP and per-backend byte metrics.
+    ///
+    /// Examples:
+    ///   evloop proxy --listen 127.0.0.1:6000 --backend 127.0.0.1:7001 --backend 127.0.0.1:7002
+    ///   evloop proxy --backend 10.0.0.1:6379,weight=3 --backend 10.0.0.2:6379 --balance weighted
+    ///   evloop proxy --backend 127.0.0.1:7001 --backend 127.0.0.1:7002,backup --health-check redis
+    ///   evloop proxy --backends-file backends.txt --metrics 127.0.0.1:9100   # kill -HUP to reload
+    #[command(verbatim_doc_comment)]
+    Proxy(Box<proxy::ProxyArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -130,26 +146,11 @@ pub struct ServeArgs {
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
-    /// Address to listen on (repeatable; all are served by the same loops):
-    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT`, `fd:N` (an inherited listening socket, descriptor N),
-    /// `systemd` (every socket systemd's socket activation passed). Default:
-    /// 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380, frame 5001).
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenAddr::parse_all)]
-    listen: Vec<Vec<ListenAddr>>,
-    /// Permission bits of Unix socket files, in octal (e.g. 660).
-    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
-    unix_mode: Option<u32>,
-    /// Event-loop threads; 0 = one per CPU.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    loops: usize,
-    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
-    /// one acceptor thread handing connections to loops.
-    #[arg(long)]
-    reuseport: bool,
-    /// Pin loop i to CPU i (modulo the CPUs available).
-    #[arg(long)]
-    pin: bool,
+    #[command(flatten)]
+    net: NetArgs,
+    /// TLS flags (boxed: they are rarely given).
+    #[command(flatten)]
+    tls: Box<TlsArgs>,
     /// How the acceptor picks a loop (without --reuseport).
     /// Default: round-robin.
     #[arg(long, value_enum)]
@@ -159,21 +160,6 @@ pub struct ServeArgs {
     /// A flag the chosen engine would ignore is refused.
     #[arg(long, default_value = "reactor", value_parser = engine_parser())]
     engine: Engine,
-    /// listen(2) backlog.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    backlog: i32,
-    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
-    #[arg(long)]
-    no_nodelay: bool,
-    /// Per-loop read buffer size (bytes, or with K/M suffix).
-    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
-    read_buffer: usize,
-    /// Stop reading a connection whose pending output exceeds this.
-    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
-    high_watermark: usize,
-    /// Resume reading once pending output is down to this.
-    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
-    low_watermark: usize,
     /// http: largest request head (request line + headers), bytes or K/M.
     #[arg(long, default_value = "8K", value_parser = parse_size, value_name = "SIZE")]
     max_head_bytes: usize,
@@ -189,19 +175,83 @@ pub struct ServeArgs {
     /// redis: most elements in one multibulk request.
     #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "N")]
     max_multibulk: usize,
+    /// Close connections idle (no bytes either way) this long; `off` disables.
+    /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    idle_timeout: Option<Timeout>,
+    /// http: a request head must be complete within this long of its first byte
+    /// (slowloris defence), else `408 Request Timeout` and a close; `off` disables.
+    /// Default: 10s (engine reactor).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    header_timeout: Option<Timeout>,
+    /// http: while a request body arrives, each read must come within this long of the
+    /// last, else `408 Request Timeout` and a close; `off` disables. Default: 60s
+    /// (engine reactor).
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    body_timeout: Option<Timeout>,
+    /// Hard limit of a connection's pending output (as Redis's client-output-buffer-limit):
+    /// a connection above it is closed at once and counted
+    /// (evloop_output_limit_closes_total); redis also refuses an MGET whose reply would
+    /// exceed it. `off` disables. Default: 64M (engines reactor, std).
+    #[arg(long, value_parser = parse_size_or_off, value_name = "SIZE")]
+    max_output: Option<SizeOrOff>,
+    /// Soft limit of a connection's pending output: closed when above it for
+    /// --max-output-soft-seconds. Off by default (engine reactor).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    max_output_soft: Option<usize>,
+    /// The period of --max-output-soft.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", requires = "max_output_soft")]
+    max_output_soft_seconds: u64,
+    /// frame: largest frame payload accepted.
+    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
+    max_frame: usize,
+}
+
+/// The listener, loop and socket flags `serve` and `proxy` share.
+#[derive(Args, Debug)]
+pub struct NetArgs {
+    /// Address to listen on (repeatable; all are served by the same loops):
+    /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
+    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; serve only, needs
+    /// --tls-cert and --tls-key, engine reactor), `fd:N` (an inherited listening socket,
+    /// descriptor N), `systemd` (every socket systemd's socket activation passed).
+    /// Default: 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380,
+    /// frame 5001; proxy 6000).
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenSpec::parse)]
+    listen: Vec<ListenSpec>,
+    /// Permission bits of Unix socket files, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    unix_mode: Option<u32>,
+    /// Event-loop threads; 0 = one per CPU.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    loops: usize,
+    /// One SO_REUSEPORT listener per loop (the kernel spreads connections) instead of
+    /// one acceptor thread handing connections to loops.
+    #[arg(long)]
+    reuseport: bool,
+    /// Pin loop i to CPU i (modulo the CPUs available).
+    #[arg(long)]
+    pin: bool,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    backlog: i32,
+    /// Leave Nagle's algorithm on (TCP_NODELAY is set by default).
+    #[arg(long)]
+    no_nodelay: bool,
+    /// Per-loop read buffer size (bytes, or with K/M suffix).
+    #[arg(long, default_value = "64K", value_parser = parse_size, value_name = "SIZE")]
+    read_buffer: usize,
+    /// Stop reading a connection whose pending output exceeds this.
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    high_watermark: usize,
+    /// Resume reading once pending output is down to this.
+    #[arg(long, default_value = "256K", value_parser = parse_size, value_name = "SIZE")]
+    low_watermark: usize,
     /// On SIGINT/SIGTERM: stop accepting, finish requests in flight and flush output,
     /// close idle connections, and exit within this long (a second signal exits at once).
     /// Default: 5s (engines reactor, std; the tokio engine stops at once).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     drain_timeout: Option<Duration>,
-    /// Close connections idle (no bytes either way) this long; `off` disables.
-    /// Default: off for echo and frame, 60s for http and redis (engines reactor, std).
-    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
-    idle_timeout: Option<Timeout>,
-    /// http: close a connection whose request head is not complete within this long
-    /// (slowloris defence); `off` disables. Default: 10s (engine reactor).
-    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
-    header_timeout: Option<Timeout>,
     /// Most connections open at once; beyond it new connections are closed at once
     /// (engines reactor, std).
     #[arg(long, value_name = "N")]
@@ -219,15 +269,75 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     send_buffer: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics (protocol counters on every engine;
-    /// connection counters on the reactor).
+    /// connection counters on the reactor; per-backend series in proxy).
     #[arg(long, value_parser = parse_socket_addr, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Log a one-line summary of the counters this often (info level).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     stats_interval: Option<Duration>,
-    /// frame: largest frame payload accepted.
-    #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
-    max_frame: usize,
+}
+
+impl NetArgs {
+    /// The engine-neutral settings these flags ask for (timeouts left unset).
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen.iter().flat_map(|l| l.addrs.iter().cloned()).collect(),
+            loops: self.loops,
+            reuseport: self.reuseport,
+            nodelay: !self.no_nodelay,
+            unix_mode: self.unix_mode,
+            backlog: self.backlog,
+            recv_buffer: self.recv_buffer,
+            send_buffer: self.send_buffer,
+            keepalive: self.keepalive.map(|idle| (idle, self.keepalive_interval)),
+            idle_timeout: None,
+            request_timeout: None,
+            body_timeout: None,
+            max_output: Settings::default().max_output,
+            max_output_soft: None,
+            max_conns: self.max_conns.filter(|&n| n > 0),
+            reactor: ReactorTuning {
+                pin: self.pin,
+                read_buffer: self.read_buffer,
+                high_watermark: self.high_watermark,
+                low_watermark: self.low_watermark,
+                ..Settings::default().reactor
+            },
+            tls: None,
+        }
+    }
+
+    /// The indices (in [`settings`](Self::settings)' `listen`) of the `tls://` listeners.
+    fn tls_listeners(&self) -> Vec<usize> {
+        let mut listeners = Vec::new();
+        let mut index = 0;
+        for spec in &self.listen {
+            if spec.tls {
+                listeners.extend(index..index + spec.addrs.len());
+            }
+            index += spec.addrs.len();
+        }
+        listeners
+    }
+}
+
+/// The TLS flags of `serve`.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// TLS: certificate chain (PEM, the server's certificate first) for tls:// listeners.
+    /// Re-read on SIGHUP (new connections use the new one).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: private key (PEM: PKCS#8, PKCS#1 or SEC1) of the certificate. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS: CA certificates (PEM); clients must present a certificate issued by one (mTLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// TLS: close a connection whose handshake is not complete this long after accept;
+    /// `off` disables. Default: 10s.
+    #[arg(long, value_parser = parse_timeout, value_name = "DURATION")]
+    handshake_timeout: Option<Timeout>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,9 +367,20 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A size flag's value: a size, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct SizeOrOff(Option<usize>);
+
+fn parse_size_or_off(s: &str) -> Result<SizeOrOff, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(SizeOrOff(None));
+    }
+    parse_size(s).map(|n| SizeOrOff(Some(n)))
+}
+
 /// A timeout flag's value: a duration, or none (`off` / `0`).
 #[derive(Debug, Clone, Copy)]
-struct Timeout(Option<Duration>);
+struct Timeout(pub Option<Duration>);
 
 fn parse_timeout(s: &str) -> Result<Timeout, String> {
     if s.eq_ignore_ascii_case("off") {
@@ -333,41 +454,66 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The TLS part of `evloop serve`: which listeners are `tls://`, and the certificate,
+/// key and client CA loaded from their files (ALPN `http/1.1` for `--proto http`).
+/// `None` without `tls://` listeners. Errors are one line naming the flag or file.
+fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
+    let tls = &args.tls;
+    let listeners = args.net.tls_listeners();
+    if listeners.is_empty() {
+        if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
+            log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
+        return Err(format!(
+            "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
+        ));
+    };
+    if args.engine != Engine::Reactor {
+        return Err(format!(
+            "tls:// listeners are served by the reactor engine only, not the {} engine",
+            args.engine
+        ));
+    }
+    let files =
+        TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
+    let alpn = match args.proto {
+        ProtoKind::Http => vec![ALPN_HTTP1.to_vec()],
+        _ => Vec::new(),
+    };
+    let config = TlsConfig::load(files, alpn)?;
+    let mut setup = TlsSetup::new(listeners, Arc::new(config));
+    setup.handshake_timeout = match tls.handshake_timeout {
+        Some(t) => t.0,
+        None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
+    };
+    Ok(Some(setup))
+}
+
 /// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to
 /// [`run`], which owns the lifecycle.
 pub fn run_serve(args: ServeArgs) -> Result<(), String> {
-    let settings = Settings {
-        listen: args.listen.into_iter().flatten().collect(),
-        loops: args.loops,
-        reuseport: args.reuseport,
-        nodelay: !args.no_nodelay,
-        unix_mode: args.unix_mode,
-        backlog: args.backlog,
-        recv_buffer: args.recv_buffer,
-        send_buffer: args.send_buffer,
-        keepalive: args.keepalive.map(|idle| (idle, args.keepalive_interval)),
-        idle_timeout: None,
-        request_timeout: None,
-        max_conns: args.max_conns.filter(|&n| n > 0),
-        reactor: ReactorTuning {
-            pin: args.pin,
-            read_buffer: args.read_buffer,
-            high_watermark: args.high_watermark,
-            low_watermark: args.low_watermark,
-            ..Settings::default().reactor
-        },
-    };
+    let mut settings = args.net.settings();
+    settings.tls = tls_setup(&args)?;
     let flags = Flags {
         idle_timeout: args.idle_timeout.map(|t| t.0),
         header_timeout: args.header_timeout.map(|t| t.0),
-        drain_timeout: args.drain_timeout,
+        body_timeout: args.body_timeout.map(|t| t.0),
+        max_output: args.max_output.map(|m| m.0),
+        max_output_soft: args
+            .max_output_soft
+            .map(|soft| (soft, Duration::from_secs(args.max_output_soft_seconds))),
+        drain_timeout: args.net.drain_timeout,
         balance: args.balance.map(|b| match b {
             BalanceArg::RoundRobin => Balance::RoundRobin,
             BalanceArg::LeastConn => Balance::LeastConnections,
             BalanceArg::SourceHash => Balance::SourceHash,
         }),
-        metrics: args.metrics,
-        stats_interval: args.stats_interval,
+        metrics: args.net.metrics,
+        stats_interval: args.net.stats_interval,
     };
     let engine = args.engine;
     match args.proto {
@@ -381,9 +527,14 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
             run(engine, Http::new(limits), settings, flags)
         }
         ProtoKind::Redis => {
+            let max_output = args.max_output.map_or(settings.max_output, |m| m.0);
             let limits = RespConfig {
                 max_bulk: args.max_bulk,
                 max_multibulk: args.max_multibulk,
+                // Stop a pipeline's replies near the high watermark; refuse one reply
+                // over the output limit before it is built.
+                output_budget: args.net.high_watermark.max(1),
+                max_reply: max_output.unwrap_or(usize::MAX),
                 ..RespConfig::default()
             };
             run(engine, Redis::new(limits), settings, flags)

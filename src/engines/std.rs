@@ -2,16 +2,26 @@
 //! [`Protocol`] code through the same adapter ([`crate::net::session`]) as the reactor,
 //! so a benchmark of the two compares engines, not protocols (`evloop serve --engine std`).
 //!
-//! One acceptor thread per listen address (TCP or Unix) blocks in `accept`; every
-//! connection gets its own thread that reads into a buffer, lets the session consume what
-//! it can and writes the replies with blocking `write_all` (so backpressure is the
-//! kernel's). A UDP address gets one thread that answers each datagram with a fresh
-//! session. A housekeeping thread calls `Protocol::tick` once a second. Sockets are bound
-//! through [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and
-//! logged through an [`AcceptLog`]. An inherited socket (`fd:N`, `systemd`; see
+//! One acceptor thread per listen address (TCP or Unix) blocks in `accept` and does
+//! nothing else but spawn: every connection gets its own thread (a 64 KiB stack), which
+//! sets the socket up, reads into a buffer, lets the session consume what it can and
+//! writes the replies with blocking `write_all` (so backpressure is the kernel's). So the
+//! acceptor keeps up with clients connecting as fast as loopback allows, and the
+//! `listen(2)` backlog (`--backlog`) only has to absorb the time a spawn takes. A
+//! connection costs one descriptor (its thread and the shutdown path share the socket
+//! through an `Arc`, no `dup`) and one thread; where the thread cannot be spawned
+//! (`EAGAIN`: `threads-max`, `pid_max`, `RLIMIT_NPROC`, memory) that connection is
+//! closed and counted ([`Running::spawn_failures`]) with a rate-limited warning, and the
+//! server goes on. [`capacity`] says how many connections this machine's limits allow.
+//! A UDP address gets one thread that answers each datagram with a fresh session. A
+//! housekeeping thread calls `Protocol::tick` once a second. Sockets are bound through
+//! [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and logged
+//! through an [`AcceptLog`]. An inherited socket (`fd:N`, `systemd`; see
 //! [`crate::net::activation`]) is served from a nonblocking duplicate whose acceptor
 //! polls, so a stop needs no connection of its own and leaves the backlog to the next
-//! process.
+//! process. A new connection counts as busy until its first request is read, so a drain
+//! that begins meanwhile answers that request before closing it (and the acceptor still
+//! hands over a connection it accepted as the drain began).
 //!
 //! Of the settings an engine may honour, this one has: `--max-conns` (a connection
 //! counter: beyond it a new connection is closed at once) and `--idle-timeout` (a socket
@@ -26,10 +36,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net::ACCEPT_BACKOFF;
 
@@ -57,14 +67,21 @@ pub struct Options {
     pub max_conns: Option<usize>,
     /// Close a connection that sends nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection whose replies to one read (what it would have to write at
+    /// once) exceed this many bytes (`--max-output`); counted as protocol error
+    /// `output_limit`.
+    pub max_output: Option<usize>,
 }
 
 /// Read buffer size of each connection thread (and of each UDP thread: the largest
 /// datagram it receives whole).
 const READ_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they only need the read buffer (on the heap) and
-/// the protocol's call depth.
-const CONN_STACK: usize = 256 * 1024;
+/// the protocol's call depth. Only touched pages cost memory; a small reservation keeps
+/// spawning cheap at thousands of threads.
+const CONN_STACK: usize = 64 * 1024;
+/// Threads and descriptors a std engine server uses besides its connections.
+const OVERHEAD: u64 = 64;
 /// How often a UDP thread checks for a stop while no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(100);
 
@@ -82,11 +99,11 @@ impl Conn {
         }
     }
 
-    fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
-        })
+    fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_nodelay(true),
+            Conn::Unix(_) => Ok(()),
+        }
     }
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
@@ -97,20 +114,22 @@ impl Conn {
     }
 }
 
-impl Read for Conn {
+/// Through a shared reference, as `&TcpStream` reads: the connection's thread and the
+/// shutdown path share one socket.
+impl Read for &Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => (&*s).read(buf),
+            Conn::Unix(s) => (&*s).read(buf),
         }
     }
 }
 
-impl Write for Conn {
+impl Write for &Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => (&*s).write(buf),
+            Conn::Unix(s) => (&*s).write(buf),
         }
     }
 
@@ -143,12 +162,16 @@ struct State {
     conns: Mutex<HashMap<u64, Tracked>>,
     drained: Condvar,
     accepted: AtomicU64,
+    /// Connections accepted and not yet ended (what `--max-conns` counts).
+    open: AtomicUsize,
+    /// Connections closed at once because their thread could not be spawned.
+    spawn_failures: AtomicU64,
 }
 
 /// An open connection as the server tracks it.
 struct Tracked {
-    /// A clone of the socket.
-    conn: Conn,
+    /// The socket, shared with the connection's thread.
+    conn: Arc<Conn>,
     /// The connection holds a partial request (or is handling input right now).
     busy: Arc<AtomicBool>,
 }
@@ -226,27 +249,23 @@ pub fn start<P: Protocol>(
         conns: Mutex::new(HashMap::new()),
         drained: Condvar::new(),
         accepted: AtomicU64::new(0),
+        open: AtomicUsize::new(0),
+        spawn_failures: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
-    let (nodelay, limits) =
-        (opts.nodelay, Limits { max_conns: opts.max_conns, idle_timeout: opts.idle_timeout });
+    let limits = Limits {
+        max_conns: opts.max_conns,
+        idle_timeout: opts.idle_timeout,
+        max_output: opts.max_output,
+        nodelay: opts.nodelay,
+    };
     for b in bound {
         let (proto, state, metrics) = (proto.clone(), state.clone(), metrics.clone());
         let name = if matches!(b, Bound::Udp(_)) { "evloop-std-udp" } else { "evloop-std-accept" };
         threads.push(thread::Builder::new().name(name.into()).spawn(move || match b {
-            Bound::Tcp(l) => accept_loop(
-                || {
-                    let (s, _) = l.accept()?;
-                    if nodelay {
-                        let _ = s.set_nodelay(true);
-                    }
-                    Ok(Conn::Tcp(s))
-                },
-                proto,
-                state,
-                metrics,
-                limits,
-            ),
+            Bound::Tcp(l) => {
+                accept_loop(|| Ok(Conn::Tcp(l.accept()?.0)), proto, state, metrics, limits)
+            }
             Bound::Unix(l, path) => {
                 accept_loop(|| Ok(Conn::Unix(l.accept()?.0)), proto, state, metrics, limits);
                 let _ = std::fs::remove_file(path);
@@ -254,13 +273,8 @@ pub fn start<P: Protocol>(
             Bound::Udp(u) => udp_loop(u, proto, state, metrics),
             Bound::InheritedTcp(l) => {
                 let st = state.clone();
-                let accept = move || {
-                    let s = TcpStream::from(accept_polled(l.as_fd(), &st.stop)?);
-                    if nodelay {
-                        let _ = s.set_nodelay(true);
-                    }
-                    Ok(Conn::Tcp(s))
-                };
+                let accept =
+                    move || Ok(Conn::Tcp(TcpStream::from(accept_polled(l.as_fd(), &st.stop)?)));
                 accept_loop(accept, proto, state, metrics, limits)
             }
             Bound::InheritedUnix(l) => {
@@ -344,6 +358,8 @@ fn accept_polled(listener: BorrowedFd<'_>, stop: &AtomicBool) -> io::Result<sock
 struct Limits {
     max_conns: Option<usize>,
     idle_timeout: Option<Duration>,
+    max_output: Option<usize>,
+    nodelay: bool,
 }
 
 fn accept_loop<P: Protocol>(
@@ -354,6 +370,7 @@ fn accept_loop<P: Protocol>(
     limits: Limits,
 ) {
     let mut log = AcceptLog::new();
+    let mut spawn_log = SpawnLog { last: None, since: 0 };
     loop {
         let stream = accept();
         // Once stopped nothing more is accepted; but a connection accepted just as a
@@ -380,54 +397,119 @@ fn accept_loop<P: Protocol>(
             }
         };
         'conn: {
-            if let Some(t) = limits.idle_timeout
-                && let Err(e) = stream.set_read_timeout(t)
-            {
-                debug!("std engine: cannot set the idle timeout: {e}");
+            if limits.max_conns.is_some_and(|max| state.open.load(Ordering::Acquire) >= max) {
+                debug!("std engine: --max-conns reached; closing a new connection");
+                break 'conn;
             }
-            let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-            // Busy until its first request is read: a drain that begins now serves that
-            // request instead of closing the connection unanswered.
-            let busy = Arc::new(AtomicBool::new(true));
-            match stream.try_clone() {
-                Ok(clone) => {
-                    let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
-                    if limits.max_conns.is_some_and(|max| conns.len() >= max) {
-                        drop(conns);
-                        debug!("std engine: --max-conns reached; closing a new connection");
-                        break 'conn;
-                    }
-                    conns.insert(id, Tracked { conn: clone, busy: busy.clone() });
-                }
-                Err(e) => {
-                    warn!("std engine: cannot track connection: {e}");
-                    break 'conn;
-                }
-            }
+            state.open.fetch_add(1, Ordering::AcqRel);
             state.accepted.fetch_add(1, Ordering::Relaxed);
-            let session = Buffered::new(proto.new_session(), metrics.clone(), 0);
-            let st = state.clone();
+            let (proto, st, metrics) = (proto.clone(), state.clone(), metrics.clone());
             let spawned = thread::Builder::new()
                 .name("evloop-std-conn".into())
                 .stack_size(CONN_STACK)
-                .spawn(move || {
-                    if let Err(e) = serve_conn(stream, session, &busy, &st) {
-                        debug!("std engine: connection: {e}");
-                    }
-                    let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
-                    conns.remove(&id);
-                    if conns.is_empty() {
-                        st.drained.notify_all();
-                    }
-                });
+                .spawn(move || conn_thread(stream, proto, metrics, limits, &st));
             if let Err(e) = spawned {
-                warn!("std engine: cannot spawn a connection thread: {e}");
-                state.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                // The closure, and the socket in it, is dropped: that connection is closed.
+                state.open.fetch_sub(1, Ordering::AcqRel);
+                state.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                spawn_log.failed(&e);
             }
         }
         if last {
             return;
         }
+    }
+}
+
+/// A connection's thread: sets the socket up, tracks it (so a stop can shut it), serves
+/// it, and untracks it.
+fn conn_thread<P: Protocol>(
+    stream: Conn,
+    proto: P,
+    metrics: Arc<ProtoMetrics>,
+    limits: Limits,
+    state: &State,
+) {
+    if limits.nodelay
+        && let Err(e) = stream.set_nodelay()
+    {
+        debug!("std engine: cannot set TCP_NODELAY: {e}");
+    }
+    if let Some(t) = limits.idle_timeout
+        && let Err(e) = stream.set_read_timeout(t)
+    {
+        debug!("std engine: cannot set the idle timeout: {e}");
+    }
+    let conn = Arc::new(stream);
+    // Busy until its first request is read: a drain that begins now serves that request
+    // instead of closing the connection unanswered.
+    let busy = Arc::new(AtomicBool::new(true));
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let tracked = Tracked { conn: conn.clone(), busy: busy.clone() };
+    state.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tracked);
+    if state.stop.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire) {
+        // Stopped (not draining) between the accept and now: a stop's shutdown may have
+        // missed it. A drain serves it: its first request is answered, then it closes.
+        let _ = conn.shutdown(Shutdown::Both);
+    } else {
+        let session = Buffered::new(proto.new_session(), metrics, 0);
+        if let Err(e) = serve_conn(&conn, session, &busy, state, limits.max_output) {
+            debug!("std engine: connection: {e}");
+        }
+    }
+    let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+    conns.remove(&id);
+    state.open.fetch_sub(1, Ordering::AcqRel);
+    if conns.is_empty() {
+        state.drained.notify_all();
+    }
+}
+
+/// How many connections this machine's limits let the std engine hold at most, and the
+/// limit that binds first. A connection costs one descriptor (`RLIMIT_NOFILE`, as
+/// raised) and one thread: `threads-max` and `pid_max` are system-wide (less the threads
+/// that exist now), `RLIMIT_NPROC` is per user (less this user's threads, counted as all
+/// threads: an upper bound). `None` where the limits cannot be read (not Linux).
+pub fn capacity() -> Option<(u64, &'static str)> {
+    let read = |path: &str| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok();
+    // The fourth field of /proc/loadavg is "runnable/existing" scheduling entities.
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let existing = loadavg.split_whitespace().nth(3)?.split('/').nth(1)?.parse::<u64>().ok()?;
+    let nofile = crate::net::limits::nofile().ok()?;
+    let mut limits = vec![
+        (nofile.saturating_sub(OVERHEAD), "the open-file limit (RLIMIT_NOFILE)"),
+        (read("/proc/sys/kernel/threads-max")?.saturating_sub(existing), "kernel.threads-max"),
+        (read("/proc/sys/kernel/pid_max")?.saturating_sub(existing), "kernel.pid_max"),
+    ];
+    if let Ok(Some(nproc)) = crate::net::limits::nproc() {
+        limits.push((nproc.saturating_sub(existing), "the process limit (RLIMIT_NPROC)"));
+    }
+    limits.into_iter().min_by_key(|l| l.0)
+}
+
+/// The warning for connection threads that cannot be spawned: the first at once, then at
+/// most one a minute with the count since.
+struct SpawnLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl SpawnLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn failed(&mut self, e: &io::Error) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        warn!(
+            "std engine: cannot spawn a connection thread ({e}); closed {} connection(s) \
+             (threads-max, pid_max, RLIMIT_NPROC or memory; see `evloop serve` start-up \
+             warnings)",
+            self.since
+        );
+        self.last = Some(Instant::now());
+        self.since = 0;
     }
 }
 
@@ -460,11 +542,13 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
 /// close, or a drain finds it without a partial request. `busy` tells a drain whether
 /// the connection holds a partial request.
 fn serve_conn<S: Session>(
-    mut stream: Conn,
+    conn: &Conn,
     mut session: Buffered<S>,
     busy: &AtomicBool,
     state: &State,
+    max_output: Option<usize>,
 ) -> io::Result<()> {
+    let mut stream = conn;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut out: Vec<u8> = Vec::new();
     loop {
@@ -481,10 +565,23 @@ fn serve_conn<S: Session>(
             }
             Err(e) => return Err(e),
         };
-        let close = session.feed(&buf[..n], &mut out);
-        if !out.is_empty() {
-            stream.write_all(&out)?;
-            out.clear();
+        let mut close = session.feed(&buf[..n], &mut out);
+        loop {
+            if max_output.is_some_and(|max| out.len() > max) {
+                session.metrics().add_error("output_limit");
+                debug!("std engine: {} bytes of output over --max-output; closing", out.len());
+                let _ = stream.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            if !out.is_empty() {
+                stream.write_all(&out)?;
+                out.clear();
+            }
+            if close || !session.again() {
+                break;
+            }
+            // The session stopped at its output budget: the rest once this is written.
+            close = session.feed(&[], &mut out);
         }
         let partial = session.has_partial_input();
         busy.store(partial, Ordering::Release);
@@ -509,6 +606,11 @@ impl Running {
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.state.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because their thread could not be spawned.
+    pub fn spawn_failures(&self) -> u64 {
+        self.state.spawn_failures.load(Ordering::Relaxed)
     }
 
     /// A handle that can stop the server from another thread.

@@ -300,14 +300,21 @@ async fn serve_conn<P: Protocol>(
                 Err(e) => return Err(e),
             },
         };
-        let close = session.feed(&buf[..n], &mut out);
-        if !out.is_empty() {
-            tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => return Ok(()),
-                r = stream.write_all(&out) => r?,
+        let mut close = session.feed(&buf[..n], &mut out);
+        loop {
+            if !out.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return Ok(()),
+                    r = stream.write_all(&out) => r?,
+                }
+                out.clear();
             }
-            out.clear();
+            if close || !session.again() {
+                break;
+            }
+            // The session stopped at its output budget: the rest once this is written.
+            close = session.feed(&[], &mut out);
         }
         if close {
             let _ = stream.shutdown().await;

@@ -114,6 +114,33 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// One `--listen` value: its addresses and whether they serve TLS.
+///
+/// `tls://HOST:PORT` (IPv4, `[v6]` or a name) is a TCP listener whose connections speak
+/// TLS; every other form is parsed by [`ListenAddr::parse_all`] and is not TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The addresses (a name may resolve to several).
+    pub addrs: Vec<ListenAddr>,
+    /// Whether connections on them speak TLS.
+    pub tls: bool,
+}
+
+impl ListenSpec {
+    /// Parses a written listen address, `tls://HOST:PORT` included.
+    pub fn parse(s: &str) -> Result<ListenSpec, String> {
+        let Some(hostport) = s.strip_prefix("tls://") else {
+            return Ok(ListenSpec { addrs: ListenAddr::parse_all(s)?, tls: false });
+        };
+        let addrs = ListenAddr::parse_all(hostport)
+            .map_err(|_| format!("invalid address {s:?}: expected tls://HOST:PORT"))?;
+        if addrs.iter().any(|a| !matches!(a, ListenAddr::Tcp(_))) {
+            return Err(format!("invalid address {s:?}: TLS is served over TCP only"));
+        }
+        Ok(ListenSpec { addrs, tls: true })
+    }
+}
+
 /// The address of a connection's peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -165,5 +192,18 @@ mod tests {
         assert_eq!(one("systemd"), Ok(ListenAddr::Systemd));
         assert_eq!(one("sd-listen"), Ok(ListenAddr::Systemd));
         assert!(one("fd:x").is_err() && one("fd:-1").is_err());
+    }
+
+    #[test]
+    fn tls_forms() {
+        let tls = ListenSpec::parse("tls://127.0.0.1:8443").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.addrs, vec![ListenAddr::Tcp("127.0.0.1:8443".parse().unwrap())]);
+        let v6 = ListenSpec::parse("tls://[::1]:8443").unwrap();
+        assert_eq!(v6.addrs, vec![ListenAddr::Tcp("[::1]:8443".parse().unwrap())]);
+        assert!(!ListenSpec::parse("127.0.0.1:80").unwrap().tls);
+        assert!(ListenSpec::parse("tls://unix:/tmp/x").is_err());
+        assert!(ListenSpec::parse("tls://udp://127.0.0.1:1").is_err());
+        assert!(ListenSpec::parse("tls://127.0.0.1").is_err());
     }
 }

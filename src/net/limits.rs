@@ -32,6 +32,22 @@ fn from_u64(v: u64) -> libc::rlim_t {
     libc::rlim_t::try_from(v).unwrap_or(libc::rlim_t::MAX)
 }
 
+/// The soft RLIMIT_NOFILE (the most descriptors this process may open now).
+pub fn nofile() -> io::Result<u64> {
+    get().map(|l| to_u64(l.rlim_cur))
+}
+
+/// The soft RLIMIT_NPROC (the most processes and threads this user may have), `None`
+/// when unlimited.
+pub fn nproc() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then(|| to_u64(lim.rlim_cur)))
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile_to_hard() -> io::Result<u64> {
     let mut lim = get()?;

@@ -11,9 +11,10 @@ pub mod bind;
 pub mod counters;
 pub mod limits;
 pub mod session;
+pub mod tls;
 
 pub use accept::{ACCEPT_BACKOFF, AcceptError, AcceptLog, is_resource_exhaustion};
-pub use addr::{ListenAddr, Peer};
+pub use addr::{ListenAddr, ListenSpec, Peer};
 pub use bind::{
     BindOptions, clear_stale_unix, set_unix_mode, tcp_listener, udp_socket, unix_listener,
 };

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::{Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol, Session};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 4;
@@ -111,7 +111,10 @@ impl Session for FrameSession {
                     at += len;
                     frames += 1;
                 }
-                Ok(None) => return Ok(Progress::answered(at, frames, false)),
+                Ok(None) => {
+                    let pending = if at < input.len() { Pending::Head } else { Pending::None };
+                    return Ok(Progress::answered(at, frames, false).with_pending(pending));
+                }
                 Err(_) => {
                     return Err(ProtoError::new("frame_too_large", Vec::new()).after(frames));
                 }

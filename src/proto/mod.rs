@@ -19,6 +19,24 @@ pub(crate) mod sim;
 
 use std::fmt;
 
+/// Where a connection stands in its current request after a call of
+/// [`Session::on_input`]: what an engine's request timeouts follow (nginx's model: a
+/// head timeout from the start of a request head to its end, and a between-reads timeout
+/// while a body arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pending {
+    /// No request in progress: the input was consumed up to a request boundary (or the
+    /// session does not report requests).
+    #[default]
+    None,
+    /// A request head (or a command, for protocols without bodies) is partially
+    /// received. When the same call also answered requests ([`Progress::requests`] > 0)
+    /// this is a *new* head that began in this call.
+    Head,
+    /// A request's head is complete and its body is being received.
+    Body,
+}
+
 /// What a [`Session`] did with one call of [`Session::on_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -31,17 +49,28 @@ pub struct Progress {
     pub close: bool,
     /// Requests answered in this call (for metrics; 0 where the notion does not apply).
     pub requests: usize,
+    /// After this call, whether a request is partially received (see [`Pending`]); an
+    /// engine's header and body timeouts follow it.
+    pub pending: Pending,
 }
 
 impl Progress {
-    /// Consumed `consumed` bytes; keep the connection open; no requests counted.
+    /// Consumed `consumed` bytes; keep the connection open; no requests counted; nothing
+    /// pending.
     pub fn consumed(consumed: usize) -> Self {
-        Progress { consumed, close: false, requests: 0 }
+        Progress { consumed, close: false, requests: 0, pending: Pending::None }
     }
 
-    /// Consumed `consumed` bytes, answering `requests` requests; `close` as above.
+    /// Consumed `consumed` bytes, answering `requests` requests; `close` as above;
+    /// nothing pending.
     pub fn answered(consumed: usize, requests: usize, close: bool) -> Self {
-        Progress { consumed, close, requests }
+        Progress { consumed, close, requests, pending: Pending::None }
+    }
+
+    /// The same progress, with `pending` reported.
+    pub fn with_pending(mut self, pending: Pending) -> Self {
+        self.pending = pending;
+        self
     }
 }
 
@@ -110,6 +139,12 @@ pub trait Session: Send + 'static {
     /// error rather than leave more than its configured limits unconsumed, so an engine's
     /// input buffer stays bounded. Must not panic on any input.
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError>;
+
+    /// A request timeout fired while a request was in progress (the last call reported
+    /// [`Progress::pending`] other than `None`): appends what the peer should get before
+    /// the engine closes the connection (HTTP: `408 Request Timeout` with
+    /// `Connection: close`). The session is not called again. Default: nothing.
+    fn on_timeout(&mut self, _out: &mut Vec<u8>) {}
 }
 
 /// A protocol: configuration and server-wide state (a Redis keyspace, say), shared by all

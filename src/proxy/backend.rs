@@ -2,7 +2,6 @@
 //! options after commas: `weight=N`, `backup`) and the `--backends-file` format (one
 //! backend per line, blank lines and `#` comments allowed). Parsing only; no sockets.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -10,23 +9,9 @@ use std::str::FromStr;
 /// The largest `weight=` a backend may have.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Where a backend listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BackendAddr {
-    /// A TCP address (a host name is resolved once, when the spec is parsed).
-    Tcp(SocketAddr),
-    /// A Unix domain stream socket.
-    Unix(PathBuf),
-}
-
-impl fmt::Display for BackendAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendAddr::Tcp(a) => write!(f, "{a}"),
-            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+/// Where a backend listens: the reactor's outbound address ([`ConnectAddr`](crate::reactor::ConnectAddr)), a TCP
+/// address or a Unix socket path.
+pub use crate::reactor::ConnectAddr as BackendAddr;
 
 /// One backend as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -209,7 +209,13 @@ impl BackendSet {
     }
 }
 
-/// Backends shared by every loop, replaceable on reload.
+/// One loop's count of something, on its own cache line (written by that loop only).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct LoopCount(AtomicU64);
+
+/// Backends shared by every loop, replaceable on reload, and the proxy's own per-loop
+/// counters.
 #[derive(Debug)]
 pub struct Pool {
     current: Mutex<Arc<BackendSet>>,
@@ -217,6 +223,7 @@ pub struct Pool {
     loops: usize,
     health: HealthConfig,
     started: Instant,
+    unserved: Box<[LoopCount]>,
 }
 
 impl Pool {
@@ -229,7 +236,20 @@ impl Pool {
             loops,
             health,
             started: Instant::now(),
+            unserved: (0..loops.max(1)).map(|_| LoopCount::default()).collect(),
         }
+    }
+
+    /// Loop `loop_id` closed a client because no backend could be reached (none up, or
+    /// every try failed).
+    #[inline]
+    pub fn unserved(&self, loop_id: usize) {
+        add(&self.unserved[loop_id].0, 1);
+    }
+
+    /// Clients closed because no backend could be reached, summed over loops.
+    pub fn unserved_total(&self) -> u64 {
+        self.unserved.iter().map(|c| c.0.load(Relaxed)).sum()
     }
 
     /// The health configuration.
@@ -284,8 +304,16 @@ impl Pool {
     }
 
     /// Appends the per-backend Prometheus series (`evloop_backend_*`, one series per
-    /// backend of the current set, labelled with its address as given).
+    /// backend of the current set, labelled with its address as given) and
+    /// `evloop_proxy_clients_unserved_total`.
     pub fn render_metrics(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP evloop_proxy_clients_unserved_total Clients closed because no backend could be reached.\n\
+             # TYPE evloop_proxy_clients_unserved_total counter\n\
+             evloop_proxy_clients_unserved_total {}",
+            self.unserved_total()
+        );
         let set = self.current();
         let totals: Vec<_> =
             set.backends.iter().map(|b| (b.spec.name.as_str(), b.totals())).collect();

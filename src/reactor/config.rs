@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::net::addr::ListenAddr;
+use crate::net::tls::TlsSetup;
 
 /// How the single acceptor (used when reuseport is off) picks a loop for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,6 +65,18 @@ pub struct Config {
     /// long, counted from the first byte of that request — the slowloris defence
     /// (HTTP's `--header-timeout`). Off by default.
     pub request_timeout: Option<Duration>,
+    /// Hard limit of a connection's pending output (bytes queued and not yet taken by
+    /// the kernel), as Redis's `client-output-buffer-limit`: a connection above it after
+    /// a callback's output was written is closed at once ([`CloseReason::OutputLimit`],
+    /// counted), its pending output dropped. The high watermark only stops *reading*;
+    /// this bounds what a peer that does not read can make the server hold. Default
+    /// 64 MiB; `None`: no limit.
+    ///
+    /// [`CloseReason::OutputLimit`]: super::CloseReason::OutputLimit
+    pub max_output: Option<usize>,
+    /// Soft limit of pending output: (bytes, period): a connection whose pending output
+    /// stays above `bytes` for `period` is closed as by the hard limit. Off by default.
+    pub max_output_soft: Option<(usize, Duration)>,
     /// Most connections open at once in the whole server; beyond it new connections are
     /// accepted and closed at once (counted as rejected). `None`: no limit.
     pub max_conns: Option<usize>,
@@ -77,6 +90,9 @@ pub struct Config {
     /// (the panic is logged) and the loop goes on. Off: the panic ends the loop thread
     /// and shuts the server down.
     pub catch_panics: bool,
+    /// TLS on some TCP listeners (rustls, on the loops): which ones, the certificate
+    /// configuration, the handshake timeout. `None`: no TLS.
+    pub tls: Option<TlsSetup>,
 }
 
 impl Default for Config {
@@ -97,11 +113,14 @@ impl Default for Config {
             close_timeout: Duration::from_secs(10),
             idle_timeout: None,
             request_timeout: None,
+            max_output: Some(64 << 20),
+            max_output_soft: None,
             max_conns: None,
             keepalive: None,
             recv_buffer: None,
             send_buffer: None,
             catch_panics: true,
+            tls: None,
         }
     }
 }
@@ -185,9 +204,21 @@ impl Config {
         self
     }
 
+    /// Sets the hard limit of pending output per connection (`None`: no limit).
+    pub fn max_output(mut self, bytes: Option<usize>) -> Self {
+        self.max_output = bytes;
+        self
+    }
+
     /// Sets the server-wide connection limit (`None`: no limit).
     pub fn max_conns(mut self, n: Option<usize>) -> Self {
         self.max_conns = n;
+        self
+    }
+
+    /// Serves TLS on the listeners `tls.listeners` names (positions in `listen`).
+    pub fn tls(mut self, tls: TlsSetup) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -208,6 +239,14 @@ impl Config {
         }
         if self.read_budget == 0 {
             return bad("read budget must be at least 1");
+        }
+        if let Some(tls) = &self.tls
+            && tls
+                .listeners
+                .iter()
+                .any(|&i| !matches!(self.listen.get(i), Some(ListenAddr::Tcp(_))))
+        {
+            return bad("a TLS listener must be a TCP listener");
         }
         Ok(())
     }

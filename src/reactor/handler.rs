@@ -48,8 +48,13 @@ pub enum CloseReason {
     /// No bytes moved either way for [`Config::idle_timeout`](super::Config::idle_timeout).
     IdleTimeout,
     /// An incomplete request sat unconsumed for
-    /// [`Config::request_timeout`](super::Config::request_timeout).
+    /// [`Config::request_timeout`](super::Config::request_timeout), or a request
+    /// deadline ([`Conn::set_request_deadline`]) passed and
+    /// [`EventHandler::timeout`] asked for a close without writing anything.
     RequestTimeout,
+    /// Pending output exceeded [`Config::max_output`](super::Config::max_output), or
+    /// stayed above the soft limit for its period; the output was dropped.
+    OutputLimit,
     /// A handler callback panicked with this message while serving the connection.
     Panic(String),
     /// A socket error (e.g. connection reset by peer).
@@ -106,6 +111,8 @@ pub struct Conn<'a> {
     pub(crate) origin: Option<Origin>,
     pub(crate) ctx: &'a mut Ctx,
     pub(crate) registry: &'a Registry,
+    /// A request deadline change asked for by this callback (applied after it returns).
+    pub(crate) deadline: Option<Option<Duration>>,
 }
 
 /// Names one connection of one loop: loop id, slab key and a generation number unique
@@ -206,6 +213,19 @@ pub struct LinkOptions {
 }
 
 impl Conn<'_> {
+    /// Sets this connection's request deadline `after` from now (`None`: clears it).
+    /// When it passes, [`EventHandler::timeout`] is called (once; set it again to be
+    /// called again). Setting it replaces any earlier deadline; the last call in a
+    /// callback wins. This is the protocol-driven alternative to
+    /// [`Config::request_timeout`](super::Config::request_timeout): the handler says
+    /// when a request begins and ends (e.g. an HTTP head timeout armed when a head
+    /// begins and cleared when it completes) instead of the reactor guessing from the
+    /// unconsumed input. Resolution is the timer wheel's (100 ms); the first use on a
+    /// loop makes that loop keep wheel time (one clock read per poll iteration).
+    pub fn set_request_deadline(&mut self, after: Option<Duration>) {
+        self.deadline = Some(after);
+    }
+
     /// Queues `bytes` to be written to the peer.
     pub fn write(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
@@ -338,7 +358,9 @@ impl Conn<'_> {
     /// `Err(AlreadyExists)` when this one is already linked. Whether `other` is still
     /// open (and unlinked) is known only when the link is made, after this callback:
     /// if it is not, *this* connection is closed ([`CloseReason::Error`],
-    /// `NotConnected`).
+    /// `NotConnected`). A TLS connection cannot be linked (the pair moves bytes socket to
+    /// socket, past the TLS layer): when either side is one, *this* connection is
+    /// closed ([`CloseReason::Error`], `Unsupported`).
     pub fn link_with(&mut self, other: ConnId, opts: LinkOptions) -> io::Result<()> {
         let invalid = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
         if other.loop_id != self.remote.id {
@@ -445,6 +467,14 @@ pub trait EventHandler: 'static {
     /// [`ConnHandle::wake`] was called for this connection.
     fn woken(&mut self, _conn: &mut Conn<'_>, _state: &mut Self::State) -> Action {
         Action::None
+    }
+
+    /// The request deadline set with [`Conn::set_request_deadline`] passed. What is
+    /// written to `conn` is sent (e.g. HTTP's `408 Request Timeout`) before the action is
+    /// carried out. Default: [`Action::Close`] (closed with
+    /// [`CloseReason::RequestTimeout`] when nothing was written).
+    fn timeout(&mut self, _conn: &mut Conn<'_>, _state: &mut Self::State) -> Action {
+        Action::Close
     }
 
     /// The connection is gone; its state is handed back.

@@ -46,8 +46,12 @@
 //!   - `link.rs`: **linked pairs**: forwarding between two connections (copy or
 //!     `splice(2)`), backpressure across the pair, half-close, the pair's end;
 //!   - `conn.rs`: a connection's record and flags; close and detach;
+//!   - `tls.rs`: TLS sessions (rustls, sans-IO) between socket and handler, entered
+//!     from the read path, the write path's flush and close (`tls_off.rs` without the
+//!     `tls` feature);
 //!   - `udp.rs`: datagram sockets;
-//!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts;
+//!   - `timers.rs`: poll timeout, handler tick, idle and request timeouts, handler
+//!     request deadlines, the soft output limit;
 //! - `timer.rs`: the timing wheel the connection timeouts use;
 //! - `socket.rs`: the stream and listener kinds (TCP, Unix) as mio sources;
 //! - `waker.rs`: the coalescing cross-thread wake;

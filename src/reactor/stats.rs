@@ -31,6 +31,7 @@ pub struct LoopStats {
     pub(crate) rejected: AtomicU64,
     pub(crate) idle_timeouts: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
+    pub(crate) output_limit_closes: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
@@ -42,6 +43,9 @@ pub struct LoopStats {
     pub(crate) links: AtomicU64,
     pub(crate) forwarded: AtomicU64,
     pub(crate) spliced: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_handshake_errors: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
 }
 
 /// A point-in-time copy of one loop's counters.
@@ -82,8 +86,12 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
-    /// Connections closed by the incomplete-request timeout.
+    /// Connections closed by the incomplete-request timeout, and request deadlines
+    /// (`Conn::set_request_deadline`) that passed.
     pub request_timeouts: u64,
+    /// Connections closed for exceeding the output limits (`Config::max_output`,
+    /// `Config::max_output_soft`).
+    pub output_limit_closes: u64,
     /// Handler callbacks that panicked (their connection was closed).
     pub panics: u64,
     /// UDP datagrams received.
@@ -107,6 +115,14 @@ pub struct StatsSnapshot {
     /// Of `forwarded`, the bytes moved with `splice(2)` (never in user space; they are
     /// counted in `bytes_read` and `bytes_written` as well).
     pub spliced: u64,
+    /// TLS handshakes completed (full and resumed).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake completed: a TLS error (a
+    /// plaintext client, an unknown client CA, ...), the peer closing, or the handshake
+    /// timeout.
+    pub tls_handshake_errors: u64,
+    /// TLS handshakes that resumed an earlier session (ticket or session ID).
+    pub tls_resumed: u64,
 }
 
 impl LoopStats {
@@ -130,6 +146,7 @@ impl LoopStats {
             rejected: self.rejected.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             request_timeouts: self.request_timeouts.load(Relaxed),
+            output_limit_closes: self.output_limit_closes.load(Relaxed),
             panics: self.panics.load(Relaxed),
             datagrams_in: self.datagrams_in.load(Relaxed),
             datagrams_out: self.datagrams_out.load(Relaxed),
@@ -141,6 +158,9 @@ impl LoopStats {
             links: self.links.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             spliced: self.spliced.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_handshake_errors: self.tls_handshake_errors.load(Relaxed),
+            tls_resumed: self.tls_resumed.load(Relaxed),
         }
     }
 }
@@ -167,6 +187,7 @@ impl StatsSnapshot {
             t.rejected += s.rejected;
             t.idle_timeouts += s.idle_timeouts;
             t.request_timeouts += s.request_timeouts;
+            t.output_limit_closes += s.output_limit_closes;
             t.panics += s.panics;
             t.datagrams_in += s.datagrams_in;
             t.datagrams_out += s.datagrams_out;
@@ -178,6 +199,9 @@ impl StatsSnapshot {
             t.links += s.links;
             t.forwarded += s.forwarded;
             t.spliced += s.spliced;
+            t.tls_handshakes += s.tls_handshakes;
+            t.tls_handshake_errors += s.tls_handshake_errors;
+            t.tls_resumed += s.tls_resumed;
         }
         t
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::Settings;
 use super::handler::ProtoHandler;
 use crate::engines;
+use crate::net::session::RequestTimeouts;
 use crate::net::{ListenAddr, ProtoMetrics};
 use crate::proto::Protocol;
 use crate::reactor::{self, Server, ServerHandle};
@@ -33,12 +34,18 @@ pub struct Capabilities {
     pub max_conns: bool,
     /// `--idle-timeout`.
     pub idle_timeout: bool,
-    /// `--header-timeout` (a request timeout).
+    /// `--header-timeout` and `--body-timeout` (request timeouts).
     pub request_timeout: bool,
     /// TCP keepalive (`--keepalive`).
     pub keepalive: bool,
     /// Graceful drain on the first signal (`--drain-timeout`).
     pub drain: bool,
+    /// `--max-output` (and the soft limit on the reactor).
+    pub output_limit: bool,
+    /// `--max-output-soft`.
+    pub output_soft_limit: bool,
+    /// TLS listeners (`tls://`, [`Settings::tls`]).
+    pub tls: bool,
 }
 
 impl Capabilities {
@@ -53,6 +60,9 @@ impl Capabilities {
         request_timeout: false,
         keepalive: false,
         drain: false,
+        output_limit: false,
+        output_soft_limit: false,
+        tls: false,
     };
     /// Everything.
     pub const ALL: Capabilities = Capabilities {
@@ -65,6 +75,9 @@ impl Capabilities {
         request_timeout: true,
         keepalive: true,
         drain: true,
+        output_limit: true,
+        output_soft_limit: true,
+        tls: true,
     };
 }
 
@@ -241,8 +254,12 @@ impl Backend for ReactorBackend {
         metrics: Arc<ProtoMetrics>,
     ) -> Started {
         let server = Server::bind(settings.reactor_config())?;
-        let running = server
-            .start(move |id| ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id))?;
+        let timeouts =
+            RequestTimeouts { header: settings.request_timeout, body: settings.body_timeout };
+        let running = server.start(move |id| {
+            ProtoHandler::with_metrics(proto.clone(), metrics.clone(), id)
+                .request_timeouts(timeouts)
+        })?;
         Ok(Box::new(running))
     }
 
@@ -301,6 +318,7 @@ impl Backend for StdBackend {
         max_conns: true,
         idle_timeout: true,
         drain: true,
+        output_limit: true,
         ..Capabilities::NONE
     };
 
@@ -312,6 +330,7 @@ impl Backend for StdBackend {
             bind: s.bind_options(),
             max_conns: s.max_conns,
             idle_timeout: s.idle_timeout,
+            max_output: s.max_output,
         };
         Ok(Box::new(engines::std::start(proto, &opts, metrics)?))
     }

@@ -21,7 +21,7 @@ use crate::reactor::{Config, Running, Server, ServerStats, StatsSnapshot};
 pub type StatsFamily = (&'static str, &'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
 /// Every reactor counter exported, in exposition order.
-pub const STATS_FAMILIES: [StatsFamily; 16] = [
+pub const STATS_FAMILIES: [StatsFamily; 26] = [
     ("connections_open", "gauge", "Connections open now.", |s| s.open),
     (
         "connections_accepted_total",
@@ -55,7 +55,29 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
         "Connections closed by the request/header timeout.",
         |s| s.request_timeouts,
     ),
+    (
+        "output_limit_closes_total",
+        "counter",
+        "Connections closed for pending output over --max-output (or the soft limit).",
+        |s| s.output_limit_closes,
+    ),
     ("handler_panics_total", "counter", "Handler callbacks that panicked.", |s| s.panics),
+    ("connects_total", "counter", "Outbound connections made.", |s| s.connects),
+    ("connect_errors_total", "counter", "Outbound connects failed.", |s| s.connect_errors),
+    ("connect_timeouts_total", "counter", "Outbound connects timed out.", |s| s.connect_timeouts),
+    ("links_total", "counter", "Pairs of connections linked.", |s| s.links),
+    ("forwarded_bytes_total", "counter", "Bytes moved by linked pairs.", |s| s.forwarded),
+    ("spliced_bytes_total", "counter", "Forwarded bytes moved by splice(2).", |s| s.spliced),
+    ("tls_handshakes_total", "counter", "TLS handshakes completed (full and resumed).", |s| {
+        s.tls_handshakes
+    }),
+    (
+        "tls_handshake_errors_total",
+        "counter",
+        "TLS connections closed before their handshake completed (TLS error, peer gone, timeout).",
+        |s| s.tls_handshake_errors,
+    ),
+    ("tls_resumed_total", "counter", "TLS handshakes that resumed a session.", |s| s.tls_resumed),
 ];
 
 /// Renders reactor counters (when given) and protocol counters in the Prometheus text
@@ -63,19 +85,7 @@ pub const STATS_FAMILIES: [StatsFamily; 16] = [
 pub fn render(stats: Option<&ServerStats>, proto: &ProtoMetrics) -> String {
     let mut out = String::with_capacity(4096);
     if let Some(stats) = stats {
-        let rows: Vec<(String, &StatsSnapshot)> = stats
-            .loops
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i.to_string(), s))
-            .chain(stats.acceptor.as_ref().map(|s| ("acceptor".to_string(), s)))
-            .collect();
-        for (name, kind, help, field) in STATS_FAMILIES {
-            let _ = writeln!(out, "# HELP evloop_{name} {help}\n# TYPE evloop_{name} {kind}");
-            for (label, s) in &rows {
-                let _ = writeln!(out, "evloop_{name}{{loop=\"{label}\"}} {}", field(s));
-            }
-        }
+        render_stats(&mut out, stats);
     }
     let p = proto.proto();
     let _ = writeln!(
@@ -93,6 +103,24 @@ pub fn render(stats: Option<&ServerStats>, proto: &ProtoMetrics) -> String {
         let _ = writeln!(out, "evloop_protocol_errors_total{{proto=\"{p}\",kind=\"{kind}\"}} {n}");
     }
     out
+}
+
+/// Appends the reactor's per-loop counters ([`STATS_FAMILIES`], a `loop` label per
+/// loop and `loop="acceptor"` for the acceptor) in the Prometheus text format.
+pub fn render_stats(out: &mut String, stats: &ServerStats) {
+    let rows: Vec<(String, &StatsSnapshot)> = stats
+        .loops
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i.to_string(), s))
+        .chain(stats.acceptor.as_ref().map(|s| ("acceptor".to_string(), s)))
+        .collect();
+    for (name, kind, help, field) in STATS_FAMILIES {
+        let _ = writeln!(out, "# HELP evloop_{name} {help}\n# TYPE evloop_{name} {kind}");
+        for (label, s) in &rows {
+            let _ = writeln!(out, "evloop_{name}{{loop=\"{label}\"}} {}", field(s));
+        }
+    }
 }
 
 /// The content type of the Prometheus text format.

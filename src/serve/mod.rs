@@ -41,7 +41,7 @@ use crate::proto::Protocol;
 use crate::reactor::ServerHandle;
 
 pub use engine::{Backend, Capabilities, Engine, RunningServer, Started, Stopper, WithBackend};
-pub use handler::ProtoHandler;
+pub use handler::{ProtoConn, ProtoHandler};
 pub use settings::{ReactorTuning, Settings};
 
 /// Binds and starts `proto` on `engine` with `settings` (a [`Settings`], or a reactor
@@ -54,9 +54,17 @@ pub fn start<P: Protocol>(
     settings: impl Into<Settings>,
 ) -> io::Result<Served> {
     let settings = settings.into();
+    if settings.tls.is_some() && !engine.capabilities().tls {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, tls_unsupported(engine)));
+    }
     let metrics = Arc::new(ProtoMetrics::new(proto.name(), settings.effective_loops()));
     let running = engine.start(proto, &settings, metrics.clone())?;
     Ok(Served { running, metrics })
+}
+
+/// The error for TLS listeners on an engine without TLS.
+pub(crate) fn tls_unsupported(engine: Engine) -> String {
+    format!("tls:// listeners are served by the reactor engine only, not the {engine} engine")
 }
 
 /// A protocol server running on some engine.
@@ -70,6 +78,11 @@ pub struct Served {
 pub struct StopHandle(Arc<dyn Stopper>);
 
 impl StopHandle {
+    /// A handle over any engine's [`Stopper`] (a reactor's [`ServerHandle`], say).
+    pub fn from_stopper(stopper: Arc<dyn Stopper>) -> Self {
+        StopHandle(stopper)
+    }
+
     /// Begins shutdown; returns at once.
     pub fn stop(&self) {
         self.0.stop();

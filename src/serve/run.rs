@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::{Engine, Settings, start};
 use crate::net::{ListenAddr, ProtoMetrics};
@@ -22,6 +22,9 @@ use crate::reactor::{Balance, ServerHandle};
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 /// HTTP's header timeout when `--header-timeout` is not given.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP's body timeout (between reads of a request body) when `--body-timeout` is not
+/// given.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the command line asked for beyond [`Settings`]: each `Option` is `None` when the
 /// flag was not given (the protocol's or engine's default applies).
@@ -31,6 +34,12 @@ pub struct Flags {
     pub idle_timeout: Option<Option<Duration>>,
     /// `--header-timeout` (HTTP): `Some(None)` is `off`.
     pub header_timeout: Option<Option<Duration>>,
+    /// `--body-timeout` (HTTP): `Some(None)` is `off`.
+    pub body_timeout: Option<Option<Duration>>,
+    /// `--max-output`: `Some(None)` is `off`; not given: [`Settings::max_output`] as is.
+    pub max_output: Option<Option<usize>>,
+    /// `--max-output-soft` and its period.
+    pub max_output_soft: Option<(usize, Duration)>,
     /// `--drain-timeout`.
     pub drain_timeout: Option<Duration>,
     /// `--balance`.
@@ -61,11 +70,17 @@ pub fn default_idle_timeout(proto: &str) -> Option<Duration> {
 /// engine. Flags left at their defaults are never refused.
 pub fn check_supported(engine: Engine, s: &Settings, flags: &Flags) -> Result<(), String> {
     let caps = engine.capabilities();
+    if s.tls.is_some() && !caps.tls {
+        return Err(super::tls_unsupported(engine));
+    }
     let given = [
         (s.max_conns.is_some(), "--max-conns", caps.max_conns),
         (matches!(flags.idle_timeout, Some(Some(_))), "--idle-timeout", caps.idle_timeout),
         (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout", caps.request_timeout),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout", caps.request_timeout),
         (flags.drain_timeout.is_some(), "--drain-timeout", caps.drain),
+        (flags.max_output.is_some(), "--max-output", caps.output_limit),
+        (flags.max_output_soft.is_some(), "--max-output-soft", caps.output_soft_limit),
         (s.keepalive.is_some(), "--keepalive", caps.keepalive),
         (s.reactor.pin, "--pin", caps.reactor_tuning),
         (flags.balance.is_some(), "--balance", caps.reactor_tuning),
@@ -107,6 +122,24 @@ fn warn_inapplicable(engine: Engine, s: &Settings, flags: &Flags) {
     }
 }
 
+/// The std engine holds a thread and a descriptor per connection: says how many this
+/// machine's limits allow, as a warning when `--max-conns` asks for more (connections
+/// beyond it would fail: accepts with EMFILE, or thread spawns with EAGAIN).
+fn warn_std_capacity(max_conns: Option<usize>) {
+    let Some((cap, by)) = crate::engines::std::capacity() else { return };
+    match max_conns {
+        Some(max) if max as u64 > cap => warn!(
+            "--max-conns {max} is more than the std engine can hold here: about {cap} \
+             connections (a thread and a descriptor each), limited by {by}"
+        ),
+        Some(_) => {}
+        None => info!(
+            "the std engine can hold about {cap} connections here (a thread and a descriptor \
+             each), limited by {by}; --max-conns refuses beyond a bound of your choice"
+        ),
+    }
+}
+
 /// Serves `proto` on `engine` until SIGINT or SIGTERM: applies the protocol's defaults to
 /// what `flags` leaves open, refuses flags the engine would ignore
 /// ([`check_supported`]), starts the server, the metrics endpoint and the stats thread,
@@ -120,8 +153,13 @@ pub fn run<P: Protocol>(
 ) -> Result<(), String> {
     check_supported(engine, &settings, &flags)?;
     let name = proto.name();
-    if matches!(flags.header_timeout, Some(Some(_))) && name != "http" {
-        return Err(format!("--header-timeout applies to --proto http only, not {name}"));
+    for (given, flag) in [
+        (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout"),
+        (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout"),
+    ] {
+        if given && name != "http" {
+            return Err(format!("{flag} applies to --proto http only, not {name}"));
+        }
     }
     let caps = engine.capabilities();
     if settings.listen.is_empty() {
@@ -138,9 +176,24 @@ pub fn run<P: Protocol>(
                     .into(),
             );
         }
-        settings.listen =
-            crate::net::activation::resolve(std::mem::take(&mut settings.listen), true)
-                .map_err(|e| e.to_string())?;
+        // One address at a time, so that the `tls://` listeners' positions follow the
+        // listen list as `systemd` grows it (one entry, every socket passed).
+        let mut resolved = Vec::with_capacity(settings.listen.len());
+        let mut position = Vec::with_capacity(settings.listen.len());
+        let mut systemd = false;
+        for addr in std::mem::take(&mut settings.listen) {
+            position.push(resolved.len());
+            if matches!(addr, ListenAddr::Systemd) && std::mem::replace(&mut systemd, true) {
+                continue;
+            }
+            resolved.extend(
+                crate::net::activation::resolve(vec![addr], true).map_err(|e| e.to_string())?,
+            );
+        }
+        settings.listen = resolved;
+        if let Some(tls) = settings.tls.as_mut() {
+            tls.listeners = tls.listeners.iter().map(|&i| position[i]).collect();
+        }
     }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
@@ -150,85 +203,236 @@ pub fn run<P: Protocol>(
     }
     if caps.request_timeout && name == "http" {
         settings.request_timeout = flags.header_timeout.unwrap_or(Some(DEFAULT_HEADER_TIMEOUT));
+        settings.body_timeout = flags.body_timeout.unwrap_or(Some(DEFAULT_BODY_TIMEOUT));
     }
     if let Some(b) = flags.balance {
         settings.reactor.balance = b;
     }
+    if let Some(max) = flags.max_output {
+        settings.max_output = max;
+    }
+    if flags.max_output_soft.is_some() {
+        settings.max_output_soft = flags.max_output_soft;
+    }
     warn_inapplicable(engine, &settings, &flags);
+    raise_nofile();
+    if engine == Engine::Std {
+        warn_std_capacity(settings.max_conns);
+    }
+
+    let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
+    let counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
+    let tls = settings.tls.clone();
+    let addrs: Vec<String> = served
+        .listeners()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match &tls {
+            Some(t) if t.is_tls(i) => format!("tls://{a}"),
+            _ => a.to_string(),
+        })
+        .collect();
+    let lifecycle = Lifecycle {
+        stop: served.stop_handle(),
+        drains: caps.drain,
+        engine: engine.name(),
+        drain_timeout: flags.drain_timeout.unwrap_or(DEFAULT_DRAIN),
+        metrics: flags.metrics,
+        stats_interval: flags.stats_interval,
+        counters,
+        hangup: tls_reload(&settings, None),
+    };
+    let ready =
+        format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
+    lifecycle.run(&ready, || served.wait())
+}
+
+/// The SIGHUP hook for `settings`: re-reads the TLS certificate and key when TLS is on
+/// (new connections use them; a failed reload keeps the old ones), then runs `other`
+/// (another hook, e.g. the proxy's configuration reload) when one is given. `None` when
+/// there is nothing to do (SIGHUP then keeps its default action).
+pub fn tls_reload(
+    settings: &Settings,
+    other: Option<Box<dyn FnMut() + Send>>,
+) -> Option<Box<dyn FnMut() + Send>> {
+    let Some(tls) = settings.tls.as_ref().map(|t| t.config.clone()) else {
+        return other;
+    };
+    let mut other = other;
+    Some(Box::new(move || {
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate and key reloaded; new connections use them"),
+            Err(e) => error!("SIGHUP: TLS reload failed, keeping the old ones: {e}"),
+        }
+        if let Some(h) = other.as_mut() {
+            h();
+        }
+    }))
+}
+
+/// Raises the open-file limit to the hard limit (a server's first step); a failure is
+/// only a warning.
+pub fn raise_nofile() {
     match crate::net::limits::raise_nofile_to_hard() {
         Ok(n) => debug!("open-file limit: {n}"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
-
-    let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
-    let counters = Counters { proto: served.proto_metrics().clone(), reactor: served.reactor() };
-    let metrics = match flags.metrics {
-        Some(addr) => {
-            let c = counters.clone();
-            let m = super::metrics::serve(addr, move || c.render()).map_err(|e| e.to_string())?;
-            info!("metrics at http://{}/metrics", m.local_addrs()[0]);
-            Some(m)
-        }
-        None => None,
-    };
-    let stop = served.stop_handle();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let signal_handle = signals.handle();
-    let drain_timeout = flags.drain_timeout.unwrap_or(DEFAULT_DRAIN);
-    std::thread::Builder::new()
-        .name("evloop-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    error!("second signal {sig}: exiting at once");
-                    std::process::exit(1);
-                }
-                super::notify::stopping();
-                if caps.drain {
-                    info!(
-                        "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
-                    );
-                    stop.drain(drain_timeout);
-                } else {
-                    info!("signal {sig}: stopping (the {engine} engine does not drain)");
-                    stop.stop();
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    if let Some(every) = flags.stats_interval {
-        let c = counters.clone();
-        std::thread::Builder::new()
-            .name("evloop-stats".into())
-            .spawn(move || c.log_every(every))
-            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
-    }
-    let addrs: Vec<String> = served.listeners().iter().map(|a| a.to_string()).collect();
-    eprintln!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
-    super::notify::ready(&format!("serving {name} on {}", addrs.join(", ")));
-    let result = served.wait().map_err(|e| e.to_string());
-    if let Some(m) = metrics
-        && let Err(e) = m.shutdown()
-    {
-        debug!("metrics endpoint: {e}");
-    }
-    signal_handle.close();
-    result
 }
 
-/// The counters the metrics endpoint and the stats line read.
+/// Everything around a started server until it stops, shared by `evloop serve` and
+/// `evloop proxy`: the metrics endpoint, the signal thread (the first SIGINT/SIGTERM
+/// drains, or stops an engine that cannot drain; a second exits at once; SIGHUP calls
+/// [`hangup`](Self::hangup) when one is given, and keeps its default action otherwise),
+/// the stats-logging thread, and the ready line on stderr. Under systemd
+/// (`NOTIFY_SOCKET`) the ready line goes out as `READY=1` and the first SIGINT/SIGTERM as
+/// `STOPPING=1` ([`super::notify`]).
+pub struct Lifecycle {
+    /// Stops or drains the server.
+    pub stop: super::StopHandle,
+    /// Whether the engine drains (else a signal stops it at once).
+    pub drains: bool,
+    /// The engine's name, for log lines.
+    pub engine: &'static str,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// `--metrics ADDR`.
+    pub metrics: Option<SocketAddr>,
+    /// `--stats-interval`.
+    pub stats_interval: Option<Duration>,
+    /// What the metrics endpoint and the stats line read.
+    pub counters: Counters,
+    /// Called on the signal thread for each SIGHUP (e.g. a reload).
+    pub hangup: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl Lifecycle {
+    /// Starts the metrics endpoint, the signal and stats threads, prints `ready` on
+    /// stderr, and runs `wait` (which returns when the server has stopped). Errors are
+    /// one line, for the command line to print.
+    pub fn run(
+        self,
+        ready: &str,
+        wait: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), String> {
+        let Lifecycle {
+            stop,
+            drains,
+            engine,
+            drain_timeout,
+            metrics,
+            stats_interval,
+            counters,
+            hangup,
+        } = self;
+        let metrics = match metrics {
+            Some(addr) => {
+                let c = counters.clone();
+                let m =
+                    super::metrics::serve(addr, move || c.render()).map_err(|e| e.to_string())?;
+                info!("metrics at http://{}/metrics", m.local_addrs()[0]);
+                Some(m)
+            }
+            None => None,
+        };
+        let mut wanted = vec![SIGINT, SIGTERM];
+        if hangup.is_some() {
+            wanted.push(SIGHUP);
+        }
+        let mut signals = signal_hook::iterator::Signals::new(&wanted)
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let signal_handle = signals.handle();
+        let mut hangup = hangup;
+        std::thread::Builder::new()
+            .name("evloop-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        if let Some(h) = hangup.as_mut() {
+                            h();
+                        }
+                        continue;
+                    }
+                    seen += 1;
+                    if seen > 1 {
+                        error!("second signal {sig}: exiting at once");
+                        std::process::exit(1);
+                    }
+                    super::notify::stopping();
+                    if drains {
+                        info!(
+                            "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
+                        );
+                        stop.drain(drain_timeout);
+                    } else {
+                        info!("signal {sig}: stopping (the {engine} engine does not drain)");
+                        stop.stop();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        if let Some(every) = stats_interval {
+            let c = counters.clone();
+            std::thread::Builder::new()
+                .name("evloop-stats".into())
+                .spawn(move || c.log_every(every))
+                .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+        }
+        eprintln!("{ready}");
+        // systemd (`Type=notify`) hears READY=1, the ready line as its status.
+        super::notify::ready(ready.strip_prefix("evloop: ").unwrap_or(ready));
+        let result = wait().map_err(|e| e.to_string());
+        if let Some(m) = metrics
+            && let Err(e) = m.shutdown()
+        {
+            debug!("metrics endpoint: {e}");
+        }
+        signal_handle.close();
+        result
+    }
+}
+
+/// Series appended to every scrape.
+type ExtraSeries = dyn Fn(&mut String) + Send + Sync;
+
+/// The counters the metrics endpoint and the stats line read: the protocol's (when a
+/// protocol is served), the reactor's (when on the reactor), and any extra series.
 #[derive(Clone)]
-struct Counters {
-    proto: Arc<ProtoMetrics>,
+pub struct Counters {
+    proto: Option<Arc<ProtoMetrics>>,
     reactor: Option<ServerHandle>,
+    extra: Option<Arc<ExtraSeries>>,
 }
 
 impl Counters {
-    fn render(&self) -> String {
-        super::metrics::render(self.reactor.as_ref().map(|h| h.stats()).as_ref(), &self.proto)
+    /// Counters of a protocol and/or a reactor server.
+    pub fn new(proto: Option<Arc<ProtoMetrics>>, reactor: Option<ServerHandle>) -> Self {
+        Counters { proto, reactor, extra: None }
+    }
+
+    /// Adds series that `extra` appends to every scrape (after the others).
+    pub fn with_extra(mut self, extra: impl Fn(&mut String) + Send + Sync + 'static) -> Self {
+        self.extra = Some(Arc::new(extra));
+        self
+    }
+
+    /// The Prometheus text of all of them.
+    pub fn render(&self) -> String {
+        let stats = self.reactor.as_ref().map(|h| h.stats());
+        let mut out = match &self.proto {
+            Some(p) => super::metrics::render(stats.as_ref(), p),
+            None => {
+                let mut out = String::with_capacity(4096);
+                if let Some(s) = &stats {
+                    super::metrics::render_stats(&mut out, s);
+                }
+                out
+            }
+        };
+        if let Some(extra) = &self.extra {
+            extra(&mut out);
+        }
+        out
     }
 
     /// Logs a one-line summary every `every` (runs until the process exits).
@@ -236,7 +440,7 @@ impl Counters {
         let mut last = (Instant::now(), 0u64, 0u64, 0u64);
         loop {
             std::thread::sleep(every);
-            let requests = self.proto.requests();
+            let requests = self.proto.as_ref().map_or(0, |p| p.requests());
             let now = Instant::now();
             let secs = now.duration_since(last.0).as_secs_f64().max(1e-9);
             let rate = requests.saturating_sub(last.1) as f64 / secs;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::net::tls::TlsSetup;
 use crate::net::{BindOptions, ListenAddr};
 use crate::reactor::{Balance, Config};
 
@@ -31,12 +32,27 @@ pub struct Settings {
     pub keepalive: Option<(Duration, Duration)>,
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
-    /// Close a connection whose request is incomplete this long.
+    /// The header timeout: a request head must be complete within this long of its
+    /// first byte, else the protocol's last words (HTTP: `408`) and a close. The reactor
+    /// gets it as a protocol-driven request deadline (not as
+    /// [`Config::request_timeout`], which guesses from the unconsumed input).
     pub request_timeout: Option<Duration>,
+    /// The body timeout: while a request body arrives, each read that makes progress on
+    /// it must come within this long of the last.
+    pub body_timeout: Option<Duration>,
+    /// Hard limit of a connection's pending output (`--max-output`; see
+    /// [`Config::max_output`]); `None`: none.
+    pub max_output: Option<usize>,
+    /// Soft output limit: (bytes, period) (see [`Config::max_output_soft`]).
+    pub max_output_soft: Option<(usize, Duration)>,
     /// Most connections open at once.
     pub max_conns: Option<usize>,
     /// The reactor's own tuning.
     pub reactor: ReactorTuning,
+    /// TLS on some TCP listeners (the reactor only; see [`Capabilities::tls`]).
+    ///
+    /// [`Capabilities::tls`]: super::Capabilities::tls
+    pub tls: Option<TlsSetup>,
 }
 
 /// Settings only the reactor has (see [`Config`] for each one's meaning).
@@ -102,12 +118,16 @@ impl Settings {
             read_budget: t.read_budget,
             close_timeout: t.close_timeout,
             idle_timeout: self.idle_timeout,
-            request_timeout: self.request_timeout,
+            // Applied by the protocol handler as request deadlines (see the field docs).
+            request_timeout: None,
+            max_output: self.max_output,
+            max_output_soft: self.max_output_soft,
             max_conns: self.max_conns,
             keepalive: self.keepalive,
             recv_buffer: self.recv_buffer,
             send_buffer: self.send_buffer,
             catch_panics: t.catch_panics,
+            tls: self.tls.clone(),
             ..Config::default()
         }
     }
@@ -137,7 +157,11 @@ impl From<Config> for Settings {
             keepalive: c.keepalive,
             idle_timeout: c.idle_timeout,
             request_timeout: c.request_timeout,
+            body_timeout: None,
+            max_output: c.max_output,
+            max_output_soft: c.max_output_soft,
             max_conns: c.max_conns,
+            tls: c.tls,
         }
     }
 }

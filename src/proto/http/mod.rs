@@ -68,7 +68,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use super::{Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol, Session};
 use date::HttpDate;
 use response::{ConnHeader, Response, status};
 
@@ -596,6 +596,7 @@ impl Session for HttpSession {
         // The clock is read at most once per call, when the first response needs it.
         let mut date: Option<HttpDate> = None;
         let (mut pos, mut answered) = (0, 0);
+        let mut pending = Pending::None;
         loop {
             let mut req = match self.pending.take() {
                 Some(req) => req,
@@ -609,7 +610,10 @@ impl Session for HttpSession {
                             pos += len;
                             req
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            pending = Pending::Head;
+                            break;
+                        }
                         Err(f) => return Err(self.fail(f, &mut date).after(answered)),
                     }
                 }
@@ -654,6 +658,7 @@ impl Session for HttpSession {
                     req.expect_continue = false;
                 }
                 self.pending = Some(req);
+                pending = Pending::Body;
                 break;
             }
 
@@ -677,7 +682,29 @@ impl Session for HttpSession {
             }
         }
         debug_assert!(pos <= input.len());
-        Ok(Progress::answered(pos, answered, false))
+        Ok(Progress::answered(pos, answered, false).with_pending(pending))
+    }
+
+    /// `408 Request Timeout` with `Connection: close`; the session is finished after it.
+    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.pending = None;
+        self.release_body();
+        response::write(
+            out,
+            &date::now(),
+            &Response {
+                status: status::REQUEST_TIMEOUT,
+                allow: None,
+                content_type: response::TEXT,
+                body: b"Request Timeout\n",
+                head_only: false,
+                conn: ConnHeader::Close,
+            },
+        );
     }
 }
 

@@ -10,6 +10,7 @@ pub(super) mod status {
     pub const BAD_REQUEST: &[u8] = b"400 Bad Request";
     pub const NOT_FOUND: &[u8] = b"404 Not Found";
     pub const METHOD_NOT_ALLOWED: &[u8] = b"405 Method Not Allowed";
+    pub const REQUEST_TIMEOUT: &[u8] = b"408 Request Timeout";
     pub const CONTENT_TOO_LARGE: &[u8] = b"413 Content Too Large";
     pub const FIELDS_TOO_LARGE: &[u8] = b"431 Request Header Fields Too Large";
     pub const NOT_IMPLEMENTED: &[u8] = b"501 Not Implemented";

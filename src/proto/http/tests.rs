@@ -267,7 +267,7 @@ fn pipelines_sixteen_requests_in_order() {
         let r = session.on_input(&input, &mut out);
         (r, out)
     };
-    assert_eq!(r, Ok(Progress::answered(full, 16, false)));
+    assert_eq!(r, Ok(Progress::answered(full, 16, false).with_pending(Pending::Head)));
     let mut expected = b"earlier".to_vec();
     expected.extend(want);
     assert_eq!(text(&out), s(&expected));
@@ -439,7 +439,7 @@ fn head_too_large() {
     // Incomplete and under the limit: wait.
     let (out, r) = call(&input[..8000]);
     assert!(out.is_empty());
-    assert_eq!(r, Ok(Progress::answered(0, 0, false)));
+    assert_eq!(r, Ok(Progress::answered(0, 0, false).with_pending(Pending::Head)));
     // Complete but longer than the limit; exactly at the limit is fine.
     let config = HttpConfig { max_head_bytes: 64, ..HttpConfig::default() };
     let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
@@ -482,7 +482,7 @@ fn too_many_headers() {
     let partial = make(100);
     let (out, r) = call_with(many, &partial[..partial.len() - 2]);
     assert!(out.is_empty());
-    assert_eq!(r, Ok(Progress::answered(0, 0, false)));
+    assert_eq!(r, Ok(Progress::answered(0, 0, false).with_pending(Pending::Head)));
 }
 
 fn too_large_413() -> Vec<u8> {
@@ -920,4 +920,39 @@ fn protocol_error_counts_the_requests_answered_before_it() {
     assert_eq!(r.unwrap_err().requests, 1);
     let (_, r) = call(b"BAD\x01 / HTTP/1.1\r\n\r\n");
     assert_eq!(r.unwrap_err().requests, 0);
+}
+
+#[test]
+fn pending_reports_where_the_request_stands() {
+    let mut out = Vec::new();
+    let p = |s: &mut HttpSession, input: &[u8], out: &mut Vec<u8>| s.on_input(input, out).unwrap();
+    let mut s = Http::default().new_session();
+    assert_eq!(p(&mut s, b"GET / HTTP/1.1\r\n\r\n", &mut out).pending, Pending::None);
+    assert_eq!(p(&mut s, b"GET / HT", &mut out).pending, Pending::Head);
+    let mut s = Http::default().new_session();
+    let r = p(&mut s, b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\na", &mut out);
+    assert_eq!((r.consumed, r.pending), (42, Pending::Body), "an echo body waits whole");
+    let mut s = Http::default().new_session();
+    let r = p(&mut s, b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\na", &mut out);
+    assert_eq!(r.pending, Pending::Body);
+    assert_eq!(p(&mut s, b"bc", &mut out).pending, Pending::None);
+    let r = p(&mut s, b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n", &mut out);
+    assert_eq!(r.pending, Pending::Body);
+}
+
+#[test]
+fn a_timeout_answers_408_and_finishes_the_session() {
+    let mut s = Http::default().new_session();
+    let mut out = Vec::new();
+    s.on_input(b"GET / HT", &mut out).unwrap();
+    s.on_timeout(&mut out);
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n") && text.contains("\r\nDate: "), "{text}");
+    assert!(text.ends_with("Content-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n"));
+    // Finished: a second timeout adds nothing, and input is ignored.
+    s.on_timeout(&mut out);
+    assert_eq!(out.len(), text.len());
+    let r = s.on_input(b"TP/1.1\r\n\r\n", &mut out).unwrap();
+    assert!(r.close && out.len() == text.len());
 }

@@ -3,12 +3,13 @@
 //! Replies are worded as Redis 7 words them. Errors from commands are ordinary replies;
 //! the connection stays open (only the parser's protocol errors close it).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::keyspace::{Keyspace, Now, Ttl};
 use super::parse::parse_i64;
 use super::reply::{self, NIL, NOT_INTEGER, OK, ONE, OVERFLOW, PONG, SYNTAX_ERR, ZERO};
+use super::{keys, strings};
 
 /// The arguments of one command, as ranges into a buffer (the connection's input for
 /// multibulk commands, the parser's scratch buffer for inline ones).
@@ -44,7 +45,17 @@ pub(super) struct Client {
     pub(super) id: u64,
     /// `CLIENT SETNAME`.
     pub(super) name: Option<Vec<u8>>,
+    /// A command's reply would have exceeded `max_reply`: nothing was appended, and the
+    /// session ends with an `output_limit` error.
+    pub(super) reply_refused: bool,
+    /// The selected database (`SELECT`).
+    pub(super) db: usize,
+    /// Commands executed, to run a small expiry step every `STEP_EVERY` of them.
+    pub(super) executed: u32,
 }
+
+/// Commands between two small active-expiry steps of a session.
+const STEP_EVERY: u32 = 256;
 
 macro_rules! commands {
     ($($variant:ident $name:literal $arity:literal,)*) => {
@@ -104,6 +115,34 @@ commands! {
     Config b"config" -2,
     Info b"info" -1,
     Client b"client" -2,
+    GetEx b"getex" -2,
+    GetRange b"getrange" 4,
+    Substr b"substr" 4,
+    SetRange b"setrange" 4,
+    Lcs b"lcs" -3,
+    SetBit b"setbit" 4,
+    GetBit b"getbit" 3,
+    BitCount b"bitcount" -2,
+    BitPos b"bitpos" -3,
+    IncrByFloat b"incrbyfloat" 3,
+    ExpireAt b"expireat" -3,
+    PExpireAt b"pexpireat" -3,
+    ExpireTime b"expiretime" 2,
+    PExpireTime b"pexpiretime" 2,
+    Keys b"keys" 2,
+    Scan b"scan" -2,
+    RandomKey b"randomkey" 1,
+    Rename b"rename" 3,
+    RenameNx b"renamenx" 3,
+    Copy b"copy" -3,
+    Touch b"touch" -2,
+    Object b"object" -2,
+    Time b"time" 1,
+    Move b"move" 3,
+    SwapDb b"swapdb" 3,
+    Function b"function" -2,
+    Script b"script" -2,
+    Debug b"debug" -2,
 }
 
 /// Looks a command up by name, case-insensitively, without allocating.
@@ -122,7 +161,7 @@ fn arity_ok(arity: i32, argc: usize) -> bool {
     if arity >= 0 { argc == arity as usize } else { argc >= arity.unsigned_abs() as usize }
 }
 
-fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
+pub(super) fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
     out.extend_from_slice(b"-ERR wrong number of arguments for '");
     out.extend_from_slice(name);
     out.extend_from_slice(b"' command\r\n");
@@ -151,7 +190,7 @@ fn unknown_command(a: &Args<'_>, out: &mut Vec<u8>) {
 }
 
 /// `-ERR unknown subcommand 'sub'. Try CMD HELP.` (Redis 7).
-fn unknown_subcommand(a: &Args<'_>, out: &mut Vec<u8>) {
+pub(super) fn unknown_subcommand(a: &Args<'_>, out: &mut Vec<u8>) {
     let mut msg = b"ERR unknown subcommand '".to_vec();
     msg.extend_from_slice(prefix(a.get(1), 128));
     msg.extend_from_slice(b"'. Try ");
@@ -160,14 +199,10 @@ fn unknown_subcommand(a: &Args<'_>, out: &mut Vec<u8>) {
     reply::error_sanitized(out, &msg);
 }
 
-fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
+pub(super) fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
     out.extend_from_slice(b"-ERR invalid expire time in '");
     out.extend_from_slice(name);
     out.extend_from_slice(b"' command\r\n");
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Executes one command with its arguments `a` (at least one: the name), appending its
@@ -182,7 +217,11 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         wrong_arity(out, name);
         return false;
     }
-    let ks = &sh.keyspace;
+    let ks = sh.db(client.db);
+    client.executed = client.executed.wrapping_add(1);
+    if client.executed.is_multiple_of(STEP_EVERY) {
+        ks.sweep_step();
+    }
     match cmd {
         Cmd::Get => {
             let key = a.get(1);
@@ -205,8 +244,22 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             Some(v) => incr_by(ks, a.get(1), if cmd == Cmd::DecrBy { -v } else { v }, out),
         },
         Cmd::MGet => {
-            reply::array(out, a.len() - 1);
             let mut now = ks.clock();
+            if a.len() > 2 {
+                // The reply's size first (about 16 bytes of framing per value): one request
+                // of a few KB could otherwise ask for gigabytes.
+                let mut size = 0usize;
+                for i in 1..a.len() {
+                    let key = a.get(i);
+                    let v = ks.shard(key).with(key, &mut now, |e| e.map_or(0, |e| e.value.len()));
+                    size = size.saturating_add(v + 16);
+                }
+                if size > sh.cfg.max_reply {
+                    client.reply_refused = true;
+                    return true;
+                }
+            }
+            reply::array(out, a.len() - 1);
             for i in 1..a.len() {
                 let key = a.get(i);
                 ks.shard(key)
@@ -273,7 +326,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::SetEx | Cmd::PSetEx => {
             let unit = if cmd == Cmd::SetEx { Unit::Ex } else { Unit::Px };
             let mut now = ks.clock();
-            if let Some(d) = deadline(a.get(2), unit, name, &mut now, out) {
+            if let Some(d) = deadline(ks, a.get(2), unit, name, &mut now, out) {
                 ks.shard(a.get(1)).set(a.get(1), a.get(3), Ttl::At(d), &mut now);
                 reply::raw(out, OK);
             }
@@ -289,6 +342,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
                         return None;
                     }
                     e.value.extend_from_slice(value);
+                    e.raw = true;
                     Some(e.value.len())
                 },
                 || value.to_vec(),
@@ -340,15 +394,20 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
             if a.len() > 2 || (a.len() == 2 && !opt_ok(a.get(1))) {
                 reply::raw(out, SYNTAX_ERR);
             } else {
-                ks.clear();
+                if cmd == Cmd::FlushAll {
+                    sh.dbs.iter().for_each(Keyspace::clear);
+                } else {
+                    ks.clear();
+                }
                 reply::raw(out, OK);
             }
         }
-        Cmd::Select => match parse_i64(a.get(1)).and_then(|v| i32::try_from(v).ok()) {
-            None => reply::error(out, b"ERR invalid DB index"),
-            Some(0) => reply::raw(out, OK),
-            Some(_) => reply::error(out, b"ERR DB index is out of range"),
-        },
+        Cmd::Select => {
+            if let Some(db) = db_arg(a.get(1), out) {
+                client.db = db;
+                reply::raw(out, OK);
+            }
+        }
         Cmd::Quit => {
             reply::raw(out, OK);
             return true;
@@ -357,8 +416,59 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::Config => config(sh, a, out),
         Cmd::Info => info(sh, a, out),
         Cmd::Client => client_cmd(client, a, out),
+        Cmd::GetEx => strings::getex(ks, a, out),
+        Cmd::GetRange | Cmd::Substr => strings::getrange(ks, a, out),
+        Cmd::SetRange => strings::setrange(ks, a, sh.cfg.max_bulk, out),
+        Cmd::Lcs => strings::lcs(ks, a, sh.cfg.max_bulk, out),
+        Cmd::SetBit => strings::setbit(ks, a, sh.cfg.max_bulk, out),
+        Cmd::GetBit => strings::getbit(ks, a, sh.cfg.max_bulk, out),
+        Cmd::BitCount => strings::bitcount(ks, a, out),
+        Cmd::BitPos => strings::bitpos(ks, a, out),
+        Cmd::IncrByFloat => strings::incrbyfloat(ks, a, out),
+        Cmd::ExpireAt => expire(ks, a, Unit::ExAt, name, out),
+        Cmd::PExpireAt => expire(ks, a, Unit::PxAt, name, out),
+        Cmd::ExpireTime => keys::expiretime(ks, a, false, out),
+        Cmd::PExpireTime => keys::expiretime(ks, a, true, out),
+        Cmd::Keys => keys::keys(ks, a, out),
+        Cmd::Scan => keys::scan(ks, a, out),
+        Cmd::RandomKey => keys::randomkey(ks, out),
+        Cmd::Rename => keys::rename(ks, a, false, out),
+        Cmd::RenameNx => keys::rename(ks, a, true, out),
+        Cmd::Copy => keys::copy(sh, client.db, a, out),
+        Cmd::Move => keys::move_key(sh, client.db, a, out),
+        Cmd::SwapDb => keys::swapdb(sh, a, out),
+        Cmd::Function | Cmd::Script | Cmd::Debug => admin(cmd, a, out),
+        Cmd::Touch => keys::touch(ks, a, out),
+        Cmd::Object => keys::object(ks, a, out),
+        Cmd::Time => keys::time(out),
     }
     false
+}
+
+/// Reads a database number as Redis's `getIntFromObjectOrReply` and `selectDb` do,
+/// replying the error (not an integer; outside `int`; not a database) and returning None.
+pub(super) fn db_arg(arg: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let Some(v) = parse_i64(arg) else {
+        reply::raw(out, NOT_INTEGER);
+        return None;
+    };
+    let Ok(v) = i32::try_from(v) else {
+        reply::error(
+            out,
+            b"ERR value is out of range, value must between -2147483648 and 2147483647",
+        );
+        return None;
+    };
+    let db = db_index(v);
+    if db.is_none() {
+        reply::error(out, b"ERR DB index is out of range");
+    }
+    db
+}
+
+/// A database number if it is in range.
+pub(super) fn db_index(db: i32) -> Option<usize> {
+    usize::try_from(db).ok().filter(|&d| d < super::DATABASES)
 }
 
 /// Milliseconds in `d`, rounded up.
@@ -369,7 +479,7 @@ fn ceil_ms(d: Duration) -> i64 {
 
 /// How an expire argument is to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
+pub(super) enum Unit {
     /// Seconds from now.
     Ex,
     /// Milliseconds from now.
@@ -380,9 +490,11 @@ enum Unit {
     PxAt,
 }
 
-/// Reads a `SET`/`SETEX` expire argument into a deadline, or replies the error Redis
-/// gives (not an integer; `<= 0` or overflowing: invalid expire time) and returns None.
-fn deadline(
+/// Reads a `SET`/`SETEX`/`GETEX` expire argument into a deadline, or replies the error
+/// Redis gives (not an integer; `<= 0` or overflowing: invalid expire time) and returns
+/// None. A Unix time in the past gives a deadline already reached.
+pub(super) fn deadline(
+    ks: &Keyspace,
     arg: &[u8],
     unit: Unit,
     name: &[u8],
@@ -399,18 +511,17 @@ fn deadline(
         return None;
     }
     let ms = if seconds { v * 1000 } else { v };
-    let rel = match unit {
+    let d = match unit {
         Unit::Ex | Unit::Px => {
-            if ms > i64::MAX - unix_ms() {
+            let t = now.get();
+            if ms > i64::MAX - ks.unix_ms_of(t) {
                 invalid_expire(out, name);
                 return None;
             }
-            ms
+            t.checked_add(Duration::from_millis(ms as u64))
         }
-        // A time in the past gives a key that is already expired.
-        Unit::ExAt | Unit::PxAt => (ms - unix_ms()).max(0),
+        Unit::ExAt | Unit::PxAt => ks.instant_of_unix_ms(ms),
     };
-    let d = now.get().checked_add(Duration::from_millis(rel as u64));
     if d.is_none() {
         invalid_expire(out, name);
     }
@@ -462,7 +573,7 @@ fn set(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     let ttl = match expire {
         None if keepttl => Ttl::Keep,
         None => Ttl::Clear,
-        Some((u, arg)) => match deadline(arg, u, b"set", &mut now, out) {
+        Some((u, arg)) => match deadline(ks, arg, u, b"set", &mut now, out) {
             Some(d) => Ttl::At(d),
             None => return,
         },
@@ -505,6 +616,8 @@ fn incr_by(ks: &Keyspace, key: &[u8], delta: i64, out: &mut Vec<u8>) {
                 None => R::Overflow,
                 Some(v) => {
                     e.value.clear();
+                    e.raw = false;
+                    e.text = false;
                     reply::decimal(&mut e.value, v);
                     R::Value(v)
                 }
@@ -523,7 +636,7 @@ fn incr_by(ks: &Keyspace, key: &[u8], delta: i64, out: &mut Vec<u8>) {
     }
 }
 
-/// `EXPIRE`/`PEXPIRE key time [NX | XX | GT | LT]` (Redis 7).
+/// `EXPIRE`/`PEXPIRE`/`EXPIREAT`/`PEXPIREAT key time [NX | XX | GT | LT]` (Redis 7).
 fn expire(ks: &Keyspace, a: &Args<'_>, unit: Unit, name: &[u8], out: &mut Vec<u8>) {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for j in 3..a.len() {
@@ -555,26 +668,31 @@ fn expire(ks: &Keyspace, a: &Args<'_>, unit: Unit, name: &[u8], out: &mut Vec<u8
         reply::raw(out, NOT_INTEGER);
         return;
     };
-    if unit == Unit::Ex {
+    if matches!(unit, Unit::Ex | Unit::ExAt) {
         if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
             invalid_expire(out, name);
             return;
         }
         when *= 1000;
     }
-    if when > i64::MAX - unix_ms() {
+    let mut now = ks.clock();
+    let now_t = now.get();
+    let now_ms = ks.unix_ms_of(now_t);
+    let relative = matches!(unit, Unit::Ex | Unit::Px);
+    let base = if relative { now_ms } else { 0 };
+    if when > i64::MAX - base {
         invalid_expire(out, name);
         return;
     }
+    let rel_ms = when;
+    when += base;
     let key = a.get(1);
-    let mut now = ks.clock();
     let mut shard = ks.shard(key);
     let Some(current) = shard.with(key, &mut now, |e| e.map(|e| e.expire())) else {
         reply::raw(out, ZERO);
         return;
     };
-    let now_t = now.get();
-    let current_ms = current.map(|d| ceil_ms(d.saturating_duration_since(now_t)));
+    let current_ms = current.map(|d| ks.unix_ms_of(d));
     let refused = (nx && current.is_some())
         || (xx && current.is_none())
         || (gt && current_ms.is_none_or(|c| when <= c))
@@ -583,12 +701,17 @@ fn expire(ks: &Keyspace, a: &Args<'_>, unit: Unit, name: &[u8], out: &mut Vec<u8
         reply::raw(out, ZERO);
         return;
     }
-    if when <= 0 {
+    if when <= now_ms {
         shard.remove(key);
         reply::raw(out, ONE);
         return;
     }
-    match now_t.checked_add(Duration::from_millis(when as u64)) {
+    let d = if relative {
+        now_t.checked_add(Duration::from_millis(rel_ms as u64))
+    } else {
+        ks.instant_of_unix_ms(when)
+    };
+    match d {
         Some(d) => {
             shard.set_expire(key, Some(d));
             reply::raw(out, ONE);
@@ -628,14 +751,15 @@ fn command(a: &Args<'_>, out: &mut Vec<u8>) {
 }
 
 /// Glob matching as Redis's `stringmatchlen` (`*`, `?`, `[a-z]`, `[^x]`, `\\x`),
-/// ASCII case-insensitively.
+/// ASCII case-insensitively when `nocase` (`CONFIG GET`), exactly otherwise (`KEYS`,
+/// `SCAN`).
 ///
 /// Linear-space, `O(pattern × subject)` time: the classic two-pointer wildcard match.
 /// Every atom other than `*` matches exactly one byte, so on a mismatch it suffices to
 /// retry from the most recent `*`, letting it swallow one more byte; earlier stars never
 /// need revisiting. (A recursive matcher is exponential in the number of stars: the
 /// Redis CVE-2022-36021 class.)
-pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+pub(super) fn glob_match(pat: &[u8], s: &[u8], nocase: bool) -> bool {
     let (mut p, mut i) = (0, 0);
     // (pattern index after the last star, subject index that star swallowed up to)
     let mut star: Option<(usize, usize)> = None;
@@ -651,7 +775,7 @@ pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
             continue;
         }
         if p < pat.len() {
-            let (ok, next) = match_atom(pat, p, s[i]);
+            let (ok, next) = match_atom(pat, p, s[i], nocase);
             if ok {
                 p = next;
                 i += 1;
@@ -672,8 +796,8 @@ pub(super) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 
 /// Whether the single-byte atom at `pat[p]` (not `*`) matches `c`, and where the next
 /// atom starts.
-fn match_atom(pat: &[u8], p: usize, c: u8) -> (bool, usize) {
-    let lower = u8::to_ascii_lowercase;
+fn match_atom(pat: &[u8], p: usize, c: u8, nocase: bool) -> (bool, usize) {
+    let lower = |b: &u8| if nocase { b.to_ascii_lowercase() } else { *b };
     match &pat[p..] {
         [b'?', ..] => (true, p + 1),
         [b'[', rest @ ..] => {
@@ -693,7 +817,7 @@ fn match_atom(pat: &[u8], p: usize, c: u8) -> (bool, usize) {
                         matched |= lower(x) == lower(&c);
                         q = r;
                     }
-                    [lo, b'-', hi, r @ ..] if *hi != b']' => {
+                    [lo, b'-', hi, r @ ..] => {
                         let (lo, hi) = (lower(lo).min(lower(hi)), lower(lo).max(lower(hi)));
                         matched |= (lo..=hi).contains(&lower(&c));
                         q = r;
@@ -720,20 +844,10 @@ fn config(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         if a.len() < 3 {
             return wrong_arity(out, b"config|get");
         }
-        let params: [(&str, String); 9] = [
-            ("save", String::new()),
-            ("appendonly", "no".into()),
-            ("databases", "1".into()),
-            ("maxmemory", "0".into()),
-            ("maxmemory-policy", "noeviction".into()),
-            ("maxclients", "10000".into()),
-            ("timeout", "0".into()),
-            ("proto-max-bulk-len", sh.cfg.max_bulk.to_string()),
-            ("client-query-buffer-limit", sh.cfg.max_request.to_string()),
-        ];
+        let params = config_params(sh);
         let hits: Vec<&(&str, String)> = params
             .iter()
-            .filter(|(n, _)| (2..a.len()).any(|i| glob_match(a.get(i), n.as_bytes())))
+            .filter(|(n, _)| (2..a.len()).any(|i| glob_match(a.get(i), n.as_bytes(), true)))
             .collect();
         reply::array(out, hits.len() * 2);
         for (n, v) in hits {
@@ -741,13 +855,40 @@ fn config(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
             reply::bulk(out, v.as_bytes());
         }
     } else if sub.eq_ignore_ascii_case(b"set") {
-        if a.len() < 4 || !a.len().is_multiple_of(2) {
+        if a.len() < 4 {
             return wrong_arity(out, b"config|set");
         }
-        let mut msg = b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
-        msg.extend_from_slice(prefix(a.get(2), 128));
-        msg.push(b'\'');
-        reply::error_sanitized(out, &msg);
+        if !a.len().is_multiple_of(2) {
+            return reply::raw(out, SYNTAX_ERR);
+        }
+        // Settings are fixed at start: setting one to its current value (what test
+        // harnesses do: `save ""`, `appendonly no`) succeeds, changing one fails.
+        let params = config_params(sh);
+        for i in (2..a.len()).step_by(2) {
+            let (name, value) = (a.get(i), a.get(i + 1));
+            let Some((n, current)) =
+                params.iter().find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+            else {
+                let mut msg =
+                    b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec();
+                msg.extend_from_slice(prefix(name, 128));
+                msg.push(b'\'');
+                return reply::error_sanitized(out, &msg);
+            };
+            let why: Option<&str> = if *n == "databases" {
+                Some("can't set immutable config")
+            } else if value != current.as_bytes() {
+                Some("evloop cannot change this setting at run time")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let msg =
+                    format!("ERR CONFIG SET failed (possibly related to argument '{n}') - {why}");
+                return reply::error(out, msg.as_bytes());
+            }
+        }
+        reply::raw(out, OK);
     } else if sub.eq_ignore_ascii_case(b"resetstat") {
         if a.len() != 2 {
             return wrong_arity(out, b"config|resetstat");
@@ -755,6 +896,57 @@ fn config(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         reply::raw(out, OK);
     } else {
         unknown_subcommand(a, out);
+    }
+}
+
+/// The parameters `CONFIG GET` reports, with their values.
+fn config_params(sh: &Shared) -> [(&'static str, String); 9] {
+    [
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("databases", super::DATABASES.to_string()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("maxclients", "10000".into()),
+        ("timeout", "0".into()),
+        ("proto-max-bulk-len", sh.cfg.max_bulk.to_string()),
+        ("client-query-buffer-limit", sh.cfg.max_request.to_string()),
+    ]
+}
+
+/// `FUNCTION FLUSH|LIST`, `SCRIPT FLUSH` (there are no functions or scripts: flushing
+/// succeeds, listing is empty) and `DEBUG` (refused as by a Redis whose
+/// `enable-debug-command` is `no`).
+fn admin(cmd: Cmd, a: &Args<'_>, out: &mut Vec<u8>) {
+    let sub = a.get(1);
+    let sync_opt = |o: &[u8]| o.eq_ignore_ascii_case(b"sync") || o.eq_ignore_ascii_case(b"async");
+    match cmd {
+        Cmd::Debug => reply::error(
+            out,
+            b"ERR DEBUG command not allowed. If the enable-debug-command option is set to \
+              \"local\", you can run it from a local connection, otherwise you need to set \
+              this option in the configuration file, and then restart the server.",
+        ),
+        Cmd::Function if sub.eq_ignore_ascii_case(b"flush") => match a.len() {
+            2 => reply::raw(out, OK),
+            3 if sync_opt(a.get(2)) => reply::raw(out, OK),
+            3 => reply::error(out, b"ERR FUNCTION FLUSH only supports SYNC|ASYNC option"),
+            _ => {
+                let mut msg = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+                msg.extend_from_slice(prefix(sub, 128));
+                msg.extend_from_slice(b"'. Try FUNCTION HELP.");
+                reply::error_sanitized(out, &msg);
+            }
+        },
+        Cmd::Function if sub.eq_ignore_ascii_case(b"list") => reply::raw(out, reply::EMPTY_ARRAY),
+        Cmd::Script if sub.eq_ignore_ascii_case(b"flush") => {
+            if a.len() == 2 || (a.len() == 3 && sync_opt(a.get(2))) {
+                reply::raw(out, OK);
+            } else {
+                reply::error(out, b"ERR SCRIPT FLUSH only support SYNC|ASYNC option");
+            }
+        }
+        _ => unknown_subcommand(a, out),
     }
 }
 
@@ -794,14 +986,12 @@ fn info(sh: &Shared, a: &Args<'_>, out: &mut Vec<u8>) {
         ));
     }
     if want("keyspace") {
-        let keys = sh.keyspace.len();
         let mut s = String::from("# Keyspace\r\n");
-        if keys > 0 {
-            s.push_str(&format!(
-                "db0:keys={},expires={},avg_ttl=0\r\n",
-                keys,
-                sh.keyspace.expires()
-            ));
+        for i in 0..super::DATABASES {
+            let (keys, expires) = (sh.db(i).len(), sh.db(i).expires());
+            if keys > 0 {
+                s.push_str(&format!("db{i}:keys={keys},expires={expires},avg_ttl=0\r\n"));
+            }
         }
         sections.push(s);
     }
@@ -827,7 +1017,7 @@ fn client_cmd(client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) {
     let info_line = |client: &Client| {
         let mut line = format!("id={} addr=? laddr=? fd=-1 name=", client.id).into_bytes();
         line.extend_from_slice(client.name.as_deref().unwrap_or_default());
-        line.extend_from_slice(b" db=0\n");
+        line.extend_from_slice(format!(" db={}\n", client.db).as_bytes());
         line
     };
     if sub.eq_ignore_ascii_case(b"setname") {
@@ -901,39 +1091,39 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match(b"*", b"save"));
-        assert!(glob_match(b"SAVE", b"save"));
-        assert!(glob_match(b"s?ve", b"save"));
-        assert!(glob_match(b"max*", b"maxmemory"));
-        assert!(glob_match(b"*memory*", b"maxmemory-policy"));
-        assert!(glob_match(b"[a-t]ave", b"save"));
-        assert!(!glob_match(b"[^s]ave", b"save"));
-        assert!(glob_match(b"\\save", b"save"));
-        assert!(!glob_match(b"sav", b"save"));
-        assert!(!glob_match(b"save?", b"save"));
-        assert!(glob_match(b"a**b", b"axxb"));
+        assert!(glob_match(b"*", b"save", true));
+        assert!(glob_match(b"SAVE", b"save", true));
+        assert!(glob_match(b"s?ve", b"save", true));
+        assert!(glob_match(b"max*", b"maxmemory", true));
+        assert!(glob_match(b"*memory*", b"maxmemory-policy", true));
+        assert!(glob_match(b"[a-t]ave", b"save", true));
+        assert!(!glob_match(b"[^s]ave", b"save", true));
+        assert!(glob_match(b"\\save", b"save", true));
+        assert!(!glob_match(b"sav", b"save", true));
+        assert!(!glob_match(b"save?", b"save", true));
+        assert!(glob_match(b"a**b", b"axxb", true));
         // More of Redis's semantics, and the backtracking a greedy matcher needs.
-        assert!(glob_match(b"", b""));
-        assert!(!glob_match(b"", b"a"));
-        assert!(glob_match(b"***", b""));
-        assert!(!glob_match(b"?", b""));
-        assert!(glob_match(b"*a", b"aaa"));
-        assert!(glob_match(b"*ab*ab", b"xabyabab"));
-        assert!(!glob_match(b"*ab*ab", b"xabyaba"));
-        assert!(glob_match(b"a*b*c", b"aXbYbZc"));
-        assert!(!glob_match(b"a*b*c", b"aXbYbZ"));
-        assert!(glob_match(b"[abc]*", b"Bxx"));
-        assert!(glob_match(b"[^abc]?", b"dx"));
-        assert!(!glob_match(b"[^abc]?", b"ax"));
-        assert!(glob_match(b"[z-a]", b"m"), "reversed ranges work");
-        assert!(glob_match(b"[\\]]", b"]"), "escaped ] inside a class");
-        assert!(glob_match(b"\\*", b"*"));
-        assert!(!glob_match(b"\\*", b"x"), "an escaped star is literal");
-        assert!(glob_match(b"\\?x", b"?x"));
-        assert!(!glob_match(b"\\?x", b"ax"));
-        assert!(glob_match(b"*?*?", b"ab"));
-        assert!(!glob_match(b"*?*?*?", b"ab"));
-        assert!(glob_match(b"max*-polic?", b"MAXMEMORY-POLICY"));
+        assert!(glob_match(b"", b"", true));
+        assert!(!glob_match(b"", b"a", true));
+        assert!(glob_match(b"***", b"", true));
+        assert!(!glob_match(b"?", b"", true));
+        assert!(glob_match(b"*a", b"aaa", true));
+        assert!(glob_match(b"*ab*ab", b"xabyabab", true));
+        assert!(!glob_match(b"*ab*ab", b"xabyaba", true));
+        assert!(glob_match(b"a*b*c", b"aXbYbZc", true));
+        assert!(!glob_match(b"a*b*c", b"aXbYbZ", true));
+        assert!(glob_match(b"[abc]*", b"Bxx", true));
+        assert!(glob_match(b"[^abc]?", b"dx", true));
+        assert!(!glob_match(b"[^abc]?", b"ax", true));
+        assert!(glob_match(b"[z-a]", b"m", true), "reversed ranges work");
+        assert!(glob_match(b"[\\]]", b"]", true), "escaped ] inside a class");
+        assert!(glob_match(b"\\*", b"*", true));
+        assert!(!glob_match(b"\\*", b"x", true), "an escaped star is literal");
+        assert!(glob_match(b"\\?x", b"?x", true));
+        assert!(!glob_match(b"\\?x", b"ax", true));
+        assert!(glob_match(b"*?*?", b"ab", true));
+        assert!(!glob_match(b"*?*?*?", b"ab", true));
+        assert!(glob_match(b"max*-polic?", b"MAXMEMORY-POLICY", true));
     }
 
     /// The pattern of CVE-2022-36021 (38 bytes) against long subjects: a recursive
@@ -945,10 +1135,10 @@ mod tests {
         let start = std::time::Instant::now();
         for len in [20usize, 64, 1000, 10_000] {
             let subject = vec![b'a'; len];
-            assert!(!glob_match(pat, &subject));
+            assert!(!glob_match(pat, &subject, true));
             let mut hit = subject.clone();
             hit.push(b'z');
-            assert_eq!(glob_match(pat, &hit), len >= 18);
+            assert_eq!(glob_match(pat, &hit, true), len >= 18);
         }
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_millis(200), "glob matching took {took:?}");

@@ -7,37 +7,34 @@
 //!
 //! An entry may carry a deadline ([`Instant`]). Expiry is *lazy* (every access of an
 //! expired key deletes it and behaves as if it were missing) and *active*
-//! ([`Keyspace::active_expire`], run from `Protocol::tick`): like Redis's active expire
-//! cycle it examines a bounded number of keys that have a deadline in a few shards per
-//! call, deleting the expired ones, and keeps going in a shard while many of those it
-//! examined had expired.
+//! ([`Keyspace::active_expire`], run from `Protocol::tick`).
 //!
-//! To examine "keys with a deadline" without scanning the whole map, each shard keeps
-//! them in a `Vec` as well (`expiring`), and every entry with a deadline knows its index
-//! there (`slot`), so adding, removing and changing a deadline are O(1). So that this
-//! second list does not copy keys, keys are `Arc<[u8]>` rather than `Vec<u8>` (one
-//! allocation either way; looking up by `&[u8]` works through `Borrow<[u8]>`). The
-//! sweep walks `expiring` round-robin from a per-shard cursor instead of sampling at
-//! random: every key with a deadline is examined within a bounded number of sweeps.
+//! Each shard keeps an **expiry index**: a `BTreeMap` from `(deadline, seq)` to the key
+//! (shared with the map as an `Arc<[u8]>`, so keys are not copied), and every entry with
+//! a deadline remembers its `seq`, so adding, changing and removing a deadline are
+//! O(log n). The sweep pops exactly the expired keys off the front of each index, with no
+//! sampling, and is bounded in time per call (about 1 ms; what is left waits for the next
+//! tick); busy sessions also run a small step (one shard, at most 64 keys) every 256
+//! commands, so reclaiming keeps pace with traffic. Because ticks come about once a
+//! second per loop, the commands that *count* or
+//! *list* keys (`DBSIZE`, `KEYS`, `SCAN`, `RANDOMKEY`, `INFO keyspace`) also never count
+//! an expired key: [`Keyspace::len`] subtracts the expired prefix of each index. So a
+//! client sees a key vanish at its deadline exactly (Redis: within ~100 ms), and memory
+//! is reclaimed by the next sweeps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Number of shards (a power of two).
 pub(super) const SHARDS: usize = 64;
 
-/// Keys with a deadline examined per round in one shard during an active-expiry sweep.
-const SWEEP_SAMPLE: usize = 20;
-/// Rounds per shard per sweep at most (a round runs only while the previous one found more
-/// than a quarter of its sample expired).
-const SWEEP_ROUNDS: usize = 16;
-/// Shards visited per sweep call.
-const SWEEP_SHARDS: usize = 16;
+/// Expired keys deleted per shard lock hold during an active-expiry sweep.
+const SWEEP_BATCH: usize = 64;
 /// Time budget of one sweep call.
-const SWEEP_BUDGET: Duration = Duration::from_millis(2);
+const SWEEP_BUDGET: Duration = Duration::from_millis(1);
 
 /// A fast, seeded, non-cryptographic hash (multiply-fold, in the style of FxHash/wyhash)
 /// for short keys. Seeded per keyspace from std's `RandomState`, so collisions cannot be
@@ -115,8 +112,15 @@ pub(super) struct Entry {
     pub(super) value: Vec<u8>,
     /// When the key expires, if ever.
     expire: Option<Instant>,
-    /// Index of the key in its shard's `expiring` list (meaningful when `expire` is set).
-    slot: usize,
+    /// The key's position in its shard's expiry index: `(expire, seq)` (meaningful when
+    /// `expire` is set).
+    seq: u64,
+    /// Whether the value was modified in place (`APPEND`, `SETRANGE`, `SETBIT`), which
+    /// makes Redis report the `raw` encoding whatever the value.
+    pub(super) raw: bool,
+    /// Whether the value was made as text even if it looks like an integer
+    /// (`INCRBYFLOAT`'s results are `embstr` in Redis, never `int`).
+    pub(super) text: bool,
 }
 
 impl Entry {
@@ -124,6 +128,22 @@ impl Entry {
     #[inline]
     pub(super) fn expire(&self) -> Option<Instant> {
         self.expire
+    }
+
+    /// `OBJECT ENCODING` as Redis 7.0 answers it for this string.
+    pub(super) fn encoding(&self) -> &'static [u8] {
+        if self.raw {
+            b"raw"
+        } else if !self.text
+            && self.value.len() <= 20
+            && super::parse::parse_i64(&self.value).is_some()
+        {
+            b"int"
+        } else if self.value.len() <= 44 {
+            b"embstr"
+        } else {
+            b"raw"
+        }
     }
 }
 
@@ -153,12 +173,12 @@ pub(super) enum Ttl {
     At(Instant),
 }
 
-/// One shard: the map plus the list of its keys that have a deadline.
+/// One shard: the map plus the expiry index of its keys that have a deadline.
 #[derive(Debug)]
 pub(super) struct Shard {
     map: HashMap<Arc<[u8]>, Entry, FastBuild>,
-    expiring: Vec<Arc<[u8]>>,
-    cursor: usize,
+    expiring: BTreeMap<(Instant, u64), Arc<[u8]>>,
+    next_seq: u64,
 }
 
 #[inline]
@@ -171,7 +191,7 @@ fn is_expired(e: &Entry, now: &mut Now<'_>) -> bool {
 
 impl Shard {
     fn new(build: FastBuild) -> Self {
-        Shard { map: HashMap::with_hasher(build), expiring: Vec::new(), cursor: 0 }
+        Shard { map: HashMap::with_hasher(build), expiring: BTreeMap::new(), next_seq: 0 }
     }
 
     /// Calls `f` with the live entry of `key` (None when missing or expired; an expired
@@ -216,19 +236,16 @@ impl Shard {
                 e.value.clear();
                 e.value.extend_from_slice(value);
             }
-            let had = e.expire.is_some();
-            let slot = e.slot;
-            match (ttl, had) {
-                (Ttl::Keep, _) | (Ttl::Clear, false) => {}
-                (Ttl::At(d), true) => e.expire = Some(d),
-                (Ttl::Clear, true) => {
-                    e.expire = None;
-                    self.detach(slot);
-                }
-                (Ttl::At(d), false) => {
-                    e.expire = Some(d);
-                    self.attach(key);
-                }
+            e.raw = false;
+            e.text = false;
+            // Only a changed deadline costs a second lookup.
+            let new = match ttl {
+                Ttl::Keep => return,
+                Ttl::Clear => None,
+                Ttl::At(d) => Some(d),
+            };
+            if e.expire != new {
+                self.set_expire(key, new);
             }
             return;
         }
@@ -237,16 +254,48 @@ impl Shard {
 
     /// Inserts a key known to be absent.
     fn insert_new(&mut self, key: &[u8], value: Vec<u8>, ttl: Ttl) {
-        let k: Arc<[u8]> = Arc::from(key);
         let expire = match ttl {
             Ttl::At(d) => Some(d),
             Ttl::Keep | Ttl::Clear => None,
         };
-        let slot = self.expiring.len();
-        if expire.is_some() {
-            self.expiring.push(Arc::clone(&k));
+        self.insert_absent(key, Entry { value, expire, seq: 0, raw: false, text: false });
+    }
+
+    /// Stores `entry` (value, deadline, encoding) under `key`, replacing any old entry
+    /// (`RENAME`, `COPY`).
+    pub(super) fn put(&mut self, key: &[u8], entry: Entry) {
+        self.remove(key);
+        self.insert_absent(key, entry);
+    }
+
+    /// Stores `entry` under `key`, known to be absent.
+    fn insert_absent(&mut self, key: &[u8], mut entry: Entry) {
+        let k: Arc<[u8]> = Arc::from(key);
+        if let Some(d) = entry.expire {
+            entry.seq = self.next_seq;
+            self.next_seq += 1;
+            self.expiring.insert((d, entry.seq), Arc::clone(&k));
         }
-        self.map.insert(k, Entry { value, expire, slot });
+        self.map.insert(k, entry);
+    }
+
+    /// A copy of a live entry (`COPY`).
+    pub(super) fn clone_live(&mut self, key: &[u8], now: &mut Now<'_>) -> Option<Entry> {
+        self.with(key, now, |e| {
+            e.map(|e| Entry {
+                value: e.value.clone(),
+                expire: e.expire,
+                seq: 0,
+                raw: e.raw,
+                text: e.text,
+            })
+        })
+    }
+
+    /// Removes and returns a live entry (`RENAME`).
+    pub(super) fn take_live(&mut self, key: &[u8], now: &mut Now<'_>) -> Option<Entry> {
+        let e = self.remove(key)?;
+        (!is_expired(&e, now)).then_some(e)
     }
 
     /// Inserts `value` under `key` if it is absent, or calls `update` on the live entry;
@@ -268,8 +317,8 @@ impl Shard {
     /// Deletes `key`, returning its entry (expired or not).
     pub(super) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let e = self.map.remove(key)?;
-        if e.expire.is_some() {
-            self.detach(e.slot);
+        if let Some(d) = e.expire {
+            self.expiring.remove(&(d, e.seq));
         }
         Some(e)
     }
@@ -285,87 +334,79 @@ impl Shard {
     /// Sets (`Some`) or removes (`None`) the deadline of an existing `key`. Returns false
     /// if the key is absent.
     pub(super) fn set_expire(&mut self, key: &[u8], deadline: Option<Instant>) -> bool {
+        let Some((k, e)) = self.map.get_key_value(key) else {
+            return false;
+        };
+        if e.expire == deadline {
+            return true;
+        }
+        let k = Arc::clone(k);
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let Some(e) = self.map.get_mut(key) else {
             return false;
         };
-        let had = e.expire.is_some();
-        let slot = e.slot;
+        if let Some(old) = e.expire {
+            self.expiring.remove(&(old, e.seq));
+        }
         e.expire = deadline;
-        match (had, deadline.is_some()) {
-            (true, false) => self.detach(slot),
-            (false, true) => self.attach(key),
-            _ => {}
+        if let Some(d) = deadline {
+            e.seq = seq;
+            self.expiring.insert((d, seq), k);
         }
         true
     }
 
-    /// Adds the existing `key` (whose deadline was just set) to `expiring`.
-    fn attach(&mut self, key: &[u8]) {
-        let slot = self.expiring.len();
-        let Some((k, _)) = self.map.get_key_value(key) else {
-            return;
-        };
-        let k = Arc::clone(k);
-        self.expiring.push(k);
-        if let Some(e) = self.map.get_mut(key) {
-            e.slot = slot;
-        }
+    /// Number of keys with a deadline at or before `now`, still stored.
+    fn expired_count(&self, now: Instant) -> usize {
+        self.expiring.range(..=(now, u64::MAX)).count()
     }
 
-    /// Removes `expiring[slot]`, fixing the slot of the key moved into its place.
-    fn detach(&mut self, slot: usize) {
-        if slot >= self.expiring.len() {
-            debug_assert!(false, "expiry slot out of range");
-            return;
-        }
-        self.expiring.swap_remove(slot);
-        if let Some(moved) = self.expiring.get(slot)
-            && let Some(e) = self.map.get_mut(&**moved)
-        {
-            e.slot = slot;
-        }
+    /// Live keys in this shard.
+    fn live_len(&self, now: Instant) -> usize {
+        self.map.len() - self.expired_count(now).min(self.map.len())
     }
 
-    /// One active-expiry step on this shard: examines up to `SWEEP_SAMPLE` keys with a
-    /// deadline from the cursor on. Returns (examined, deleted).
-    fn sweep_round(&mut self, now: Instant) -> (usize, usize) {
-        let (mut seen, mut deleted) = (0, 0);
-        while seen < SWEEP_SAMPLE && !self.expiring.is_empty() {
-            if self.cursor >= self.expiring.len() {
-                self.cursor = 0;
-            }
-            seen += 1;
-            let key = Arc::clone(&self.expiring[self.cursor]);
-            let expired = match self.map.get(&*key) {
-                Some(e) => e.expire.is_none_or(|d| now >= d),
-                None => true,
+    /// Deletes up to `max` expired keys, earliest deadline first. Returns how many.
+    fn sweep(&mut self, now: Instant, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(entry) = self.expiring.first_entry() else {
+                break;
             };
-            if expired {
-                // The last key moves into the cursor's place; examine it next.
-                self.remove(&key);
-                deleted += 1;
-            } else {
-                self.cursor += 1;
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            self.map.remove(&*key);
+            n += 1;
+        }
+        n
+    }
+
+    /// Calls `f` on every live key and entry.
+    pub(super) fn for_each_live(&self, now: Instant, mut f: impl FnMut(&[u8], &Entry)) {
+        for (k, e) in &self.map {
+            if e.expire.is_none_or(|d| now < d) {
+                f(k, e);
             }
         }
-        (seen, deleted)
     }
 
     fn clear(&mut self) {
         self.map.clear();
         self.expiring.clear();
-        self.cursor = 0;
     }
 
-    /// Checks the `expiring`/`slot` bookkeeping (tests).
+    /// Checks the expiry index bookkeeping (tests).
     #[cfg(test)]
     pub(super) fn check(&self) {
         let with_ttl = self.map.values().filter(|e| e.expire.is_some()).count();
         assert_eq!(with_ttl, self.expiring.len());
-        for (i, k) in self.expiring.iter().enumerate() {
+        for ((d, seq), k) in &self.expiring {
             let e = &self.map[&**k];
-            assert!(e.expire.is_some());
-            assert_eq!(e.slot, i);
+            assert_eq!(e.expire, Some(*d));
+            assert_eq!(e.seq, *seq);
         }
     }
 }
@@ -393,6 +434,14 @@ pub struct Keyspace {
     shards: Box<[Padded]>,
     shard_hash: FastBuild,
     sweep_next: AtomicUsize,
+    /// The shard of the next [`Keyspace::sweep_step`].
+    sweep_step_next: AtomicUsize,
+    /// The clock's origin, as a monotonic instant and as Unix time in milliseconds, so
+    /// deadlines and Unix times (`EXPIREAT`, `EXPIRETIME`) convert exactly both ways.
+    base: Instant,
+    base_unix_ms: i64,
+    /// State of the `RANDOMKEY` generator.
+    rng: AtomicU64,
     /// Test clock skew in milliseconds, added to `Instant::now()`.
     #[cfg(test)]
     skew_ms: std::sync::atomic::AtomicU64,
@@ -422,6 +471,12 @@ impl Keyspace {
             shards: (0..SHARDS).map(|_| Padded(Mutex::new(Shard::new(map_hash)))).collect(),
             shard_hash,
             sweep_next: AtomicUsize::new(0),
+            sweep_step_next: AtomicUsize::new(0),
+            base: Instant::now(),
+            base_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            rng: AtomicU64::new(map_hash.hash_one(1u64)),
             #[cfg(test)]
             skew_ms: std::sync::atomic::AtomicU64::new(0),
         }
@@ -434,6 +489,19 @@ impl Keyspace {
         #[cfg(test)]
         let now = now + Duration::from_millis(self.skew_ms.load(Ordering::Relaxed));
         now
+    }
+
+    /// Unix time in milliseconds of the instant `t` (at or after the keyspace's creation).
+    pub(super) fn unix_ms_of(&self, t: Instant) -> i64 {
+        let ms = i64::try_from(t.saturating_duration_since(self.base).as_millis());
+        self.base_unix_ms.saturating_add(ms.unwrap_or(i64::MAX))
+    }
+
+    /// The instant of Unix time `ms` (instants before the keyspace's creation are clamped
+    /// to it: they are in the past either way); None if not representable.
+    pub(super) fn instant_of_unix_ms(&self, ms: i64) -> Option<Instant> {
+        let rel = ms.saturating_sub(self.base_unix_ms).max(0);
+        self.base.checked_add(Duration::from_millis(rel as u64))
     }
 
     /// A lazily read clock for one command.
@@ -467,19 +535,120 @@ impl Keyspace {
         self.lock_index(self.index(key))
     }
 
-    /// Number of keys, counting expired keys not yet reclaimed (like Redis's `DBSIZE`).
+    /// Number of live keys (`DBSIZE`): keys past their deadline are not counted, even
+    /// before a sweep reclaims them (a difference from Redis, which counts them until its
+    /// ~100 ms expire cycle does; see the module docs).
     pub fn len(&self) -> usize {
-        (0..SHARDS).map(|i| self.lock_index(i).map.len()).sum()
+        let now = self.now();
+        (0..SHARDS)
+            .map(|i| {
+                let mut sh = self.lock_index(i);
+                // Reclaim a bounded number on the way, so counting stays cheap.
+                sh.sweep(now, SWEEP_BATCH);
+                sh.live_len(now)
+            })
+            .sum()
     }
 
-    /// Whether there are no keys (see [`Keyspace::len`]).
+    /// Whether there are no live keys (see [`Keyspace::len`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Number of keys with a deadline (the `expires=` of `INFO keyspace`).
+    /// Number of live keys with a deadline (the `expires=` of `INFO keyspace`).
     pub fn expires(&self) -> usize {
-        (0..SHARDS).map(|i| self.lock_index(i).expiring.len()).sum()
+        let now = self.now();
+        (0..SHARDS)
+            .map(|i| {
+                let sh = self.lock_index(i);
+                sh.expiring.len() - sh.expired_count(now)
+            })
+            .sum()
+    }
+
+    /// Keys stored, expired or not (tests: what the sweep has left to reclaim).
+    pub fn stored(&self) -> usize {
+        (0..SHARDS).map(|i| self.lock_index(i).map.len()).sum()
+    }
+
+    /// Calls `f` on every live key, one shard locked at a time (`KEYS`).
+    pub(super) fn for_each_live(&self, mut f: impl FnMut(&[u8], &Entry)) {
+        let now = self.now();
+        for i in 0..SHARDS {
+            self.lock_index(i).for_each_live(now, &mut f);
+        }
+    }
+
+    /// One `SCAN` step from `cursor`: calls `f` on live keys until about `count` were
+    /// visited, and returns the next cursor (0 when the scan is complete).
+    ///
+    /// The cursor is a position in the 64-bit space of the shard hash (whose top bits
+    /// pick the shard): a step visits every key whose hash lies in `[cursor, next)`, a
+    /// range taken under the shard's lock. The ranges of successive steps are contiguous
+    /// and cover the space once, so a key present for the whole scan is returned exactly
+    /// once however keys are added or removed meanwhile. A step's range is sized from the
+    /// shard's key count so it holds about `count` keys, but never less than 1/16 of a
+    /// shard (so a full scan hashes every key at most 16 times).
+    pub(super) fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &Entry)) -> u64 {
+        const SPAN: u128 = 1 << 58;
+        let now = self.now();
+        let mut pos = u128::from(cursor);
+        let mut visited = 0usize;
+        let count = count.max(1);
+        while pos < 1 << 64 && visited < count {
+            let idx = (pos >> 58) as usize;
+            let shard_end = (idx as u128 + 1) * SPAN;
+            let sh = self.lock_index(idx);
+            let len = sh.map.len();
+            let width = if len <= count - visited {
+                SPAN
+            } else {
+                (SPAN * (count - visited) as u128 / len as u128).max(SPAN / 16)
+            };
+            let hi = (pos + width).min(shard_end);
+            for (k, e) in &sh.map {
+                let h = u128::from(self.shard_hash.hash_one(&**k));
+                if h >= pos && h < hi && e.expire.is_none_or(|d| now < d) {
+                    visited += 1;
+                    f(k, e);
+                }
+            }
+            pos = hi;
+        }
+        if pos >= 1 << 64 { 0 } else { pos as u64 }
+    }
+
+    /// A random live key (`RANDOMKEY`).
+    pub(super) fn random_key(&self) -> Option<Vec<u8>> {
+        let now = self.now();
+        let mut x = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        for _ in 0..SHARDS * 2 {
+            x = fold_mul(x ^ M1, M2);
+            let sh = self.lock_index((x >> 58) as usize);
+            let live = sh.live_len(now);
+            if live == 0 {
+                continue;
+            }
+            let skip = (x as usize) % live;
+            let mut found = None;
+            let mut i = 0;
+            sh.for_each_live(now, |k, _| {
+                if i == skip {
+                    found = Some(k.to_vec());
+                }
+                i += 1;
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        let mut any = None;
+        self.for_each_live(|k, _| {
+            if any.is_none() {
+                any = Some(k.to_vec());
+            }
+        });
+        any
     }
 
     /// The value of a live key.
@@ -507,26 +676,40 @@ impl Keyspace {
         }
     }
 
-    /// One step of active expiry, bounded in work and time: visits the next few shards
-    /// (round-robin across calls and threads); in each, examines up to 20 keys that have
-    /// a deadline and deletes the expired ones, repeating (up to 16 times) while more than
-    /// a quarter of those examined had expired. Stops early after about 2 ms. Each shard
-    /// lock is held for one round at a time.
+    /// A small active-expiry step for busy servers: deletes up to `SWEEP_BATCH` expired
+    /// keys of the next shard (round-robin). Sessions run one every few hundred commands,
+    /// so reclaiming keeps pace with traffic between ticks.
+    pub(super) fn sweep_step(&self) -> usize {
+        let idx = self.sweep_step_next.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let now = self.now();
+        self.lock_index(idx).sweep(now, SWEEP_BATCH)
+    }
+
+    /// One step of active expiry, bounded in time: from the shard where the previous
+    /// call stopped, deletes the expired keys of each shard, earliest first, from the
+    /// front of its expiry index, taking the shard's lock for at most `SWEEP_BATCH` keys
+    /// at a time. Stops after about 1 ms; the next call continues there.
     pub fn active_expire(&self) -> SweepStats {
+        self.active_expire_within(SWEEP_BUDGET)
+    }
+
+    /// [`Keyspace::active_expire`] with a time budget of `budget`.
+    pub fn active_expire_within(&self, budget: Duration) -> SweepStats {
         let start = Instant::now();
         let now = self.now();
         let mut stats = SweepStats::default();
-        let first = self.sweep_next.fetch_add(SWEEP_SHARDS, Ordering::Relaxed);
-        'shards: for i in 0..SWEEP_SHARDS {
+        let first = self.sweep_next.load(Ordering::Relaxed);
+        for i in 0..SHARDS {
             let idx = first.wrapping_add(i) % SHARDS;
-            for _ in 0..SWEEP_ROUNDS {
-                let (seen, deleted) = self.lock_index(idx).sweep_round(now);
-                stats.examined += seen;
-                stats.deleted += deleted;
-                if start.elapsed() > SWEEP_BUDGET {
-                    break 'shards;
+            loop {
+                let n = self.lock_index(idx).sweep(now, SWEEP_BATCH);
+                stats.examined += n;
+                stats.deleted += n;
+                if start.elapsed() > budget {
+                    self.sweep_next.store(idx, Ordering::Relaxed);
+                    return stats;
                 }
-                if seen < SWEEP_SAMPLE || deleted * 4 <= seen {
+                if n < SWEEP_BATCH {
                     break;
                 }
             }
@@ -629,31 +812,34 @@ mod tests {
         // Nothing has expired yet: a sweep deletes nothing.
         let s = ks.active_expire();
         assert_eq!(s.deleted, 0);
-        assert!(s.examined > 0);
         ks.advance(Duration::from_secs(200));
         // Sweeps are bounded (and may stop early on their time budget if this thread is
         // descheduled), so run them until done, within a generous cap.
         let mut total = 0;
+        assert_eq!(ks.stored(), 2100);
         for _ in 0..10_000 {
             let s = ks.active_expire();
-            assert!(s.examined <= SWEEP_SHARDS * SWEEP_ROUNDS * SWEEP_SAMPLE);
             total += s.deleted;
-            if ks.expires() == 1000 {
+            if ks.stored() == 1100 {
                 break;
             }
         }
         ks.check();
         assert_eq!(total, 1000);
+        // Expired keys are not counted, before or after a sweep.
+        assert_eq!(ks.expires(), 1000);
         assert_eq!(ks.len(), 1100);
         assert_eq!(ks.expires(), 1000);
         ks.advance(Duration::from_secs(2000));
+        assert_eq!(ks.expires(), 0);
         for _ in 0..10_000 {
-            if ks.expires() == 0 {
+            if ks.stored() == 100 {
                 break;
             }
             ks.active_expire();
         }
-        assert_eq!(ks.len(), 100);
+        ks.check();
+        assert_eq!(ks.stored(), 100);
         assert_eq!(ks.expires(), 0);
     }
 }

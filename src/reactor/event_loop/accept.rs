@@ -28,6 +28,7 @@ use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::conn::{Connection, OUTBOUND};
+use super::tls;
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog};
@@ -196,6 +197,20 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let origin = outbound.map(|(o, _)| o);
         let mut flags = if outbound.is_some() { OUTBOUND } else { 0 };
+        // Outbound connections are plain: client-side TLS is not supported.
+        let session = match outbound {
+            Some(_) => Ok(None),
+            None => tls::new_session(self.tls.as_mut(), listener, key, generation),
+        };
+        let tls = match session {
+            Ok(tls) => tls,
+            Err(e) => {
+                warn!("loop {}: cannot start TLS for {peer}: {e}", self.parts.id);
+                let _ = self.parts.poll.registry().deregister(&mut sock);
+                self.parts.server.shared.release();
+                return;
+            }
+        };
         let mut alive = None;
         let mut conn = Conn {
             out: &mut self.wbuf,
@@ -212,11 +227,16 @@ impl<H: EventHandler> EventLoop<H> {
             origin,
             ctx: &mut self.ctx,
             registry,
+            deadline: None,
         };
         let handler = &mut self.handler;
+        let deadline;
         let (state, action) =
             match guard(self.parts.config.catch_panics, || handler.opened(&mut conn)) {
-                Ok(opened) => opened,
+                Ok(opened) => {
+                    deadline = conn.deadline;
+                    opened
+                }
                 Err(msg) => {
                     bump(&self.stats.panics, 1);
                     error!("loop {}: opened panicked for {peer}: {msg}; closing it", self.parts.id);
@@ -241,8 +261,11 @@ impl<H: EventHandler> EventLoop<H> {
             active: self.now_tick,
             partial_since: 0,
             timer_at: Tick::MAX,
+            tls,
             link: None,
             origin: origin.map(Box::new),
+            deadline: Tick::MAX,
+            over_soft: Tick::MAX,
         });
         if outbound.is_some() {
             bump(&self.stats.connects, 1);
@@ -255,6 +278,9 @@ impl<H: EventHandler> EventLoop<H> {
             self.now_tick = self.wheel.tick_of(Instant::now());
             self.conns[key].active = self.now_tick;
             self.schedule(key);
+        }
+        if let Some(d) = deadline {
+            self.set_deadline(key, d);
         }
         self.after_callback(key, action);
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use log::error;
 
 use super::link::Link;
+use super::tls::TlsSession;
 use super::{EventLoop, guard};
 use crate::net::addr::Peer;
 use crate::reactor::handle::HandleShared;
@@ -74,10 +75,18 @@ pub(super) struct Connection<S> {
     pub(super) partial_since: Tick,
     /// Tick of this connection's live timer-wheel entry; `Tick::MAX` when none.
     pub(super) timer_at: Tick,
+    /// The TLS session of a connection from a TLS listener (see `tls.rs`).
+    pub(super) tls: Option<Box<TlsSession>>,
     /// The partner of a linked pair (boxed: most connections have none).
     pub(super) link: Option<Box<Link>>,
     /// Tag and requester of an outbound connection.
     pub(super) origin: Option<Box<Origin>>,
+    /// Tick of the handler's request deadline (`Conn::set_request_deadline`);
+    /// `Tick::MAX` when none.
+    pub(super) deadline: Tick,
+    /// Tick since which pending output has been above the soft output limit;
+    /// `Tick::MAX` when it is not.
+    pub(super) over_soft: Tick,
 }
 
 impl<S> Connection<S> {
@@ -118,6 +127,7 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
         let Some(mut c) = self.conns.try_remove(key) else { return };
         c.mark_dead();
+        c.end_tls();
         bump(&self.stats.closed, 1);
         bump(&self.stats.open, u64::MAX); // wrapping -1
         self.forget(&c);

@@ -101,6 +101,14 @@ impl<H: EventHandler> EventLoop<H> {
             );
             return self.close(ka, CloseReason::Error(e));
         };
+        if self.conns[ka].tls.is_some() || self.conns[kb].tls.is_some() {
+            // `forward`/`pass` move bytes socket to socket, past the TLS seams.
+            let e = io::Error::new(
+                io::ErrorKind::Unsupported,
+                "link: a TLS connection cannot be linked",
+            );
+            return self.close(ka, CloseReason::Error(e));
+        }
         bump(&self.stats.links, 1);
         let pipes = if opts.splice { pipe_pair(self.parts.id) } else { None };
         let (pa, pb) = match pipes {

@@ -14,6 +14,8 @@
 //!   `open` as for an accepted connection; failures to `connect_failed`/`connect_error`;
 //! - `link.rs`: linked pairs: forwarding what one side reads to the other, backpressure
 //!   across the pair, half-close forwarding, the pair's end;
+//! - `tls.rs`: a connection's TLS session (rustls' sans-IO `ServerConnection`), the TLS
+//!   read loop, encryption into the output buffer, handshake deadlines, `close_notify`;
 //! - `udp.rs`: datagram sockets;
 //! - `timers.rs`: the poll timeout, the handler's tick and the connection timeouts.
 //!
@@ -45,6 +47,11 @@ mod connect;
 mod link;
 mod read;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
+mod tls;
 mod token;
 mod udp;
 mod write;
@@ -174,6 +181,8 @@ pub(crate) struct EventLoop<H: EventHandler> {
     /// Set while draining: the moment the loop stops regardless.
     draining: Option<Instant>,
     stop: bool,
+    /// TLS sessions' configuration and handshake deadlines (`None`: no TLS listener).
+    tls: Option<tls::LoopTls>,
 }
 
 impl<H: EventHandler> EventLoop<H> {
@@ -200,6 +209,7 @@ impl<H: EventHandler> EventLoop<H> {
             expired: Vec::new(),
             draining: None,
             stop: false,
+            tls: tls::LoopTls::of(&parts.config),
             parts,
         }
     }
@@ -401,6 +411,8 @@ impl<H: EventHandler> EventLoop<H> {
         let Self { handler, conns, wbuf, parts, ctx, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
+        // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
+        let direct = pending > 0 && c.tls.is_none();
         let Connection {
             sock,
             state,
@@ -416,7 +428,7 @@ impl<H: EventHandler> EventLoop<H> {
             ..
         } = c;
         let mut conn = Conn {
-            out: if pending > 0 { output } else { wbuf },
+            out: if direct { output } else { wbuf },
             peer: *peer,
             listener: listener_index(*listener),
             socket: sock,
@@ -430,10 +442,18 @@ impl<H: EventHandler> EventLoop<H> {
             origin: origin.as_deref().copied(),
             ctx,
             registry: parts.poll.registry(),
+            deadline: None,
         };
         let peer = *peer;
-        match guard(parts.config.catch_panics, || f(handler, &mut conn, state, input)) {
-            Ok(action) => action,
+        let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
+        let deadline = conn.deadline;
+        match result {
+            Ok(action) => {
+                if let Some(d) = deadline {
+                    self.set_deadline(key, d);
+                }
+                action
+            }
             Err(msg) => {
                 bump(&self.stats.panics, 1);
                 error!(

@@ -5,7 +5,11 @@
 //! edge) or the read budget; a connection cut short by the budget is read again after
 //! the others are served (edge triggering would not report it again). The handler sees
 //! leftover input plus the new bytes and says how much it consumed; only the tail is
-//! kept, so an idle connection holds no input buffer. Every byte enters through
+//! kept, so an idle connection holds no input buffer. A handler that consumed part of its
+//! input and left a rest is offered the rest again without a read (`offer_leftover`),
+//! after its output is written and again when reading resumes below the low watermark:
+//! it may have stopped at an output budget, and edge triggering brings no new event for
+//! bytes already read. Every byte enters through
 //! [`read_socket`]: the one place where a layer between socket and handler (TLS:
 //! ciphertext in, plaintext out) would sit. A linked connection is read by `link.rs`
 //! instead (no handler in between).
@@ -44,6 +48,9 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
+            if c.tls.is_some() {
+                return self.on_readable_tls(key); // ciphertext in, plaintext to the handler
+            }
             if c.link.is_some() {
                 return self.forward(key);
             }
@@ -63,8 +70,11 @@ impl<H: EventHandler> EventLoop<H> {
             bump(&self.stats.bytes_read, n as u64);
             c.flags |= HEARD;
             let had_input = !c.input.is_empty();
+            let total = c.input.len() + n;
             c.active = self.now_tick;
             let action = self.deliver(key, n);
+            // Input consumed in part, with a rest: the handler may have stopped early.
+            let leftover = self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input.len()));
             if !had_input
                 && self.timeouts.is_some()
                 && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
@@ -73,7 +83,7 @@ impl<H: EventHandler> EventLoop<H> {
                 c.partial_since = self.now_tick;
                 self.schedule(key);
             }
-            if !self.after_callback(key, action) {
+            if !self.after_callback(key, action) || (leftover && !self.offer_leftover(key)) {
                 return;
             }
             if n < self.rbuf.len() && !self.conns[key].has(HUP_SEEN) {
@@ -100,9 +110,36 @@ impl<H: EventHandler> EventLoop<H> {
         }
     }
 
+    /// Offers `key`'s unconsumed input to the handler again, without reading, for as long
+    /// as it consumes some and the connection may be read (not paused by the high
+    /// watermark, not closing). A handler that stopped early (an output budget: e.g. a
+    /// pipeline of large replies) so goes on without a new readiness event, which
+    /// edge-triggered polling would not bring for bytes already read; a partial request
+    /// costs one call that consumes nothing. Returns whether the connection may be read.
+    pub(super) fn offer_leftover(&mut self, key: usize) -> bool {
+        loop {
+            let Some(c) = self.conns.get(key) else { return false };
+            if c.has(PAUSED | CLOSING | READ_CLOSED) {
+                return false;
+            }
+            let before = c.input.len();
+            if before == 0 {
+                return true;
+            }
+            let action = self.deliver(key, 0);
+            let progressed = self.conns.get(key).is_some_and(|c| c.input.len() < before);
+            if !self.after_callback(key, action) {
+                return false;
+            }
+            if !progressed {
+                return true;
+            }
+        }
+    }
+
     /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the
     /// unconsumed tail.
-    fn deliver(&mut self, key: usize, n: usize) -> Action {
+    pub(super) fn deliver(&mut self, key: usize, n: usize) -> Action {
         let rbuf = std::mem::take(&mut self.rbuf);
         let action = self.dispatch_with_input(key, |h, conn, state, input| {
             if input.is_empty() {

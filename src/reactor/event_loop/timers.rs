@@ -1,7 +1,8 @@
 //! A loop's timers: how long a poll may block, the handler's tick, the accept back-off
 //! and close-flush deadlines coming due, connect timeouts (the dialer's wheel, see
-//! `connect.rs`), and the connection timer wheel (idle and incomplete-request timeouts;
-//! see `timer.rs` for the wheel itself).
+//! `connect.rs`), and the connection timer wheel (idle and incomplete-request timeouts,
+//! and the handler's request deadlines set with `Conn::set_request_deadline`; see
+//! `timer.rs` for the wheel itself).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use log::error;
 use super::conn::{CLOSING, Connection};
 use super::{EventLoop, guard};
 use crate::reactor::config::Config;
-use crate::reactor::handler::{CloseReason, EventHandler};
+use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::stats::bump;
 use crate::reactor::timer::{Tick, TimerWheel};
 
@@ -19,15 +20,21 @@ use crate::reactor::timer::{Tick, TimerWheel};
 pub(super) struct Timeouts {
     idle: Option<Tick>,
     request: Option<Tick>,
+    /// The soft output limit's period.
+    soft_output: Option<Tick>,
 }
 
 impl Timeouts {
     /// The timeouts `config` asks for; `None` when it asks for none.
     pub(super) fn of(config: &Config) -> Option<Timeouts> {
-        (config.idle_timeout.is_some() || config.request_timeout.is_some()).then(|| Timeouts {
-            idle: config.idle_timeout.map(TimerWheel::ticks),
-            request: config.request_timeout.map(TimerWheel::ticks),
-        })
+        let soft = config.max_output_soft.map(|(_, period)| period);
+        (config.idle_timeout.is_some() || config.request_timeout.is_some() || soft.is_some()).then(
+            || Timeouts {
+                idle: config.idle_timeout.map(TimerWheel::ticks),
+                request: config.request_timeout.map(TimerWheel::ticks),
+                soft_output: soft.map(TimerWheel::ticks),
+            },
+        )
     }
 
     /// The tick at which `c` times out, as its stamps stand now.
@@ -35,10 +42,10 @@ impl Timeouts {
         let idle = self.idle.map(|t| c.active.saturating_add(t));
         let request =
             self.request.filter(|_| !c.input.is_empty()).map(|t| c.partial_since.saturating_add(t));
-        match (idle, request) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let handler = (c.deadline != Tick::MAX).then_some(c.deadline);
+        let soft = self.soft_output.filter(|_| c.over_soft != Tick::MAX);
+        let soft = soft.map(|t| c.over_soft.saturating_add(t));
+        [idle, request, handler, soft].into_iter().flatten().min()
     }
 }
 
@@ -56,6 +63,7 @@ impl<H: EventHandler> EventLoop<H> {
             self.wheel.next_deadline(),
             self.ctx.dialer.next_deadline(),
             self.draining,
+            self.handshake_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -71,6 +79,7 @@ impl<H: EventHandler> EventLoop<H> {
             && self.wheel.next_deadline().is_none()
             && self.ctx.dialer.next_deadline().is_none()
             && self.draining.is_none()
+            && self.handshake_deadline().is_none()
         {
             return;
         }
@@ -87,6 +96,7 @@ impl<H: EventHandler> EventLoop<H> {
         if self.draining.is_some_and(|t| t <= now) {
             self.stop = true;
         }
+        self.expire_handshakes(now);
     }
 
     /// Calls the handler's tick and schedules the next one.
@@ -120,7 +130,18 @@ impl<H: EventHandler> EventLoop<H> {
             });
             let idle_due =
                 timeouts.idle.is_some_and(|t| c.active.saturating_add(t) <= self.now_tick);
-            if request_due {
+            let soft_due = timeouts
+                .soft_output
+                .is_some_and(|t| c.over_soft.saturating_add(t) <= self.now_tick);
+            if soft_due {
+                bump(&self.stats.output_limit_closes, 1);
+                self.close(key, CloseReason::OutputLimit);
+            } else if c.deadline <= self.now_tick {
+                c.deadline = Tick::MAX;
+                bump(&self.stats.request_timeouts, 1);
+                self.deadline_passed(key);
+                self.schedule_if_open(key);
+            } else if request_due {
                 bump(&self.stats.request_timeouts, 1);
                 self.close(key, CloseReason::RequestTimeout);
             } else if idle_due {
@@ -132,6 +153,49 @@ impl<H: EventHandler> EventLoop<H> {
         }
         expired.clear();
         self.expired = expired;
+    }
+
+    /// The handler's request deadline of `key` passed: its `timeout` callback decides
+    /// (by default a close, reported as `RequestTimeout` when nothing was written).
+    fn deadline_passed(&mut self, key: usize) {
+        let action = self.dispatch(key, |h, conn, state| h.timeout(conn, state));
+        let quiet = self.wbuf.is_empty() && self.conns.get(key).is_some_and(|c| c.pending() == 0);
+        if action == Action::Close && quiet {
+            self.close(key, CloseReason::RequestTimeout);
+        } else {
+            self.after_callback(key, action);
+        }
+    }
+
+    /// [`schedule`](Self::schedule) for a connection that may have been closed meanwhile.
+    fn schedule_if_open(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| !c.has(CLOSING)) {
+            self.schedule(key);
+        }
+    }
+
+    /// Sets (`Some`) or clears (`None`) the handler's request deadline of `key`, `after`
+    /// from the current wheel tick. The first deadline on a loop without configured
+    /// timeouts turns its wheel time on. A cleared deadline leaves its wheel entry to be
+    /// recomputed lazily when it comes due.
+    pub(super) fn set_deadline(&mut self, key: usize, after: Option<Duration>) {
+        let Some(after) = after else {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.deadline = Tick::MAX;
+            }
+            return;
+        };
+        if self.timeouts.is_none() {
+            self.timeouts = Some(Timeouts { idle: None, request: None, soft_output: None });
+            let now = Instant::now();
+            // The wheel is empty (nothing was scheduled without timeouts): this only
+            // moves its clock to now.
+            self.wheel.expire(now, &mut self.expired);
+            self.now_tick = self.wheel.tick_of(now);
+        }
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.deadline = self.now_tick.saturating_add(TimerWheel::ticks(after));
+        self.schedule(key);
     }
 
     /// Makes sure the wheel holds an entry no later than `key`'s current deadline.

@@ -14,6 +14,11 @@
 //!
 //! For a linked connection the watermarks pace its *partner*: above the high watermark
 //! the partner is not read, at the low one it is read again (`link.rs`).
+//!
+//! A large rest of a fast-path write is handed over as the buffer itself (no second copy
+//! of a large reply). After each write the output limits are enforced
+//! (`within_output_limits`): pending output over `Config::max_output` closes the
+//! connection at once; over the soft limit starts a clock the timers check.
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,12 +34,18 @@ use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::{LoopStats, bump};
+use crate::reactor::timer::Tick;
 
 impl<H: EventHandler> EventLoop<H> {
     /// Queues `bytes` from a [`ConnHandle`](crate::reactor::ConnHandle) behind the
     /// connection's pending output and writes what the kernel takes now.
     pub(super) fn queue(&mut self, key: usize, bytes: Vec<u8>) {
-        self.conns[key].push_output(bytes);
+        let c = &mut self.conns[key];
+        if c.tls.is_some() {
+            self.wbuf.extend_from_slice(&bytes); // plaintext: encrypted by `flush`
+        } else {
+            c.push_output(bytes);
+        }
         self.after_callback(key, Action::None);
     }
 
@@ -56,6 +67,9 @@ impl<H: EventHandler> EventLoop<H> {
             if !self.is_current(key, generation) {
                 return false;
             }
+        }
+        if !self.within_output_limits(key) {
+            return false;
         }
         match action {
             Action::None => {}
@@ -106,6 +120,9 @@ impl<H: EventHandler> EventLoop<H> {
     /// and the read pause to match what is left.
     fn flush(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.conns[key];
+        if let Some(tls) = c.tls.as_deref_mut() {
+            tls.encrypt(&mut self.wbuf, &mut c.output)?; // plaintext → ciphertext pending
+        }
         if !self.wbuf.is_empty() {
             // Fast path: nothing was pending, so the callback wrote into the loop's
             // buffer. One write; what the kernel does not take is kept, in order.
@@ -123,7 +140,15 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if written < self.wbuf.len() {
                 bump(&self.stats.partial_writes, 1);
-                c.output.extend_from_slice(&self.wbuf[written..]);
+                if self.wbuf.len() - written > self.rbuf.len() && c.output.is_empty() {
+                    // A large rest: hand the buffer itself over instead of copying it (a
+                    // second copy of a large reply doubles the memory it takes).
+                    c.output =
+                        std::mem::replace(&mut self.wbuf, Vec::with_capacity(self.rbuf.len()));
+                    c.out_pos = written;
+                } else {
+                    c.output.extend_from_slice(&self.wbuf[written..]);
+                }
             }
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * self.rbuf.len() {
@@ -152,6 +177,30 @@ impl<H: EventHandler> EventLoop<H> {
         Ok(())
     }
 
+    /// Enforces the output limits on `key`'s pending output (after a write): above
+    /// `max_output` it is closed at once; above the soft limit its clock starts (the
+    /// timers close it if it stays above for the period). Counted in
+    /// `output_limit_closes`. Returns whether the connection is still open.
+    fn within_output_limits(&mut self, key: usize) -> bool {
+        let cfg = &self.parts.config;
+        let c = &mut self.conns[key];
+        let pending = c.pending();
+        if cfg.max_output.is_some_and(|max| pending > max) {
+            bump(&self.stats.output_limit_closes, 1);
+            self.close(key, CloseReason::OutputLimit);
+            return false;
+        }
+        if let Some((soft, _)) = cfg.max_output_soft {
+            if pending <= soft {
+                c.over_soft = Tick::MAX;
+            } else if c.over_soft == Tick::MAX {
+                c.over_soft = self.now_tick;
+                self.schedule(key);
+            }
+        }
+        true
+    }
+
     /// The socket of `key` can take more: write pending output, resume reading below the
     /// low watermark.
     pub(super) fn on_writable(&mut self, key: usize) {
@@ -173,7 +222,7 @@ impl<H: EventHandler> EventLoop<H> {
         if resume {
             c.flags &= !PAUSED;
         }
-        if self.after_callback(key, Action::None) && resume {
+        if self.after_callback(key, Action::None) && resume && self.offer_leftover(key) {
             // Bytes that arrived while paused raised no new edge: read them now.
             self.on_readable(key);
         }

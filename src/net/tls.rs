@@ -1,0 +1,291 @@
+//! TLS configuration, engine-neutral: loading a certificate chain, its private key and
+//! (for mTLS) a client CA from PEM files into a rustls [`ServerConfig`] (TLS 1.2 and 1.3,
+//! the `ring` provider, ALPN, session resumption by tickets and a session cache), and
+//! swapping it at run time ([`TlsConfig::reload`], what `evloop serve` does on SIGHUP).
+//!
+//! The reactor reads [`TlsSetup`] (which listeners are TLS, the swappable configuration,
+//! the handshake timeout) and runs rustls' sans-IO `ServerConnection` on its loops; see
+//! `reactor/event_loop/tls.rs`. Nothing here does I/O on sockets.
+//!
+//! Built without the `tls` cargo feature (no rustls), [`TlsConfig::load`] is an error
+//! saying so, and no TLS configuration can exist.
+//!
+//! Every error is one line that names the file it is about, for the command line to print
+//! before exiting: a missing or unreadable file, a file with no PEM item of the expected
+//! kind, a key that does not match the certificate.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[cfg(feature = "tls")]
+use rustls::crypto::CryptoProvider;
+#[cfg(feature = "tls")]
+use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+#[cfg(feature = "tls")]
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
+#[cfg(feature = "tls")]
+use rustls::{RootCertStore, ServerConfig};
+#[cfg(feature = "tls")]
+use std::path::Path;
+#[cfg(feature = "tls")]
+use std::sync::{Mutex, PoisonError};
+
+/// How long a TLS peer may take to complete its handshake, counted from accept, when no
+/// other timeout is configured.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "tls")]
+/// Sessions the server remembers for resumption by session ID (TLS 1.2 without tickets);
+/// tickets need no server-side memory.
+const SESSION_CACHE: usize = 4096;
+
+/// The ALPN protocol id of HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Where the certificate, the key and the optional client CA are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate.
+    pub key: PathBuf,
+    /// PEM CA certificates: when set, clients must present a certificate issued by one
+    /// of them (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A server's TLS configuration, swappable while it runs: connections take the current
+/// [`ServerConfig`] when they are accepted, so a reload affects new connections only.
+///
+/// The ticket key and the session cache are kept across reloads, so clients resume
+/// sessions made before one.
+pub struct TlsConfig {
+    /// The files it was loaded from (`None`: built from a `ServerConfig`; no reload).
+    files: Option<TlsFiles>,
+    /// Bumped by every swap; loops compare it with the one they cached (one atomic load
+    /// per accepted TLS connection, no lock).
+    generation: AtomicU64,
+    #[cfg(feature = "tls")]
+    alpn: Vec<Vec<u8>>,
+    #[cfg(feature = "tls")]
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+    #[cfg(feature = "tls")]
+    sessions: Arc<ServerSessionMemoryCache>,
+    #[cfg(feature = "tls")]
+    current: Mutex<Arc<ServerConfig>>,
+}
+
+/// The error of a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str = "this evloop was built without TLS (cargo feature `tls`)";
+
+#[cfg(not(feature = "tls"))]
+impl TlsConfig {
+    /// Without the `tls` feature: always an error saying so.
+    pub fn load(_files: TlsFiles, _alpn: Vec<Vec<u8>>) -> Result<TlsConfig, String> {
+        Err(NO_TLS.into())
+    }
+
+    /// Without the `tls` feature: always an error saying so.
+    pub fn reload(&self) -> Result<(), String> {
+        Err(NO_TLS.into())
+    }
+}
+
+impl TlsConfig {
+    /// The files this configuration was loaded from.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
+    }
+
+    /// The swap count: changes whenever `set` or a successful
+    /// [`reload`](Self::reload) installs a new configuration.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("files", &self.files)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl TlsConfig {
+    /// Loads `files` into a server configuration offering `alpn` (e.g. [`ALPN_HTTP1`]; empty:
+    /// no ALPN). Errors are one line naming the file.
+    pub fn load(files: TlsFiles, alpn: Vec<Vec<u8>>) -> Result<TlsConfig, String> {
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("cannot set up TLS session tickets: {e}"))?;
+        let sessions = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let built = build(&files, &alpn, Some(&ticketer), &sessions)?;
+        Ok(TlsConfig {
+            files: Some(files),
+            alpn,
+            ticketer: Some(ticketer),
+            sessions,
+            generation: AtomicU64::new(0),
+            current: Mutex::new(built),
+        })
+    }
+
+    /// Wraps a configuration built elsewhere (an embedder's). [`reload`](Self::reload)
+    /// is then an error; [`set`](Self::set) swaps it.
+    pub fn from_server_config(config: Arc<ServerConfig>) -> TlsConfig {
+        TlsConfig {
+            files: None,
+            alpn: config.alpn_protocols.clone(),
+            ticketer: None,
+            sessions: ServerSessionMemoryCache::new(1),
+            generation: AtomicU64::new(0),
+            current: Mutex::new(config),
+        }
+    }
+
+    /// The configuration new connections use, with its generation.
+    pub fn current(&self) -> (u64, Arc<ServerConfig>) {
+        let guard = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (self.generation.load(Ordering::Acquire), guard.clone())
+    }
+
+    /// Installs `config` for the connections accepted from now on.
+    pub fn set(&self, config: Arc<ServerConfig>) {
+        let mut guard = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        *guard = config;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Reads the files again and installs the result. On an error (one line naming the
+    /// file) the configuration in use stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(files) = &self.files else {
+            return Err("this TLS configuration was not loaded from files".into());
+        };
+        let built = build(files, &self.alpn, self.ticketer.as_ref(), &self.sessions)?;
+        self.set(built);
+        Ok(())
+    }
+}
+
+/// Builds a server configuration from `files`.
+#[cfg(feature = "tls")]
+fn build(
+    files: &TlsFiles,
+    alpn: &[Vec<u8>],
+    ticketer: Option<&Arc<dyn ProducesTickets>>,
+    sessions: &Arc<ServerSessionMemoryCache>,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = read_certs(&files.cert, "TLS certificate")?;
+    let key = read_key(&files.key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca, "TLS client CA")? {
+                roots.add(cert).map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+            "TLS key {} does not match the certificate {}",
+            files.key.display(),
+            files.cert.display()
+        ),
+        e => format!(
+            "TLS certificate {} with key {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ),
+    })?;
+    config.alpn_protocols = alpn.to_vec();
+    config.session_storage = sessions.clone();
+    if let Some(t) = ticketer {
+        config.ticketer = t.clone();
+    }
+    Ok(Arc::new(config))
+}
+
+/// Reads the whole of a file, naming it in the error.
+#[cfg(feature = "tls")]
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
+/// Every certificate in a PEM file; at least one.
+#[cfg(feature = "tls")]
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_file(path, what)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no certificate in it (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+#[cfg(feature = "tls")]
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read_file(path, "TLS key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "TLS key {}: no private key in it (expected PEM \"BEGIN PRIVATE KEY\", \
+             \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\")",
+            path.display()
+        ),
+        e => format!("TLS key {}: bad PEM: {e}", path.display()),
+    })
+}
+
+/// Which listeners of a server speak TLS, and how (reactor engine only).
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// Positions, in the server's listen list, of the TLS listeners (TCP only).
+    pub listeners: Vec<usize>,
+    /// The configuration new TLS connections take.
+    pub config: Arc<TlsConfig>,
+    /// Close a connection whose handshake is not complete this long after it was
+    /// accepted (`None`: no limit).
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl TlsSetup {
+    /// TLS on the listeners at `listeners` with `config`, and the default handshake timeout.
+    pub fn new(listeners: Vec<usize>, config: Arc<TlsConfig>) -> TlsSetup {
+        TlsSetup { listeners, config, handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT) }
+    }
+
+    /// Whether the listener at position `listener` speaks TLS.
+    #[inline]
+    pub fn is_tls(&self, listener: usize) -> bool {
+        self.listeners.contains(&listener)
+    }
+}
+
+/// A crypto provider for clients and tests that want the same one the server uses.
+#[cfg(feature = "tls")]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}

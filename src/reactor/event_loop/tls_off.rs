@@ -1,0 +1,61 @@
+//! TLS on the loop, in a build without the `tls` cargo feature: the same items as
+//! `tls.rs`, none of which can do anything, since no TLS configuration can exist
+//! ([`TlsConfig::load`](crate::net::tls::TlsConfig::load) is an error there). The seams
+//! in the read, write and close paths compile unchanged.
+
+use std::convert::Infallible;
+use std::io;
+use std::time::Instant;
+
+use super::EventLoop;
+use super::conn::Connection;
+use crate::reactor::config::Config;
+use crate::reactor::handler::EventHandler;
+
+/// A TLS session: none exists in this build.
+pub(crate) enum TlsSession {}
+
+impl TlsSession {
+    /// Never called: there is no session.
+    pub(super) fn encrypt(&mut self, _plain: &mut Vec<u8>, _out: &mut Vec<u8>) -> io::Result<()> {
+        match *self {}
+    }
+}
+
+/// A loop's TLS state: none in this build.
+pub(super) enum LoopTls {}
+
+impl LoopTls {
+    /// Always `None`.
+    pub(super) fn of(_config: &Config) -> Option<LoopTls> {
+        None
+    }
+}
+
+/// Always `Ok(None)`: no listener is TLS.
+pub(super) fn new_session(
+    _tls: Option<&mut LoopTls>,
+    _listener: usize,
+    _key: usize,
+    _generation: u64,
+) -> Result<Option<Box<TlsSession>>, Infallible> {
+    Ok(None)
+}
+
+impl<H: EventHandler> EventLoop<H> {
+    /// Never called: no connection has a session.
+    pub(super) fn on_readable_tls(&mut self, _key: usize) {}
+
+    /// Always `None`.
+    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Nothing to expire.
+    pub(super) fn expire_handshakes(&mut self, _now: Instant) {}
+}
+
+impl<S> Connection<S> {
+    /// Nothing to end.
+    pub(super) fn end_tls(&mut self) {}
+}
