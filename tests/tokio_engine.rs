@@ -408,3 +408,17 @@ fn served_tokio_engine_counts_requests() {
     assert_eq!(served.proto_metrics().requests(), 2);
     served.shutdown().unwrap();
 }
+
+/// Inherited sockets (`--listen fd:N`, `systemd`) are refused by the tokio engine with a
+/// clear error, before anything starts.
+#[test]
+fn tokio_engine_refuses_inherited_sockets() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evloop"))
+        .args(["serve", "--engine", "tokio", "--listen", "fd:3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run evloop");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported by the tokio engine"), "{err}");
+}

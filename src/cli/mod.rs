@@ -1,9 +1,12 @@
 //! The command line of `evloop`: clap definitions of `serve` and `load`, value parsers
 //! (sizes, durations, timeouts, modes, addresses), and the mapping from flags to
 //! [`Settings`]/[`Flags`] (for [`run`], which owns the server's lifecycle) and
-//! to [`LoadConfig`].
+//! to [`LoadConfig`]. `--config FILE` ([`config`]) and the packaging subcommands
+//! (`completions`, `man`, `check-config`; [`extras`]) live in their own files.
 
+pub mod config;
 pub mod edge;
+pub mod extras;
 pub mod proxy;
 pub mod replay;
 pub mod size;
@@ -31,7 +34,7 @@ use size::{parse_duration, parse_size};
 #[derive(Parser, Debug)]
 #[command(
     name = "evloop",
-    version,
+    version = extras::VERSION,
     about = "An evio-style event-loop TCP server: echo, HTTP/1.1, Redis and framed protocols",
     long_about = "evloop runs N event-loop threads, each with its own epoll poller, eventfd waker and \
                   connections, and serves a bundled protocol on them. `--engine std` runs the same \
@@ -76,6 +79,17 @@ pub enum Command {
     ///   evloop load 127.0.0.1:6380 --proto redis --command set --size 64 --json
     #[command(verbatim_doc_comment)]
     Load(LoadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    ///
+    /// Examples:
+    ///   evloop completions bash > ~/.local/share/bash-completion/completions/evloop
+    ///   evloop completions fish > ~/.config/fish/completions/evloop.fish
+    #[command(verbatim_doc_comment)]
+    Completions(extras::CompletionsArgs),
+    /// Print the man page (roff) on stdout: `evloop man > evloop.1`.
+    Man,
+    /// Check a --config file without starting anything (exit 0, or 1 with the error).
+    CheckConfig(config::CheckConfigArgs),
     /// Proxy TCP (and Unix) connections to backends: an L4 load balancer with health
     /// checks, reload on SIGHUP and per-backend byte metrics.
     ///
@@ -135,6 +149,11 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Read flags from this TOML file (keys are the long flag names, e.g.
+    /// `proto = "redis"`, `listen = ["127.0.0.1:6380"]`, `idle-timeout = "30s"`);
+    /// flags on the command line override it. See `evloop check-config`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Protocol to serve.
     #[arg(long, value_enum, default_value_t = ProtoKind::Echo)]
     proto: ProtoKind,
@@ -205,8 +224,10 @@ pub struct NetArgs {
     /// Address to listen on (repeatable; all are served by the same loops):
     /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
     /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; serve only, needs
-    /// --tls-cert and --tls-key, engine reactor). Default: 127.0.0.1 with the protocol's
-    /// port (echo 5000, http 8080, redis 6380, frame 5001; proxy 6000).
+    /// --tls-cert and --tls-key, engine reactor), `fd:N` (an inherited listening socket,
+    /// descriptor N), `systemd` (every socket systemd's socket activation passed).
+    /// Default: 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380,
+    /// frame 5001; proxy 6000).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenSpec::parse)]
     listen: Vec<ListenSpec>,
     /// Permission bits of Unix socket files, in octal (e.g. 660).

@@ -23,6 +23,12 @@ use super::{NetArgs, Timeout, parse_timeout};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
+    /// Read flags from this TOML file (keys are the long flag names, e.g.
+    /// `backend = ["127.0.0.1:7001", "127.0.0.1:7002"]`, `listen = ["127.0.0.1:6000"]`,
+    /// `balance = "least-conn"`); flags on the command line override it. See
+    /// `evloop check-config`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// A backend (repeatable): `HOST:PORT`, `[v6]:PORT` or `unix:PATH`, then options
     /// after commas: `weight=N` (1-1000, for --balance weighted and consistent-hash),
     /// `backup` (used only when no other backend is up).

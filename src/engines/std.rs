@@ -12,10 +12,16 @@
 //! through an `Arc`, no `dup`) and one thread; where the thread cannot be spawned
 //! (`EAGAIN`: `threads-max`, `pid_max`, `RLIMIT_NPROC`, memory) that connection is
 //! closed and counted ([`Running::spawn_failures`]) with a rate-limited warning, and the
-//! server goes on. [`capacity`] says how many connections this machine's limits allow. A UDP address gets one thread that answers each datagram with a fresh
-//! session. A housekeeping thread calls `Protocol::tick` once a second. Sockets are bound
-//! through [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and
-//! logged through an [`AcceptLog`].
+//! server goes on. [`capacity`] says how many connections this machine's limits allow.
+//! A UDP address gets one thread that answers each datagram with a fresh session. A
+//! housekeeping thread calls `Protocol::tick` once a second. Sockets are bound through
+//! [`crate::net::bind`]; accept errors are classified by [`AcceptError::of`] and logged
+//! through an [`AcceptLog`]. An inherited socket (`fd:N`, `systemd`; see
+//! [`crate::net::activation`]) is served from a nonblocking duplicate whose acceptor
+//! polls, so a stop needs no connection of its own and leaves the backlog to the next
+//! process. A new connection counts as busy until its first request is read, so a drain
+//! that begins meanwhile answers that request before closing it (and the acceptor still
+//! hands over a connection it accepted as the drain began).
 //!
 //! Of the settings an engine may honour, this one has: `--max-conns` (a connection
 //! counter: beyond it a new connection is closed at once) and `--idle-timeout` (a socket
@@ -27,6 +33,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -151,6 +158,11 @@ enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
     Udp(UdpSocket),
+    /// An inherited stream listener (`fd:N`, `systemd`): a nonblocking duplicate, polled,
+    /// so a stop never needs a connection of our own on a socket another process shares.
+    InheritedTcp(TcpListener),
+    /// An inherited Unix listener, served as `InheritedTcp` is (its file is not removed).
+    InheritedUnix(UnixListener),
 }
 
 struct State {
@@ -232,6 +244,16 @@ pub fn start<P: Protocol>(
                 resolved.push(addr.clone());
                 bound.push(Bound::Unix(l, path.clone()));
             }
+            ListenAddr::Inherited(inherited) => {
+                resolved.push(addr.clone());
+                bound.push(adopt(inherited)?);
+            }
+            ListenAddr::Fd(_) | ListenAddr::Systemd => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr}: resolve it first (net::activation::resolve)"),
+                ));
+            }
         }
     }
     let state = Arc::new(State {
@@ -264,6 +286,20 @@ pub fn start<P: Protocol>(
                 let _ = std::fs::remove_file(path);
             }
             Bound::Udp(u) => udp_loop(u, proto, state, metrics),
+            Bound::InheritedTcp(l) => {
+                let st = state.clone();
+                let accept =
+                    move || Ok(Conn::Tcp(TcpStream::from(accept_polled(l.as_fd(), &st.stop)?)));
+                accept_loop(accept, proto, state, metrics, limits)
+            }
+            Bound::InheritedUnix(l) => {
+                let st = state.clone();
+                let accept = move || {
+                    let s = accept_polled(l.as_fd(), &st.stop)?;
+                    Ok(Conn::Unix(UnixStream::from(std::os::fd::OwnedFd::from(s))))
+                };
+                accept_loop(accept, proto, state, metrics, limits)
+            }
         })?);
     }
     let (p, st) = (proto, state.clone());
@@ -280,6 +316,56 @@ pub fn start<P: Protocol>(
         _ => None,
     });
     Ok(Running { addrs: tcp.collect(), listeners: resolved, state, threads })
+}
+
+/// An inherited socket as the std engine serves it: a duplicate (the inherited
+/// descriptor stays open), nonblocking for stream listeners so that accepting can poll.
+fn adopt(inherited: &crate::net::activation::Inherited) -> io::Result<Bound> {
+    use crate::net::activation::{InheritedKind, duplicate};
+    let fd = duplicate(inherited.fd)?;
+    Ok(match inherited.kind {
+        InheritedKind::Tcp(_) => {
+            let l = TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            Bound::InheritedTcp(l)
+        }
+        InheritedKind::Unix(_) => {
+            let l = UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            Bound::InheritedUnix(l)
+        }
+        InheritedKind::Udp(_) => {
+            let u = UdpSocket::from(fd);
+            u.set_nonblocking(false)?;
+            u.set_read_timeout(Some(UDP_POLL))?;
+            Bound::Udp(u)
+        }
+    })
+}
+
+/// Accepts on a nonblocking inherited listener, polling so that `stop` is seen within
+/// [`UDP_POLL`]; once `stop` is set nothing more is accepted, and what waits in the
+/// backlog stays there for the next process. The accepted stream is blocking.
+fn accept_polled(listener: BorrowedFd<'_>, stop: &AtomicBool) -> io::Result<socket2::Socket> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        if !crate::net::activation::wait_readable(&listener.as_raw_fd(), UDP_POLL)? {
+            continue;
+        }
+        if stop.load(Ordering::Acquire) {
+            continue;
+        }
+        match socket2::SockRef::from(&listener).accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The per-connection limits the std engine enforces.
@@ -302,7 +388,10 @@ fn accept_loop<P: Protocol>(
     let mut spawn_log = SpawnLog { last: None, since: 0 };
     loop {
         let stream = accept();
-        if state.stop.load(Ordering::Acquire) {
+        // Once stopped nothing more is accepted; but a connection accepted just as a
+        // drain began is still served (then the loop ends), never dropped unanswered.
+        let last = state.stop.load(Ordering::Acquire);
+        if last && !(stream.is_ok() && state.draining.load(Ordering::Acquire)) {
             return;
         }
         let stream = match stream {
@@ -322,22 +411,27 @@ fn accept_loop<P: Protocol>(
                 continue;
             }
         };
-        if limits.max_conns.is_some_and(|max| state.open.load(Ordering::Acquire) >= max) {
-            debug!("std engine: --max-conns reached; closing a new connection");
-            continue;
+        'conn: {
+            if limits.max_conns.is_some_and(|max| state.open.load(Ordering::Acquire) >= max) {
+                debug!("std engine: --max-conns reached; closing a new connection");
+                break 'conn;
+            }
+            state.open.fetch_add(1, Ordering::AcqRel);
+            state.accepted.fetch_add(1, Ordering::Relaxed);
+            let (proto, st, metrics) = (proto.clone(), state.clone(), metrics.clone());
+            let spawned = thread::Builder::new()
+                .name("evloop-std-conn".into())
+                .stack_size(CONN_STACK)
+                .spawn(move || conn_thread(stream, proto, metrics, limits, &st));
+            if let Err(e) = spawned {
+                // The closure, and the socket in it, is dropped: that connection is closed.
+                state.open.fetch_sub(1, Ordering::AcqRel);
+                state.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                spawn_log.failed(&e);
+            }
         }
-        state.open.fetch_add(1, Ordering::AcqRel);
-        state.accepted.fetch_add(1, Ordering::Relaxed);
-        let (proto, st, metrics) = (proto.clone(), state.clone(), metrics.clone());
-        let spawned = thread::Builder::new()
-            .name("evloop-std-conn".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || conn_thread(stream, proto, metrics, limits, &st));
-        if let Err(e) = spawned {
-            // The closure, and the socket in it, is dropped: that connection is closed.
-            state.open.fetch_sub(1, Ordering::AcqRel);
-            state.spawn_failures.fetch_add(1, Ordering::Relaxed);
-            spawn_log.failed(&e);
+        if last {
+            return;
         }
     }
 }
@@ -362,12 +456,15 @@ fn conn_thread<P: Protocol>(
         debug!("std engine: cannot set the idle timeout: {e}");
     }
     let conn = Arc::new(stream);
-    let busy = Arc::new(AtomicBool::new(false));
+    // Busy until its first request is read: a drain that begins now serves that request
+    // instead of closing the connection unanswered.
+    let busy = Arc::new(AtomicBool::new(true));
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let tracked = Tracked { conn: conn.clone(), busy: busy.clone() };
     state.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tracked);
-    if state.stop.load(Ordering::Acquire) {
-        // Stopped between the accept and now: a stop's shutdown may have missed it.
+    if state.stop.load(Ordering::Acquire) && !state.draining.load(Ordering::Acquire) {
+        // Stopped (not draining) between the accept and now: a stop's shutdown may have
+        // missed it. A drain serves it: its first request is answered, then it closes.
         let _ = conn.shutdown(Shutdown::Both);
     } else {
         let session = if proto.wants_conn_info() {
@@ -619,7 +716,11 @@ impl StopHandle {
                 ListenAddr::Unix(path) => {
                     let _ = UnixStream::connect(path);
                 }
-                ListenAddr::Udp(_) => {}
+                // UDP threads and inherited listeners poll the flag.
+                ListenAddr::Udp(_)
+                | ListenAddr::Inherited(_)
+                | ListenAddr::Fd(_)
+                | ListenAddr::Systemd => {}
             }
         }
     }

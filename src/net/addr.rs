@@ -9,7 +9,9 @@ use std::str::FromStr;
 ///
 /// Written forms (what [`FromStr`] accepts):
 /// `127.0.0.1:5000`, `[::1]:5000`, `localhost:5000`, `tcp://HOST:PORT`,
-/// `unix:/path/to.sock` (or `unix://path`), `udp://HOST:PORT`.
+/// `unix:/path/to.sock` (or `unix://path`), `udp://HOST:PORT`,
+/// `fd:N` (an inherited listening socket), `systemd` or `sd-listen` (every socket
+/// passed by systemd's socket activation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
     /// A TCP listener.
@@ -18,6 +20,14 @@ pub enum ListenAddr {
     Unix(PathBuf),
     /// A UDP socket: each datagram is one request, each reply one datagram.
     Udp(SocketAddr),
+    /// `fd:N`: an already-listening socket inherited as descriptor `N`, not yet
+    /// inspected (see [`activation::resolve`](super::activation::resolve)).
+    Fd(i32),
+    /// `systemd` (or `sd-listen`): every socket systemd passed (`LISTEN_FDS`), not yet
+    /// read (see [`activation::resolve`](super::activation::resolve)).
+    Systemd,
+    /// An inherited socket, inspected: what `fd:N` and `systemd` resolve to.
+    Inherited(super::activation::Inherited),
 }
 
 impl ListenAddr {
@@ -39,6 +49,15 @@ impl ListenAddr {
             }
             return Ok(vec![ListenAddr::Unix(PathBuf::from(path))]);
         }
+        if let Some(n) = s.strip_prefix("fd:") {
+            return match n.parse::<i32>() {
+                Ok(fd) if fd >= 0 => Ok(vec![ListenAddr::Fd(fd)]),
+                _ => Err(bad(&"fd: takes a descriptor number, e.g. fd:3")),
+            };
+        }
+        if s == "systemd" || s == "sd-listen" {
+            return Ok(vec![ListenAddr::Systemd]);
+        }
         let (udp, hostport) = match s.strip_prefix("udp://") {
             Some(rest) => (true, rest),
             None => (false, s.strip_prefix("tcp://").unwrap_or(s)),
@@ -58,6 +77,12 @@ impl ListenAddr {
         match self {
             ListenAddr::Tcp(a) | ListenAddr::Udp(a) => Some(*a),
             ListenAddr::Unix(_) => None,
+            ListenAddr::Inherited(i) => match i.kind {
+                super::activation::InheritedKind::Tcp(a)
+                | super::activation::InheritedKind::Udp(a) => Some(a),
+                super::activation::InheritedKind::Unix(_) => None,
+            },
+            ListenAddr::Fd(_) | ListenAddr::Systemd => None,
         }
     }
 }
@@ -82,6 +107,9 @@ impl fmt::Display for ListenAddr {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
             ListenAddr::Udp(a) => write!(f, "udp://{a}"),
+            ListenAddr::Fd(fd) => write!(f, "fd:{fd}"),
+            ListenAddr::Systemd => f.write_str("systemd"),
+            ListenAddr::Inherited(i) => write!(f, "{i}"),
         }
     }
 }
@@ -160,6 +188,10 @@ mod tests {
         assert!(one("127.0.0.1").is_err());
         assert_eq!(one("udp://127.0.0.1:53").unwrap().to_string(), "udp://127.0.0.1:53");
         assert_eq!(one("unix:/tmp/x.sock").unwrap().to_string(), "unix:/tmp/x.sock");
+        assert_eq!(one("fd:3"), Ok(ListenAddr::Fd(3)));
+        assert_eq!(one("systemd"), Ok(ListenAddr::Systemd));
+        assert_eq!(one("sd-listen"), Ok(ListenAddr::Systemd));
+        assert!(one("fd:x").is_err() && one("fd:-1").is_err());
     }
 
     #[test]

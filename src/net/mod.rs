@@ -5,6 +5,7 @@
 //! (for the adapter); never an engine.
 
 pub mod accept;
+pub mod activation;
 pub mod addr;
 pub mod bind;
 pub mod counters;

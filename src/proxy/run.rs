@@ -247,7 +247,8 @@ pub struct ProxyFlags {
 }
 
 /// Runs `evloop proxy` until SIGINT or SIGTERM: checks the settings, starts the proxy
-/// (listening on [`DEFAULT_LISTEN`] when `settings.listen` is empty), prints the ready
+/// (listening on [`DEFAULT_LISTEN`] when `settings.listen` is empty; `fd:N` and
+/// `systemd` are resolved to the inherited sockets), prints the ready
 /// line (`evloop: proxying on ADDR to N backends (...)`) on stderr, re-reads the
 /// backends on SIGHUP, and waits. Errors are one line, for the command line to print
 /// (exit 1).
@@ -255,7 +256,16 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     if settings.listen.is_empty() {
         settings.listen = ListenAddr::parse_all(DEFAULT_LISTEN)?;
     }
-    if let Some(udp) = settings.listen.iter().find(|l| matches!(l, ListenAddr::Udp(_))) {
+    // `fd:N` and `systemd`: the inherited sockets, inspected (LISTEN_* are unset: no
+    // thread of ours runs yet).
+    settings.listen = crate::net::activation::resolve(std::mem::take(&mut settings.listen), true)
+        .map_err(|e| e.to_string())?;
+    let udp = |l: &ListenAddr| match l {
+        ListenAddr::Udp(_) => true,
+        ListenAddr::Inherited(i) => matches!(i.kind, crate::net::activation::InheritedKind::Udp(_)),
+        _ => false,
+    };
+    if let Some(udp) = settings.listen.iter().find(|l| udp(l)) {
         return Err(format!(
             "--listen {udp}: the proxy forwards TCP and Unix stream connections only"
         ));

@@ -252,6 +252,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Set by [`ServerHandle::drain`]: accepting has stopped.
     pub(crate) draining: AtomicBool,
+    /// The acceptor thread has ended (true from the start when there is none): it hands
+    /// no more connections to the loops, so a draining loop with none left may end.
+    pub(crate) acceptor_done: AtomicBool,
     /// Connections open in the whole server, kept only when `max_conns` is set.
     pub(crate) open_total: std::sync::atomic::AtomicUsize,
     pub(crate) max_conns: Option<usize>,
@@ -366,12 +369,12 @@ impl ServerHandle {
     /// open connections for `LeastConnections`, else round-robin — an outbound
     /// connection has no source address to hash), and returns that loop's id.
     ///
-    /// [`Config::balance`]: super::Config::balance The loop connects without blocking, as [`Conn::connect`] does:
-    /// once connected, [`EventHandler::opened`] runs there with
-    /// [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
+    /// The loop connects without blocking, as [`Conn::connect`] does: once connected,
+    /// [`EventHandler::opened`] runs there with [`Conn::origin`] = `{ tag, requester: None }`; a failure (refused, timed out
     /// after `timeout`, ...) goes to that loop's [`EventHandler::connect_error`] with
     /// `tag`. `Err` only when the server has stopped.
     ///
+    /// [`Config::balance`]: super::Config::balance
     /// [`Conn::connect`]: super::Conn::connect
     /// [`Conn::origin`]: super::Conn::origin
     /// [`EventHandler::opened`]: super::EventHandler::opened

@@ -109,6 +109,7 @@ mod config;
 mod event_loop;
 mod handle;
 mod handler;
+mod inherited;
 mod server;
 mod socket;
 mod stats;

@@ -50,6 +50,12 @@ impl Server {
     /// socket file is replaced; a live one is an error). A port of 0 is resolved once
     /// and every loop shares the port the kernel chose. Errors name the address.
     ///
+    /// Inherited sockets (`fd:N`, `systemd`; see [`crate::net::activation`]) are served
+    /// through the acceptor (or, UDP, by one loop) even with `reuseport`, which is said
+    /// once at info level; the server owns a duplicate of each, so the inherited
+    /// descriptor stays open (and listening) after a drain, and an inherited Unix
+    /// socket's file is never removed.
+    ///
     /// Where `SO_REUSEPORT` does not spread connections (everywhere but Linux) a
     /// `reuseport` request is logged once and served by the single acceptor instead; where
     /// CPU pinning is unsupported, `pin` is an `Unsupported` error.
@@ -68,6 +74,9 @@ impl Server {
             });
             config.reuseport = false;
         }
+        // `fd:N` and `systemd` become the inherited sockets they stand for (the command
+        // line has resolved them already; this is for embedders).
+        config.listen = crate::net::activation::resolve(std::mem::take(&mut config.listen), false)?;
         let loops = config.effective_loops();
         let mut addrs = Vec::new();
         let mut listeners = Vec::with_capacity(config.listen.len());
@@ -110,6 +119,29 @@ impl Server {
                     unix_paths.0.push(path.clone());
                     listeners.push(ListenAddr::Unix(path.clone()));
                     shared_listeners.push((index, Listener::Unix(l)));
+                }
+                ListenAddr::Inherited(inherited) => {
+                    let (l, actual) = super::inherited::adopt(inherited, config.reuseport)?;
+                    listeners.push(addr.clone());
+                    match l {
+                        super::inherited::Adopted::Stream(l) => {
+                            if let Some(a) = actual {
+                                addrs.push(a);
+                            }
+                            shared_listeners.push((index, l));
+                        }
+                        super::inherited::Adopted::Udp(u) => {
+                            per_loop[udp_count % loops].udp.push((index, u));
+                            udp_count += 1;
+                        }
+                    }
+                }
+                ListenAddr::Fd(_) | ListenAddr::Systemd => {
+                    // `activation::resolve` above replaced every one of these.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{addr}: not resolved to an inherited socket"),
+                    ));
                 }
             }
         }
@@ -174,6 +206,7 @@ impl Server {
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            acceptor_done: AtomicBool::new(acceptor.is_none()),
             open_total: std::sync::atomic::AtomicUsize::new(0),
             max_conns: config.max_conns,
             loops: remotes.clone(),

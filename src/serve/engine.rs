@@ -265,11 +265,15 @@ impl Backend for ReactorBackend {
         Ok(Box::new(running))
     }
 
-    /// Says whether `SO_REUSEPORT` listeners are in use: only TCP and UDP listeners have
-    /// them; Unix sockets always go through the acceptor.
+    /// Says whether `SO_REUSEPORT` listeners are in use: only TCP and UDP listeners that
+    /// evloop binds have them; Unix sockets and inherited sockets go through the acceptor.
     fn describe(&self, s: &Settings) -> String {
         let inet = s.listen.iter().any(|l| !matches!(l, ListenAddr::Unix(_)));
+        // Inherited sockets (fd:N, systemd) are one socket each: served by the acceptor.
+        let own =
+            s.listen.iter().any(|l| !matches!(l, ListenAddr::Unix(_) | ListenAddr::Inherited(_)));
         let reuseport = match (s.reuseport, inet) {
+            (true, true) if !own => "reuseport off: inherited sockets use the acceptor",
             (true, true) => "reuseport on",
             (true, false) => "reuseport off: unix: listeners use the acceptor",
             (false, _) => "reuseport off",

@@ -11,6 +11,7 @@
 //!   metrics endpoint, ready line, per-protocol defaults).
 //! - [`metrics`]: Prometheus text rendering and the `/metrics` endpoint.
 //! - [`capture`]: sampled traffic capture (`--capture`) wired into the handler.
+//! - [`notify`]: `sd_notify` (`READY=1`, `STOPPING=1`) for systemd's `Type=notify`.
 //!
 //! ```no_run
 //! use evloop::proto::echo::Echo;
@@ -28,6 +29,7 @@ pub mod capture;
 mod engine;
 mod handler;
 pub mod metrics;
+pub mod notify;
 pub mod run;
 mod settings;
 

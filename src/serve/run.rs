@@ -2,6 +2,9 @@
 //! engine would ignore, warnings for settings that do not apply, raising the open-file
 //! limit, the metrics endpoint, the signal thread (first SIGINT/SIGTERM drains, a second
 //! exits at once), the stats-logging thread, the ready line, and waiting for the end.
+//! Inherited sockets (`--listen fd:N`, `systemd`) are resolved here, before any thread
+//! starts ([`crate::net::activation`]); systemd hears `READY=1` with the ready line and
+//! `STOPPING=1` at the drain ([`super::notify`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -163,6 +166,35 @@ pub fn run<P: Protocol>(
         let addr = SocketAddr::from(([127, 0, 0, 1], default_port(name)));
         settings.listen.push(ListenAddr::Tcp(addr));
     }
+    // `fd:N` and `systemd`: the inherited sockets, inspected (LISTEN_* are unset: no
+    // thread of ours runs yet).
+    if settings.listen.iter().any(|l| matches!(l, ListenAddr::Fd(_) | ListenAddr::Systemd)) {
+        if engine.name() == "tokio" {
+            return Err(
+                "inherited sockets (--listen fd:N, systemd) are not supported by the tokio \
+                 engine; use --engine reactor or std"
+                    .into(),
+            );
+        }
+        // One address at a time, so that the `tls://` listeners' positions follow the
+        // listen list as `systemd` grows it (one entry, every socket passed).
+        let mut resolved = Vec::with_capacity(settings.listen.len());
+        let mut position = Vec::with_capacity(settings.listen.len());
+        let mut systemd = false;
+        for addr in std::mem::take(&mut settings.listen) {
+            position.push(resolved.len());
+            if matches!(addr, ListenAddr::Systemd) && std::mem::replace(&mut systemd, true) {
+                continue;
+            }
+            resolved.extend(
+                crate::net::activation::resolve(vec![addr], true).map_err(|e| e.to_string())?,
+            );
+        }
+        settings.listen = resolved;
+        if let Some(tls) = settings.tls.as_mut() {
+            tls.listeners = tls.listeners.iter().map(|&i| position[i]).collect();
+        }
+    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
@@ -258,7 +290,9 @@ pub fn raise_nofile() {
 /// `evloop proxy`: the metrics endpoint, the signal thread (the first SIGINT/SIGTERM
 /// drains, or stops an engine that cannot drain; a second exits at once; SIGHUP calls
 /// [`hangup`](Self::hangup) when one is given, and keeps its default action otherwise),
-/// the stats-logging thread, and the ready line on stderr.
+/// the stats-logging thread, and the ready line on stderr. Under systemd
+/// (`NOTIFY_SOCKET`) the ready line goes out as `READY=1` and the first SIGINT/SIGTERM as
+/// `STOPPING=1` ([`super::notify`]).
 pub struct Lifecycle {
     /// Stops or drains the server.
     pub stop: super::StopHandle,
@@ -331,6 +365,7 @@ impl Lifecycle {
                         error!("second signal {sig}: exiting at once");
                         std::process::exit(1);
                     }
+                    super::notify::stopping();
                     if drains {
                         info!(
                             "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
@@ -351,6 +386,8 @@ impl Lifecycle {
                 .map_err(|e| format!("cannot start the stats thread: {e}"))?;
         }
         eprintln!("{ready}");
+        // systemd (`Type=notify`) hears READY=1, the ready line as its status.
+        super::notify::ready(ready.strip_prefix("evloop: ").unwrap_or(ready));
         let result = wait().map_err(|e| e.to_string());
         if let Some(m) = metrics
             && let Err(e) = m.shutdown()

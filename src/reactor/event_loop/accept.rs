@@ -352,6 +352,7 @@ impl Acceptor {
 
     /// Accepts until shutdown or drain.
     pub(crate) fn run(mut self, shared: Arc<Shared>) {
+        let _done = AcceptorDone(shared.clone());
         let loops = &shared.loops;
         let waker = match &shared.acceptor {
             Some((w, _)) => w.clone(),
@@ -394,13 +395,31 @@ impl Acceptor {
     /// Accepts every connection waiting on listener `i` and hands each to a loop.
     fn accept_all(&mut self, i: usize, shared: &Shared, picker: &mut Picker) {
         let Some((index, listener)) = self.listeners.get(i) else { return };
-        while let Some((stream, peer)) = self.accepting.next(listener, &self.stats, shared) {
+        // Checked per connection: once draining, what waits in the backlog stays there
+        // (for the next process, when the socket is inherited).
+        while !shared.draining.load(Ordering::Acquire)
+            && let Some((stream, peer)) = self.accepting.next(listener, &self.stats, shared)
+        {
             bump(&self.stats.accepted, 1);
             let target = picker.pick(&shared.loops, &peer);
             let cmd = Command::Register { stream, peer, listener: *index, admitted: true };
             if shared.loops[target].send(cmd).is_err() {
                 debug!("acceptor: loop {target} has stopped; dropping {peer}");
             }
+        }
+    }
+}
+
+/// Marks the acceptor ended (however its thread ends) and wakes every loop: a draining
+/// loop waits for this before it ends, so a connection the acceptor accepted just as the
+/// drain began is still registered and served, never dropped with the loop's channel.
+struct AcceptorDone(Arc<Shared>);
+
+impl Drop for AcceptorDone {
+    fn drop(&mut self) {
+        self.0.acceptor_done.store(true, Ordering::Release);
+        for l in &self.0.loops {
+            let _ = l.waker.wake();
         }
     }
 }

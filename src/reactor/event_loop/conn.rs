@@ -49,6 +49,10 @@ pub(super) const PARTNER_GONE: u16 = 512;
 /// A handle asked to hear when the queued output is back at the low watermark
 /// (`ConnHandle::notify_writable`).
 pub(super) const WANT_WRITABLE: u16 = 1024;
+/// At least one byte has been read from the peer. A drain closes idle connections only
+/// once they have been heard from: one accepted just before the drain (its first request
+/// perhaps still on the way) is served first, not closed unanswered.
+pub(super) const HEARD: u16 = 2048;
 
 /// A connection's record in the loop's slab.
 pub(super) struct Connection<S> {

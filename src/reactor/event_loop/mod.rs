@@ -65,6 +65,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -267,11 +268,23 @@ impl<H: EventHandler> EventLoop<H> {
                 self.on_datagrams(i);
             }
             self.run_timers();
-            if self.draining.is_some() && self.conns.is_empty() {
+            if self.draining.is_some() && self.conns.is_empty() && self.drained_for_good() {
                 break;
             }
         }
         self.close_all();
+    }
+
+    /// A draining loop with no connections may end once the acceptor has ended and the
+    /// connections it handed over before that (queued commands) are registered: false
+    /// while any is left to serve.
+    fn drained_for_good(&mut self) -> bool {
+        if !self.parts.server.shared.acceptor_done.load(Ordering::Acquire) {
+            return false;
+        }
+        // Everything the acceptor sent is queued by now (it sent before it ended).
+        self.on_wake();
+        self.conns.is_empty()
     }
 
     /// Whether slot `key` still holds the connection of that generation.
@@ -373,8 +386,14 @@ impl<H: EventHandler> EventLoop<H> {
         for (_, mut u) in self.parts.udp.drain(..) {
             let _ = registry.deregister(&mut u);
         }
-        let idle: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.is_idle()).map(|(k, _)| k).collect();
+        // Not yet heard from: accepted just before the drain, its request may be in
+        // flight; it is served (then closed as idle) or closed at the deadline.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle() && c.has(conn::HEARD))
+            .map(|(k, _)| k)
+            .collect();
         for key in idle {
             self.close(key, CloseReason::Shutdown);
         }

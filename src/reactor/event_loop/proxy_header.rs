@@ -35,6 +35,7 @@ use slab::Slab;
 
 use super::EventLoop;
 use super::token::Tok;
+use crate::net::activation::InheritedKind;
 use crate::net::addr::{ListenAddr, Peer};
 use crate::proto::proxy_header::{self, Command, Parsed};
 use crate::reactor::config::Config;
@@ -84,11 +85,7 @@ enum Peeked {
 impl HeaderWait {
     /// The header step `config` asks for (inactive unless `accept_proxy` is on).
     pub(super) fn new(config: &Config) -> HeaderWait {
-        let wanted = config
-            .listen
-            .iter()
-            .map(|l| config.accept_proxy && matches!(l, ListenAddr::Tcp(_)))
-            .collect();
+        let wanted = config.listen.iter().map(|l| config.accept_proxy && is_tcp(l)).collect();
         HeaderWait {
             wanted,
             timeout: config.proxy_header_timeout,
@@ -108,6 +105,15 @@ impl HeaderWait {
     /// When the oldest wait times out (`None`: nothing waits).
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.front().map(|d| d.0)
+    }
+}
+
+/// A TCP listener: bound here, or inherited (`fd:N`, `systemd`) and found to be TCP.
+fn is_tcp(l: &ListenAddr) -> bool {
+    match l {
+        ListenAddr::Tcp(_) => true,
+        ListenAddr::Inherited(i) => matches!(i.kind, InheritedKind::Tcp(_)),
+        _ => false,
     }
 }
 

@@ -17,7 +17,7 @@
 use std::io::{self, Read};
 
 use super::EventLoop;
-use super::conn::{CLOSING, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
+use super::conn::{CLOSING, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -68,6 +68,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             bump(&self.stats.bytes_read, n as u64);
+            c.flags |= HEARD;
             let had_input = !c.input.is_empty();
             let total = c.input.len() + n;
             c.active = self.now_tick;

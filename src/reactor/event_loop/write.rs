@@ -27,7 +27,7 @@ use std::time::Instant;
 use mio::Interest;
 
 use super::conn::{
-    CLOSING, Connection, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
+    CLOSING, Connection, HEARD, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
     WRITE_INTEREST,
 };
 use super::{EventLoop, Tok};
@@ -107,8 +107,9 @@ impl<H: EventHandler> EventLoop<H> {
         if c.link.is_some() {
             return self.settle_link(key);
         }
-        if self.draining.is_some() && c.is_idle() {
+        if self.draining.is_some() && c.is_idle() && c.has(HEARD) {
             // Draining: its request is answered and flushed; nothing more is accepted.
+            // (One not yet heard from, e.g. opened during the drain, is served first.)
             self.close(key, CloseReason::Shutdown);
             return false;
         }
