@@ -12,6 +12,7 @@
 pub mod echo;
 pub mod frame;
 pub mod http;
+pub mod mqtt;
 pub mod proxy_header;
 pub mod resp;
 #[cfg(test)]

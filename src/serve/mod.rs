@@ -26,6 +26,7 @@
 mod engine;
 mod handler;
 pub mod metrics;
+pub mod mqtt;
 pub mod run;
 mod settings;
 
