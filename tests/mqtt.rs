@@ -155,7 +155,11 @@ impl Raw {
 
 /// A rumqttc client whose event loop runs on a thread; incoming PUBLISHes (and SUBACKs,
 /// PUBACKs) come out of the returned channel.
-fn rumqtt(addr: SocketAddr, id: &str, f: impl FnOnce(&mut MqttOptions)) -> (Client, mpsc::Receiver<Incoming>) {
+fn rumqtt(
+    addr: SocketAddr,
+    id: &str,
+    f: impl FnOnce(&mut MqttOptions),
+) -> (Client, mpsc::Receiver<Incoming>) {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
     f(&mut o);
@@ -323,11 +327,13 @@ fn will_sent_on_killed_client_and_not_on_disconnect() {
     let a = addr(&srv);
     let mut watcher = Raw::connect(a, "watcher", true);
     watcher.subscribe("status/#", 0);
-    let (polite, _, _) = Raw::connect_with(a, connect_packet("polite", true, 0, will("status/polite", b"gone")));
+    let (polite, _, _) =
+        Raw::connect_with(a, connect_packet("polite", true, 0, will("status/polite", b"gone")));
     let mut polite = polite;
     polite.send(&Packet::Disconnect);
     assert!(polite.closed_within(WAIT));
-    let (killed, _, _) = Raw::connect_with(a, connect_packet("killed", true, 0, will("status/killed", b"lost")));
+    let (killed, _, _) =
+        Raw::connect_with(a, connect_packet("killed", true, 0, will("status/killed", b"lost")));
     drop(killed);
     let m = watcher.publish(WAIT).expect("will");
     assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("status/killed", &b"lost"[..]));
@@ -348,7 +354,8 @@ fn keepalive_expiry_closes_and_publishes_the_will() {
     let a = addr(&srv);
     let mut watcher = Raw::connect(a, "ka-watcher", true);
     watcher.subscribe("ka/#", 0);
-    let (mut quiet, _, code) = Raw::connect_with(a, connect_packet("ka-quiet", true, 1, will("ka/quiet", b"expired")));
+    let (mut quiet, _, code) =
+        Raw::connect_with(a, connect_packet("ka-quiet", true, 1, will("ka/quiet", b"expired")));
     assert_eq!(code, 0);
     let t = Instant::now();
     assert!(quiet.closed_within(Duration::from_secs(4)), "closed after 1.5 x keepalive");
@@ -412,11 +419,15 @@ fn malformed_packets_close_without_disturbing_other_clients() {
         ("bad protocol name", vec![0x10, 8, 0, 2, b'X', b'Y', 4, 2, 0, 0], false),
     ];
     for (name, bytes, connected) in cases {
-        let mut bad = if connected { Raw::connect(a, &format!("bad-{name}"), true) } else { Raw::open(a) };
+        let mut bad =
+            if connected { Raw::connect(a, &format!("bad-{name}"), true) } else { Raw::open(a) };
         bad.send_raw(&bytes);
         assert!(bad.closed_within(WAIT), "{name}: closed");
         p.pub_qos0("ok", name.as_bytes(), false);
-        assert_eq!(bystander.publish(WAIT).expect("bystander still served").payload, name.as_bytes());
+        assert_eq!(
+            bystander.publish(WAIT).expect("bystander still served").payload,
+            name.as_bytes()
+        );
     }
     // An unsupported protocol level gets CONNACK 1.
     let mut c = connect_packet("lvl", true, 0, None);
@@ -493,7 +504,9 @@ fn std_engine_refuses_mqtt() {
 fn have_mosquitto() -> bool {
     let ok = Command::new("mosquitto_pub").arg("--help").output().is_ok();
     if !ok {
-        println!("SKIPPED: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)");
+        println!(
+            "SKIPPED: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
+        );
     } else {
         println!("ran with mosquitto-clients");
     }

@@ -216,7 +216,10 @@ impl MqttHandler {
                 return Next::Close;
             }
             Packet::Connect(_) => return Next::Violation("second CONNECT"),
-            Packet::ConnAck { .. } | Packet::SubAck { .. } | Packet::UnsubAck(_) | Packet::PingResp => {
+            Packet::ConnAck { .. }
+            | Packet::SubAck { .. }
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
                 return Next::Violation("server-to-client packet from a client");
             }
         }
@@ -243,7 +246,8 @@ fn publish(b: &Broker, conn: &mut Conn<'_>, live: &mut Live, p: Publish) -> Next
         Packet::PubRec(pid).encode(conn.out());
         return Next::Go;
     }
-    let msg = Msg { topic: p.topic.into(), payload: p.payload.into(), qos: p.qos, retain: p.retain };
+    let msg =
+        Msg { topic: p.topic.into(), payload: p.payload.into(), qos: p.qos, retain: p.retain };
     b.publish(msg);
     match p.qos {
         1 => Packet::PubAck(pid).encode(conn.out()),

@@ -157,7 +157,11 @@ impl BrokerMetrics {
     pub fn render(&self, out: &mut String) {
         let gauges = [
             ("clients_connected", "MQTT clients connected now.", &self.clients),
-            ("sessions", "MQTT sessions kept (connected and persistent ones away).", &self.sessions),
+            (
+                "sessions",
+                "MQTT sessions kept (connected and persistent ones away).",
+                &self.sessions,
+            ),
             ("subscriptions", "MQTT subscriptions.", &self.subscriptions),
             ("retained_messages", "MQTT retained messages.", &self.retained),
         ];
@@ -171,10 +175,26 @@ impl BrokerMetrics {
         let counters = [
             ("messages_received_total", "PUBLISH packets received.", &self.received),
             ("messages_sent_total", "PUBLISH packets sent to subscribers.", &self.sent),
-            ("messages_dropped_total", "Messages dropped (slow or absent subscribers, bounds).", &self.dropped),
-            ("protocol_errors_total", "Connections closed for malformed packets.", &self.protocol_errors),
-            ("keepalive_expired_total", "Connections closed by the keepalive.", &self.keepalive_expired),
-            ("takeovers_total", "Connections taken over by a new CONNECT with their client id.", &self.takeovers),
+            (
+                "messages_dropped_total",
+                "Messages dropped (slow or absent subscribers, bounds).",
+                &self.dropped,
+            ),
+            (
+                "protocol_errors_total",
+                "Connections closed for malformed packets.",
+                &self.protocol_errors,
+            ),
+            (
+                "keepalive_expired_total",
+                "Connections closed by the keepalive.",
+                &self.keepalive_expired,
+            ),
+            (
+                "takeovers_total",
+                "Connections taken over by a new CONNECT with their client id.",
+                &self.takeovers,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -261,7 +281,13 @@ impl SessionState {
 
     /// Moves queued messages into the in-flight window and `out` while there is room;
     /// true when messages remain because the output is full.
-    fn drain(&mut self, out: &mut Vec<u8>, pending: usize, cfg: &MqttConfig, m: &BrokerMetrics) -> bool {
+    fn drain(
+        &mut self,
+        out: &mut Vec<u8>,
+        pending: usize,
+        cfg: &MqttConfig,
+        m: &BrokerMetrics,
+    ) -> bool {
         while !self.queue.is_empty() {
             if self.inflight.len() >= cfg.max_inflight.max(1) {
                 return false;
@@ -358,11 +384,8 @@ impl Broker {
                 return false;
             }
         }
-        let new = self
-            .tree
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(filter, session, qos);
+        let new =
+            self.tree.write().unwrap_or_else(PoisonError::into_inner).insert(filter, session, qos);
         if new {
             BrokerMetrics::gauge(&self.metrics.subscriptions, 1);
         }
@@ -398,7 +421,10 @@ impl Broker {
     /// Retained messages matching `filter`.
     fn retained_for(&self, filter: &str) -> Vec<Msg> {
         let r = self.retained.read().unwrap_or_else(PoisonError::into_inner);
-        r.values().filter(|m| crate::proto::mqtt::topic::matches(filter, &m.topic)).cloned().collect()
+        r.values()
+            .filter(|m| crate::proto::mqtt::topic::matches(filter, &m.topic))
+            .cloned()
+            .collect()
     }
 
     /// Publishes `msg` (from a client or a will): retained store, then every matching

@@ -77,8 +77,6 @@ impl Node {
 
 fn add(out: &mut HashMap<u64, (Arc<Session>, u8)>, subs: &HashMap<u64, (Arc<Session>, u8)>) {
     for (id, (s, q)) in subs {
-        out.entry(*id)
-            .and_modify(|e| e.1 = e.1.max(*q))
-            .or_insert_with(|| (s.clone(), *q));
+        out.entry(*id).and_modify(|e| e.1 = e.1.max(*q)).or_insert_with(|| (s.clone(), *q));
     }
 }

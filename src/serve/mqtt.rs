@@ -151,7 +151,9 @@ pub fn run(
                     error!("second signal {sig}: exiting at once");
                     std::process::exit(1);
                 }
-                info!("signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once");
+                info!(
+                    "signal {sig}: draining (up to {drain_timeout:?}); signal again to exit at once"
+                );
                 stop.drain(drain_timeout);
             }
         })
@@ -169,11 +171,7 @@ pub fn run(
     } else {
         server.local_addrs().iter().map(|a| a.to_string()).collect()
     };
-    eprintln!(
-        "evloop: serving mqtt on {} ({})",
-        addrs.join(", "),
-        engine.describe(&settings)
-    );
+    eprintln!("evloop: serving mqtt on {} ({})", addrs.join(", "), engine.describe(&settings));
     let result = server.wait().map_err(|e| e.to_string());
     if let Some(m) = metrics
         && let Err(e) = m.shutdown()

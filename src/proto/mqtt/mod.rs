@@ -8,9 +8,9 @@
 //! against [`Limits`] before anything is allocated, so a declared remaining length above
 //! `max_packet` is refused before its bytes arrive.
 
-pub mod topic;
 #[cfg(test)]
 mod tests;
+pub mod topic;
 
 use std::fmt;
 
@@ -359,7 +359,7 @@ fn parse(b0: u8, body: &[u8]) -> Result<Packet, Error> {
             }
             Packet::Unsubscribe { pid, filters }
         }
-        12 | 13 | 14 => {
+        12..=14 => {
             expect_flags(b0, 0)?;
             match kind {
                 12 => Packet::PingReq,
