@@ -15,7 +15,7 @@ use evloop::proto::mqtt::{Connect, Limits, Packet, Publish, Will, decode};
 use evloop::reactor::Config;
 use evloop::serve::mqtt::{MqttServer, start};
 use evloop::serve::{Engine, Settings};
-use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, QoS};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -338,13 +338,6 @@ fn will_sent_on_killed_client_and_not_on_disconnect() {
     let m = watcher.publish(WAIT).expect("will");
     assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("status/killed", &b"lost"[..]));
     assert!(watcher.publish(Duration::from_millis(300)).is_none(), "no will after DISCONNECT");
-    // rumqttc's will, on a client whose connection is killed.
-    let (_c, rx) = rumqtt(a, "rq-will", |o| {
-        o.set_last_will(LastWill::new("status/rq", "bye", QoS::AtMostOnce, false));
-    });
-    wait_for(&rx, |i| matches!(i, Incoming::ConnAck(_)));
-    drop(_c);
-    drop(rx);
     srv.shutdown().expect("shutdown");
 }
 
@@ -490,6 +483,53 @@ fn slow_subscriber_keeps_queued_bytes_bounded() {
 }
 
 #[test]
+fn qos2_publish_answered_by_the_spec_and_mqtt_3_1_accepted() {
+    let srv = broker(2);
+    let a = addr(&srv);
+    let mut old = Packet::Connect(Connect {
+        protocol: "MQIsdp".into(),
+        level: 3,
+        clean_session: true,
+        keep_alive: 0,
+        client_id: "v31-sub".into(),
+        will: None,
+        username: Some("user".into()),
+        password: Some(b"secret".to_vec()),
+    });
+    let (mut sub, _, code) = Raw::connect_with(a, old.clone());
+    assert_eq!(code, 0, "MQTT 3.1 accepted");
+    sub.subscribe("q2", 2); // granted 1
+    let mut p = Raw::connect(a, "q2-pub", true);
+    let q2 = |dup| {
+        Packet::Publish(Publish {
+            dup,
+            qos: 2,
+            retain: false,
+            topic: "q2".into(),
+            pid: Some(9),
+            payload: b"once".to_vec(),
+        })
+    };
+    p.send(&q2(false));
+    assert_eq!(p.recv(WAIT), Some(Packet::PubRec(9)));
+    p.send(&q2(true));
+    assert_eq!(p.recv(WAIT), Some(Packet::PubRec(9)));
+    p.send(&Packet::PubRel(9));
+    assert_eq!(p.recv(WAIT), Some(Packet::PubComp(9)));
+    let m = sub.publish(WAIT).expect("delivered");
+    assert_eq!((m.qos, m.payload.as_slice()), (1, &b"once"[..]));
+    sub.send(&Packet::PubAck(m.pid.expect("pid")));
+    assert!(sub.publish(Duration::from_millis(300)).is_none(), "delivered once");
+    // 3.1 refuses client ids over 23 characters.
+    if let Packet::Connect(c) = &mut old {
+        c.client_id = "x".repeat(24);
+    }
+    let (_r, _, code) = Raw::connect_with(a, old);
+    assert_eq!(code, 2);
+    srv.shutdown().expect("shutdown");
+}
+
+#[test]
 fn std_engine_refuses_mqtt() {
     let err = evloop::serve::mqtt::run(
         Engine::Std,
@@ -541,5 +581,22 @@ fn mosquitto_pubsub_and_retained_skipped_without_mosquitto_clients() {
     let out = sub.wait_with_output().expect("mosquitto_sub output");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "m/retained kept\nm/a one\nm/b/c two\n");
+    // A real client killed (SIGKILL): its will goes out.
+    let mut watcher = Raw::connect(a, "m-watcher", true);
+    watcher.subscribe("m/status/#", 0);
+    let mut victim = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "x", "-i", "victim"])
+        .args(["--will-topic", "m/status/victim", "--will-payload", "lost"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    let deadline = Instant::now() + WAIT;
+    while BrokerMetrics::level(&srv.broker().metrics().clients) < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill().expect("kill");
+    let _ = victim.wait();
+    let m = watcher.publish(WAIT).expect("will of the killed client");
+    assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("m/status/victim", &b"lost"[..]));
     srv.shutdown().expect("shutdown");
 }
