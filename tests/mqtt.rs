@@ -238,6 +238,10 @@ fn pubsub_across_loops_with_wildcards() {
     let text = srv.render_metrics();
     assert!(text.contains("evloop_mqtt_clients_connected"), "{text}");
     assert!(text.contains("evloop_mqtt_messages_sent_total"), "{text}");
+    // Packets are counted per loop; more than one loop handled some.
+    let per_loop = srv.broker().proto_metrics().requests_per_loop();
+    assert_eq!(per_loop.len(), 3);
+    assert!(per_loop.iter().filter(|&&n| n > 0).count() >= 2, "{per_loop:?}");
     srv.shutdown().expect("shutdown");
 }
 

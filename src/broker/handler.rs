@@ -284,18 +284,27 @@ impl EventHandler for MqttHandler {
     fn data(&mut self, conn: &mut Conn<'_>, st: &mut MqttConn, input: &[u8]) -> (usize, Action) {
         let limits = self.broker.config.limits;
         let mut used = 0;
+        let mut packets = 0;
+        let proto = self.broker.proto.clone();
+        let lid = self.loop_id;
         loop {
             let rest = input.get(used..).unwrap_or_default();
             match decode(rest, &limits) {
                 Ok(None) => break,
                 Ok(Some((packet, n))) => {
                     used += n;
+                    packets += 1;
                     match self.packet(conn, st, packet) {
                         Next::Go => {}
-                        Next::Close => return (input.len(), Action::Close),
+                        Next::Close => {
+                            proto.add_requests(lid, packets);
+                            return (input.len(), Action::Close);
+                        }
                         Next::Violation(why) => {
                             debug!("mqtt: closing {:?}: {why}", st.id);
                             BrokerMetrics::inc(&self.broker.metrics.protocol_errors);
+                            proto.add_error("protocol_violation");
+                            proto.add_requests(lid, packets);
                             return (input.len(), Action::Close);
                         }
                     }
@@ -303,10 +312,13 @@ impl EventHandler for MqttHandler {
                 Err(e) => {
                     debug!("mqtt: closing {:?}: {e}", st.id);
                     BrokerMetrics::inc(&self.broker.metrics.protocol_errors);
+                    proto.add_error(e.kind());
+                    proto.add_requests(lid, packets);
                     return (input.len(), Action::Close);
                 }
             }
         }
+        proto.add_requests(lid, packets);
         if let Some(live) = &st.live
             && live.keepalive.is_some()
         {
@@ -354,7 +366,10 @@ impl EventHandler for MqttHandler {
         debug!("mqtt: {:?} closed: {reason:?}", st.id);
         let b = &self.broker;
         BrokerMetrics::gauge(&b.metrics.clients, -1);
-        if let Some(will) = live.will {
+        // No wills on a server shutdown: every subscriber is being closed too.
+        if let Some(will) = live.will
+            && !matches!(reason, CloseReason::Shutdown)
+        {
             b.publish(will);
         }
         let session = live.session;

@@ -8,7 +8,7 @@
 //!
 //! # Sharing: one tree behind an `RwLock`, per-session locks, direct cross-loop writes
 //!
-//! The subscription tree ([`tree`]) is **one tree shared by all loops behind an
+//! The subscription tree (`tree.rs`) is **one tree shared by all loops behind an
 //! `RwLock`**, not one tree per loop. Publishes far outnumber (un)subscribes in the
 //! workloads a broker serves, so matching takes the read lock and loops match in
 //! parallel; a per-loop tree would have to forward every PUBLISH to every loop (a
@@ -41,7 +41,7 @@
 //! [`MqttConfig::max_inflight`] and are resent (DUP) when a persistent session resumes.
 //!
 //! **Keepalive**: the reactor's per-connection request deadline
-//! ([`Conn::set_request_deadline`], on its 100 ms timer wheel) is re-armed at 1.5 × the
+//! ([`Conn::set_request_deadline`](crate::reactor::Conn::set_request_deadline), on its 100 ms timer wheel) is re-armed at 1.5 × the
 //! keepalive on every read; when it passes, [`EventHandler::timeout`] closes the
 //! connection (and the will goes out). No timer per client beyond the wheel's slot.
 //!
@@ -50,9 +50,13 @@
 //! awaiting PUBREL is not delivered again); subscriptions are granted at most QoS 1
 //! (the spec lets a server downgrade), so the broker never sends QoS 2. User names and
 //! passwords are accepted without checks (no authentication). A takeover closes the old
-//! connection as a server close, so its will is published (as [MQTT-3.1.2-8] says for a
-//! close without DISCONNECT). QoS 0 messages for an offline persistent session are
-//! dropped and counted; QoS 1 ones are queued (bounded).
+//! connection as a server close, so its will is published (as \[MQTT-3.1.2-8\] says for a
+//! close without DISCONNECT); a server shutdown does not publish wills (every subscriber
+//! is being closed too). QoS 0 messages for an offline persistent session are
+//! dropped and counted; QoS 1 ones are queued (bounded). Persistent sessions live in
+//! memory until a clean CONNECT with their id (3.1.1 has no session expiry), bounded by
+//! [`MqttConfig::max_sessions`] × [`MqttConfig::max_queued`]. A SUBSCRIBE with wildcards
+//! scans the retained messages (a plain filter is one lookup).
 
 mod handler;
 mod tree;
@@ -65,6 +69,7 @@ use std::time::Duration;
 
 pub use handler::{MqttConn, MqttHandler};
 
+use crate::net::ProtoMetrics;
 use crate::proto::mqtt::{Limits, encode_publish};
 use crate::reactor::{ConnHandle, ConnId, EventHandler, HandleError};
 use tree::Node;
@@ -187,7 +192,7 @@ impl BrokerMetrics {
             ),
             (
                 "keepalive_expired_total",
-                "Connections closed by the keepalive.",
+                "Connections closed by the keepalive or the CONNECT timeout.",
                 &self.keepalive_expired,
             ),
             (
@@ -313,18 +318,23 @@ pub struct Broker {
     tree: RwLock<Node>,
     retained: RwLock<HashMap<Arc<str>, Msg>>,
     metrics: BrokerMetrics,
+    /// Packets handled per loop (`evloop_requests_total{proto="mqtt"}`) and protocol
+    /// errors by kind.
+    proto: Arc<ProtoMetrics>,
     next_id: AtomicU64,
 }
 
 impl Broker {
-    /// A broker with `config`.
-    pub fn new(config: MqttConfig) -> Arc<Broker> {
+    /// A broker with `config` for a server of `loops` loops (the per-loop packet
+    /// counters).
+    pub fn new(config: MqttConfig, loops: usize) -> Arc<Broker> {
         Arc::new(Broker {
             config,
             sessions: Mutex::new(HashMap::new()),
             tree: RwLock::new(Node::default()),
             retained: RwLock::new(HashMap::new()),
             metrics: BrokerMetrics::default(),
+            proto: Arc::new(ProtoMetrics::new("mqtt", loops)),
             next_id: AtomicU64::new(1),
         })
     }
@@ -332,6 +342,11 @@ impl Broker {
     /// The broker's counters.
     pub fn metrics(&self) -> &BrokerMetrics {
         &self.metrics
+    }
+
+    /// Packets handled per loop and protocol errors by kind.
+    pub fn proto_metrics(&self) -> &Arc<ProtoMetrics> {
+        &self.proto
     }
 
     /// The broker's settings.
@@ -421,6 +436,9 @@ impl Broker {
     /// Retained messages matching `filter`.
     fn retained_for(&self, filter: &str) -> Vec<Msg> {
         let r = self.retained.read().unwrap_or_else(PoisonError::into_inner);
+        if !filter.contains(['+', '#']) {
+            return r.get(filter).cloned().into_iter().collect();
+        }
         r.values()
             .filter(|m| crate::proto::mqtt::topic::matches(filter, &m.topic))
             .cloned()

@@ -59,9 +59,12 @@ impl MqttServer {
     }
 }
 
+/// The reactor's counters, packets per loop and errors by kind
+/// (`evloop_requests_total{proto="mqtt"}`, `evloop_protocol_errors_total`), then the
+/// broker's `evloop_mqtt_*` families.
 fn render(broker: &Broker, reactor: Option<&ServerHandle>) -> String {
-    let proto = ProtoMetrics::new("mqtt", 1);
-    let mut out = super::metrics::render(reactor.map(|h| h.stats()).as_ref(), &proto);
+    let proto: &ProtoMetrics = broker.proto_metrics();
+    let mut out = super::metrics::render(reactor.map(|h| h.stats()).as_ref(), proto);
     broker.metrics().render(&mut out);
     out
 }
@@ -70,7 +73,7 @@ fn render(broker: &Broker, reactor: Option<&ServerHandle>) -> String {
 /// in `config` is taken from `settings`).
 pub fn start(mut config: MqttConfig, settings: &Settings) -> io::Result<MqttServer> {
     config.high_watermark = settings.reactor.high_watermark;
-    let broker = Broker::new(config);
+    let broker = Broker::new(config, settings.effective_loops());
     let b = broker.clone();
     let running = Server::bind(settings.reactor_config())?.start(move |id| b.handler(id))?;
     Ok(MqttServer { running, broker })
