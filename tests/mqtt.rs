@@ -604,3 +604,46 @@ fn mosquitto_pubsub_and_retained_skipped_without_mosquitto_clients() {
     assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("m/status/victim", &b"lost"[..]));
     srv.shutdown().expect("shutdown");
 }
+
+#[test]
+fn cli_serves_mqtt_and_refuses_other_engines() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_evloop");
+    let out = Command::new(bin)
+        .args(["serve", "--proto", "mqtt", "--engine", "std", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run evloop");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reactor engine only"));
+    let mut child = Command::new(bin)
+        .args(["serve", "--proto", "mqtt", "--loops", "2", "--listen", "127.0.0.1:0"])
+        .args(["--max-packet", "64K"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn evloop");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("evloop: serving mqtt on "))
+        .expect("ready line");
+    let a: SocketAddr = ready
+        .trim_start_matches("evloop: serving mqtt on ")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("address in the ready line");
+    let mut s = Raw::connect(a, "cli-sub", true);
+    s.subscribe("t", 0);
+    let mut p = Raw::connect(a, "cli-pub", true);
+    p.pub_qos0("t", b"via the binary", false);
+    assert_eq!(s.publish(WAIT).expect("delivered").payload, b"via the binary");
+    // --max-packet: a 100 KiB publish closes the publisher.
+    p.pub_qos0("t", &vec![0u8; 100 * 1024], false);
+    assert!(p.closed_within(WAIT));
+    // SAFETY: signalling our own child process by its id.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+}
