@@ -126,7 +126,7 @@ impl MqttHandler {
                     (s, true)
                 } else {
                     ss.ended = true;
-                    let subs: Vec<String> = ss.subs.drain().map(|(f, _)| f).collect();
+                    let subs = std::mem::take(&mut ss.subs);
                     drop(ss);
                     let fresh = b.new_session(client_id.clone(), c.clean_session, owner);
                     sessions.insert(client_id.clone(), fresh.clone());
@@ -383,7 +383,7 @@ impl EventHandler for MqttHandler {
             return;
         }
         ss.ended = true;
-        let subs: Vec<String> = ss.subs.drain().map(|(f, _)| f).collect();
+        let subs = std::mem::take(&mut ss.subs);
         drop(ss);
         {
             let mut sessions = b.sessions();

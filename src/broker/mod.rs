@@ -232,8 +232,8 @@ struct SessionState {
     clean: bool,
     /// Discarded (a clean reconnect replaced it): deliveries are ignored.
     ended: bool,
-    /// Filter → granted QoS.
-    subs: HashMap<String, u8>,
+    /// The session's filters (their QoS is kept in the tree).
+    subs: Vec<Box<str>>,
     next_pid: u16,
     /// QoS 1 messages sent and not yet acknowledged, oldest first.
     inflight: VecDeque<(u16, Msg)>,
@@ -252,6 +252,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with no owner, for the tree's tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: u64) -> Arc<Session> {
+        Arc::new(Session {
+            id,
+            client_id: format!("test-{id}").into(),
+            st: Mutex::new(SessionState {
+                owner: None,
+                clean: true,
+                ended: false,
+                subs: Vec::new(),
+                next_pid: 0,
+                inflight: VecDeque::new(),
+                queue: VecDeque::new(),
+                notify_pending: false,
+            }),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.st.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -372,7 +391,7 @@ impl Broker {
                 owner: Some(owner),
                 clean,
                 ended: false,
-                subs: HashMap::new(),
+                subs: Vec::new(),
                 next_pid: 0,
                 inflight: VecDeque::new(),
                 queue: VecDeque::new(),
@@ -382,10 +401,14 @@ impl Broker {
     }
 
     /// Removes `subs` of session `id` from the tree.
-    fn unsubscribe_all(&self, id: u64, subs: impl IntoIterator<Item = String>) {
+    fn unsubscribe_all<I>(&self, id: u64, subs: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         let mut tree = self.tree.write().unwrap_or_else(PoisonError::into_inner);
         for f in subs {
-            if tree.remove(&f, id) {
+            if tree.remove(f.as_ref(), id) {
                 BrokerMetrics::gauge(&self.metrics.subscriptions, -1);
             }
         }
@@ -395,7 +418,8 @@ impl Broker {
     fn subscribe(&self, session: &Arc<Session>, filter: &str, qos: u8) -> bool {
         {
             let st = session.lock();
-            if !st.subs.contains_key(filter) && st.subs.len() >= self.config.max_subscriptions {
+            let known = st.subs.iter().any(|f| &**f == filter);
+            if !known && st.subs.len() >= self.config.max_subscriptions {
                 return false;
             }
         }
@@ -404,13 +428,22 @@ impl Broker {
         if new {
             BrokerMetrics::gauge(&self.metrics.subscriptions, 1);
         }
-        session.lock().subs.insert(filter.to_string(), qos);
+        let mut st = session.lock();
+        if !st.subs.iter().any(|f| &**f == filter) {
+            st.subs.reserve_exact(1);
+            st.subs.push(filter.into());
+        }
         true
     }
 
     fn unsubscribe(&self, session: &Arc<Session>, filter: &str) {
-        if session.lock().subs.remove(filter).is_some() {
-            self.unsubscribe_all(session.id, [filter.to_string()]);
+        let removed = {
+            let mut st = session.lock();
+            let at = st.subs.iter().position(|f| &**f == filter);
+            at.map(|i| st.subs.swap_remove(i))
+        };
+        if let Some(f) = removed {
+            self.unsubscribe_all(session.id, [f]);
         }
     }
 
