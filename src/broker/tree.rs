@@ -18,6 +18,8 @@ const FEW: usize = 8;
 /// A map that is a vector while small (linear search) and a hash map when large.
 enum SmallMap<K, V> {
     Few(Vec<(K, V)>),
+    // Boxed on purpose: keeps the enum (and so every node) a vector's size.
+    #[allow(clippy::box_collection)]
     Many(Box<HashMap<K, V>>),
 }
 
