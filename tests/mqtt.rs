@@ -534,6 +534,53 @@ fn qos2_publish_answered_by_the_spec_and_mqtt_3_1_accepted() {
 }
 
 #[test]
+fn unsubscribe_stops_delivery_and_clean_sessions_leave_nothing_behind() {
+    let srv = broker(2);
+    let a = addr(&srv);
+    let mut s = Raw::connect(a, "unsub", true);
+    s.subscribe("u/+", 0);
+    s.subscribe("u/x", 1);
+    let mut p = Raw::connect(a, "unsub-pub", true);
+    p.pub_qos0("u/x", b"1", false);
+    assert_eq!(s.publish(WAIT).expect("one copy").payload, b"1");
+    s.send(&Packet::Unsubscribe { pid: 4, filters: vec!["u/+".into(), "u/x".into()] });
+    assert_eq!(s.recv(WAIT), Some(Packet::UnsubAck(4)));
+    p.pub_qos0("u/x", b"2", false);
+    assert!(s.publish(Duration::from_millis(300)).is_none());
+    let m = srv.broker().metrics();
+    assert_eq!(BrokerMetrics::level(&m.subscriptions), 0);
+    s.subscribe("u/#", 0);
+    drop(s);
+    drop(p);
+    let deadline = Instant::now() + WAIT;
+    while (BrokerMetrics::level(&m.clients) > 0 || BrokerMetrics::level(&m.subscriptions) > 0)
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(BrokerMetrics::level(&m.clients), 0);
+    assert_eq!(BrokerMetrics::level(&m.subscriptions), 0);
+    assert_eq!(BrokerMetrics::level(&m.sessions), 0);
+    assert_eq!(srv.broker().session_count(), 0);
+    srv.shutdown().expect("shutdown");
+}
+
+#[test]
+fn takeover_of_a_persistent_session_keeps_its_subscriptions() {
+    let srv = broker(3);
+    let a = addr(&srv);
+    let mut old = Raw::connect(a, "keeper", false);
+    old.subscribe("k/#", 1);
+    let (mut new, present, code) = Raw::connect_with(a, connect_packet("keeper", false, 0, None));
+    assert_eq!((present, code), (true, 0));
+    assert!(old.closed_within(WAIT));
+    let mut p = Raw::connect(a, "k-pub", true);
+    p.pub_qos0("k/1", b"still subscribed", false);
+    assert_eq!(new.publish(WAIT).expect("delivered").payload, b"still subscribed");
+    srv.shutdown().expect("shutdown");
+}
+
+#[test]
 fn std_engine_refuses_mqtt() {
     let err = evloop::serve::mqtt::run(
         Engine::Std,
