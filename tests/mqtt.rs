@@ -626,7 +626,13 @@ fn mosquitto_pubsub_and_retained_skipped_without_mosquitto_clients() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
-    thread::sleep(Duration::from_millis(500));
+    // Subscribed once the broker counts the subscription.
+    let deadline = Instant::now() + WAIT;
+    while BrokerMetrics::level(&srv.broker().metrics().subscriptions) < 1
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     pub_(&["-t", "m/a", "-m", "one"]);
     pub_(&["-t", "m/b/c", "-m", "two", "-q", "1"]);
     let out = sub.wait_with_output().expect("mosquitto_sub output");
@@ -642,7 +648,7 @@ fn mosquitto_pubsub_and_retained_skipped_without_mosquitto_clients() {
         .spawn()
         .expect("mosquitto_sub");
     let deadline = Instant::now() + WAIT;
-    while BrokerMetrics::level(&srv.broker().metrics().clients) < 2 && Instant::now() < deadline {
+    while !srv.broker().is_connected("victim") && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     victim.kill().expect("kill");

@@ -551,6 +551,12 @@ impl Broker {
         }
     }
 
+    /// True when a client with `client_id` is connected now.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        let session = self.sessions().get(client_id).cloned();
+        session.is_some_and(|s| s.lock().owner.is_some())
+    }
+
     /// Number of sessions kept.
     pub fn session_count(&self) -> usize {
         self.sessions().len()
