@@ -10,11 +10,13 @@
 //!   [`EventHandler`](reactor::EventHandler) callback API.
 //! - [`engines`]: the std::net thread-per-connection engine and the tokio engine.
 //! - [`proto`]: sans-IO protocols (echo, HTTP/1.1, Redis RESP2, length-prefixed frames).
+//! - [`broker`]: the MQTT 3.1.1 broker (sessions, topic tree, fan-out across loops).
 //! - [`serve`]: runs a protocol on any engine, and the server's lifecycle.
 //! - [`proxy`]: the L4 proxy and load balancer (backends, balancing, health, the data
 //!   path on the reactor's public API, and its lifecycle, which reuses `serve`'s).
 //! - [`capture`]: sampled traffic capture to pcap, and replay.
 //! - [`load`]: the load generator.
+pub mod broker;
 pub mod capture;
 pub mod engines;
 pub mod load;

@@ -62,6 +62,7 @@ pub enum Command {
     ///   evloop serve --proto http --loops 1           # HTTP on 127.0.0.1:8080
     ///   evloop serve --proto redis                    # RESP2 on 127.0.0.1:6380
     ///   evloop serve --proto frame --listen 0.0.0.0:5001
+    ///   evloop serve --proto mqtt                     # MQTT broker on 127.0.0.1:1883 (engine reactor only)
     ///   evloop serve --engine std                     # the thread-per-connection baseline
     ///   evloop serve --proto redis --listen 127.0.0.1:6380 --listen unix:evloop.sock \
     ///                --listen udp://127.0.0.1:6380      # one keyspace on all three
@@ -168,7 +169,8 @@ pub struct ServeArgs {
     balance: Option<BalanceArg>,
     /// Engine: the event-loop reactor, or the std::net thread-per-connection baseline
     /// (or, in a build with the `tokio` feature, one current-thread tokio runtime per loop).
-    /// A flag the chosen engine would ignore is refused.
+    /// A flag the chosen engine would ignore is refused. `--proto mqtt` runs on the reactor
+    /// only (std and tokio refuse it).
     #[arg(long, default_value = "reactor", value_parser = engine_parser())]
     engine: Engine,
     /// http: largest request head (request line + headers), bytes or K/M.
@@ -216,6 +218,9 @@ pub struct ServeArgs {
     /// frame: largest frame payload accepted.
     #[arg(long, default_value = "16M", value_parser = parse_size, value_name = "SIZE")]
     max_frame: usize,
+    /// mqtt: largest MQTT packet accepted (bigger ones close the connection).
+    #[arg(long, default_value = "1M", value_parser = parse_size, value_name = "SIZE")]
+    max_packet: usize,
 }
 
 /// The listener, loop and socket flags `serve` and `proxy` share.
@@ -227,7 +232,7 @@ pub struct NetArgs {
     /// --tls-cert and --tls-key, engine reactor), `fd:N` (an inherited listening socket,
     /// descriptor N), `systemd` (every socket systemd's socket activation passed).
     /// Default: 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380,
-    /// frame 5001; proxy 6000).
+    /// frame 5001, mqtt 1883; proxy 6000).
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = ListenSpec::parse)]
     listen: Vec<ListenSpec>,
     /// Permission bits of Unix socket files, in octal (e.g. 660).
@@ -365,6 +370,9 @@ pub enum ProtoKind {
     Redis,
     /// 4-byte big-endian length-prefixed frames, echoed whole.
     Frame,
+    /// MQTT 3.1.1 broker (port 1883): QoS 0/1, retained, wills, persistent sessions;
+    /// engine reactor only (serve only, not load).
+    Mqtt,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -440,6 +448,7 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
             ProtoKind::Http => LoadProto::Http,
             ProtoKind::Redis => LoadProto::Redis,
             ProtoKind::Frame => LoadProto::Frame,
+            ProtoKind::Mqtt => return Err("evloop load does not speak mqtt yet".into()),
         },
         connections: args.connections,
         pipeline: args.pipeline,
@@ -569,6 +578,11 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         }
         ProtoKind::Frame => {
             run(engine, Frame::new(FrameConfig { max_frame: args.max_frame }), settings, flags)
+        }
+        ProtoKind::Mqtt => {
+            let mut config = evloop::broker::MqttConfig::default();
+            config.limits.max_packet = args.max_packet;
+            evloop::serve::mqtt::run(engine, config, settings, flags)
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod conn_info;
 pub mod echo;
 pub mod frame;
 pub mod http;
+pub mod mqtt;
 pub mod proxy_header;
 pub mod resp;
 #[cfg(test)]

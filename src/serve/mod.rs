@@ -29,6 +29,7 @@ pub mod capture;
 mod engine;
 mod handler;
 pub mod metrics;
+pub mod mqtt;
 pub mod notify;
 pub mod run;
 mod settings;

@@ -1,0 +1,257 @@
+//! The subscription tree: one node per topic level, subscribers at the node where their
+//! filter ends, `+` and `#` stored as ordinary child names and followed while matching.
+//!
+//! Most nodes have one child or one subscriber (a device's own `dev/42/cmd`), so both
+//! maps start as a small vector and become a hash map past [`FEW`] entries: about
+//! 300 bytes per such subscription instead of about 800 with hash maps throughout.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::Session;
+
+/// Entries kept in a vector before a [`SmallMap`] becomes a hash map.
+const FEW: usize = 8;
+
+/// A map that is a vector while small (linear search) and a hash map when large.
+enum SmallMap<K, V> {
+    Few(Vec<(K, V)>),
+    // Boxed on purpose: keeps the enum (and so every node) a vector's size.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<K, V>>),
+}
+
+impl<K, V> Default for SmallMap<K, V> {
+    fn default() -> Self {
+        SmallMap::Few(Vec::new())
+    }
+}
+
+impl<K: Eq + Hash, V> SmallMap<K, V> {
+    fn get<Q: ?Sized + Eq + Hash>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            SmallMap::Few(v) => v.iter().find(|(key, _)| key.borrow() == k).map(|(_, v)| v),
+            SmallMap::Many(m) => m.get(k),
+        }
+    }
+
+    fn get_mut<Q: ?Sized + Eq + Hash>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            SmallMap::Few(v) => v.iter_mut().find(|(key, _)| key.borrow() == k).map(|(_, v)| v),
+            SmallMap::Many(m) => m.get_mut(k),
+        }
+    }
+
+    /// Inserts or replaces; true when the key is new.
+    fn insert(&mut self, k: K, val: V) -> bool {
+        if let Some(slot) = self.get_mut(k.borrow()) {
+            *slot = val;
+            return false;
+        }
+        match self {
+            SmallMap::Few(v) if v.len() < FEW => {
+                // Exact growth: most nodes hold one entry for their whole life.
+                v.reserve_exact(1);
+                v.push((k, val));
+            }
+            SmallMap::Few(v) => {
+                let mut m: HashMap<K, V> = std::mem::take(v).into_iter().collect();
+                m.insert(k, val);
+                *self = SmallMap::Many(Box::new(m));
+            }
+            SmallMap::Many(m) => {
+                m.insert(k, val);
+            }
+        }
+        true
+    }
+
+    fn get_or_default(&mut self, k: &str) -> &mut V
+    where
+        K: Borrow<str> + for<'a> From<&'a str>,
+        V: Default,
+    {
+        if let SmallMap::Few(v) = self
+            && v.len() >= FEW
+            && !v.iter().any(|(key, _)| key.borrow() == k)
+        {
+            let m: HashMap<K, V> = std::mem::take(v).into_iter().collect();
+            *self = SmallMap::Many(Box::new(m));
+        }
+        match self {
+            SmallMap::Few(v) => {
+                let i = match v.iter().position(|(key, _)| key.borrow() == k) {
+                    Some(i) => i,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((K::from(k), V::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            SmallMap::Many(m) => m.entry(K::from(k)).or_default(),
+        }
+    }
+
+    fn remove<Q: ?Sized + Eq + Hash>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        match self {
+            SmallMap::Few(v) => {
+                let i = v.iter().position(|(key, _)| key.borrow() == k)?;
+                Some(v.swap_remove(i).1)
+            }
+            SmallMap::Many(m) => {
+                let r = m.remove(k);
+                if m.is_empty() {
+                    *self = SmallMap::default();
+                }
+                r
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            SmallMap::Few(v) => v.is_empty(),
+            SmallMap::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        match self {
+            SmallMap::Few(v) => v.iter().for_each(|(k, v)| f(k, v)),
+            SmallMap::Many(m) => m.iter().for_each(|(k, v)| f(k, v)),
+        }
+    }
+}
+
+/// One level of the tree.
+#[derive(Default)]
+pub(crate) struct Node {
+    children: SmallMap<Box<str>, Node>,
+    /// Sessions whose filter ends here, by session id, with their granted QoS.
+    subs: SmallMap<u64, (Arc<Session>, u8)>,
+}
+
+impl Node {
+    /// Adds (or replaces) `session`'s subscription to `filter`; true when it is new.
+    pub(crate) fn insert(&mut self, filter: &str, session: &Arc<Session>, qos: u8) -> bool {
+        let mut node = self;
+        for level in filter.split('/') {
+            node = node.children.get_or_default(level);
+        }
+        node.subs.insert(session.id, (session.clone(), qos))
+    }
+
+    /// Removes `session_id`'s subscription to `filter` (pruning empty nodes); true when
+    /// there was one.
+    pub(crate) fn remove(&mut self, filter: &str, session_id: u64) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        self.remove_at(&levels, session_id)
+    }
+
+    fn remove_at(&mut self, levels: &[&str], id: u64) -> bool {
+        let Some((first, rest)) = levels.split_first() else {
+            return self.subs.remove(&id).is_some();
+        };
+        let Some(child) = self.children.get_mut(*first) else { return false };
+        let removed = child.remove_at(rest, id);
+        if child.subs.is_empty() && child.children.is_empty() {
+            self.children.remove(*first);
+        }
+        removed
+    }
+
+    /// Every subscription matching `topic`, merged per session (highest QoS wins), into
+    /// `out`.
+    pub(crate) fn matching(&self, topic: &str, out: &mut HashMap<u64, (Arc<Session>, u8)>) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        self.walk(&levels, 0, dollar, out);
+    }
+
+    fn walk(
+        &self,
+        levels: &[&str],
+        depth: usize,
+        dollar: bool,
+        out: &mut HashMap<u64, (Arc<Session>, u8)>,
+    ) {
+        let wild_ok = !(dollar && depth == 0);
+        if wild_ok && let Some(hash) = self.children.get("#") {
+            add(out, &hash.subs);
+        }
+        let Some((first, rest)) = levels.split_first() else {
+            add(out, &self.subs);
+            return;
+        };
+        if let Some(child) = self.children.get(*first) {
+            child.walk(rest, depth + 1, dollar, out);
+        }
+        if wild_ok && let Some(plus) = self.children.get("+") {
+            plus.walk(rest, depth + 1, dollar, out);
+        }
+    }
+}
+
+fn add(out: &mut HashMap<u64, (Arc<Session>, u8)>, subs: &SmallMap<u64, (Arc<Session>, u8)>) {
+    subs.for_each(|id, (s, q)| {
+        out.entry(*id).and_modify(|e| e.1 = e.1.max(*q)).or_insert_with(|| (s.clone(), *q));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::Session;
+
+    fn ids(tree: &Node, topic: &str) -> Vec<(u64, u8)> {
+        let mut out = HashMap::new();
+        tree.matching(topic, &mut out);
+        let mut v: Vec<(u64, u8)> = out.into_iter().map(|(id, (_, q))| (id, q)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn match_insert_remove_across_the_small_and_large_forms() {
+        let sessions: Vec<Arc<Session>> = (0..40).map(Session::for_test).collect();
+        let mut t = Node::default();
+        // 20 sessions on one filter (subs grow past FEW), 40 distinct levels (children too).
+        for s in &sessions[..20] {
+            assert!(t.insert("a/+/c", s, 0));
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            assert!(t.insert(&format!("a/{i}/c"), s, 1));
+        }
+        assert!(!t.insert("a/+/c", &sessions[0], 1), "replaced, not new");
+        assert!(t.insert("#", &sessions[39], 0));
+        let got = ids(&t, "a/5/c");
+        assert!(got.contains(&(sessions[0].id, 1)));
+        assert!(got.contains(&(sessions[5].id, 1)), "highest QoS wins");
+        assert!(got.contains(&(sessions[39].id, 0)));
+        assert_eq!(got.len(), 21);
+        assert_eq!(ids(&t, "$SYS/a"), vec![]);
+        // Remove everything: the tree prunes back to empty.
+        for s in &sessions[..20] {
+            assert!(t.remove("a/+/c", s.id));
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            assert!(t.remove(&format!("a/{i}/c"), s.id));
+        }
+        assert!(!t.remove("a/1/c", sessions[1].id));
+        assert!(t.remove("#", sessions[39].id));
+        assert!(t.children.is_empty() && t.subs.is_empty());
+    }
+}
