@@ -8,6 +8,7 @@ pub mod config;
 pub mod edge;
 pub mod extras;
 pub mod proxy;
+pub mod reload;
 pub mod replay;
 pub mod size;
 
@@ -542,6 +543,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         }),
         metrics: args.net.metrics,
         stats_interval: args.net.stats_interval,
+        reread: reload::rereader("serve", args.config.as_ref()),
     };
     let engine = args.engine;
     match args.proto {

@@ -114,6 +114,13 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
     })
 }
 
+impl ProxyArgs {
+    /// The `--backend`s and `--backends-file` (for a reload of `--config`).
+    pub(super) fn backends(&self) -> (Vec<BackendSpec>, Option<PathBuf>) {
+        (self.backend.clone(), self.backends_file.clone())
+    }
+}
+
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     if let Some(&i) = args.net.tls_listeners().first() {
@@ -145,6 +152,7 @@ pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         drain_timeout: args.net.drain_timeout,
         metrics: args.net.metrics,
         stats_interval: args.net.stats_interval,
+        reread: super::reload::rereader("proxy", args.config.as_ref()),
     };
     run(settings, config, flags)
 }
