@@ -161,11 +161,16 @@ fn reread(argv: &[OsString], sub: &str, file: &Path, state: &mut State) -> Optio
         } else {
             // Said at the more verbose of the two, so the line is seen.
             log::set_max_level(new.max(state.level));
-            info!("log level: {} -> {}", state.level.as_str().to_lowercase(), new.as_str().to_lowercase());
+            info!(
+                "log level: {} -> {}",
+                state.level.as_str().to_lowercase(),
+                new.as_str().to_lowercase()
+            );
             log::set_max_level(new);
         }
         state.level = new;
     }
+    log::debug!("SIGHUP: {shown}: {} keys in force", state.keys.len());
     let mut now = Reread::default();
     match cli.command {
         Command::Serve(args) => {

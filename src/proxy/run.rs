@@ -333,15 +333,15 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
             crate::serve::reload::config_hangup(&settings, r, Some(Box::new(apply)))
         }
         None => Box::new(move || match &hangup_config.backends_file {
-        Some(path) => {
-            info!("SIGHUP: re-reading {}", path.display());
-            if let Err(e) = reload(&hangup_pool, &hangup_config) {
-                error!(
-                    "reload failed, keeping the {} backends in force: {e}",
-                    hangup_pool.current().backends.len()
-                );
+            Some(path) => {
+                info!("SIGHUP: re-reading {}", path.display());
+                if let Err(e) = reload(&hangup_pool, &hangup_config) {
+                    error!(
+                        "reload failed, keeping the {} backends in force: {e}",
+                        hangup_pool.current().backends.len()
+                    );
+                }
             }
-        }
             None => info!("SIGHUP: no --backends-file to re-read"),
         }),
     };

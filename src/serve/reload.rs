@@ -60,7 +60,10 @@ pub fn config_hangup(
             match tls.reload_from(new) {
                 Ok(()) => {
                     if files.as_ref().is_some_and(|old| old != new) {
-                        info!("tls: reloaded {} (new paths; new connections use them)", new.cert.display());
+                        info!(
+                            "tls: reloaded {} (new paths; new connections use them)",
+                            new.cert.display()
+                        );
                     } else {
                         info!("tls: reloaded {}", new.cert.display());
                     }
