@@ -8,7 +8,8 @@
 //! numbers are written as they are (`unix-mode = 0o660` stays octal). The flags from the
 //! file are put right after the subcommand's name, before the real ones, and a flag
 //! given on the command line drops the file's value for it: the command line wins.
-//! An unknown key is an error naming the key and its line.
+//! An unknown key is an error naming the key and its line. The global flags
+//! (`verbose`, `quiet`) may be keys too. SIGHUP re-reads the file: see [`super::reload`].
 //!
 //! `evloop check-config FILE` parses a file as `serve` would (or another subcommand's,
 //! `--command NAME`) and starts nothing.

@@ -152,7 +152,8 @@ pub struct LoadArgs {
 pub struct ServeArgs {
     /// Read flags from this TOML file (keys are the long flag names, e.g.
     /// `proto = "redis"`, `listen = ["127.0.0.1:6380"]`, `idle-timeout = "30s"`);
-    /// flags on the command line override it. See `evloop check-config`.
+    /// flags on the command line override it. See `evloop check-config`. SIGHUP re-reads
+    /// it: log level and TLS files apply at once, other changes need a restart.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// Protocol to serve.

@@ -26,7 +26,8 @@ pub struct ProxyArgs {
     /// Read flags from this TOML file (keys are the long flag names, e.g.
     /// `backend = ["127.0.0.1:7001", "127.0.0.1:7002"]`, `listen = ["127.0.0.1:6000"]`,
     /// `balance = "least-conn"`); flags on the command line override it. See
-    /// `evloop check-config`.
+    /// `evloop check-config`. SIGHUP re-reads it: log level and backends apply at once
+    /// (no connection dropped), other changes need a restart.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// A backend (repeatable): `HOST:PORT`, `[v6]:PORT` or `unix:PATH`, then options

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::Settings;
 use crate::net::tls::TlsFiles;
@@ -56,6 +56,9 @@ pub fn config_hangup(
     let mut files = tls.as_ref().and_then(|t| t.files().cloned());
     Box::new(move || {
         let Some(now) = (reread.0)() else { return };
+        if let (Some(_), None) = (&tls, &now.tls) {
+            warn!("tls: no tls-cert and tls-key in the file now; keeping the certificate in force");
+        }
         if let (Some(tls), Some(new)) = (&tls, &now.tls) {
             match tls.reload_from(new) {
                 Ok(()) => {
