@@ -10,20 +10,6 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command};
 
-/// Logging to stderr: `-q` errors only, default info, `-v` debug, `-vv` trace;
-/// `RUST_LOG` overrides.
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
-}
-
 fn main() -> ExitCode {
     // `--config FILE`: the file's flags go in before the command line's.
     let argv = match cli::config::expand(Cli::command(), std::env::args_os().collect()) {
@@ -34,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    init_logging(cli.verbose, cli.quiet);
+    cli::reload::init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => cli::run_serve(*args),
         Command::Load(args) => cli::run_load(args),

@@ -642,6 +642,42 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     stop(child);
 }
 
+/// `--config FILE`: SIGHUP re-reads the file, and new certificate paths in it are
+/// loaded for new connections.
+#[test]
+fn sighup_with_config_loads_the_certificate_from_new_paths() {
+    let (first, second) = (Pki::new(), Pki::new());
+    let conf = |pki: &Pki| {
+        format!(
+            "listen = [\"tls://127.0.0.1:0\"]\nloops = 1\ntls-cert = \"{}\"\ntls-key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        )
+    };
+    let file = first.dir.join("evloop.toml");
+    std::fs::write(&file, conf(&first)).unwrap();
+    let (child, listed, rx) = spawn_ready(&["serve", "--config", file.to_str().unwrap()]);
+    let addr = addr_of(&listed[0]);
+    let old = client_config(&first.ca, None, &[], &[]);
+    let new = client_config(&second.ca, None, &[], &[]);
+    let mut s = tls_connect(addr, &old);
+    handshake(&mut s).expect("the first certificate");
+    std::fs::write(&file, conf(&second)).unwrap();
+    signal(&child, libc::SIGHUP);
+    let wanted = format!("tls: reloaded {}", second.cert.display());
+    loop {
+        let line = rx.recv_timeout(LIMIT).expect("a log line about the reload");
+        if line.contains(&wanted) {
+            break;
+        }
+    }
+    let mut s = tls_connect(addr, &new);
+    handshake(&mut s).expect("the certificate from the new path after SIGHUP");
+    let mut s = tls_connect(addr, &old);
+    assert!(handshake(&mut s).is_err(), "the old certificate is still served after SIGHUP");
+    stop(child);
+}
+
 #[test]
 fn bad_tls_files_are_one_line_naming_the_file_exit_1() {
     let pki = Pki::new();

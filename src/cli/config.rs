@@ -8,7 +8,8 @@
 //! numbers are written as they are (`unix-mode = 0o660` stays octal). The flags from the
 //! file are put right after the subcommand's name, before the real ones, and a flag
 //! given on the command line drops the file's value for it: the command line wins.
-//! An unknown key is an error naming the key and its line.
+//! An unknown key is an error naming the key and its line. The global flags
+//! (`verbose`, `quiet`) may be keys too. SIGHUP re-reads the file: see [`super::reload`].
 //!
 //! `evloop check-config FILE` parses a file as `serve` would (or another subcommand's,
 //! `--command NAME`) and starts nothing.
@@ -123,6 +124,13 @@ pub fn args_from_toml(
     Ok(out)
 }
 
+/// `cmd` built: the global flags (`verbose`, `quiet`) are then flags of every
+/// subcommand too, so the file may hold them.
+pub fn built(mut cmd: clap::Command) -> clap::Command {
+    cmd.build();
+    cmd
+}
+
 /// Expands `--config FILE` in `argv` (the whole command line, program name first): when
 /// the subcommand given has a `--config` flag and it is set, the file's flags are put
 /// right after the subcommand's name, except those the command line gives itself.
@@ -134,6 +142,7 @@ pub fn expand(cmd: clap::Command, argv: Vec<OsString>) -> Result<Vec<OsString>, 
     let Ok(matches) = relaxed.try_get_matches_from(&argv) else { return Ok(argv) };
     let Some((name, sub)) = matches.subcommand() else { return Ok(argv) };
     let Ok(Some(file)) = sub.try_get_one::<PathBuf>(CONFIG_FLAG) else { return Ok(argv) };
+    let cmd = built(cmd);
     let Some(sub_cmd) = cmd.find_subcommand(name) else { return Ok(argv) };
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read the config file {}: {e}", file.display()))?;
@@ -153,6 +162,7 @@ pub fn expand(cmd: clap::Command, argv: Vec<OsString>) -> Result<Vec<OsString>, 
 /// `evloop check-config FILE`: parses the file's flags as `evloop SUBCOMMAND` would,
 /// starting nothing. `Ok` with a one-line summary, or the error.
 pub fn check(cmd: clap::Command, args: &CheckConfigArgs) -> Result<String, String> {
+    let cmd = built(cmd);
     let sub = cmd
         .find_subcommand(&args.command)
         .ok_or_else(|| format!("no subcommand `{}`", args.command))?;

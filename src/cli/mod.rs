@@ -8,6 +8,7 @@ pub mod config;
 pub mod edge;
 pub mod extras;
 pub mod proxy;
+pub mod reload;
 pub mod replay;
 pub mod size;
 
@@ -152,7 +153,8 @@ pub struct LoadArgs {
 pub struct ServeArgs {
     /// Read flags from this TOML file (keys are the long flag names, e.g.
     /// `proto = "redis"`, `listen = ["127.0.0.1:6380"]`, `idle-timeout = "30s"`);
-    /// flags on the command line override it. See `evloop check-config`.
+    /// flags on the command line override it. See `evloop check-config`. SIGHUP re-reads
+    /// it: log level and TLS files apply at once, other changes need a restart.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// Protocol to serve.
@@ -551,6 +553,7 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
         }),
         metrics: args.net.metrics,
         stats_interval: args.net.stats_interval,
+        reread: reload::rereader("serve", args.config.as_ref()),
     };
     let engine = args.engine;
     match args.proto {

@@ -26,7 +26,8 @@ pub struct ProxyArgs {
     /// Read flags from this TOML file (keys are the long flag names, e.g.
     /// `backend = ["127.0.0.1:7001", "127.0.0.1:7002"]`, `listen = ["127.0.0.1:6000"]`,
     /// `balance = "least-conn"`); flags on the command line override it. See
-    /// `evloop check-config`.
+    /// `evloop check-config`. SIGHUP re-reads it: log level and backends apply at once
+    /// (no connection dropped), other changes need a restart.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// A backend (repeatable): `HOST:PORT`, `[v6]:PORT` or `unix:PATH`, then options
@@ -114,6 +115,13 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
     })
 }
 
+impl ProxyArgs {
+    /// The `--backend`s and `--backends-file` (for a reload of `--config`).
+    pub(super) fn backends(&self) -> (Vec<BackendSpec>, Option<PathBuf>) {
+        (self.backend.clone(), self.backends_file.clone())
+    }
+}
+
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     if let Some(&i) = args.net.tls_listeners().first() {
@@ -145,6 +153,7 @@ pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         drain_timeout: args.net.drain_timeout,
         metrics: args.net.metrics,
         stats_interval: args.net.stats_interval,
+        reread: super::reload::rereader("proxy", args.config.as_ref()),
     };
     run(settings, config, flags)
 }

@@ -95,6 +95,11 @@ impl TlsConfig {
     pub fn reload(&self) -> Result<(), String> {
         Err(NO_TLS.into())
     }
+
+    /// Without the `tls` feature: always an error saying so.
+    pub fn reload_from(&self, _files: &TlsFiles) -> Result<(), String> {
+        Err(NO_TLS.into())
+    }
 }
 
 impl TlsConfig {
@@ -170,6 +175,16 @@ impl TlsConfig {
         let Some(files) = &self.files else {
             return Err("this TLS configuration was not loaded from files".into());
         };
+        let built = build(files, &self.alpn, self.ticketer.as_ref(), &self.sessions)?;
+        self.set(built);
+        Ok(())
+    }
+
+    /// Reads `files` (possibly other paths than those it was loaded from: a
+    /// `--config` file changed on SIGHUP) and installs the result, keeping the ALPN
+    /// list, ticket key and session cache. On an error the configuration in use stays.
+    /// [`files`](Self::files) still names the files it was first loaded from.
+    pub fn reload_from(&self, files: &TlsFiles) -> Result<(), String> {
         let built = build(files, &self.alpn, self.ticketer.as_ref(), &self.sessions)?;
         self.set(built);
         Ok(())

@@ -222,6 +222,38 @@ fn reload(pool: &Pool, config: &ProxyConfig) -> Result<(Vec<String>, Vec<String>
     Ok((added, removed))
 }
 
+/// SIGHUP with `--config`: the backends the file names now (its `backend`s and its
+/// `backends-file`, re-read) replace the set; one line says what changed. On an error
+/// the set in force stays.
+fn reload_from_file(pool: &Pool, config: &ProxyConfig, now: &crate::serve::reload::Reread) {
+    let config = ProxyConfig {
+        backends: now.backends.clone(),
+        backends_file: now.backends_file.clone(),
+        ..config.clone()
+    };
+    let specs = match config.load_backends() {
+        Ok(specs) => specs,
+        Err(e) => {
+            let n = pool.current().backends.len();
+            error!("backends: reload failed, keeping the {n} in force: {e}");
+            return;
+        }
+    };
+    let (added, removed) = pool.reload(specs);
+    if added.is_empty() && removed.is_empty() {
+        info!("backends: unchanged ({})", pool.current().backends.len());
+    } else {
+        let mut line = String::from("backends:");
+        for a in &added {
+            line.push_str(&format!(" +{a}"));
+        }
+        for r in &removed {
+            line.push_str(&format!(" -{r}"));
+        }
+        info!("{line}");
+    }
+}
+
 fn proxy_counters(
     handle: ServerHandle,
     pool: Arc<Pool>,
@@ -244,6 +276,9 @@ pub struct ProxyFlags {
     pub metrics: Option<SocketAddr>,
     /// `--stats-interval`.
     pub stats_interval: Option<Duration>,
+    /// `--config FILE`: re-read on SIGHUP for the backends (and TLS, log level;
+    /// [`crate::serve::reload`]).
+    pub reread: Option<crate::serve::reload::Rereader>,
 }
 
 /// Runs `evloop proxy` until SIGINT or SIGTERM: checks the settings, starts the proxy
@@ -288,18 +323,28 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     let pool = proxy.pool.clone();
     let hangup_pool = pool.clone();
     let hangup_config = config.clone();
-    let hangup: Box<dyn FnMut() + Send> = Box::new(move || match &hangup_config.backends_file {
-        Some(path) => {
-            info!("SIGHUP: re-reading {}", path.display());
-            if let Err(e) = reload(&hangup_pool, &hangup_config) {
-                error!(
-                    "reload failed, keeping the {} backends in force: {e}",
-                    hangup_pool.current().backends.len()
-                );
-            }
+    let hangup: Box<dyn FnMut() + Send> = match flags.reread.clone() {
+        Some(r) => {
+            let pool = pool.clone();
+            let config = config.clone();
+            let apply = move |now: &crate::serve::reload::Reread| {
+                reload_from_file(&pool, &config, now);
+            };
+            crate::serve::reload::config_hangup(&settings, r, Some(Box::new(apply)))
         }
-        None => info!("SIGHUP: no --backends-file to re-read"),
-    });
+        None => Box::new(move || match &hangup_config.backends_file {
+            Some(path) => {
+                info!("SIGHUP: re-reading {}", path.display());
+                if let Err(e) = reload(&hangup_pool, &hangup_config) {
+                    error!(
+                        "reload failed, keeping the {} backends in force: {e}",
+                        hangup_pool.current().backends.len()
+                    );
+                }
+            }
+            None => info!("SIGHUP: no --backends-file to re-read"),
+        }),
+    };
     let handle = proxy.handle();
     let lifecycle = Lifecycle {
         stop: StopHandle::from_stopper(Arc::new(handle.clone())),

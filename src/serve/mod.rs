@@ -11,6 +11,7 @@
 //!   metrics endpoint, ready line, per-protocol defaults).
 //! - [`metrics`]: Prometheus text rendering and the `/metrics` endpoint.
 //! - [`capture`]: sampled traffic capture (`--capture`) wired into the handler.
+//! - [`reload`]: SIGHUP with `--config FILE` (TLS, backends, log level re-read).
 //! - [`notify`]: `sd_notify` (`READY=1`, `STOPPING=1`) for systemd's `Type=notify`.
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ mod handler;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod reload;
 pub mod run;
 mod settings;
 

@@ -48,6 +48,8 @@ pub struct Flags {
     pub metrics: Option<SocketAddr>,
     /// `--stats-interval`.
     pub stats_interval: Option<Duration>,
+    /// `--config FILE`: re-reads it on SIGHUP ([`super::reload`]).
+    pub reread: Option<super::reload::Rereader>,
 }
 
 /// The default port of a bundled protocol (by [`Protocol::name`]); 5000 for others.
@@ -243,7 +245,10 @@ pub fn run<P: Protocol>(
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters,
-        hangup: tls_reload(&settings, None),
+        hangup: match flags.reread.clone() {
+            Some(r) => Some(super::reload::config_hangup(&settings, r, None)),
+            None => tls_reload(&settings, None),
+        },
     };
     let ready =
         format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
