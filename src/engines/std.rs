@@ -425,7 +425,10 @@ fn accept_loop<P: Protocol>(
                 .spawn(move || conn_thread(stream, proto, metrics, limits, &st));
             if let Err(e) = spawned {
                 // The closure, and the socket in it, is dropped: that connection is closed.
-                state.open.fetch_sub(1, Ordering::AcqRel);
+                let _conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+                if state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    state.drained.notify_all();
+                }
                 state.spawn_failures.fetch_add(1, Ordering::Relaxed);
                 spawn_log.failed(&e);
             }
@@ -479,8 +482,7 @@ fn conn_thread<P: Protocol>(
     }
     let mut conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
     conns.remove(&id);
-    state.open.fetch_sub(1, Ordering::AcqRel);
-    if conns.is_empty() {
+    if state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
         state.drained.notify_all();
     }
 }
@@ -648,8 +650,14 @@ impl Running {
             }
         }
         let grace = Duration::from_millis(self.state.grace_ms.load(Ordering::Acquire));
-        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.state.drained.wait_timeout_while(conns, grace, |c| !c.is_empty());
+        // `open` counts a connection from its accept, before its thread has tracked it:
+        // waiting on it (not on the tracked set) never exits under a connection that was
+        // accepted just as the drain began.
+        let state = &self.state;
+        let conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = state
+            .drained
+            .wait_timeout_while(conns, grace, |_| state.open.load(Ordering::Acquire) > 0);
         Ok(())
     }
 }
@@ -675,7 +683,7 @@ impl StopHandle {
             let conns = state.conns.lock().unwrap_or_else(|e| e.into_inner());
             let (conns, _) = state
                 .drained
-                .wait_timeout_while(conns, timeout, |c| !c.is_empty())
+                .wait_timeout_while(conns, timeout, |_| state.open.load(Ordering::Acquire) > 0)
                 .unwrap_or_else(|e| e.into_inner());
             drop(conns);
             handle.shut(|_| true);
