@@ -700,3 +700,245 @@ fn cli_serves_mqtt_and_refuses_other_engines() {
     let status = child.wait().expect("exit");
     assert_eq!(status.code(), Some(0));
 }
+
+// ---- the shared lifecycle (`evloop serve --proto mqtt` through `serve::run`) ----------
+
+/// `evloop serve --proto mqtt ARGS` with `RUST_LOG=info`, `inherit` (when given) passed
+/// as fd 3; returns the child, the ready line and the later stderr lines.
+fn spawn_mqtt(
+    args: &[&str],
+    inherit: Option<std::os::fd::RawFd>,
+) -> (std::process::Child, String, mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evloop"));
+    cmd.args(["serve", "--proto", "mqtt", "--loops", "2"]).args(args);
+    cmd.env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(fd) = inherit {
+        // SAFETY: runs in the forked child before exec and calls only dup2(2) and
+        // fcntl(2), which are async-signal-safe; `fd` is the test's open listener.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn evloop");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  server: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let mut before = Vec::new();
+    let ready = loop {
+        let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no ready line: {before:?}"));
+        if line.starts_with("evloop: serving mqtt on ") {
+            break line;
+        }
+        before.push(line);
+    };
+    // Lines logged before the ready line (the metrics address) come back first.
+    let (tx2, rx2) = mpsc::channel();
+    thread::spawn(move || {
+        for l in before.into_iter().chain(rx.iter()) {
+            if tx2.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, ready, rx2)
+}
+
+/// The first address in a ready line (`tls://` dropped).
+fn ready_addr(ready: &str) -> SocketAddr {
+    ready
+        .trim_start_matches("evloop: serving mqtt on ")
+        .trim_start_matches("tls://")
+        .split([' ', ','])
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("address in the ready line: {ready}"))
+}
+
+/// SIGTERM, then the exit code.
+fn terminate(mut child: std::process::Child) -> Option<i32> {
+    // SAFETY: signalling our own child process by its id.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().expect("exit").code()
+}
+
+/// `GET /metrics` from `addr`: the body.
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("metrics response");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    got.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn cli_mqtt_serves_an_inherited_fd_listener() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = listener.local_addr().unwrap();
+    let (child, ready, _rx) = spawn_mqtt(&["--listen", "fd:3"], Some(listener.as_raw_fd()));
+    assert!(ready.contains("fd:3"), "{ready}");
+    let mut s = Raw::connect(a, "fd-sub", true);
+    s.subscribe("inherited/#", 0);
+    let mut p = Raw::connect(a, "fd-pub", true);
+    p.pub_qos0("inherited/x", b"through fd 3", false);
+    assert_eq!(s.publish(WAIT).expect("delivered").payload, b"through fd 3");
+    drop(listener);
+    assert_eq!(terminate(child), Some(0));
+}
+
+#[test]
+fn cli_mqtt_metrics_show_broker_and_reactor_series() {
+    let (child, ready, rx) = spawn_mqtt(
+        &["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--stats-interval", "1s"],
+        None,
+    );
+    let a = ready_addr(&ready);
+    let metrics = loop {
+        let line = rx.recv_timeout(WAIT).expect("the metrics line");
+        if let Some(rest) = line.split("metrics at http://").nth(1) {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    let mut s = Raw::connect(a, "m-sub", true);
+    s.subscribe("m", 0);
+    let mut p = Raw::connect(a, "m-pub", true);
+    p.pub_qos0("m", b"counted", false);
+    assert_eq!(s.publish(WAIT).expect("delivered").payload, b"counted");
+    let body = scrape(&metrics);
+    for series in [
+        "evloop_mqtt_",
+        "evloop_connections_open{loop=\"0\"}",
+        "evloop_connections_open{loop=\"1\"}",
+        "evloop_requests_total{proto=\"mqtt\",loop=\"0\"}",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
+    // The stats line of the shared lifecycle.
+    let deadline = Instant::now() + WAIT;
+    while !rx.recv_timeout(WAIT).expect("a stats line").contains("stats: ") {
+        assert!(Instant::now() < deadline, "no stats line");
+    }
+    assert_eq!(terminate(child), Some(0));
+}
+
+#[cfg(feature = "tls")]
+/// A PKI on disk for the TLS test: a CA and a server certificate for localhost.
+fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem() + &ca.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, ca.der().to_vec())
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn cli_mqtt_over_tls_connect_and_connack() {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+    let dir = std::env::temp_dir().join(format!("evloop-mqtt-tls-{}", std::process::id()));
+    let (cert, key, ca) = tls_files(&dir);
+    let (child, ready, _rx) = spawn_mqtt(
+        &[
+            "--listen",
+            "tls://127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ready.starts_with("evloop: serving mqtt on tls://127.0.0.1:"), "{ready}");
+    let a = ready_addr(&ready);
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(ca)).unwrap();
+    let config = ClientConfig::builder_with_provider(evloop::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let sock = TcpStream::connect(a).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let conn = ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut tls = StreamOwned::new(conn, sock);
+    let mut out = Vec::new();
+    connect_packet("tls-client", true, 0, None).encode(&mut out);
+    tls.write_all(&out).expect("CONNECT over TLS");
+    let mut connack = [0u8; 4];
+    tls.read_exact(&mut connack).expect("CONNACK over TLS");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    // PINGREQ, PINGRESP: the session goes on over TLS.
+    tls.write_all(&[0xc0, 0]).unwrap();
+    let mut pong = [0u8; 2];
+    tls.read_exact(&mut pong).expect("PINGRESP over TLS");
+    assert_eq!(pong, [0xd0, 0]);
+    assert_eq!(terminate(child), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cli_mqtt_accept_proxy_takes_the_header_then_connect() {
+    let (child, ready, _rx) = spawn_mqtt(&["--listen", "127.0.0.1:0", "--accept-proxy"], None);
+    let a = ready_addr(&ready);
+    let mut r = Raw::open(a);
+    r.send_raw(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 1883\r\n");
+    r.send(&connect_packet("proxied", true, 0, None));
+    match r.recv(WAIT) {
+        Some(Packet::ConnAck { code: 0, .. }) => {}
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // Without the header, the CONNECT is not a PROXY header: closed.
+    let mut bare = Raw::open(a);
+    bare.send(&connect_packet("bare", true, 0, None));
+    assert!(bare.closed_within(WAIT), "a connection without a PROXY header was served");
+    assert_eq!(terminate(child), Some(0));
+}
+
+#[test]
+fn cli_mqtt_refuses_capture_clearly() {
+    let dir = std::env::temp_dir().join(format!("evloop-mqtt-cap-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_evloop"))
+        .args(["serve", "--proto", "mqtt", "--listen", "127.0.0.1:0", "--capture"])
+        .arg(&dir)
+        .output()
+        .expect("run evloop");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--capture is not supported by --proto mqtt"), "{err}");
+    assert!(!dir.exists(), "the refused capture created {}", dir.display());
+}

@@ -529,6 +529,10 @@ pub fn run_serve(args: ServeArgs) -> Result<(), String> {
     let header = args.header_timeout.and_then(|t| t.0);
     settings.reactor.proxy_header_timeout = args.net.edge.header_timeout(header);
     let capture = match args.net.edge.capture_spec() {
+        // Refused before the capture starts (it would create its file).
+        Some(_) if matches!(args.proto, ProtoKind::Mqtt) => {
+            return Err(evloop::serve::mqtt::CAPTURE_REFUSED.into());
+        }
         Some(_) if args.engine != Engine::Reactor => {
             return Err("--capture needs --engine reactor".into());
         }

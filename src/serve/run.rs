@@ -58,6 +58,7 @@ pub fn default_port(proto: &str) -> u16 {
         "http" => 8080,
         "redis" => 6380,
         "frame" => 5001,
+        "mqtt" => super::mqtt::DEFAULT_PORT,
         _ => 5000,
     }
 }
@@ -143,9 +144,9 @@ fn warn_std_capacity(max_conns: Option<usize>) {
 }
 
 /// Serves `proto` on `engine` until SIGINT or SIGTERM: applies the protocol's defaults to
-/// what `flags` leaves open, refuses flags the engine would ignore
-/// ([`check_supported`]), starts the server, the metrics endpoint and the stats thread,
-/// prints the ready line (`evloop: serving ...`) on stderr, and waits. Errors are one
+/// what `flags` leaves open and refuses flags the engine would ignore ([`prepare`]),
+/// starts the server, then hands it to the [`Lifecycle`] ([`lifecycle`]: metrics
+/// endpoint, signals, stats thread, the ready line on stderr) and waits. Errors are one
 /// line, for the command line to print.
 pub fn run<P: Protocol>(
     engine: Engine,
@@ -153,8 +154,36 @@ pub fn run<P: Protocol>(
     mut settings: Settings,
     flags: Flags,
 ) -> Result<(), String> {
-    check_supported(engine, &settings, &flags)?;
     let name = proto.name();
+    prepare(engine, name, &mut settings, &flags)?;
+    let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
+    let mut counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
+    if let Some(c) = settings.reactor.capture.clone() {
+        counters = counters.with_extra(move |out| c.render(out));
+    }
+    let ready = ready_line(engine, name, &settings, &served.listeners());
+    let result = lifecycle(engine, &settings, &flags, served.stop_handle(), counters)
+        .run(&ready, || served.wait());
+    if let Some(c) = &settings.reactor.capture {
+        super::capture::finish_and_log(c);
+    }
+    result
+}
+
+/// What every protocol's `evloop serve` does before it starts its server (shared by
+/// [`run`] and [`super::mqtt::run`]): refuses flags the engine would ignore
+/// ([`check_supported`]) and the HTTP-only timeouts elsewhere, defaults the listen
+/// address to the protocol's port ([`default_port`]), resolves inherited sockets
+/// (`fd:N`, `systemd`; LISTEN_* are unset: no thread of ours runs yet), applies the
+/// protocol's timeouts and the output limits, warns about settings that do not apply,
+/// and raises the open-file limit.
+pub fn prepare(
+    engine: Engine,
+    name: &str,
+    settings: &mut Settings,
+    flags: &Flags,
+) -> Result<(), String> {
+    check_supported(engine, settings, flags)?;
     for (given, flag) in [
         (matches!(flags.header_timeout, Some(Some(_))), "--header-timeout"),
         (matches!(flags.body_timeout, Some(Some(_))), "--body-timeout"),
@@ -168,8 +197,6 @@ pub fn run<P: Protocol>(
         let addr = SocketAddr::from(([127, 0, 0, 1], default_port(name)));
         settings.listen.push(ListenAddr::Tcp(addr));
     }
-    // `fd:N` and `systemd`: the inherited sockets, inspected (LISTEN_* are unset: no
-    // thread of ours runs yet).
     if settings.listen.iter().any(|l| matches!(l, ListenAddr::Fd(_) | ListenAddr::Systemd)) {
         if engine.name() == "tokio" {
             return Err(
@@ -216,47 +243,56 @@ pub fn run<P: Protocol>(
     if flags.max_output_soft.is_some() {
         settings.max_output_soft = flags.max_output_soft;
     }
-    warn_inapplicable(engine, &settings, &flags);
+    warn_inapplicable(engine, settings, flags);
     raise_nofile();
     if engine == Engine::Std {
         warn_std_capacity(settings.max_conns);
     }
+    Ok(())
+}
 
-    let served = start(engine, proto, settings.clone()).map_err(|e| e.to_string())?;
-    let mut counters = Counters::new(Some(served.proto_metrics().clone()), served.reactor());
-    if let Some(c) = settings.reactor.capture.clone() {
-        counters = counters.with_extra(move |out| c.render(out));
-    }
-    let tls = settings.tls.clone();
-    let addrs: Vec<String> = served
-        .listeners()
+/// The ready line of `evloop serve`: `evloop: serving NAME on ADDR, ... (ENGINE)`, the
+/// `listeners` as bound (ports resolved), `tls://` before those that speak TLS.
+pub fn ready_line(
+    engine: Engine,
+    name: &str,
+    settings: &Settings,
+    listeners: &[ListenAddr],
+) -> String {
+    let addrs: Vec<String> = listeners
         .iter()
         .enumerate()
-        .map(|(i, a)| match &tls {
+        .map(|(i, a)| match &settings.tls {
             Some(t) if t.is_tls(i) => format!("tls://{a}"),
             _ => a.to_string(),
         })
         .collect();
-    let lifecycle = Lifecycle {
-        stop: served.stop_handle(),
-        drains: caps.drain,
+    format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(settings))
+}
+
+/// The [`Lifecycle`] of a started `evloop serve` server: drains when the engine can
+/// (within `--drain-timeout`), the metrics endpoint and stats line as `flags` ask, over
+/// `counters`, and SIGHUP reloading the TLS certificate when TLS is on ([`tls_reload`]).
+pub fn lifecycle(
+    engine: Engine,
+    settings: &Settings,
+    flags: &Flags,
+    stop: super::StopHandle,
+    counters: Counters,
+) -> Lifecycle {
+    Lifecycle {
+        stop,
+        drains: engine.capabilities().drain,
         engine: engine.name(),
         drain_timeout: flags.drain_timeout.unwrap_or(DEFAULT_DRAIN),
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters,
         hangup: match flags.reread.clone() {
-            Some(r) => Some(super::reload::config_hangup(&settings, r, None)),
-            None => tls_reload(&settings, None),
+            Some(r) => Some(super::reload::config_hangup(settings, r, None)),
+            None => tls_reload(settings, None),
         },
-    };
-    let ready =
-        format!("evloop: serving {name} on {} ({})", addrs.join(", "), engine.describe(&settings));
-    let result = lifecycle.run(&ready, || served.wait());
-    if let Some(c) = &settings.reactor.capture {
-        super::capture::finish_and_log(c);
     }
-    result
 }
 
 /// The SIGHUP hook for `settings`: re-reads the TLS certificate and key when TLS is on
