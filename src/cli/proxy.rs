@@ -19,7 +19,7 @@ use evloop::proxy::send_proxy::SendProxy;
 use evloop::serve::capture::Capture;
 
 use super::size::parse_duration;
-use super::{NetArgs, Timeout, parse_timeout};
+use super::{NetArgs, Timeout, TlsArgs, parse_timeout};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -79,6 +79,10 @@ pub struct ProxyArgs {
     send_proxy: Option<SendProxy>,
     #[command(flatten)]
     net: NetArgs,
+    /// TLS termination for tls:// listeners (--tls-cert, --tls-key, --tls-client-ca,
+    /// --handshake-timeout), as for serve.
+    #[command(flatten)]
+    tls: Box<TlsArgs>,
 }
 
 fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {
@@ -116,18 +120,14 @@ fn policy_parser() -> impl clap::builder::TypedValueParser<Value = Policy> {
 
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
-    if let Some(&i) = args.net.tls_listeners().first() {
-        return Err(format!(
-            "--listen {}: the proxy does not terminate TLS (tls:// is for serve only)",
-            args.net.settings().listen[i]
-        ));
-    }
     let mut settings = args.net.settings();
     if let Some(spec) = args.net.edge.capture_spec() {
         let capture = Capture::start(&spec).map_err(|e| format!("--capture: {e}"))?;
         settings.reactor.capture = Some(capture);
     }
     settings.idle_timeout = args.idle_timeout.0;
+    // TLS termination: the reactor decrypts and encrypts at the client's seams; no ALPN.
+    settings.tls = args.tls.setup(args.net.tls_listeners(), Vec::new(), None)?;
     let config = ProxyConfig {
         backends: args.backend,
         backends_file: args.backends_file,

@@ -150,6 +150,7 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         splice: config.splice,
         send_proxy: config.send_proxy,
         capture: settings.reactor.capture.clone(),
+        tls_listeners: settings.tls.as_ref().map(|t| t.listeners.clone()).unwrap_or_default(),
     });
     let checker = match &config.check {
         HealthCheck::Off => None,
@@ -270,10 +271,6 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
             "--listen {udp}: the proxy forwards TCP and Unix stream connections only"
         ));
     }
-    if settings.tls.is_some() {
-        // Linked pairs move bytes socket to socket: a TLS connection cannot be linked.
-        return Err("tls:// listeners: the proxy does not terminate TLS".into());
-    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
@@ -309,7 +306,8 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters: proxy_counters(handle, pool.clone(), settings.reactor.capture.clone()),
-        hangup: Some(hangup),
+        // SIGHUP also re-reads the TLS certificate and key of tls:// listeners.
+        hangup: crate::serve::run::tls_reload(&settings, Some(hangup)),
     };
     let addrs: Vec<String> = proxy.listeners().iter().map(|a| a.to_string()).collect();
     let n = pool.current().backends.len();

@@ -41,10 +41,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
-use rustls::{HandshakeKind, ServerConfig, ServerConnection};
+use rustls::{Connection as RustlsConnection, HandshakeKind, ServerConfig, ServerConnection};
 
 use super::EventLoop;
-use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED};
+use super::conn::{CLOSING, Connection, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED};
 use crate::net::tls::{TlsConfig, TlsSetup};
 use crate::reactor::config::Config;
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -60,7 +60,8 @@ const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
 
 /// One connection's TLS session.
 pub(crate) struct TlsSession {
-    conn: ServerConnection,
+    /// The rustls session (a server's, for a connection from a `tls://` listener).
+    conn: RustlsConnection,
     /// The handshake has not completed yet (it is counted once when it does).
     handshaking: bool,
     /// A TLS or socket error ended the session: no `close_notify` after its alert.
@@ -245,6 +246,24 @@ impl TlsSession {
         }
         Ok(())
     }
+
+    /// Encrypts `data` (forwarded from a linked partner) and appends the TLS records
+    /// to `out`. While the handshake is pending rustls keeps the plaintext and sends it
+    /// once the handshake completes.
+    pub(super) fn encrypt_slice(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.writer().write_all(data)?;
+        while self.conn.wants_write() {
+            self.conn.write_tls(out)?;
+        }
+        Ok(())
+    }
+
+    /// Queues `close_notify` (once; rustls ignores a second) and appends it to `out`:
+    /// the TLS form of shutting the write side, for a linked pair's half-close.
+    pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.encrypt_slice(&[], out)
+    }
 }
 
 /// A loop's TLS state: the configuration it makes sessions from and the handshake
@@ -296,6 +315,7 @@ pub(super) fn new_session(
     // The reactor drains rustls' buffers after every call: its own bounds would only
     // make large writes fail.
     conn.set_buffer_limit(None);
+    let conn = RustlsConnection::Server(conn);
     if let Some(t) = tls.setup.handshake_timeout {
         tls.handshakes.push_back((key, generation, Instant::now() + t));
     }
@@ -308,7 +328,7 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_readable_tls(&mut self, key: usize) {
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else { return };
-            if c.has(PAUSED | READ_CLOSED | CLOSING) {
+            if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
             let hup_seen = c.has(HUP_SEEN);
@@ -339,6 +359,31 @@ impl<H: EventHandler> EventLoop<H> {
                 return self.close(key, CloseReason::Error(e));
             }
             let mut leftover = false;
+            let linked = c.link.as_ref().map(|l| l.peer);
+            if let Some(peer) = linked {
+                // A linked TLS side: its plaintext goes to the partner, not a handler.
+                if r.plain > 0 {
+                    c.flags |= HEARD;
+                    if !self.pass(peer, r.plain) {
+                        return;
+                    }
+                    self.forwarded(key, r.plain);
+                    self.forwarded_data(key, r.plain);
+                }
+                if !self.after_callback(key, Action::None) {
+                    return;
+                }
+                if r.eof {
+                    if handshaking {
+                        bump(&self.stats.tls_handshake_errors, 1);
+                    }
+                    return self.input_ended(key, peer);
+                }
+                if r.drained {
+                    return;
+                }
+                continue;
+            }
             let action = if r.plain > 0 {
                 let had_input = !c.input.is_empty();
                 let total = c.input.len() + r.plain;
