@@ -20,6 +20,15 @@
 //!   the bytes coming to it; reading a side is `splice` socket → partner's pipe →
 //!   partner's socket ([`EventLoop::forward_spliced`]), and the pipe's content counts as
 //!   the partner's pending output for the watermarks, the half-close and the close.
+//! - **TLS sides** (a connection with a TLS session, `tls.rs`): the pair always copies
+//!   (splicing is silently off: the bytes must pass rustls). Reading a TLS side goes
+//!   through its read path (`on_readable_tls`), which passes the decrypted plaintext to
+//!   the partner instead of a handler; bytes passed into a TLS side are encrypted
+//!   straight into its pending output (`TlsSession::encrypt_slice`), so the
+//!   watermarks count its ciphertext as for any connection (rustls keeps no plaintext
+//!   once its handshake is done). Half-close: a TLS peer's `close_notify` (or EOF) ends
+//!   its input like a FIN; a TLS side whose partner's input ended sends `close_notify`
+//!   behind its pending output, then shuts its write side.
 //! - **Abnormal ends**: when one side closes any other way (error, reset, timeout,
 //!   detach, a handler's close), `close` unlinks the partner, which stops reading,
 //!   flushes its pending output (bounded by the close timeout) and closes as
@@ -370,14 +379,16 @@ impl<H: EventHandler> EventLoop<H> {
     /// pair once both directions are done. Returns whether `key` is open and readable.
     pub(super) fn settle_link(&mut self, key: usize) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
-        if c.has(FIN_PENDING) && !c.has(WRITE_SHUT) && c.queued() == 0 {
-            if let Some(tls) = c.tls.as_deref_mut() {
-                // TLS: `close_notify` goes out first; the socket is shut once it has.
-                let sent = tls.close_notify(&mut c.output);
-                if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
-                    self.close(key, CloseReason::Error(e));
-                    return false;
-                }
+        if c.has(FIN_PENDING)
+            && !c.has(WRITE_SHUT)
+            && c.queued() == 0
+            && let Some(tls) = c.tls.as_deref_mut()
+        {
+            // TLS: `close_notify` goes out first; the socket is shut once it has.
+            let sent = tls.close_notify(&mut c.output);
+            if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
+                self.close(key, CloseReason::Error(e));
+                return false;
             }
         }
         if c.has(FIN_PENDING) && !c.has(WRITE_SHUT) && c.queued() == 0 {

@@ -19,6 +19,10 @@
 //!   appended to the connection's output buffer, and the plain write path sends that:
 //!   partial writes, WRITABLE interest, watermarks (on the ciphertext, a few bytes per
 //!   16 KiB record above the plaintext) and close-after-flush all hold unchanged.
+//! - **Linked** (`link.rs`): a linked TLS side's plaintext goes to its partner (the
+//!   partner's bytes are encrypted into its output with [`TlsSession::encrypt_slice`]);
+//!   its peer's `close_notify` ends its input; its partner's end of input makes it send
+//!   `close_notify` ([`TlsSession::close_notify`]) before the write side is shut.
 //! - **Close** (`conn.rs::close`): [`Connection::end_tls`] sends `close_notify` when the
 //!   output is flushed and the session did not fail.
 //! - **Handshake timeout**: deadlines from accept in a FIFO (the timeout is one value,
