@@ -31,8 +31,10 @@ pub struct ProxyArgs {
     config: Option<std::path::PathBuf>,
     /// A backend (repeatable): `HOST:PORT`, `[v6]:PORT` or `unix:PATH`, then options
     /// after commas: `weight=N` (1-1000, for --balance weighted and consistent-hash),
-    /// `backup` (used only when no other backend is up).
-    #[arg(short, long = "backend", value_name = "ADDR[,weight=N][,backup]", value_parser = parse_backend)]
+    /// `backup` (used only when no other backend is up), `tls` (speak TLS to it; needs
+    /// --backend-ca), `sni=NAME` (the name its certificate must carry; default: the host
+    /// part, or its IP address matched against the certificate's IP SANs).
+    #[arg(short, long = "backend", value_name = "ADDR[,weight=N][,backup][,tls][,sni=NAME]", value_parser = parse_backend)]
     backend: Vec<BackendSpec>,
     /// More backends, one per line in the --backend syntax (blank lines and # comments
     /// allowed); re-read on SIGHUP.
@@ -77,6 +79,9 @@ pub struct ProxyArgs {
     /// HAProxy, nginx) sees the client's address.
     #[arg(long, value_name = "v1|v2", value_parser = parse_send_proxy)]
     send_proxy: Option<SendProxy>,
+    /// CA certificates (PEM) that the certificates of `,tls` backends must chain to.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
     /// TLS termination for tls:// listeners (--tls-cert, --tls-key, --tls-client-ca,
@@ -140,6 +145,7 @@ pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         health_interval: args.health_interval,
         splice: args.splice && !args.no_splice,
         send_proxy: args.send_proxy,
+        backend_ca: args.backend_ca,
     };
     let flags = ProxyFlags {
         drain_timeout: args.net.drain_timeout,

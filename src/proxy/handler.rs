@@ -18,6 +18,10 @@
 //! with reading paused, until the link hands them to the backend. A protocol in which
 //! the server speaks first therefore does not suit TLS termination here.
 //!
+//! **TLS to backends** (`,tls`): [`Conn::connect_tls`] with the `--backend-ca` roots
+//! and the backend's name; the handshake completes before `opened`, so a backend whose
+//! certificate is not trusted is a failed connect, retried on the next backend.
+//!
 //! Connect results feed the backends' passive health (`fall`/`rise`); byte counts come
 //! from [`EventHandler::forwarded`] into per-loop counters (no lock, no channel).
 
@@ -31,6 +35,7 @@ use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
 use super::send_proxy::SendProxy;
 use crate::capture::Direction;
+use crate::net::tls::ClientRoots;
 use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
 use crate::serve::capture::{Capture, CaptureHook, Captured};
 
@@ -54,6 +59,8 @@ pub struct Shared {
     /// Positions of the `tls://` listeners (their clients connect a backend on their
     /// first plaintext bytes, after the handshake).
     pub tls_listeners: Vec<usize>,
+    /// Roots for `,tls` backends (`--backend-ca`).
+    pub backend_roots: Option<ClientRoots>,
 }
 
 /// A connection's role, the state the reactor keeps next to it.
@@ -151,7 +158,23 @@ impl ProxyHandler {
         let backend = self.set.backends[i].clone();
         let tag = self.next_tag;
         self.next_tag += 1;
-        match conn.connect(&backend.spec().addr, Some(self.shared.connect_timeout), tag) {
+        let spec = backend.spec();
+        let timeout = Some(self.shared.connect_timeout);
+        let started = if spec.tls {
+            // TLS to the backend: `opened` comes after its handshake; a certificate the
+            // roots do not trust is a failed connect (the next backend is tried).
+            let tls = match (&self.shared.backend_roots, spec.tls_name()) {
+                (Some(roots), Some(name)) => roots.for_name(&name),
+                _ => Err("no --backend-ca, or no name to verify".into()),
+            };
+            match tls {
+                Ok(tls) => conn.connect_tls(&spec.addr, timeout, tag, &tls),
+                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+            }
+        } else {
+            conn.connect(&spec.addr, timeout, tag)
+        };
+        match started {
             Ok(_) => {
                 log::trace!("loop {}: connecting to {}", self.loop_id, backend.spec().name);
                 tried.push(backend.clone());

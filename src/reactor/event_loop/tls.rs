@@ -45,15 +45,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
-use rustls::{Connection as RustlsConnection, HandshakeKind, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConnection, Connection as RustlsConnection, HandshakeKind, ServerConfig, ServerConnection,
+};
 
 use super::EventLoop;
 use super::conn::{CLOSING, Connection, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED};
-use crate::net::tls::{TlsConfig, TlsSetup};
+use super::write::write_socket;
+use crate::net::addr::Peer;
+use crate::net::tls::{ClientTls, TlsConfig, TlsSetup};
 use crate::reactor::config::Config;
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
-use crate::reactor::stats::bump;
+use crate::reactor::stats::{LoopStats, bump};
 
 /// The per-loop buffer is cut back to this after a large plaintext write was encrypted.
 const WBUF_KEEP: usize = 64 * 1024;
@@ -336,8 +340,11 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             let hup_seen = c.has(HUP_SEEN);
-            let (Some(tls), Some(lt)) = (c.tls.as_deref_mut(), self.tls.as_mut()) else { return };
-            let r = tls.read(&c.sock, &mut lt.cbuf, &mut self.rbuf, hup_seen);
+            let Some(tls) = c.tls.as_deref_mut() else { return };
+            // A loop without TLS listeners (client sessions only) has no ciphertext
+            // buffer: rustls then reads for itself, 4 KiB at a time.
+            let cbuf = self.tls.as_mut().map_or(&mut [][..], |lt| &mut lt.cbuf[..]);
+            let r = tls.read(&c.sock, cbuf, &mut self.rbuf, hup_seen);
             bump(&self.stats.reads, r.reads);
             bump(&self.stats.bytes_read, r.cipher as u64);
             if r.cipher > 0 {
@@ -470,6 +477,108 @@ impl<S> Connection<S> {
         let mut alert = Vec::new();
         if tls.encrypt(&mut Vec::new(), &mut alert).is_ok() {
             let _ = (&self.sock).write(&alert);
+        }
+    }
+}
+
+/// A client-side handshake on an outbound connection whose connect completed
+/// ([`Conn::connect_tls`](crate::reactor::Conn::connect_tls)). It runs while the
+/// connection is still in the dialer, so the handler's `opened` comes only once it is
+/// done, and a failure (an untrusted certificate, a wrong name, EOF) is a failed
+/// connect like a refused one; the connect timeout covers it.
+pub(super) struct ClientHandshake {
+    session: Box<TlsSession>,
+    /// Handshake records not yet taken by the kernel (from `out_pos`).
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The peer, from the completed connect.
+    pub(super) peer: Peer,
+}
+
+/// Where a [`ClientHandshake`] stands after [`ClientHandshake::advance`].
+pub(super) enum HandshakeStep {
+    /// Waiting for the socket (readable or writable).
+    Pending,
+    /// Done: [`ClientHandshake::into_session`] gives the session for the connection.
+    Done,
+    /// Failed: the connect fails with this error.
+    Failed(io::Error),
+}
+
+impl ClientHandshake {
+    /// A client session for `tls`, its ClientHello queued.
+    pub(super) fn start(tls: &ClientTls, peer: Peer) -> io::Result<ClientHandshake> {
+        let mut conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        conn.set_buffer_limit(None);
+        let session = Box::new(TlsSession {
+            conn: RustlsConnection::Client(conn),
+            handshaking: true,
+            failed: false,
+            stash: Vec::new(),
+        });
+        Ok(ClientHandshake { session, out: Vec::new(), out_pos: 0, peer })
+    }
+
+    /// The session of a completed handshake.
+    pub(super) fn into_session(self) -> Box<TlsSession> {
+        self.session
+    }
+
+    /// Writes what rustls has to send and reads what the server sent, until the socket
+    /// would block or the handshake is over.
+    pub(super) fn advance(&mut self, mut sock: &Stream, stats: &LoopStats) -> HandshakeStep {
+        loop {
+            if let Err(e) = self.session.encrypt(&mut Vec::new(), &mut self.out) {
+                return HandshakeStep::Failed(e);
+            }
+            while self.out_pos < self.out.len() {
+                match write_socket(sock, &self.out[self.out_pos..]) {
+                    Ok(n) => {
+                        self.out_pos += n;
+                        bump(&stats.writes, 1);
+                        bump(&stats.bytes_written, n as u64);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return HandshakeStep::Pending;
+                    }
+                    Err(e) => return HandshakeStep::Failed(e),
+                }
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            if !self.session.conn.is_handshaking() {
+                self.session.handshaking = false;
+                bump(&stats.tls_handshakes, 1);
+                return HandshakeStep::Done;
+            }
+            match self.session.conn.read_tls(&mut sock) {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed during the TLS handshake",
+                    );
+                    return HandshakeStep::Failed(e);
+                }
+                Ok(n) => {
+                    bump(&stats.reads, 1);
+                    bump(&stats.bytes_read, n as u64);
+                    if let Err(e) = self.session.conn.process_new_packets() {
+                        // The alert, if the kernel takes it now.
+                        self.out.clear();
+                        if self.session.encrypt(&mut Vec::new(), &mut self.out).is_ok() {
+                            let _ = sock.write(&self.out);
+                        }
+                        return HandshakeStep::Failed(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            e,
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return HandshakeStep::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return HandshakeStep::Failed(e),
+            }
         }
     }
 }

@@ -9,8 +9,12 @@ use std::time::Instant;
 
 use super::EventLoop;
 use super::conn::Connection;
+use crate::net::addr::Peer;
+use crate::net::tls::ClientTls;
 use crate::reactor::config::Config;
 use crate::reactor::handler::EventHandler;
+use crate::reactor::socket::Stream;
+use crate::reactor::stats::LoopStats;
 
 /// A TLS session: none exists in this build.
 pub(crate) enum TlsSession {}
@@ -68,4 +72,34 @@ impl<H: EventHandler> EventLoop<H> {
 impl<S> Connection<S> {
     /// Nothing to end.
     pub(super) fn end_tls(&mut self) {}
+}
+
+/// A client handshake: none exists in this build (no [`ClientTls`] can).
+pub(super) enum ClientHandshake {}
+
+/// Where a handshake stands: never asked in this build.
+pub(super) enum HandshakeStep {
+    /// Waiting.
+    Pending,
+    /// Done.
+    Done,
+    /// Failed.
+    Failed(io::Error),
+}
+
+impl ClientHandshake {
+    /// Unreachable: no [`ClientTls`] value exists in this build.
+    pub(super) fn start(tls: &ClientTls, _peer: Peer) -> io::Result<ClientHandshake> {
+        match tls._none {}
+    }
+
+    /// Never called.
+    pub(super) fn advance(&mut self, _sock: &Stream, _stats: &LoopStats) -> HandshakeStep {
+        match *self {}
+    }
+
+    /// Never called.
+    pub(super) fn into_session(self) -> Box<TlsSession> {
+        match self {}
+    }
 }
