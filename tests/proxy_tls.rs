@@ -278,3 +278,94 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs --tls-key"), "{err}");
 }
+
+// ---- TLS to backends ------------------------------------------------------------------
+
+/// An echo `tls://` backend with `pki`'s certificate.
+fn tls_echo_backend(pki: &Pki) -> Served {
+    let tls = TlsConfig::load(pki.files(), Vec::new()).expect("tls config");
+    let config = Config::new()
+        .listen("127.0.0.1:0")
+        .expect("listen")
+        .loops(1)
+        .tls(TlsSetup::new(vec![0], Arc::new(tls)));
+    serve::start(Engine::Reactor, Echo, Settings::from(config)).expect("tls echo backend")
+}
+
+/// A one-loop plain proxy over `backends` (written specs), trusting `ca`.
+fn proxy_to(backends: &[String], ca: &Pki) -> Proxy {
+    let config = Config::new().listen("127.0.0.1:0").expect("listen").loops(1);
+    let cfg = ProxyConfig {
+        backends: backends.iter().map(|b| b.parse().expect("spec")).collect(),
+        check: HealthCheck::Off,
+        backend_ca: Some(ca.ca.clone()),
+        ..ProxyConfig::default()
+    };
+    start(Settings::from(config), cfg).expect("start proxy")
+}
+
+/// Echo through `addr`, 4 MB in 256 KiB steps, byte-exact.
+fn echo_4mb(addr: SocketAddr) {
+    let mut s = connect(addr);
+    let data = pattern(4 << 20, 5);
+    let mut back = vec![0u8; 256 * 1024];
+    for chunk in data.chunks(256 * 1024) {
+        s.write_all(chunk).expect("write");
+        s.read_exact(&mut back[..chunk.len()]).expect("read");
+        assert!(back[..chunk.len()] == *chunk, "echo byte-exact");
+    }
+}
+
+#[test]
+fn the_proxy_speaks_tls_to_a_tls_backend_byte_exact() {
+    let pki = Pki::new();
+    let backend = tls_echo_backend(&pki);
+    let addr = backend.local_addrs()[0];
+    // By IP address (an IP SAN, no SNI), and by name with sni=.
+    for spec in [format!("{addr},tls"), format!("{addr},tls,sni=localhost")] {
+        let p = proxy_to(std::slice::from_ref(&spec), &pki);
+        echo_4mb(p.local_addrs()[0]);
+        let t = p.pool().current().backends[0].totals();
+        assert_eq!(t.connect_errors, 0);
+        wait_until("counters", || {
+            let t = p.pool().current().backends[0].totals();
+            t.bytes_sent == 4 << 20 && t.bytes_received == 4 << 20
+        });
+        p.shutdown().expect("shutdown");
+    }
+}
+
+#[test]
+fn a_backend_with_an_untrusted_certificate_is_a_failed_connect_and_the_next_one_serves() {
+    let (pki, rogue) = (Pki::new(), Pki::new());
+    let bad = tls_echo_backend(&rogue); // signed by another CA
+    let good = tls_echo_backend(&pki);
+    let specs = [format!("{},tls", bad.local_addrs()[0]), format!("{},tls", good.local_addrs()[0])];
+    let p = proxy_to(&specs, &pki);
+    for _ in 0..2 {
+        // Round robin starts somewhere; each client ends up on the good one.
+        let mut s = connect(p.local_addrs()[0]);
+        s.write_all(b"hello").expect("write");
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"hello");
+    }
+    let set = p.pool().current();
+    let bad_name = bad.local_addrs()[0].to_string();
+    let bad_totals = set.backends.iter().find(|b| b.spec().name == bad_name).expect("bad").totals();
+    assert!(bad_totals.connect_errors >= 1, "{bad_totals:?}");
+    assert_eq!(bad_totals.bytes_sent, 0);
+    let stats = p.handle().stats().total();
+    assert!(stats.tls_handshake_errors >= 1, "{stats:?}");
+    p.shutdown().expect("shutdown");
+}
+
+#[test]
+fn tls_backends_need_backend_ca() {
+    let cfg = ProxyConfig {
+        backends: vec!["127.0.0.1:7001,tls".parse().expect("spec")],
+        ..ProxyConfig::default()
+    };
+    let err = cfg.load_backends().expect_err("refused");
+    assert!(err.contains(",tls needs --backend-ca FILE"), "{err}");
+}
