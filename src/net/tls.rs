@@ -305,8 +305,9 @@ pub struct ClientTls {
     pub(crate) config: Arc<rustls::ClientConfig>,
     #[cfg(feature = "tls")]
     pub(crate) name: rustls::pki_types::ServerName<'static>,
+    /// Never made in a build without TLS (its constructor is an error).
     #[cfg(not(feature = "tls"))]
-    pub(crate) _none: std::convert::Infallible,
+    _none: (),
 }
 
 impl fmt::Debug for ClientTls {
@@ -314,7 +315,7 @@ impl fmt::Debug for ClientTls {
         #[cfg(feature = "tls")]
         return f.debug_struct("ClientTls").field("name", &self.name).finish_non_exhaustive();
         #[cfg(not(feature = "tls"))]
-        match self._none {}
+        f.write_str("ClientTls")
     }
 }
 
@@ -371,8 +372,9 @@ impl ClientTls {
 pub struct ClientRoots {
     #[cfg(feature = "tls")]
     config: Arc<rustls::ClientConfig>,
+    /// Never made in a build without TLS (its constructor is an error).
     #[cfg(not(feature = "tls"))]
-    _none: std::convert::Infallible,
+    _none: (),
 }
 
 impl fmt::Debug for ClientRoots {
@@ -400,8 +402,8 @@ impl ClientRoots {
         return ClientTls::for_name(self.config.clone(), name);
         #[cfg(not(feature = "tls"))]
         {
-            let _ = name;
-            match self._none {}
+            let _ = (name, self._none);
+            Err("TLS to backends needs evloop built with the `tls` feature".into())
         }
     }
 }

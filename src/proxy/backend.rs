@@ -185,6 +185,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_tls_and_sni() {
+        let b: BackendSpec = "127.0.0.1:7001,tls".parse().unwrap();
+        assert!(b.tls);
+        assert_eq!(b.tls_name().as_deref(), Some("127.0.0.1"));
+        let b: BackendSpec = "[::1]:7001,tls".parse().unwrap();
+        assert_eq!(b.tls_name().as_deref(), Some("::1"));
+        let b: BackendSpec = "localhost:7001,tls,weight=2".parse().unwrap();
+        assert_eq!((b.tls, b.weight, b.tls_name().as_deref()), (true, 2, Some("localhost")));
+        let b: BackendSpec = "127.0.0.1:7001,tls,sni=db.example".parse().unwrap();
+        assert_eq!(b.tls_name().as_deref(), Some("db.example"));
+        let b: BackendSpec = "unix:/tmp/b.sock,tls".parse().unwrap();
+        assert_eq!(b.tls_name(), None);
+        for bad in ["127.0.0.1:1,tls,tls", "127.0.0.1:1,sni=", "127.0.0.1:1,sni=a,sni=b"] {
+            assert!(bad.parse::<BackendSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_forms_and_options() {
         let b: BackendSpec = "127.0.0.1:7001,weight=3".parse().unwrap();
         assert_eq!(b.name, "127.0.0.1:7001");

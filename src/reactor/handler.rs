@@ -323,8 +323,8 @@ impl Conn<'_> {
         timeout: Option<Duration>,
         tag: u64,
     ) -> io::Result<ConnId> {
-        let requester = Some(self.id());
-        self.ctx.connect(self.registry, self.remote.id, to, timeout, tag, requester, None)
+        let origin = Origin { tag, requester: Some(self.id()) };
+        self.ctx.connect(self.registry, self.remote.id, to, timeout, origin, None)
     }
 
     /// [`connect`](Self::connect), then a client TLS handshake with `tls` (its roots and
@@ -341,9 +341,9 @@ impl Conn<'_> {
         tag: u64,
         tls: &ClientTls,
     ) -> io::Result<ConnId> {
-        let requester = Some(self.id());
+        let origin = Origin { tag, requester: Some(self.id()) };
         let tls = Some(tls.clone());
-        self.ctx.connect(self.registry, self.remote.id, to, timeout, tag, requester, tls)
+        self.ctx.connect(self.registry, self.remote.id, to, timeout, origin, tls)
     }
 
     /// Links this connection with `other` (an open connection of the same loop), with

@@ -128,12 +128,11 @@ impl Ctx {
         loop_id: usize,
         to: &ConnectAddr,
         timeout: Option<Duration>,
-        tag: u64,
-        requester: Option<ConnId>,
+        origin: Origin,
         tls: Option<ClientTls>,
     ) -> io::Result<ConnId> {
         let generation = self.generation();
-        self.dialer.start(registry, to, timeout, Origin { tag, requester }, generation, tls)?;
+        self.dialer.start(registry, to, timeout, origin, generation, tls)?;
         Ok(ConnId { loop_id, key: ConnId::UNOPENED, generation })
     }
 }
@@ -147,7 +146,14 @@ impl<H: EventHandler> EventLoop<H> {
         tag: u64,
     ) {
         let registry = self.parts.poll.registry();
-        if let Err(err) = self.ctx.connect(registry, self.parts.id, to, timeout, tag, None, None) {
+        if let Err(err) = self.ctx.connect(
+            registry,
+            self.parts.id,
+            to,
+            timeout,
+            Origin { tag, requester: None },
+            None,
+        ) {
             self.connect_failed(Origin { tag, requester: None }, err);
         }
     }
@@ -199,7 +205,7 @@ impl<H: EventHandler> EventLoop<H> {
             HandshakeStep::Done => {
                 let d = self.ctx.dialer.dialing.remove(i);
                 if let Some(h) = d.handshake {
-                    let peer = h.peer;
+                    let peer = h.peer();
                     let session = h.into_session();
                     self.open_outbound(d.sock, peer, d.origin, d.generation, Some(session));
                 }

@@ -492,7 +492,7 @@ pub(super) struct ClientHandshake {
     out: Vec<u8>,
     out_pos: usize,
     /// The peer, from the completed connect.
-    pub(super) peer: Peer,
+    peer: Peer,
 }
 
 /// Where a [`ClientHandshake`] stands after [`ClientHandshake::advance`].
@@ -518,6 +518,11 @@ impl ClientHandshake {
             stash: Vec::new(),
         });
         Ok(ClientHandshake { session, out: Vec::new(), out_pos: 0, peer })
+    }
+
+    /// The peer, from the completed connect.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
     }
 
     /// The session of a completed handshake.

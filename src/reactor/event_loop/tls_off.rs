@@ -78,6 +78,7 @@ impl<S> Connection<S> {
 pub(super) enum ClientHandshake {}
 
 /// Where a handshake stands: never asked in this build.
+#[allow(dead_code)] // matched by `connect.rs`, never made without TLS
 pub(super) enum HandshakeStep {
     /// Waiting.
     Pending,
@@ -88,9 +89,14 @@ pub(super) enum HandshakeStep {
 }
 
 impl ClientHandshake {
-    /// Unreachable: no [`ClientTls`] value exists in this build.
-    pub(super) fn start(tls: &ClientTls, _peer: Peer) -> io::Result<ClientHandshake> {
-        match tls._none {}
+    /// Always `Unsupported`: no TLS in this build (and no [`ClientTls`] can be made).
+    pub(super) fn start(_tls: &ClientTls, _peer: Peer) -> io::Result<ClientHandshake> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "evloop is built without TLS"))
+    }
+
+    /// Never called.
+    pub(super) fn peer(&self) -> Peer {
+        match *self {}
     }
 
     /// Never called.
