@@ -223,7 +223,7 @@ pub struct ServeArgs {
 pub struct NetArgs {
     /// Address to listen on (repeatable; all are served by the same loops):
     /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; serve only, needs
+    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; needs
     /// --tls-cert and --tls-key, engine reactor), `fd:N` (an inherited listening socket,
     /// descriptor N), `systemd` (every socket systemd's socket activation passed).
     /// Default: 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380,
