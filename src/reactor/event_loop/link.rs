@@ -26,7 +26,9 @@
 //!   the partner instead of a handler; bytes passed into a TLS side are encrypted
 //!   straight into its pending output (`TlsSession::encrypt_slice`), so the
 //!   watermarks count its ciphertext as for any connection (rustls keeps no plaintext
-//!   once its handshake is done). Half-close: a TLS peer's `close_notify` (or EOF) ends
+//!   once its handshake is done; bytes forwarded into a side still handshaking wait in
+//!   rustls, uncounted, until it completes: the proxy links only after the handshake,
+//!   a client's at its first bytes, a backend's before `opened`). Half-close: a TLS peer's `close_notify` (or EOF) ends
 //!   its input like a FIN; a TLS side whose partner's input ended sends `close_notify`
 //!   behind its pending output, then shuts its write side.
 //! - **Abnormal ends**: when one side closes any other way (error, reset, timeout,
