@@ -47,9 +47,22 @@ impl Pki {
         let n = DIRS.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("evloop-ptls-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        pki.issue("evloop proxy test CA");
+        pki
+    }
+
+    /// Makes a CA named `name` and a server certificate it signs; writes them over the
+    /// files.
+    fn issue(&self, name: &str) {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "evloop proxy test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, name);
         let ca =
             CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
         let key = KeyPair::generate().expect("key");
@@ -57,16 +70,9 @@ impl Pki {
             .expect("params")
             .signed_by(&key, &ca)
             .expect("cert");
-        let pki = Pki {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-            dir,
-        };
-        std::fs::write(&pki.ca, ca.pem()).expect("write");
-        std::fs::write(&pki.cert, cert.pem() + &ca.pem()).expect("write");
-        std::fs::write(&pki.key, key.serialize_pem()).expect("write");
-        pki
+        std::fs::write(&self.ca, ca.pem()).expect("write");
+        std::fs::write(&self.cert, cert.pem() + &ca.pem()).expect("write");
+        std::fs::write(&self.key, key.serialize_pem()).expect("write");
     }
 
     fn files(&self) -> TlsFiles {
@@ -237,7 +243,7 @@ impl Drop for Proc {
 }
 
 #[test]
-fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags() {
+fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() {
     let pki = Pki::new();
     let echo = echo_backend();
     let be = echo.local_addrs()[0].to_string();
@@ -252,7 +258,7 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags() {
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
-    let _proc = Proc(child);
+    let child_proc = Proc(child);
     let mut lines = BufReader::new(stderr).lines();
     let ready = loop {
         let line = lines.next().expect("a ready line").expect("line");
@@ -269,6 +275,23 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags() {
     let mut got = vec![0u8; msg.len()];
     s.read_exact(&mut got).expect("read");
     assert!(got == msg);
+    // SIGHUP re-reads the certificate and key: a client trusting only a new CA gets in.
+    pki.issue("evloop proxy second CA");
+    let new = pki.client_config();
+    // SAFETY: kill(2) on our own child's PID.
+    assert_eq!(unsafe { libc::kill(child_proc.0.id() as i32, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let mut s = tls_connect(addr, &new);
+        if s.write_all(b"new").is_ok() && {
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).is_ok()
+        } {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new certificate was never served");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Missing key: one clear line, exit 1.
     let out = Command::new(BIN)
         .args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be, "--tls-cert", cert])
