@@ -841,7 +841,7 @@ fn bad_flags_and_backend_files_give_the_documented_errors() {
         ),
         (
             vec!["--backend", "127.0.0.1:7001", "--listen", "tls://127.0.0.1:0"],
-            "the proxy does not terminate TLS".into(),
+            "a tls:// listener needs --tls-cert FILE".into(),
         ),
         (
             vec!["--backends-file", "/nonexistent/b.txt"],

@@ -1001,27 +1001,50 @@ impl evloop::reactor::EventHandler for Linker {
 }
 
 #[test]
-fn linking_a_tls_connection_is_refused_by_closing_it() {
+fn a_linked_tls_connection_forwards_plaintext_both_ways_and_half_closes() {
     let pki = Pki::new();
     let (tx, rx) = mpsc::channel();
     let server = evloop::reactor::Server::bind(tls_config(pki.files(false), b"", 1)).unwrap();
     let (plain, tls) = (server.local_addrs()[0], server.local_addrs()[1]);
     let running = server.start(move |_| Linker { plain: None, closes: tx.clone() }).unwrap();
     let mut p = TcpStream::connect(plain).unwrap();
+    p.set_read_timeout(Some(LIMIT)).unwrap();
     p.write_all(b"x").unwrap(); // served: the plain connection is open on the loop
     std::thread::sleep(Duration::from_millis(100));
     let config = client_config(&pki.ca, None, &[], &[]);
     let mut s = tls_connect(tls, &config);
     handshake(&mut s).unwrap();
+    // Decrypted into the plain side (the unconsumed first bytes included).
     s.write_all(b"link me").unwrap();
-    let (listener, reason) = rx.recv_timeout(LIMIT).unwrap();
-    assert_eq!(listener, 1, "the TLS side is closed: {reason}");
-    assert!(reason.contains("Unsupported"), "{reason}");
+    let mut got = [0u8; 7];
+    p.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"link me");
+    // 1 MB each way, encrypted into the TLS side.
+    let big = pattern(1 << 20, 7);
+    p.write_all(&big).unwrap();
+    let mut back = Vec::new();
+    read_until(&mut s, &mut back, |g| g.len() >= big.len());
+    assert!(back == big, "plain → TLS byte-exact");
+    s.write_all(&big).unwrap();
+    let mut there = vec![0u8; big.len()];
+    p.read_exact(&mut there).unwrap();
+    assert!(there == big, "TLS → plain byte-exact");
+    // The plain side's FIN becomes close_notify: a clean end of the TLS stream ...
+    p.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest); // closed: EOF or reset, nothing forwarded
+    s.read_to_end(&mut rest).expect("close_notify, not a truncation");
     assert!(rest.is_empty());
-    p.write_all(b"still served").unwrap();
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "the plain one stays");
+    // ... while the other direction still flows; then the TLS side's close_notify
+    // becomes the plain side's FIN.
+    s.write_all(b"after").unwrap();
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    let mut tail = Vec::new();
+    p.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, b"after");
+    let mut reasons = vec![rx.recv_timeout(LIMIT).unwrap(), rx.recv_timeout(LIMIT).unwrap()];
+    reasons.sort();
+    assert_eq!(reasons, vec![(0, "PeerClosed".into()), (1, "PeerClosed".into())]);
     running.shutdown().unwrap();
 }
 

@@ -230,7 +230,7 @@ pub struct ServeArgs {
 pub struct NetArgs {
     /// Address to listen on (repeatable; all are served by the same loops):
     /// `HOST:PORT`, `[::1]:PORT`, `tcp://HOST:PORT`, `unix:/path/to.sock`,
-    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; serve only, needs
+    /// `udp://HOST:PORT` (serve only), `tls://HOST:PORT` (TLS over TCP; needs
     /// --tls-cert and --tls-key, engine reactor), `fd:N` (an inherited listening socket,
     /// descriptor N), `systemd` (every socket systemd's socket activation passed).
     /// Default: 127.0.0.1 with the protocol's port (echo 5000, http 8080, redis 6380,
@@ -343,7 +343,7 @@ impl NetArgs {
     }
 }
 
-/// The TLS flags of `serve`.
+/// The TLS flags of `serve` and `proxy`.
 #[derive(Args, Debug)]
 pub struct TlsArgs {
     /// TLS: certificate chain (PEM, the server's certificate first) for tls:// listeners.
@@ -484,39 +484,53 @@ pub fn run_load(args: LoadArgs) -> Result<(), String> {
 /// key and client CA loaded from their files (ALPN `http/1.1` for `--proto http`).
 /// `None` without `tls://` listeners. Errors are one line naming the flag or file.
 fn tls_setup(args: &ServeArgs) -> Result<Option<TlsSetup>, String> {
-    let tls = &args.tls;
-    let listeners = args.net.tls_listeners();
-    if listeners.is_empty() {
-        if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
-            log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
-        }
-        return Ok(None);
-    }
-    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
-        let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
-        return Err(format!(
-            "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
-        ));
-    };
-    if args.engine != Engine::Reactor {
-        return Err(format!(
-            "tls:// listeners are served by the reactor engine only, not the {} engine",
-            args.engine
-        ));
-    }
-    let files =
-        TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
     let alpn = match args.proto {
         ProtoKind::Http => vec![ALPN_HTTP1.to_vec()],
         _ => Vec::new(),
     };
-    let config = TlsConfig::load(files, alpn)?;
-    let mut setup = TlsSetup::new(listeners, Arc::new(config));
-    setup.handshake_timeout = match tls.handshake_timeout {
-        Some(t) => t.0,
-        None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
-    };
-    Ok(Some(setup))
+    let engine = (args.engine != Engine::Reactor).then(|| args.engine.to_string());
+    args.tls.setup(args.net.tls_listeners(), alpn, engine)
+}
+
+impl TlsArgs {
+    /// The TLS setup for the `tls://` listeners at `listeners` (`None` when there are
+    /// none), offering `alpn`; shared by `serve` and `proxy`. `engine` names a
+    /// non-reactor engine, which cannot serve TLS. Errors are one line naming the flag
+    /// or file.
+    fn setup(
+        &self,
+        listeners: Vec<usize>,
+        alpn: Vec<Vec<u8>>,
+        engine: Option<String>,
+    ) -> Result<Option<TlsSetup>, String> {
+        let tls = self;
+        if listeners.is_empty() {
+            if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
+                log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
+            }
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+            let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
+            return Err(format!(
+                "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
+            ));
+        };
+        if let Some(engine) = engine {
+            return Err(format!(
+                "tls:// listeners are served by the reactor engine only, not the {engine} engine"
+            ));
+        }
+        let files =
+            TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
+        let config = TlsConfig::load(files, alpn)?;
+        let mut setup = TlsSetup::new(listeners, Arc::new(config));
+        setup.handshake_timeout = match tls.handshake_timeout {
+            Some(t) => t.0,
+            None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        };
+        Ok(Some(setup))
+    }
 }
 
 /// `evloop serve`: maps the flags to [`Settings`] and [`Flags`] and hands over to

@@ -19,7 +19,7 @@ use evloop::proxy::send_proxy::SendProxy;
 use evloop::serve::capture::Capture;
 
 use super::size::parse_duration;
-use super::{NetArgs, Timeout, parse_timeout};
+use super::{NetArgs, Timeout, TlsArgs, parse_timeout};
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -32,8 +32,10 @@ pub struct ProxyArgs {
     config: Option<std::path::PathBuf>,
     /// A backend (repeatable): `HOST:PORT`, `[v6]:PORT` or `unix:PATH`, then options
     /// after commas: `weight=N` (1-1000, for --balance weighted and consistent-hash),
-    /// `backup` (used only when no other backend is up).
-    #[arg(short, long = "backend", value_name = "ADDR[,weight=N][,backup]", value_parser = parse_backend)]
+    /// `backup` (used only when no other backend is up), `tls` (speak TLS to it; needs
+    /// --backend-ca), `sni=NAME` (the name its certificate must carry; default: the host
+    /// part, or its IP address matched against the certificate's IP SANs).
+    #[arg(short, long = "backend", value_name = "ADDR[,weight=N][,backup][,tls][,sni=NAME]", value_parser = parse_backend)]
     backend: Vec<BackendSpec>,
     /// More backends, one per line in the --backend syntax (blank lines and # comments
     /// allowed); re-read on SIGHUP.
@@ -78,8 +80,15 @@ pub struct ProxyArgs {
     /// HAProxy, nginx) sees the client's address.
     #[arg(long, value_name = "v1|v2", value_parser = parse_send_proxy)]
     send_proxy: Option<SendProxy>,
+    /// CA certificates (PEM) that the certificates of `,tls` backends must chain to.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
+    /// TLS termination for tls:// listeners (--tls-cert, --tls-key, --tls-client-ca,
+    /// --handshake-timeout), as for serve.
+    #[command(flatten)]
+    tls: Box<TlsArgs>,
 }
 
 fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {
@@ -124,18 +133,14 @@ impl ProxyArgs {
 
 /// `evloop proxy`: maps the flags and hands over to [`run`].
 pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
-    if let Some(&i) = args.net.tls_listeners().first() {
-        return Err(format!(
-            "--listen {}: the proxy does not terminate TLS (tls:// is for serve only)",
-            args.net.settings().listen[i]
-        ));
-    }
     let mut settings = args.net.settings();
     if let Some(spec) = args.net.edge.capture_spec() {
         let capture = Capture::start(&spec).map_err(|e| format!("--capture: {e}"))?;
         settings.reactor.capture = Some(capture);
     }
     settings.idle_timeout = args.idle_timeout.0;
+    // TLS termination: the reactor decrypts and encrypts at the client's seams; no ALPN.
+    settings.tls = args.tls.setup(args.net.tls_listeners(), Vec::new(), None)?;
     let config = ProxyConfig {
         backends: args.backend,
         backends_file: args.backends_file,
@@ -148,6 +153,7 @@ pub fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         health_interval: args.health_interval,
         splice: args.splice && !args.no_splice,
         send_proxy: args.send_proxy,
+        backend_ca: args.backend_ca,
     };
     let flags = ProxyFlags {
         drain_timeout: args.net.drain_timeout,

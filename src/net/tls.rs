@@ -304,3 +304,121 @@ impl TlsSetup {
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// Client-side TLS for an outbound connection ([`Conn::connect_tls`]): the rustls
+/// client configuration (trusted roots) and the name the server's certificate must
+/// carry (a DNS name, sent as SNI, or an IP address, matched against the certificate's
+/// IP SANs and sent as no SNI). Cheap to clone (the configuration is shared).
+///
+/// Built without the `tls` cargo feature, [`ClientTls::from_ca_file`] is an error and no
+/// value can exist.
+///
+/// [`Conn::connect_tls`]: crate::reactor::Conn::connect_tls
+#[derive(Clone)]
+pub struct ClientTls {
+    #[cfg(feature = "tls")]
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    #[cfg(feature = "tls")]
+    pub(crate) name: rustls::pki_types::ServerName<'static>,
+    /// Never made in a build without TLS (its constructor is an error).
+    #[cfg(not(feature = "tls"))]
+    _none: (),
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "tls")]
+        return f.debug_struct("ClientTls").field("name", &self.name).finish_non_exhaustive();
+        #[cfg(not(feature = "tls"))]
+        f.write_str("ClientTls")
+    }
+}
+
+#[cfg(feature = "tls")]
+impl ClientTls {
+    /// Client TLS with `config` (for tests and embedders), verifying `name`.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> ClientTls {
+        ClientTls { config, name }
+    }
+
+    /// A client configuration (TLS 1.2 and 1.3, no client certificate) trusting the CA
+    /// certificates in the PEM file `ca`; one line naming the file on error.
+    pub fn roots_from_ca_file(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca, "backend CA")? {
+            roots.add(cert).map_err(|e| format!("backend CA {}: {e}", ca.display()))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    /// Client TLS with `config` verifying `name`: a DNS name (sent as SNI) or an IP
+    /// address (no SNI; the certificate needs it as an IP SAN).
+    pub fn for_name(config: Arc<rustls::ClientConfig>, name: &str) -> Result<ClientTls, String> {
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))?;
+        Ok(ClientTls { config, name })
+    }
+
+    /// [`roots_from_ca_file`](Self::roots_from_ca_file) then [`for_name`](Self::for_name).
+    pub fn from_ca_file(ca: &Path, name: &str) -> Result<ClientTls, String> {
+        ClientTls::for_name(ClientTls::roots_from_ca_file(ca)?, name)
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+impl ClientTls {
+    /// Always an error: this build has no TLS.
+    pub fn from_ca_file(_ca: &std::path::Path, _name: &str) -> Result<ClientTls, String> {
+        Err("TLS to backends needs evloop built with the `tls` feature".into())
+    }
+}
+
+/// Trusted roots for TLS to servers (`evloop proxy --backend-ca`): a shared rustls
+/// client configuration, from which [`ClientTls`] values are made per server name.
+#[derive(Clone)]
+pub struct ClientRoots {
+    #[cfg(feature = "tls")]
+    config: Arc<rustls::ClientConfig>,
+    /// Never made in a build without TLS (its constructor is an error).
+    #[cfg(not(feature = "tls"))]
+    _none: (),
+}
+
+impl fmt::Debug for ClientRoots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientRoots")
+    }
+}
+
+impl ClientRoots {
+    /// The CA certificates in the PEM file `ca`; one line naming the file on error (and
+    /// always an error in a build without the `tls` feature).
+    pub fn from_ca_file(ca: &std::path::Path) -> Result<ClientRoots, String> {
+        #[cfg(feature = "tls")]
+        return Ok(ClientRoots { config: ClientTls::roots_from_ca_file(ca)? });
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = ca;
+            Err("TLS to backends needs evloop built with the `tls` feature".into())
+        }
+    }
+
+    /// Client TLS with these roots verifying `name` (a DNS name or an IP address).
+    pub fn for_name(&self, name: &str) -> Result<ClientTls, String> {
+        #[cfg(feature = "tls")]
+        return ClientTls::for_name(self.config.clone(), name);
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (name, self._none);
+            Err("TLS to backends needs evloop built with the `tls` feature".into())
+        }
+    }
+}

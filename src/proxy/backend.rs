@@ -1,5 +1,8 @@
 //! Backend specifications: the `--backend` syntax (`HOST:PORT` or `unix:PATH`, then
-//! options after commas: `weight=N`, `backup`) and the `--backends-file` format (one
+//! options after commas: `weight=N`, `backup`, `tls` (speak TLS to it, verified against
+//! `--backend-ca`), `sni=NAME` (the name its certificate must carry; default: the host
+//! part when it is a name, else its IP address, matched against the certificate's IP
+//! SANs with no SNI sent)) and the `--backends-file` format (one
 //! backend per line, blank lines and `#` comments allowed). Parsing only; no sockets.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,6 +28,29 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Used only when no non-backup backend is up.
     pub backup: bool,
+    /// Speak TLS to it (`,tls`).
+    pub tls: bool,
+    /// The TLS server name to verify (`,sni=NAME`); `None`: [`tls_name`](Self::tls_name)'s
+    /// default.
+    pub sni: Option<String>,
+}
+
+impl BackendSpec {
+    /// The name a TLS backend's certificate is verified against: `sni=`, else the host
+    /// part of the address as written (a DNS name, or an IP address: no SNI then).
+    /// `None` for a Unix socket backend without `sni=`.
+    pub fn tls_name(&self) -> Option<String> {
+        if let Some(sni) = &self.sni {
+            return Some(sni.clone());
+        }
+        if matches!(self.addr, BackendAddr::Unix(_)) {
+            return None;
+        }
+        let hostport = self.name.strip_prefix("tcp://").unwrap_or(&self.name);
+        let (host, _) = hostport.rsplit_once(':')?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        Some(host.to_string())
+    }
 }
 
 impl FromStr for BackendSpec {
@@ -40,7 +66,14 @@ impl FromStr for BackendSpec {
             return Err(format!("backend `{s}`: empty address"));
         }
         let addr = parse_addr(name).map_err(|e| format!("backend `{name}`: {e}"))?;
-        let mut spec = BackendSpec { name: name.to_string(), addr, weight: 1, backup: false };
+        let mut spec = BackendSpec {
+            name: name.to_string(),
+            addr,
+            weight: 1,
+            backup: false,
+            tls: false,
+            sni: None,
+        };
         let mut seen_weight = false;
         for opt in parts {
             let opt = opt.trim();
@@ -57,13 +90,25 @@ impl FromStr for BackendSpec {
                     };
                 }
                 None if opt == "backup" && !spec.backup => spec.backup = true,
+                None if opt == "tls" && !spec.tls => spec.tls = true,
+                Some(("sni", v)) if spec.sni.is_none() => {
+                    let v = v.trim();
+                    if v.is_empty() {
+                        return Err(format!("backend `{name}`: empty sni="));
+                    }
+                    spec.sni = Some(v.to_string());
+                }
                 _ if opt.is_empty() => return Err(format!("backend `{name}`: empty option")),
-                _ if opt == "backup" || opt.starts_with("weight=") => {
+                _ if opt == "backup"
+                    || opt == "tls"
+                    || opt.starts_with("weight=")
+                    || opt.starts_with("sni=") =>
+                {
                     return Err(format!("backend `{name}`: option `{opt}` given twice"));
                 }
                 _ => {
                     return Err(format!(
-                        "backend `{name}`: unknown option `{opt}` (expected weight=N or backup)"
+                        "backend `{name}`: unknown option `{opt}` (expected weight=N, backup, tls or sni=NAME)"
                     ));
                 }
             }
@@ -138,6 +183,24 @@ pub fn read_backends_file(path: &Path) -> Result<Vec<BackendSpec>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_tls_and_sni() {
+        let b: BackendSpec = "127.0.0.1:7001,tls".parse().unwrap();
+        assert!(b.tls);
+        assert_eq!(b.tls_name().as_deref(), Some("127.0.0.1"));
+        let b: BackendSpec = "[::1]:7001,tls".parse().unwrap();
+        assert_eq!(b.tls_name().as_deref(), Some("::1"));
+        let b: BackendSpec = "localhost:7001,tls,weight=2".parse().unwrap();
+        assert_eq!((b.tls, b.weight, b.tls_name().as_deref()), (true, 2, Some("localhost")));
+        let b: BackendSpec = "127.0.0.1:7001,tls,sni=db.example".parse().unwrap();
+        assert_eq!(b.tls_name().as_deref(), Some("db.example"));
+        let b: BackendSpec = "unix:/tmp/b.sock,tls".parse().unwrap();
+        assert_eq!(b.tls_name(), None);
+        for bad in ["127.0.0.1:1,tls,tls", "127.0.0.1:1,sni=", "127.0.0.1:1,sni=a,sni=b"] {
+            assert!(bad.parse::<BackendSpec>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_forms_and_options() {

@@ -10,6 +10,18 @@
 //! `retries` times; then the client is closed and counted as unserved. No byte of the
 //! client's is read before its backend is connected, so a retry never loses any.
 //!
+//! **TLS termination** (`tls://` listeners): the reactor decrypts and encrypts at the
+//! client's seams, so the pair is linked as usual (copied, never spliced). A TLS client
+//! is not paused at accept, since its handshake must run; its backend is connected on
+//! its first plaintext bytes (so a client that fails the handshake, e.g. plaintext on
+//! the TLS port, never costs a backend connect), and those bytes wait, unconsumed and
+//! with reading paused, until the link hands them to the backend. A protocol in which
+//! the server speaks first therefore does not suit TLS termination here.
+//!
+//! **TLS to backends** (`,tls`): [`Conn::connect_tls`] with the `--backend-ca` roots
+//! and the backend's name; the handshake completes before `opened`, so a backend whose
+//! certificate is not trusted is a failed connect, retried on the next backend.
+//!
 //! Connect results feed the backends' passive health (`fall`/`rise`); byte counts come
 //! from [`EventHandler::forwarded`] into per-loop counters (no lock, no channel).
 
@@ -23,6 +35,7 @@ use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
 use super::send_proxy::SendProxy;
 use crate::capture::Direction;
+use crate::net::tls::ClientRoots;
 use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
 use crate::serve::capture::{Capture, CaptureHook, Captured};
 
@@ -43,6 +56,11 @@ pub struct Shared {
     pub send_proxy: Option<SendProxy>,
     /// Sampled traffic capture (`--capture`), when on.
     pub capture: Option<Arc<Capture>>,
+    /// Positions of the `tls://` listeners (their clients connect a backend on their
+    /// first plaintext bytes, after the handshake).
+    pub tls_listeners: Vec<usize>,
+    /// Roots for `,tls` backends (`--backend-ca`).
+    pub backend_roots: Option<ClientRoots>,
 }
 
 /// A connection's role, the state the reactor keeps next to it.
@@ -140,7 +158,23 @@ impl ProxyHandler {
         let backend = self.set.backends[i].clone();
         let tag = self.next_tag;
         self.next_tag += 1;
-        match conn.connect(&backend.spec().addr, Some(self.shared.connect_timeout), tag) {
+        let spec = backend.spec();
+        let timeout = Some(self.shared.connect_timeout);
+        let started = if spec.tls {
+            // TLS to the backend: `opened` comes after its handshake; a certificate the
+            // roots do not trust is a failed connect (the next backend is tried).
+            let tls = match (&self.shared.backend_roots, spec.tls_name()) {
+                (Some(roots), Some(name)) => roots.for_name(&name),
+                _ => Err("no --backend-ca, or no name to verify".into()),
+            };
+            match tls {
+                Ok(tls) => conn.connect_tls(&spec.addr, timeout, tag, &tls),
+                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+            }
+        } else {
+            conn.connect(&spec.addr, timeout, tag)
+        };
+        match started {
             Ok(_) => {
                 log::trace!("loop {}: connecting to {}", self.loop_id, backend.spec().name);
                 tried.push(backend.clone());
@@ -198,23 +232,42 @@ impl EventHandler for ProxyHandler {
             };
             return (Side::Upstream(backend, cap), action);
         }
-        // A client: hold its bytes in the kernel until its backend is connected.
-        conn.pause_reading();
         let ip = match conn.peer_addr() {
             Peer::Inet(a) => Some(a.ip()),
             Peer::Unix => None,
         };
-        let mut tried = Vec::new();
         let cap = self.capture.as_mut().and_then(|h| h.opened(conn));
+        if self.shared.tls_listeners.contains(&conn.listener()) {
+            // TLS: read on so the handshake runs; the backend comes with the first bytes.
+            let side = Side::Client { ip, tried: Vec::new(), connecting: None, cap };
+            return (side, Action::None);
+        }
+        // A client: hold its bytes in the kernel until its backend is connected.
+        conn.pause_reading();
+        let mut tried = Vec::new();
         let connecting = self.connect_next(conn, ip, &mut tried, cap);
         let action = if connecting.is_some() { Action::None } else { self.unserved(tried.len()) };
         (Side::Client { ip, tried, connecting, cap }, action)
     }
 
-    fn data(&mut self, _: &mut Conn<'_>, _: &mut Side, input: &[u8]) -> (usize, Action) {
-        // Clients are paused until linked, and linked connections are read by the
-        // reactor; nothing should arrive here. Drop it rather than buffer it.
-        (input.len(), Action::None)
+    fn data(&mut self, conn: &mut Conn<'_>, state: &mut Side, input: &[u8]) -> (usize, Action) {
+        match state {
+            // A TLS client's first plaintext (its handshake done): keep it unconsumed,
+            // stop reading, and connect; the link hands the bytes to the backend.
+            Side::Client { ip, tried, connecting, cap } if tried.is_empty() => {
+                conn.pause_reading();
+                let (ip, cap) = (*ip, *cap);
+                *connecting = self.connect_next(conn, ip, tried, cap);
+                let action =
+                    if connecting.is_some() { Action::None } else { self.unserved(tried.len()) };
+                (0, action)
+            }
+            // Waiting for the backend (offered again): keep the bytes.
+            Side::Client { .. } => (0, Action::None),
+            // Linked connections are read by the reactor; nothing should arrive here.
+            // Drop it rather than buffer it.
+            _ => (input.len(), Action::None),
+        }
     }
 
     fn connect_failed(

@@ -19,6 +19,7 @@ use super::health::{Checker, HealthCheck};
 use super::pool::{HealthConfig, Pool};
 use super::send_proxy::SendProxy;
 use crate::net::ListenAddr;
+use crate::net::tls::ClientRoots;
 use crate::reactor::{Balance, Running, Server, ServerHandle};
 use crate::serve::capture::Capture;
 use crate::serve::run::{Counters, DEFAULT_DRAIN, Lifecycle, raise_nofile};
@@ -53,6 +54,9 @@ pub struct ProxyConfig {
     pub splice: bool,
     /// Write a PROXY protocol header to each backend connection (`--send-proxy`).
     pub send_proxy: Option<SendProxy>,
+    /// CA certificates (PEM) that `,tls` backends' certificates must chain to
+    /// (`--backend-ca`); required as soon as one backend has `,tls`.
+    pub backend_ca: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -69,6 +73,7 @@ impl Default for ProxyConfig {
             health_interval: Duration::from_secs(2),
             splice: false,
             send_proxy: None,
+            backend_ca: None,
         }
     }
 }
@@ -90,6 +95,14 @@ impl ProxyConfig {
         }
         if all.is_empty() {
             return Err("no backends: give --backend HOST:PORT or --backends-file PATH".into());
+        }
+        if self.backend_ca.is_none()
+            && let Some(b) = all.iter().find(|b| b.tls)
+        {
+            return Err(format!("backend `{}`: ,tls needs --backend-ca FILE", b.name));
+        }
+        if let Some(b) = all.iter().find(|b| b.tls && b.tls_name().is_none()) {
+            return Err(format!("backend `{}`: ,tls to a Unix socket needs sni=NAME", b.name));
         }
         Ok(all)
     }
@@ -142,6 +155,12 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
     let server = Server::bind(reactor)?;
     let loops = server.loops();
     let pool = Arc::new(Pool::new(specs, loops, config.health()));
+    let backend_roots = match &config.backend_ca {
+        Some(ca) => Some(ClientRoots::from_ca_file(ca).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("--backend-ca: {e}"))
+        })?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         pool: pool.clone(),
         policy: config.policy,
@@ -150,6 +169,8 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         splice: config.splice,
         send_proxy: config.send_proxy,
         capture: settings.reactor.capture.clone(),
+        tls_listeners: settings.tls.as_ref().map(|t| t.listeners.clone()).unwrap_or_default(),
+        backend_roots,
     });
     let checker = match &config.check {
         HealthCheck::Off => None,
@@ -305,10 +326,6 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
             "--listen {udp}: the proxy forwards TCP and Unix stream connections only"
         ));
     }
-    if settings.tls.is_some() {
-        // Linked pairs move bytes socket to socket: a TLS connection cannot be linked.
-        return Err("tls:// listeners: the proxy does not terminate TLS".into());
-    }
     if settings.reactor.low_watermark > settings.reactor.high_watermark {
         return Err("--low-watermark must not exceed --high-watermark".into());
     }
@@ -354,7 +371,8 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters: proxy_counters(handle, pool.clone(), settings.reactor.capture.clone()),
-        hangup: Some(hangup),
+        // SIGHUP also re-reads the TLS certificate and key of tls:// listeners.
+        hangup: crate::serve::run::tls_reload(&settings, Some(hangup)),
     };
     let addrs: Vec<String> = proxy.listeners().iter().map(|a| a.to_string()).collect();
     let n = pool.current().backends.len();

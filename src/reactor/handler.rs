@@ -16,6 +16,7 @@ use super::event_loop::{Ctx, Op, USER_PAUSED};
 use super::handle::{ConnHandle, HandleShared, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
 use crate::net::addr::{ListenAddr, Peer};
+use crate::net::tls::ClientTls;
 
 /// What the reactor should do with a connection after a callback returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -322,8 +323,27 @@ impl Conn<'_> {
         timeout: Option<Duration>,
         tag: u64,
     ) -> io::Result<ConnId> {
-        let requester = Some(self.id());
-        self.ctx.connect(self.registry, self.remote.id, to, timeout, tag, requester)
+        let origin = Origin { tag, requester: Some(self.id()) };
+        self.ctx.connect(self.registry, self.remote.id, to, timeout, origin, None)
+    }
+
+    /// [`connect`](Self::connect), then a client TLS handshake with `tls` (its roots and
+    /// server name) before the connection counts as open: [`EventHandler::opened`] runs
+    /// once the handshake is done, and the connection reads and writes plaintext from
+    /// then on (it may be [linked](Self::link); such a pair copies, never splices). A
+    /// handshake that fails (certificate not trusted or not for the name, the server
+    /// closing) or does not finish within `timeout` (which covers connect and handshake)
+    /// is a failed connect: [`EventHandler::connect_failed`] with the error.
+    pub fn connect_tls(
+        &mut self,
+        to: &ConnectAddr,
+        timeout: Option<Duration>,
+        tag: u64,
+        tls: &ClientTls,
+    ) -> io::Result<ConnId> {
+        let origin = Origin { tag, requester: Some(self.id()) };
+        let tls = Some(tls.clone());
+        self.ctx.connect(self.registry, self.remote.id, to, timeout, origin, tls)
     }
 
     /// Links this connection with `other` (an open connection of the same loop), with

@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
 use super::conn::{Connection, OUTBOUND};
-use super::tls;
+use super::tls::{self, TlsSession};
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
 use crate::net::{ACCEPT_BACKOFF, AcceptError, AcceptLog};
@@ -155,20 +155,22 @@ impl<H: EventHandler> EventLoop<H> {
     /// PROXY header precedes the handshake, so TLS starts only here, never for outbound
     /// connections), `opened`.
     pub(super) fn open_accepted(&mut self, sock: Stream, peer: Peer, listener: usize) {
-        self.take_on(sock, peer, listener, None);
+        self.take_on(sock, peer, listener, None, None);
     }
 
     /// Takes on an outbound connection that has just connected (registered already,
     /// under its dialer token): as [`open`](Self::open), with its origin and the
-    /// generation its id was given when the connect started.
+    /// generation its id was given when the connect started, and the client TLS
+    /// session whose handshake completed in the dialer, if any.
     pub(super) fn open_outbound(
         &mut self,
         sock: Stream,
         peer: Peer,
         origin: Origin,
         generation: u64,
+        client_tls: Option<Box<TlsSession>>,
     ) {
-        self.take_on(sock, peer, usize::MAX, Some((origin, generation)));
+        self.take_on(sock, peer, usize::MAX, Some((origin, generation)), client_tls);
     }
 
     /// [`open`](Self::open) and [`open_outbound`](Self::open_outbound).
@@ -178,6 +180,7 @@ impl<H: EventHandler> EventLoop<H> {
         peer: Peer,
         listener: usize,
         outbound: Option<(Origin, u64)>,
+        client_tls: Option<Box<TlsSession>>,
     ) {
         if let Err(e) = configure_accepted(&sock, &self.parts.config)
             && !self.sockopt_warned
@@ -209,9 +212,9 @@ impl<H: EventHandler> EventLoop<H> {
         };
         let origin = outbound.map(|(o, _)| o);
         let mut flags = if outbound.is_some() { OUTBOUND } else { 0 };
-        // Outbound connections are plain: client-side TLS is not supported.
+        // Outbound connections: the client session the dialer's handshake made, if any.
         let session = match outbound {
-            Some(_) => Ok(None),
+            Some(_) => Ok(client_tls),
             None => tls::new_session(self.tls.as_mut(), listener, key, generation),
         };
         let tls = match session {

@@ -16,7 +16,14 @@
 //! A connect that fails at once (refused while still in `connect`) is reported the same
 //! way, after the current callback, never from inside it.
 //!
+//! With [`Conn::connect_tls`], a completed connect first runs the client TLS handshake
+//! while still in the dialer (`tls.rs`, `ClientHandshake`): `opened` comes once it is
+//! done, and a failed handshake (an untrusted or misnamed certificate, EOF) is a failed
+//! connect, reported and counted (`connect_errors`, `tls_handshake_errors`) like a
+//! refused one; the connect timeout covers the handshake too.
+//!
 //! [`Conn::connect`]: crate::reactor::Conn::connect
+//! [`Conn::connect_tls`]: crate::reactor::Conn::connect_tls
 //! [`ServerHandle::connect`]: crate::reactor::ServerHandle::connect
 //! [`EventHandler::connect_failed`]: crate::reactor::EventHandler::connect_failed
 //! [`EventHandler::connect_error`]: crate::reactor::EventHandler::connect_error
@@ -29,7 +36,9 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::conn::CLOSING;
+use super::tls::{ClientHandshake, HandshakeStep};
 use super::{Ctx, EventLoop, Tok, guard};
+use crate::net::tls::ClientTls;
 use crate::reactor::handler::{ConnId, ConnectAddr, EventHandler, Origin};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -41,6 +50,10 @@ pub(super) struct Dialing {
     origin: Origin,
     /// The generation the connection will have once open (its [`ConnId`]'s).
     generation: u64,
+    /// Client TLS to start once connected ([`Conn::connect_tls`]).
+    tls: Option<ClientTls>,
+    /// The client handshake, once connected with `tls` (boxed: rare).
+    handshake: Option<Box<ClientHandshake>>,
 }
 
 /// A connect that ended badly, waiting to be reported.
@@ -78,6 +91,7 @@ impl Dialer {
         timeout: Option<Duration>,
         origin: Origin,
         generation: u64,
+        tls: Option<ClientTls>,
     ) -> io::Result<()> {
         let (mut sock, started) = Stream::connect(to)?;
         if let Err(err) = started {
@@ -87,7 +101,7 @@ impl Dialer {
         let entry = self.dialing.vacant_entry();
         let i = entry.key();
         registry.register(&mut sock, Tok::Dial(i).token(), Interest::WRITABLE)?;
-        entry.insert(Dialing { sock, origin, generation });
+        entry.insert(Dialing { sock, origin, generation, tls, handshake: None });
         if let Some(t) = timeout {
             let due = self.wheel.tick_of(Instant::now() + t);
             self.wheel.insert(i, generation, due);
@@ -114,11 +128,11 @@ impl Ctx {
         loop_id: usize,
         to: &ConnectAddr,
         timeout: Option<Duration>,
-        tag: u64,
-        requester: Option<ConnId>,
+        origin: Origin,
+        tls: Option<ClientTls>,
     ) -> io::Result<ConnId> {
         let generation = self.generation();
-        self.dialer.start(registry, to, timeout, Origin { tag, requester }, generation)?;
+        self.dialer.start(registry, to, timeout, origin, generation, tls)?;
         Ok(ConnId { loop_id, key: ConnId::UNOPENED, generation })
     }
 }
@@ -132,7 +146,14 @@ impl<H: EventHandler> EventLoop<H> {
         tag: u64,
     ) {
         let registry = self.parts.poll.registry();
-        if let Err(err) = self.ctx.connect(registry, self.parts.id, to, timeout, tag, None) {
+        if let Err(err) = self.ctx.connect(
+            registry,
+            self.parts.id,
+            to,
+            timeout,
+            Origin { tag, requester: None },
+            None,
+        ) {
             self.connect_failed(Origin { tag, requester: None }, err);
         }
     }
@@ -140,12 +161,61 @@ impl<H: EventHandler> EventLoop<H> {
     /// A writable or error event on connect `i`: done (open it), failed (report it) or
     /// not yet (wait for the next event).
     pub(super) fn on_dial_event(&mut self, i: usize) {
-        let Some(d) = self.ctx.dialer.dialing.get(i) else { return };
+        let Some(d) = self.ctx.dialer.dialing.get_mut(i) else { return };
+        if d.handshake.is_some() {
+            return self.advance_handshake(i);
+        }
         let Some(result) = d.sock.connect_result() else { return };
+        if let (Ok(peer), Some(tls)) = (&result, d.tls.take()) {
+            // Connected, with TLS to speak: the handshake first, still in the dialer.
+            let started = ClientHandshake::start(&tls, *peer).and_then(|h| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                self.parts.poll.registry().reregister(
+                    &mut d.sock,
+                    Tok::Dial(i).token(),
+                    interest,
+                )?;
+                Ok(h)
+            });
+            match started {
+                Ok(h) => {
+                    d.handshake = Some(Box::new(h));
+                    return self.advance_handshake(i);
+                }
+                Err(err) => {
+                    let d = self.ctx.dialer.dialing.remove(i);
+                    return self.connect_failed(d.origin, err);
+                }
+            }
+        }
         let d = self.ctx.dialer.dialing.remove(i);
         match result {
-            Ok(peer) => self.open_outbound(d.sock, peer, d.origin, d.generation),
+            Ok(peer) => self.open_outbound(d.sock, peer, d.origin, d.generation, None),
             Err(err) => self.connect_failed(d.origin, err),
+        }
+    }
+
+    /// Drives the client TLS handshake of connect `i`: done, the connection opens (with
+    /// its session); failed, the connect fails (also counted as a handshake error).
+    fn advance_handshake(&mut self, i: usize) {
+        let Some(d) = self.ctx.dialer.dialing.get_mut(i) else { return };
+        let Some(h) = d.handshake.as_mut() else { return };
+        match h.advance(&d.sock, &self.stats) {
+            HandshakeStep::Pending => {}
+            HandshakeStep::Done => {
+                let d = self.ctx.dialer.dialing.remove(i);
+                if let Some(h) = d.handshake {
+                    let peer = h.peer();
+                    let session = h.into_session();
+                    self.open_outbound(d.sock, peer, d.origin, d.generation, Some(session));
+                }
+            }
+            HandshakeStep::Failed(err) => {
+                let d = self.ctx.dialer.dialing.remove(i);
+                bump(&self.stats.tls_handshake_errors, 1);
+                debug!("loop {}: TLS handshake with a backend failed: {err}", self.parts.id);
+                self.connect_failed(d.origin, err);
+            }
         }
     }
 

@@ -20,6 +20,17 @@
 //!   the bytes coming to it; reading a side is `splice` socket → partner's pipe →
 //!   partner's socket ([`EventLoop::forward_spliced`]), and the pipe's content counts as
 //!   the partner's pending output for the watermarks, the half-close and the close.
+//! - **TLS sides** (a connection with a TLS session, `tls.rs`): the pair always copies
+//!   (splicing is silently off: the bytes must pass rustls). Reading a TLS side goes
+//!   through its read path (`on_readable_tls`), which passes the decrypted plaintext to
+//!   the partner instead of a handler; bytes passed into a TLS side are encrypted
+//!   straight into its pending output (`TlsSession::encrypt_slice`), so the
+//!   watermarks count its ciphertext as for any connection (rustls keeps no plaintext
+//!   once its handshake is done; bytes forwarded into a side still handshaking wait in
+//!   rustls, uncounted, until it completes: the proxy links only after the handshake,
+//!   a client's at its first bytes, a backend's before `opened`). Half-close: a TLS peer's `close_notify` (or EOF) ends
+//!   its input like a FIN; a TLS side whose partner's input ended sends `close_notify`
+//!   behind its pending output, then shuts its write side.
 //! - **Abnormal ends**: when one side closes any other way (error, reset, timeout,
 //!   detach, a handler's close), `close` unlinks the partner, which stops reading,
 //!   flushes its pending output (bounded by the close timeout) and closes as
@@ -101,13 +112,10 @@ impl<H: EventHandler> EventLoop<H> {
             );
             return self.close(ka, CloseReason::Error(e));
         };
+        let mut opts = opts;
         if self.conns[ka].tls.is_some() || self.conns[kb].tls.is_some() {
-            // `forward`/`pass` move bytes socket to socket, past the TLS seams.
-            let e = io::Error::new(
-                io::ErrorKind::Unsupported,
-                "link: a TLS connection cannot be linked",
-            );
-            return self.close(ka, CloseReason::Error(e));
+            // A TLS side's bytes must pass rustls: such a pair copies, never splices.
+            opts.splice = false;
         }
         bump(&self.stats.links, 1);
         let pipes = if opts.splice { pipe_pair(self.parts.id) } else { None };
@@ -149,13 +157,20 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let n = input.len();
-        self.conns[to].push_output(input);
+        let c = &mut self.conns[to];
+        if let Some(tls) = c.tls.as_deref_mut() {
+            if let Err(e) = tls.encrypt_slice(&input, &mut c.output) {
+                return self.close(to, CloseReason::Error(e));
+            }
+        } else {
+            c.push_output(input);
+        }
         self.forwarded(from, n);
     }
 
     /// Counts `n` forwarded bytes and runs the handler's `forwarded` hook on the
     /// reading side's state.
-    fn forwarded(&mut self, reader: usize, n: usize) {
+    pub(super) fn forwarded(&mut self, reader: usize, n: usize) {
         bump(&self.stats.forwarded, n as u64);
         let Self { handler, conns, .. } = self;
         let state = &mut conns[reader].state;
@@ -168,7 +183,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Runs the handler's `forwarded_data` hook with the `n` bytes just copied from
     /// `reader` (still in the read buffer).
-    fn forwarded_data(&mut self, reader: usize, n: usize) {
+    pub(super) fn forwarded_data(&mut self, reader: usize, n: usize) {
         let Self { handler, conns, rbuf, .. } = self;
         let Some(c) = conns.get_mut(reader) else { return };
         let (state, data) = (&mut c.state, &rbuf[..n]);
@@ -222,7 +237,7 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// End of input on linked `key`: its partner's write side is shut once its output
     /// is written; the pair ends once both directions have.
-    fn input_ended(&mut self, key: usize, peer: usize) {
+    pub(super) fn input_ended(&mut self, key: usize, peer: usize) {
         self.conns[key].flags |= READ_CLOSED;
         self.conns[peer].flags |= FIN_PENDING;
         self.settle_link(peer);
@@ -307,11 +322,18 @@ impl<H: EventHandler> EventLoop<H> {
     /// Writes `rbuf[..n]` to `to` (at once when nothing is pending there, else queued),
     /// then sets its interest and paces its partner. False when `to` was closed by an
     /// error (and so, through the link, is the reading side on its way out).
-    fn pass(&mut self, to: usize, n: usize) -> bool {
+    pub(super) fn pass(&mut self, to: usize, n: usize) -> bool {
         let c = &mut self.conns[to];
         c.active = self.now_tick;
         let data = &self.rbuf[..n];
-        if c.pending() == 0 {
+        if let Some(tls) = c.tls.as_deref_mut() {
+            // Into a TLS side: encrypted behind its pending ciphertext, then written.
+            let sent = tls.encrypt_slice(data, &mut c.output);
+            if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
+                self.close(to, CloseReason::Error(e));
+                return false;
+            }
+        } else if c.pending() == 0 {
             let written = match write_socket(&c.sock, data) {
                 Ok(w) => {
                     bump(&self.stats.writes, 1);
@@ -359,6 +381,18 @@ impl<H: EventHandler> EventLoop<H> {
     /// pair once both directions are done. Returns whether `key` is open and readable.
     pub(super) fn settle_link(&mut self, key: usize) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
+        if c.has(FIN_PENDING)
+            && !c.has(WRITE_SHUT)
+            && c.queued() == 0
+            && let Some(tls) = c.tls.as_deref_mut()
+        {
+            // TLS: `close_notify` goes out first; the socket is shut once it has.
+            let sent = tls.close_notify(&mut c.output);
+            if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
+                self.close(key, CloseReason::Error(e));
+                return false;
+            }
+        }
         if c.has(FIN_PENDING) && !c.has(WRITE_SHUT) && c.queued() == 0 {
             if let Err(e) = c.sock.shutdown_write() {
                 self.close(key, CloseReason::Error(e));

@@ -19,6 +19,10 @@
 //!   appended to the connection's output buffer, and the plain write path sends that:
 //!   partial writes, WRITABLE interest, watermarks (on the ciphertext, a few bytes per
 //!   16 KiB record above the plaintext) and close-after-flush all hold unchanged.
+//! - **Linked** (`link.rs`): a linked TLS side's plaintext goes to its partner (the
+//!   partner's bytes are encrypted into its output with [`TlsSession::encrypt_slice`]);
+//!   its peer's `close_notify` ends its input; its partner's end of input makes it send
+//!   `close_notify` ([`TlsSession::close_notify`]) before the write side is shut.
 //! - **Close** (`conn.rs::close`): [`Connection::end_tls`] sends `close_notify` when the
 //!   output is flushed and the session did not fail.
 //! - **Handshake timeout**: deadlines from accept in a FIFO (the timeout is one value,
@@ -41,15 +45,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
-use rustls::{HandshakeKind, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConnection, Connection as RustlsConnection, HandshakeKind, ServerConfig, ServerConnection,
+};
 
 use super::EventLoop;
-use super::conn::{CLOSING, Connection, HUP_SEEN, PAUSED, READ_CLOSED};
-use crate::net::tls::{TlsConfig, TlsSetup};
+use super::conn::{CLOSING, Connection, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED};
+use super::write::write_socket;
+use crate::net::addr::Peer;
+use crate::net::tls::{ClientTls, TlsConfig, TlsSetup};
 use crate::reactor::config::Config;
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
-use crate::reactor::stats::bump;
+use crate::reactor::stats::{LoopStats, bump};
 
 /// The per-loop buffer is cut back to this after a large plaintext write was encrypted.
 const WBUF_KEEP: usize = 64 * 1024;
@@ -60,7 +68,8 @@ const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
 
 /// One connection's TLS session.
 pub(crate) struct TlsSession {
-    conn: ServerConnection,
+    /// The rustls session (a server's, for a connection from a `tls://` listener).
+    conn: RustlsConnection,
     /// The handshake has not completed yet (it is counted once when it does).
     handshaking: bool,
     /// A TLS or socket error ended the session: no `close_notify` after its alert.
@@ -245,6 +254,24 @@ impl TlsSession {
         }
         Ok(())
     }
+
+    /// Encrypts `data` (forwarded from a linked partner) and appends the TLS records
+    /// to `out`. While the handshake is pending rustls keeps the plaintext and sends it
+    /// once the handshake completes.
+    pub(super) fn encrypt_slice(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.writer().write_all(data)?;
+        while self.conn.wants_write() {
+            self.conn.write_tls(out)?;
+        }
+        Ok(())
+    }
+
+    /// Queues `close_notify` (once; rustls ignores a second) and appends it to `out`:
+    /// the TLS form of shutting the write side, for a linked pair's half-close.
+    pub(super) fn close_notify(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.encrypt_slice(&[], out)
+    }
 }
 
 /// A loop's TLS state: the configuration it makes sessions from and the handshake
@@ -296,6 +323,7 @@ pub(super) fn new_session(
     // The reactor drains rustls' buffers after every call: its own bounds would only
     // make large writes fail.
     conn.set_buffer_limit(None);
+    let conn = RustlsConnection::Server(conn);
     if let Some(t) = tls.setup.handshake_timeout {
         tls.handshakes.push_back((key, generation, Instant::now() + t));
     }
@@ -308,12 +336,15 @@ impl<H: EventHandler> EventLoop<H> {
     pub(super) fn on_readable_tls(&mut self, key: usize) {
         for _ in 0..self.parts.config.read_budget {
             let Some(c) = self.conns.get_mut(key) else { return };
-            if c.has(PAUSED | READ_CLOSED | CLOSING) {
+            if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
             let hup_seen = c.has(HUP_SEEN);
-            let (Some(tls), Some(lt)) = (c.tls.as_deref_mut(), self.tls.as_mut()) else { return };
-            let r = tls.read(&c.sock, &mut lt.cbuf, &mut self.rbuf, hup_seen);
+            let Some(tls) = c.tls.as_deref_mut() else { return };
+            // A loop without TLS listeners (client sessions only) has no ciphertext
+            // buffer: rustls then reads for itself, 4 KiB at a time.
+            let cbuf = self.tls.as_mut().map_or(&mut [][..], |lt| &mut lt.cbuf[..]);
+            let r = tls.read(&c.sock, cbuf, &mut self.rbuf, hup_seen);
             bump(&self.stats.reads, r.reads);
             bump(&self.stats.bytes_read, r.cipher as u64);
             if r.cipher > 0 {
@@ -339,6 +370,31 @@ impl<H: EventHandler> EventLoop<H> {
                 return self.close(key, CloseReason::Error(e));
             }
             let mut leftover = false;
+            let linked = c.link.as_ref().map(|l| l.peer);
+            if let Some(peer) = linked {
+                // A linked TLS side: its plaintext goes to the partner, not a handler.
+                if r.plain > 0 {
+                    c.flags |= HEARD;
+                    if !self.pass(peer, r.plain) {
+                        return;
+                    }
+                    self.forwarded(key, r.plain);
+                    self.forwarded_data(key, r.plain);
+                }
+                if !self.after_callback(key, Action::None) {
+                    return;
+                }
+                if r.eof {
+                    if handshaking {
+                        bump(&self.stats.tls_handshake_errors, 1);
+                    }
+                    return self.input_ended(key, peer);
+                }
+                if r.drained {
+                    return;
+                }
+                continue;
+            }
             let action = if r.plain > 0 {
                 let had_input = !c.input.is_empty();
                 let total = c.input.len() + r.plain;
@@ -421,6 +477,113 @@ impl<S> Connection<S> {
         let mut alert = Vec::new();
         if tls.encrypt(&mut Vec::new(), &mut alert).is_ok() {
             let _ = (&self.sock).write(&alert);
+        }
+    }
+}
+
+/// A client-side handshake on an outbound connection whose connect completed
+/// ([`Conn::connect_tls`](crate::reactor::Conn::connect_tls)). It runs while the
+/// connection is still in the dialer, so the handler's `opened` comes only once it is
+/// done, and a failure (an untrusted certificate, a wrong name, EOF) is a failed
+/// connect like a refused one; the connect timeout covers it.
+pub(super) struct ClientHandshake {
+    session: Box<TlsSession>,
+    /// Handshake records not yet taken by the kernel (from `out_pos`).
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The peer, from the completed connect.
+    peer: Peer,
+}
+
+/// Where a [`ClientHandshake`] stands after [`ClientHandshake::advance`].
+pub(super) enum HandshakeStep {
+    /// Waiting for the socket (readable or writable).
+    Pending,
+    /// Done: [`ClientHandshake::into_session`] gives the session for the connection.
+    Done,
+    /// Failed: the connect fails with this error.
+    Failed(io::Error),
+}
+
+impl ClientHandshake {
+    /// A client session for `tls`, its ClientHello queued.
+    pub(super) fn start(tls: &ClientTls, peer: Peer) -> io::Result<ClientHandshake> {
+        let mut conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        conn.set_buffer_limit(None);
+        let session = Box::new(TlsSession {
+            conn: RustlsConnection::Client(conn),
+            handshaking: true,
+            failed: false,
+            stash: Vec::new(),
+        });
+        Ok(ClientHandshake { session, out: Vec::new(), out_pos: 0, peer })
+    }
+
+    /// The peer, from the completed connect.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// The session of a completed handshake.
+    pub(super) fn into_session(self) -> Box<TlsSession> {
+        self.session
+    }
+
+    /// Writes what rustls has to send and reads what the server sent, until the socket
+    /// would block or the handshake is over.
+    pub(super) fn advance(&mut self, mut sock: &Stream, stats: &LoopStats) -> HandshakeStep {
+        loop {
+            if let Err(e) = self.session.encrypt(&mut Vec::new(), &mut self.out) {
+                return HandshakeStep::Failed(e);
+            }
+            while self.out_pos < self.out.len() {
+                match write_socket(sock, &self.out[self.out_pos..]) {
+                    Ok(n) => {
+                        self.out_pos += n;
+                        bump(&stats.writes, 1);
+                        bump(&stats.bytes_written, n as u64);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return HandshakeStep::Pending;
+                    }
+                    Err(e) => return HandshakeStep::Failed(e),
+                }
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            if !self.session.conn.is_handshaking() {
+                self.session.handshaking = false;
+                bump(&stats.tls_handshakes, 1);
+                return HandshakeStep::Done;
+            }
+            match self.session.conn.read_tls(&mut sock) {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed during the TLS handshake",
+                    );
+                    return HandshakeStep::Failed(e);
+                }
+                Ok(n) => {
+                    bump(&stats.reads, 1);
+                    bump(&stats.bytes_read, n as u64);
+                    if let Err(e) = self.session.conn.process_new_packets() {
+                        // The alert, if the kernel takes it now.
+                        self.out.clear();
+                        if self.session.encrypt(&mut Vec::new(), &mut self.out).is_ok() {
+                            let _ = sock.write(&self.out);
+                        }
+                        return HandshakeStep::Failed(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            e,
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return HandshakeStep::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return HandshakeStep::Failed(e),
+            }
         }
     }
 }

@@ -9,8 +9,12 @@ use std::time::Instant;
 
 use super::EventLoop;
 use super::conn::Connection;
+use crate::net::addr::Peer;
+use crate::net::tls::ClientTls;
 use crate::reactor::config::Config;
 use crate::reactor::handler::EventHandler;
+use crate::reactor::socket::Stream;
+use crate::reactor::stats::LoopStats;
 
 /// A TLS session: none exists in this build.
 pub(crate) enum TlsSession {}
@@ -18,6 +22,16 @@ pub(crate) enum TlsSession {}
 impl TlsSession {
     /// Never called: there is no session.
     pub(super) fn encrypt(&mut self, _plain: &mut Vec<u8>, _out: &mut Vec<u8>) -> io::Result<()> {
+        match *self {}
+    }
+
+    /// Never called: there is no session.
+    pub(super) fn encrypt_slice(&mut self, _data: &[u8], _out: &mut Vec<u8>) -> io::Result<()> {
+        match *self {}
+    }
+
+    /// Never called: there is no session.
+    pub(super) fn close_notify(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
         match *self {}
     }
 }
@@ -58,4 +72,40 @@ impl<H: EventHandler> EventLoop<H> {
 impl<S> Connection<S> {
     /// Nothing to end.
     pub(super) fn end_tls(&mut self) {}
+}
+
+/// A client handshake: none exists in this build (no [`ClientTls`] can).
+pub(super) enum ClientHandshake {}
+
+/// Where a handshake stands: never asked in this build.
+#[allow(dead_code)] // matched by `connect.rs`, never made without TLS
+pub(super) enum HandshakeStep {
+    /// Waiting.
+    Pending,
+    /// Done.
+    Done,
+    /// Failed.
+    Failed(io::Error),
+}
+
+impl ClientHandshake {
+    /// Always `Unsupported`: no TLS in this build (and no [`ClientTls`] can be made).
+    pub(super) fn start(_tls: &ClientTls, _peer: Peer) -> io::Result<ClientHandshake> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "evloop is built without TLS"))
+    }
+
+    /// Never called.
+    pub(super) fn peer(&self) -> Peer {
+        match *self {}
+    }
+
+    /// Never called.
+    pub(super) fn advance(&mut self, _sock: &Stream, _stats: &LoopStats) -> HandshakeStep {
+        match *self {}
+    }
+
+    /// Never called.
+    pub(super) fn into_session(self) -> Box<TlsSession> {
+        match self {}
+    }
 }
