@@ -340,6 +340,7 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     let pool = proxy.pool.clone();
     let hangup_pool = pool.clone();
     let hangup_config = config.clone();
+    let rereads = flags.reread.is_some();
     let hangup: Box<dyn FnMut() + Send> = match flags.reread.clone() {
         Some(r) => {
             let pool = pool.clone();
@@ -371,8 +372,13 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters: proxy_counters(handle, pool.clone(), settings.reactor.capture.clone()),
-        // SIGHUP also re-reads the TLS certificate and key of tls:// listeners.
-        hangup: crate::serve::run::tls_reload(&settings, Some(hangup)),
+        // SIGHUP also re-reads the TLS certificate and key of tls:// listeners (the
+        // config-file hook does that itself, from the file's paths).
+        hangup: if rereads {
+            Some(hangup)
+        } else {
+            crate::serve::run::tls_reload(&settings, Some(hangup))
+        },
     };
     let addrs: Vec<String> = proxy.listeners().iter().map(|a| a.to_string()).collect();
     let n = pool.current().backends.len();
