@@ -18,12 +18,15 @@ skipped rows. Only 127.0.0.1 is used; every client and wait is bounded in time.
 
 Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--list] [GROUP ...]
   (bench.py --help for details; unknown flags are an error)
+TLS rows (group tls): wrk over https and openssl s_time (-new / -reuse; server CPU over
+the whole run per handshake) against `evloop serve --listen tls://` and nginx with the same
+self-signed certificate; idle TLS connections are opened (handshake done) by this process.
 Proxy rows: the proxy (evloop proxy, HAProxy, nginx stream) is the measured server; the
 echo backend it forwards to runs once for all of them on BACKEND_CPU.
 
 Env: SERVER_CPU, CLIENT_CPU, BACKEND_CPU, BULK_BYTES, PORT (first port; each row takes the next), DURATION, WARMUP,
      REQUESTS (redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0 (no syscalls),
-     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS.
+     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS, TLS_MEMORY_CONNS.
 Writes target/bench/results.md and results.json.
 """
 import argparse
@@ -241,10 +244,13 @@ class Client:
     or count-based (requests), and how to read its output."""
 
     def __init__(self, name, cmd, parse, conns, duration=None, warmup=0.0, count=None,
-                 connect_budget=30.0, tmpfile=None):
+                 connect_budget=30.0, tmpfile=None, whole_run=False):
         self.name, self.cmd, self.parse, self.conns = name, cmd, parse, conns
         self.duration, self.warmup, self.count = duration, warmup, count
         self.connect_budget, self.tmpfile = connect_budget, tmpfile
+        # whole_run: server CPU over the client's whole run, divided by the requests it
+        # reports (clients that open and close connections: openssl s_time)
+        self.whole_run = whole_run
 
 
 def evloop_load(port, duration, warmup, args, conns=50, connect_budget=30.0):
@@ -263,7 +269,7 @@ def evloop_load(port, duration, warmup, args, conns=50, connect_budget=30.0):
     return Client("evloop load", cmd, parse, conns, d, w, connect_budget=connect_budget)
 
 
-def wrk(port, duration, pipeline, conns=50):
+def wrk(port, duration, pipeline, conns=50, scheme="http"):
     duration = f"{max(1, round(secs(duration)))}s"  # wrk takes whole seconds
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency", "--timeout", "5s"]
     tmp = None
@@ -274,7 +280,7 @@ def wrk(port, duration, pipeline, conns=50):
                   "  req = table.concat(r)\nend\nrequest = function() return req end\n")
         tmp.close()
         cmd += ["-s", tmp.name]
-    cmd.append(f"http://127.0.0.1:{port}/")
+    cmd.append(f"{scheme}://127.0.0.1:{port}/")
 
     def parse(out, err, rc):
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -291,6 +297,30 @@ def wrk(port, duration, pipeline, conns=50):
         return dict(rps=float(m.group(1)), p50=lat.get("50"), p99=lat.get("99"), errors=errors,
                     total=total)
     return Client("wrk", cmd, parse, conns, secs(duration), 0.0, tmpfile=tmp and tmp.name)
+
+
+def s_time(port, duration, reuse):
+    """openssl s_time: one connection at a time, each a TLS handshake (-new: full; -reuse:
+    resuming the first connection's session) and one `GET / HTTP/1.0` (-www /; the server
+    closes after the response). The request makes the client read, so that it takes the TLS
+    1.3 session tickets a server sends after the handshake: without it s_time resumes only
+    with servers whose ticket reaches it before it closes. A "request" is a connection;
+    errors = connections that were not resumed in the -reuse run."""
+    d = max(1, round(secs(duration)))
+    cmd = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-time", str(d),
+           "-reuse" if reuse else "-new", "-www", "/"]
+
+    def parse(out, err, rc):
+        runs = re.findall(r"(\d+) connections in ([\d.]+) real seconds", out)
+        if rc != 0 or not runs:
+            raise RuntimeError(((err or out).strip().splitlines() or [f"exit {rc}"])[-1][:140])
+        n, t = int(runs[-1][0]), float(runs[-1][1])
+        errors = 0
+        if reuse:  # s_time prints 'r' per resumed connection, the version digit otherwise
+            marks = "".join(re.findall(r"^[r*123]+$", out, re.M))
+            errors = sum(c != "r" for c in marks)
+        return dict(rps=n / t if t else 0.0, p50=None, p99=None, errors=errors, total=n)
+    return Client("openssl s_time", cmd, parse, 1, d, 0.0, whole_run=True)
 
 
 def redis_benchmark(port, test, pipeline, n, conns=50):
@@ -393,7 +423,7 @@ def run_client(srv, port, client, use_perf):
             m = client.parse(out, err, proc.returncode)
             reqs = m["total"]
             m["syscalls_per_req"] = counted[0] / reqs if counted and reqs else None
-        elif client.duration is not None:
+        elif client.duration is not None and not client.whole_run:
             # Time-based: the client's measured window starts `warmup` after its last connect
             # completes (kernel ESTABLISHED count); sample from 5% into it for 90% of it.
             deadline = time.monotonic() + client.connect_budget
@@ -413,13 +443,15 @@ def run_client(srv, port, client, use_perf):
             m = client.parse(out, err, proc.returncode)
             reqs = m["rps"] * (t1 - t0)
         else:
-            # Count-based: the whole run.
-            c0 = proc_cpu(srv.pids)
+            # Count-based, or whole_run: the whole run.
+            c0, t0 = proc_cpu(srv.pids), time.monotonic()
             out, err = proc.communicate(timeout=budget)
-            c1 = proc_cpu(srv.pids)
+            c1, t1 = proc_cpu(srv.pids), time.monotonic()
             rss = rss_bytes(srv.pids)
             m = client.parse(out, err, proc.returncode)
-            reqs = client.count
+            if client.whole_run:  # s_time reports whole seconds only
+                m["rps"] = m["total"] / (t1 - t0)
+            reqs = client.count if client.count is not None else m["total"]
     finally:
         for p in (proc, perf):
             if p and p.poll() is None:
@@ -478,8 +510,24 @@ def measure(spec, port, perf_pass):
 
 # ---- memory per idle connection --------------------------------------------------------
 
-def memory_row(server_label, server_cmd, port, n):
-    rec = {"group": "memory", "server": server_label, "connections": n}
+def tls_connect(port):
+    """A TLS connection to 127.0.0.1:port with its handshake done (no verification: the
+    benchmark's self-signed certificate)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        return ctx.wrap_socket(s, server_hostname="localhost")
+    except BaseException:
+        s.close()
+        raise
+
+
+def memory_row(server_label, server_cmd, port, n, group="memory", connect=None, workers=False):
+    rec = {"group": group, "server": server_label, "connections": n}
+    connect = connect or (lambda port: socket.create_connection(("127.0.0.1", port), timeout=5))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = n + 256
     if soft < need:
@@ -488,7 +536,7 @@ def memory_row(server_label, server_cmd, port, n):
             return rec
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     try:
-        srv = Server(server_cmd, port)
+        srv = Server(server_cmd, port, workers)
     except (OSError, RuntimeError) as e:
         rec.update(status="skipped", note=f"server did not start: {e}")
         return rec
@@ -501,7 +549,7 @@ def memory_row(server_label, server_cmd, port, n):
             if time.monotonic() > deadline:
                 break
             try:
-                conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                conns.append(connect(port))
             except OSError as e:
                 rec["note"] = f"connect failed after {len(conns)}: {e}"
                 break
@@ -521,6 +569,68 @@ def memory_row(server_label, server_cmd, port, n):
             c.close()
         srv.stop()
     return rec
+
+
+# ---- TLS ---------------------------------------------------------------------------------
+
+TLS_CERT = {}
+REACTOR_TLS, NGINX_TLS = "reactor (1 loop, rustls)", "nginx (1 worker, OpenSSL)"
+
+
+def tls_cert():
+    """A self-signed P-256 certificate for localhost / 127.0.0.1 (made once per run, in a
+    temporary directory under target/bench); (cert, key) paths."""
+    if "cert" not in TLS_CERT:
+        d = tempfile.mkdtemp(prefix="tls-", dir=OUT)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=30)
+        TLS_CERT.update(cert=cert, key=key)
+    return TLS_CERT["cert"], TLS_CERT["key"]
+
+
+def evloop_tls_cmd(port):
+    cert, key = tls_cert()
+    return [BIN, "serve", "-q", "--proto", "http", "--listen", f"tls://127.0.0.1:{port}",
+            "--tls-cert", cert, "--tls-key", key, "--backlog", "4096"] + ENGINES[REACTOR]
+
+
+def nginx_tls_cmd(port):
+    """nginx, one worker, `return 200` over TLS with the same certificate; a shared session
+    cache so that -reuse resumes (TLS 1.3 tickets are on by default)."""
+    cert, key = tls_cert()
+    conf = os.path.join(OUT, f"nginx-tls-{port}.conf")
+    with open(conf, "w") as f:
+        f.write(f"worker_processes 1;\npid {OUT}/nginx-tls.pid;\nerror_log {OUT}/nginx-error.log;\n"
+                "events { worker_connections 16384; }\n"
+                "http { access_log off; keepalive_requests 100000000;\n"
+                f"  client_body_temp_path {OUT}/nginx-tmp; proxy_temp_path {OUT}/nginx-tmp;\n"
+                f"  fastcgi_temp_path {OUT}/nginx-tmp; uwsgi_temp_path {OUT}/nginx-tmp;\n"
+                f"  scgi_temp_path {OUT}/nginx-tmp;\n"
+                f"  ssl_certificate {cert}; ssl_certificate_key {key};\n"
+                "  ssl_session_cache shared:SSL:10m;\n"
+                f"  server {{ listen 127.0.0.1:{port} ssl;\n"
+                "    location / { default_type text/plain; return 200 \"Hello, World!\"; } } }\n")
+    return ["nginx", "-e", f"{OUT}/nginx-error.log", "-c", conf, "-p", OUT, "-g", "daemon off;"]
+
+
+def tls_skips(have):
+    """Why the TLS rows cannot run, per server: (no_openssl, no_nginx, no_wrk)."""
+    no_openssl = None if have("openssl") else "openssl not installed (certificate, s_time)"
+    no_nginx = no_openssl or (None if have("nginx") else "nginx not installed (apt-get install nginx-light)")
+    no_wrk = None if have("wrk") else "wrk not installed (apt-get install wrk)"
+    return no_openssl, no_nginx, no_wrk
+
+
+def tls_memory_rows(only, have):
+    """The tls group's idle-connection rows: (label, command, workers, skip)."""
+    if only and "tls" not in only:
+        return []
+    no_openssl, no_nginx, _ = tls_skips(have)
+    rows = [(REACTOR_TLS, evloop_tls_cmd, False, no_openssl), (NGINX_TLS, nginx_tls_cmd, True, no_nginx)]
+    return [r for r in rows if row_selected(f"tls | idle TLS connections | {r[0]}")]
 
 
 # ---- the scenarios ---------------------------------------------------------------------
@@ -657,6 +767,23 @@ def scenarios(quick, only, have, tokio, duration, warmup, n1):
         add("proxy", scen, "bulk client", NGINX_STREAM, nginx_stream_cmd, lambda port: bulk(port, size),
             "peer", workers=True, skip=no_stream)
 
+    # tls: HTTPS keep-alive with wrk, handshakes with openssl s_time (CPU per handshake)
+    no_openssl, no_tls_nginx, no_tls_wrk = tls_skips(have)
+    for pl in ((16,) if quick else (1, 16)):
+        scen = f"HTTPS GET /, 50 conns, pipeline {pl}"
+        add("tls", scen, "wrk", REACTOR_TLS, evloop_tls_cmd,
+            lambda port, pl=pl: wrk(port, CLIENT["d"], pl, scheme="https"), "reactor",
+            skip=no_openssl or no_tls_wrk)
+        add("tls", scen, "wrk", NGINX_TLS, nginx_tls_cmd,
+            lambda port, pl=pl: wrk(port, CLIENT["d"], pl, scheme="https"), "peer", workers=True,
+            skip=no_tls_nginx or no_tls_wrk)
+    for reuse in (False, True):
+        scen = f"TLS handshakes + GET /, {'resumed (s_time -reuse)' if reuse else 'full (s_time -new)'}, 1 conn at a time"
+        add("tls", scen, "openssl s_time", REACTOR_TLS, evloop_tls_cmd,
+            lambda port, r=reuse: s_time(port, CLIENT["d"], r), "reactor", skip=no_openssl)
+        add("tls", scen, "openssl s_time", NGINX_TLS, nginx_tls_cmd,
+            lambda port, r=reuse: s_time(port, CLIENT["d"], r), "peer", workers=True, skip=no_tls_nginx)
+
     # connection scaling
     steps = os.environ.get("SCALE", "10,1000" if quick else "10,100,1000,10000")
     for c in (int(x) for x in steps.split(",")):
@@ -746,7 +873,7 @@ def ratio_lines(rat):
     return lines
 
 
-GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory")
+GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory", "tls")
 
 # Substrings from --only; a row runs when its "group | scenario | client | server" line
 # contains one of them (case-insensitive). Empty: every row.
@@ -801,6 +928,8 @@ def main():
             for label in (REACTOR, STD, TOKIO):
                 if row_selected(f"memory | {label}"):
                     print(f"memory | idle connections | this script | {label}")
+        for label, _, _, _ in tls_memory_rows(only, shutil.which):
+            print(f"tls | idle TLS connections | this script | {label}")
         return
     duration = os.environ.get("DURATION", "1s" if quick else "5s")
     warmup = os.environ.get("WARMUP", "300ms" if quick else "1s")
@@ -850,6 +979,34 @@ def main():
             print(mem_line(rec), flush=True)
             lines.append(mem_line(rec))
 
+    tls_mem = []
+    tls_rows = tls_memory_rows(only, have)
+    if tls_rows:
+        tls_n = int(os.environ.get("TLS_MEMORY_CONNS", str(mem_n)))
+        head = f"TLS memory: server RSS holding {tls_n:,} idle TLS connections (handshake done)"
+        print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
+        lines += ["", head, "", MEM_HEAD]
+        for label, cmd, workers, skip in tls_rows:
+            if skip:
+                rec = {"group": "tls", "server": label, "connections": tls_n, "status": "skipped", "note": skip}
+            else:
+                rec = memory_row(label, cmd(port), port, tls_n, group="tls", connect=tls_connect,
+                                 workers=workers)
+            port += 1
+            tls_mem.append(rec)
+            print(mem_line(rec), flush=True)
+            lines.append(mem_line(rec))
+    hs = [r for r in rows if r["status"] == "ok" and r["client"] == "openssl s_time" and r.get("cpu_us_per_req")]
+    if hs:
+        head = ("TLS handshakes (req/s is handshakes/s with one s_time client; per core = handshakes "
+                "per second of server CPU, 1e6 / CPU us per handshake):")
+        hs_lines = [f"- **{r['server']}**, {r['scenario'].split(', ')[1]}: {r['rps']:,.0f}/s, "
+                    f"{r['cpu_us_per_req']:.1f} us CPU each, {1e6 / r['cpu_us_per_req']:,.0f} per core"
+                    + (f" ({r['errors']} not resumed)" if r["errors"] else "") for r in hs]
+        print(f"\n{head}\n", flush=True)
+        print("\n".join(hs_lines), flush=True)
+        lines += ["", head, ""] + hs_lines
+
     if "srv" in BACKEND:
         BACKEND.pop("srv").stop()
     bulk_lines = [f"- **{r['server']}**: {r['cpu_us_per_req'] / 1e6:.3f} proxy CPU s for {r['scenario'].split(' each')[0][5:]} "
@@ -863,6 +1020,11 @@ def main():
     rat = ratios(rows)
     summary = ratio_lines(rat)
     react_mem = next((m for m in mem if m["server"] == REACTOR and m.get("bytes_per_conn")), None)
+    tls_react = next((m for m in tls_mem if m["server"] == REACTOR_TLS and m.get("bytes_per_conn")), None)
+    for m in tls_mem:
+        if tls_react and m is not tls_react and m.get("bytes_per_conn"):
+            summary.append(f"- **memory per idle TLS connection**: reactor/{m['server']} "
+                           f"{tls_react['bytes_per_conn'] / m['bytes_per_conn']:.3f}x bytes")
     for m in mem:
         if react_mem and m is not react_mem and m.get("bytes_per_conn"):
             summary.append(f"- **memory per idle connection**: reactor/{m['server']} "
@@ -877,9 +1039,9 @@ def main():
     meta = dict(quick=quick, duration=duration, warmup=warmup, server_cpu=SERVER_CPU, client_cpu=CLIENT_CPU,
                 syscalls=use_perf, tokio=tokio, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     with open(os.path.join(OUT, "results.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows, memory=mem, ratios=rat), f, indent=1)
-    bad = sum(r["status"] == "failed" for r in rows + mem)
-    print(f"\n{len(rows) + len(mem)} rows, {bad} failed; wrote {OUT}/results.md and results.json", flush=True)
+        json.dump(dict(meta=meta, rows=rows, memory=mem, tls_memory=tls_mem, ratios=rat), f, indent=1)
+    bad = sum(r["status"] == "failed" for r in rows + mem + tls_mem)
+    print(f"\n{len(rows) + len(mem) + len(tls_mem)} rows, {bad} failed; wrote {OUT}/results.md and results.json", flush=True)
 
 
 if __name__ == "__main__":

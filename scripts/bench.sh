@@ -23,6 +23,11 @@
 #     seconds for it, evloop copy/splice vs HAProxy (without and with splice) and nginx
 #   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
 #   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
+#   tls: HTTPS GET / at pipeline 1 and 16 (wrk -t1 -c50, https) and TLS handshakes per
+#     second, full (openssl s_time -new) and resumed (-reuse), with the server's CPU per
+#     handshake, on the reactor (rustls, tls:// listener) and nginx (1 worker, OpenSSL, the
+#     same self-signed P-256 certificate, made with openssl under target/bench); RSS per
+#     idle TLS connection (handshake done) at MEMORY_CONNS (TLS_MEMORY_CONNS to change)
 # --quick (under 2 min; 1 s per row after 300 ms warmup, redis-benchmark -n 750,000 at
 # pipeline 16, REQUESTS=50,000 x15):
 #   echo 6 B ping-pong on the three engines; HTTP pipeline 16 (evloop load on the three
@@ -33,13 +38,13 @@
 #
 #   scripts/bench.sh                    # everything
 #   scripts/bench.sh --quick            # the subset above
-#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory
+#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory tls
 #   scripts/bench.sh --only 'RESP GET' nginx   # only rows whose line contains one of these
 #   scripts/bench.sh --list [...]       # print the rows that would run (no build, no run)
 #   scripts/bench.sh --help             # usage (no build); an unknown flag is an error
 #
 # Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0,
-# BACKEND_CPU, BULK_BYTES.
+# BACKEND_CPU, BULK_BYTES, TLS_MEMORY_CONNS.
 # Writes target/bench/results.md, results.json and results.svg (bench_chart example).
 set -euo pipefail
 cd "$(dirname "$0")/.."
