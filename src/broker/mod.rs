@@ -255,12 +255,17 @@ impl Session {
     /// A session with no owner, for the tree's tests.
     #[cfg(test)]
     pub(crate) fn for_test(id: u64) -> Arc<Session> {
+        Session::new(id, format!("test-{id}").into(), None, true)
+    }
+
+    /// A fresh session: no subscriptions, nothing in flight or queued.
+    fn new(id: u64, client_id: Arc<str>, owner: Option<Owner>, clean: bool) -> Arc<Session> {
         Arc::new(Session {
             id,
-            client_id: format!("test-{id}").into(),
+            client_id,
             st: Mutex::new(SessionState {
-                owner: None,
-                clean: true,
+                owner,
+                clean,
                 ended: false,
                 subs: Vec::new(),
                 next_pid: 0,
@@ -384,20 +389,8 @@ impl Broker {
     }
 
     fn new_session(&self, client_id: Arc<str>, clean: bool, owner: Owner) -> Arc<Session> {
-        Arc::new(Session {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            client_id,
-            st: Mutex::new(SessionState {
-                owner: Some(owner),
-                clean,
-                ended: false,
-                subs: Vec::new(),
-                next_pid: 0,
-                inflight: VecDeque::new(),
-                queue: VecDeque::new(),
-                notify_pending: false,
-            }),
-        })
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Session::new(id, client_id, Some(owner), clean)
     }
 
     /// Removes `subs` of session `id` from the tree.

@@ -532,6 +532,25 @@ pub(super) fn deadline(
     d
 }
 
+/// The expire option `EX`/`PX`/`EXAT`/`PXAT` at `a[j]`, with its argument, for `SET` and
+/// `GETEX`: None when `a[j]` is not one, has no argument, follows `blocked` (`KEEPTTL` or
+/// `PERSIST`), or follows an expire option of another unit.
+pub(super) fn expire_opt<'a>(
+    a: &Args<'a>,
+    j: usize,
+    blocked: bool,
+    expire: Option<(Unit, &[u8])>,
+) -> Option<(Unit, &'a [u8])> {
+    let opt = a.get(j);
+    let has_next = j + 1 < a.len();
+    [(&b"ex"[..], Unit::Ex), (b"px", Unit::Px), (b"exat", Unit::ExAt), (b"pxat", Unit::PxAt)]
+        .into_iter()
+        .find(|(n, _)| opt.eq_ignore_ascii_case(n))
+        .map(|x| x.1)
+        .filter(|&u| !blocked && has_next && expire.is_none_or(|(e, _)| e == u))
+        .map(|u| (u, a.get(j + 1)))
+}
+
 /// `SET key value [NX | XX] [GET] [EX s | PX ms | EXAT ts | PXAT ms-ts | KEEPTTL]`, with
 /// Redis 7's option rules.
 fn set(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
@@ -541,19 +560,6 @@ fn set(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     let mut j = 3;
     while j < a.len() {
         let opt = a.get(j);
-        let has_next = j + 1 < a.len();
-        let unit = |u: &[u8]| {
-            [(b"ex", Unit::Ex), (b"px", Unit::Px)]
-                .into_iter()
-                .find(|(n, _)| u.eq_ignore_ascii_case(&n[..]))
-                .map(|x| x.1)
-                .or_else(|| {
-                    [(b"exat", Unit::ExAt), (b"pxat", Unit::PxAt)]
-                        .into_iter()
-                        .find(|(n, _)| u.eq_ignore_ascii_case(&n[..]))
-                        .map(|x| x.1)
-                })
-        };
         if opt.eq_ignore_ascii_case(b"nx") && !xx {
             nx = true;
         } else if opt.eq_ignore_ascii_case(b"xx") && !nx {
@@ -562,10 +568,8 @@ fn set(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
             get = true;
         } else if opt.eq_ignore_ascii_case(b"keepttl") && expire.is_none() {
             keepttl = true;
-        } else if let Some(u) =
-            unit(opt).filter(|&u| !keepttl && has_next && expire.is_none_or(|(e, _)| e == u))
-        {
-            expire = Some((u, a.get(j + 1)));
+        } else if let Some(e) = expire_opt(a, j, keepttl, expire) {
+            expire = Some(e);
             j += 1;
         } else {
             reply::raw(out, SYNTAX_ERR);

@@ -269,28 +269,7 @@ impl F80 {
             if body[i] != b'e' && body[i] != b'E' {
                 return None;
             }
-            i += 1;
-            let eneg = match body.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
-            let rest = &body[i..];
-            if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            for &c in rest {
-                e10 = (e10 * 10 + i64::from(c - b'0')).min(1_000_000);
-            }
-            if eneg {
-                e10 = -e10;
-            }
+            e10 = Self::parse_exp(&body[i + 1..])?;
         }
         if d.is_zero() {
             return Some(F80 { neg, ..F80::ZERO });
@@ -332,6 +311,24 @@ impl F80 {
         Some(r)
     }
 
+    /// The signed decimal exponent after an `e` or `p` marker, saturated at 1_000_000;
+    /// None when it is empty or not all digits.
+    fn parse_exp(s: &[u8]) -> Option<i64> {
+        let (neg, rest) = match s.first() {
+            Some(b'-') => (true, &s[1..]),
+            Some(b'+') => (false, &s[1..]),
+            _ => (false, s),
+        };
+        if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut e: i64 = 0;
+        for &c in rest {
+            e = (e * 10 + i64::from(c - b'0')).min(1_000_000);
+        }
+        Some(if neg { -e } else { e })
+    }
+
     /// The digits after `0x` of a hexadecimal float (`strtold`'s `1.8p3` syntax).
     fn parse_hex(neg: bool, s: &[u8]) -> Option<F80> {
         let mut m = Big(Vec::new());
@@ -366,28 +363,7 @@ impl F80 {
             if s[i] | 0x20 != b'p' {
                 return None;
             }
-            i += 1;
-            let eneg = match s.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
-            let rest = &s[i..];
-            if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            for &c in rest {
-                e2 = (e2 * 10 + i64::from(c - b'0')).min(1_000_000);
-            }
-            if eneg {
-                e2 = -e2;
-            }
+            e2 = Self::parse_exp(&s[i + 1..])?;
         }
         if m.is_zero() {
             return Some(F80 { neg, ..F80::ZERO });

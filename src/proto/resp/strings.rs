@@ -7,7 +7,7 @@
 //! `proto-max-bulk-len` (Redis's default is 512 MB, evloop's 16 MiB): `SETRANGE` and
 //! `SETBIT` refuse to grow a value past it, and `LCS` refuses a table larger than it.
 
-use super::commands::{Args, Unit, deadline};
+use super::commands::{Args, Unit, deadline, expire_opt};
 use super::keyspace::{Keyspace, Ttl};
 use super::parse::parse_i64;
 use super::reply::{self, NIL, NOT_INTEGER, SYNTAX_ERR, ZERO};
@@ -23,22 +23,10 @@ pub(super) fn getex(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
     let mut j = 2;
     while j < a.len() {
         let opt = a.get(j);
-        let has_next = j + 1 < a.len();
-        let unit = [
-            (&b"ex"[..], Unit::Ex),
-            (b"px", Unit::Px),
-            (b"exat", Unit::ExAt),
-            (b"pxat", Unit::PxAt),
-        ]
-        .into_iter()
-        .find(|(n, _)| opt.eq_ignore_ascii_case(n))
-        .map(|x| x.1);
         if opt.eq_ignore_ascii_case(b"persist") && expire.is_none() {
             persist = true;
-        } else if let Some(u) =
-            unit.filter(|&u| !persist && has_next && expire.is_none_or(|(e, _)| e == u))
-        {
-            expire = Some((u, a.get(j + 1)));
+        } else if let Some(e) = expire_opt(a, j, persist, expire) {
+            expire = Some(e);
             j += 1;
         } else {
             reply::raw(out, SYNTAX_ERR);
@@ -281,6 +269,12 @@ fn bit_unit(arg: &[u8]) -> Option<bool> {
     }
 }
 
+/// The optional `BYTE|BIT` unit at `a[i]`, the last argument of `BITCOUNT` and `BITPOS`:
+/// false (bytes) when absent, None when it is neither.
+fn opt_bit_unit(a: &Args<'_>, i: usize) -> Option<bool> {
+    if a.len() > i { bit_unit(a.get(i)) } else { Some(false) }
+}
+
 /// Clamps `[start, end]` (in bits when `isbit`, else bytes) over a value of `len` bytes
 /// and returns the bit positions it covers, or None when empty.
 fn bit_range(start: i64, end: i64, len: usize, isbit: bool) -> Option<(u64, u64)> {
@@ -306,13 +300,8 @@ pub(super) fn bitcount(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
                 if start < 0 && end < 0 && start > end {
                     return reply::raw(out, ZERO);
                 }
-                let isbit = if a.len() == 5 {
-                    match bit_unit(a.get(4)) {
-                        Some(b) => b,
-                        None => return reply::raw(out, SYNTAX_ERR),
-                    }
-                } else {
-                    false
+                let Some(isbit) = opt_bit_unit(a, 4) else {
+                    return reply::raw(out, SYNTAX_ERR);
                 };
                 bit_range(start, end, p.len(), isbit).map_or(0, |(s, t)| count_bits(p, s, t))
             }
@@ -345,13 +334,8 @@ pub(super) fn bitpos(ks: &Keyspace, a: &Args<'_>, out: &mut Vec<u8>) {
                 let Some(start) = parse_i64(a.get(3)) else {
                     return reply::raw(out, NOT_INTEGER);
                 };
-                let isbit = if a.len() == 6 {
-                    match bit_unit(a.get(5)) {
-                        Some(b) => b,
-                        None => return reply::raw(out, SYNTAX_ERR),
-                    }
-                } else {
-                    false
+                let Some(isbit) = opt_bit_unit(a, 5) else {
+                    return reply::raw(out, SYNTAX_ERR);
                 };
                 if a.len() >= 5 {
                     let Some(end) = parse_i64(a.get(4)) else {
