@@ -56,6 +56,45 @@ impl Server {
     }
 }
 
+/// Makes `cmd` inherit `fd` as descriptor 3.
+fn inherit_as_fd3(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: runs in the forked child before exec and calls only dup2(2) and fcntl(2),
+    // which are async-signal-safe; `fd` is open in the parent (the test's listener) and so
+    // in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would leave FD_CLOEXEC set: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `cmd` (`what` names it in a failure) as a [`Server`] whose stderr lines are
+/// echoed to the test's stderr (prefixed `who`) and sent to the returned channel.
+fn spawn_echoing(
+    cmd: &mut Command,
+    what: &str,
+    who: &'static str,
+) -> (Server, mpsc::Receiver<String>) {
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  {who}: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (Server(Some(child)), rx)
+}
+
 /// Starts `evloop serve` (echo, 2 loops) with `fd` inherited as descriptor 3 and waits
 /// for its ready line. `systemd`: through `--listen systemd` with `LISTEN_FDS=1` and
 /// `LISTEN_PID` set by a shell to its own pid just before it execs evloop (so the pid is
@@ -82,32 +121,8 @@ fn spawn(fd: RawFd, systemd: bool, engine: &str) -> Server {
         c
     };
     cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    // SAFETY: runs in the forked child before exec and calls only dup2(2) and fcntl(2),
-    // which are async-signal-safe; `fd` is open in the parent (the test's listener) and so
-    // in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                // dup2 onto itself would leave FD_CLOEXEC set: clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn evloop");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  server: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let server = Server(Some(child));
+    inherit_as_fd3(&mut cmd, fd);
+    let (server, rx) = spawn_echoing(&mut cmd, "evloop", "server");
     loop {
         let line = rx.recv_timeout(LIMIT).expect("the server's ready line");
         if line.starts_with("evloop: serving") {
@@ -355,29 +370,8 @@ fn proxy_serves_an_inherited_listener() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: as in `spawn`: only dup2(2) and fcntl(2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn evloop proxy");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  proxy: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let server = Server(Some(child));
+    inherit_as_fd3(&mut cmd, fd);
+    let (server, rx) = spawn_echoing(&mut cmd, "evloop proxy", "proxy");
     loop {
         let line = rx.recv_timeout(LIMIT).expect("the proxy's ready line");
         if line.starts_with("evloop: proxying") {
@@ -419,29 +413,8 @@ fn accept_proxy_on_an_inherited_tcp_listener() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: as in `spawn`: only dup2(2) and fcntl(2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn evloop serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  server: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let server = Server(Some(child));
+    inherit_as_fd3(&mut cmd, fd);
+    let (server, rx) = spawn_echoing(&mut cmd, "evloop serve", "server");
     loop {
         let line = rx.recv_timeout(LIMIT).expect("the server's ready line");
         if line.starts_with("evloop: serving") {

@@ -6,20 +6,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::child::*;
 use common::*;
 use evloop::capture::{Direction, read_streams};
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::serve::capture::{Capture, CaptureSpec};
 use evloop::serve::{self, Engine, Served, Settings};
-
-const BIN: &str = env!("CARGO_BIN_EXE_evloop");
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("evloop-capture-{}-{name}", std::process::id()));
@@ -27,59 +25,19 @@ fn temp(name: &str) -> PathBuf {
     dir.join("c.pcap")
 }
 
-/// A child killed (by its PID) on drop unless it exited.
-struct Kid(Option<Child>);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// `evloop serve ARGS`, with the address from its ready line.
 fn spawn_serve(args: &[&str]) -> (Kid, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx.recv_timeout(LIMIT).expect("ready line");
-        if line.starts_with("evloop: serving") {
-            break line;
-        }
-    };
-    let addr = line.split(" on ").nth(1).and_then(|s| s.split(' ').next()).expect("address");
-    (Kid(Some(child)), addr.trim_end_matches(',').parse().expect("address"))
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args).env("RUST_LOG", "info").stdin(Stdio::null());
+    let (child, addr, _) = spawn_child_ready(cmd);
+    (Kid::new(child), addr)
 }
 
 fn terminate(kid: &mut Kid) {
     let Some(mut child) = kid.0.take() else { return };
-    // SAFETY: kill(2) with the pid of our own live child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "{status:?}");
-            return;
-        }
-        assert!(start.elapsed() < LIMIT, "did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    signal(&child, libc::SIGTERM);
+    let status = wait_status(&mut child);
+    assert!(status.success(), "{status:?}");
 }
 
 /// One RESP command and its reply, read until the reply's expected bytes are in.

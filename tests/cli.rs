@@ -2,64 +2,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::child::*;
 use common::*;
-
-fn evloop(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_evloop"));
-    c.args(args).env("RUST_LOG", "info").stdin(Stdio::null());
-    c
-}
 
 /// Starts `evloop serve ARGS --listen 127.0.0.1:0` and returns the child with the address
 /// taken from its ready line.
 fn spawn_ready(args: &[&str]) -> (Child, SocketAddr, String) {
     spawn_child_ready(evloop(args))
-}
-
-/// Like [`spawn_ready`] for a prepared command.
-fn spawn_child_ready(mut cmd: Command) -> (Child, SocketAddr, String) {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx.recv_timeout(LIMIT).expect("ready line");
-        if line.starts_with("evloop: serving") {
-            break line;
-        }
-    };
-    let addr = line.split(" on ").nth(1).unwrap().split(' ').next().unwrap().trim_end_matches(',');
-    (child, addr.parse().unwrap(), line)
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) with the pid of our own live child process.
-    let rc = unsafe { libc::kill(child.id() as i32, sig) };
-    assert_eq!(rc, 0);
-}
-
-fn wait_exit(mut child: Child) -> i32 {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited, not killed");
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            panic!("server did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -221,13 +175,7 @@ fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
 /// the ready line.
 fn spawn_lines(args: &[&str]) -> (Child, Vec<String>) {
     let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stderr_lines(child.stderr.take().unwrap());
     let mut lines: Vec<String> = Vec::new();
     while !lines.last().is_some_and(|l| l.starts_with("evloop: serving")) {
         lines.push(rx.recv_timeout(LIMIT).expect("ready line"));

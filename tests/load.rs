@@ -2,11 +2,14 @@
 //! command) runs clean, a server of the wrong protocol is reported as errors with a
 //! non-zero exit, and `-c 0` is refused. Every child process is bounded in time.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::child::stderr_lines;
 
 /// Upper bound for any one child (only to avoid hanging; runs take well under a second).
 const LIMIT: Duration = Duration::from_secs(20);
@@ -40,12 +43,7 @@ fn serve(proto: &str) -> Server {
         .spawn()
         .expect("spawn evloop serve");
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stderr_lines(stderr);
     let deadline = Instant::now() + LIMIT;
     let line = loop {
         let left = deadline.saturating_duration_since(Instant::now());

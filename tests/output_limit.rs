@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::*;
 use common::*;
 use evloop::proto::resp::{Redis, RespConfig};
 use evloop::serve::{Engine, Served, Settings, start};
@@ -58,40 +57,12 @@ fn until_closed(s: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-/// Kills the server child when dropped, so a failing assertion does not leave it running.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `evloop serve --proto redis` as a child process, with `extra` flags; its address.
-fn spawn_redis(extra: &[&str]) -> (Reap, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(["serve", "--proto", "redis", "--listen", "127.0.0.1:0", "--loops", "1"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx.recv_timeout(LIMIT).expect("ready line");
-        if line.starts_with("evloop: serving") {
-            break line;
-        }
-    };
-    let addr = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).expect("address");
-    (Reap(child), addr.parse().expect("address"))
+fn spawn_redis(extra: &[&str]) -> (Kid, SocketAddr) {
+    let mut cmd = evloop(&["serve", "--proto", "redis", "--listen", "127.0.0.1:0", "--loops", "1"]);
+    cmd.args(extra);
+    let (child, addr, _) = spawn_child_ready(cmd);
+    (Kid::new(child), addr)
 }
 
 /// The peak resident set of process `pid` in KiB (VmHWM).
@@ -111,7 +82,7 @@ fn mget_amplification(engine: &str) {
     words.extend(std::iter::repeat_n(&b"amp"[..], 300));
     send(&mut s, &cmd(&words));
     let got = until_closed(&mut s);
-    let hwm = vm_hwm_kib(child.0.id());
+    let hwm = vm_hwm_kib(child.child().id());
     drop(child);
     assert_eq!(got, b"-ERR reply exceeds the output limit\r\n", "{engine}");
     assert!(hwm < 64 * 1024, "{engine}: VmHWM {hwm} KiB for a refused 157 MB reply");

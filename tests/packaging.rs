@@ -1,11 +1,12 @@
 //! Packaging: shell completions, the man page, `--version`, and the configuration file
 //! (`--config`, `check-config`), through the `evloop` binary.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+
+use common::child::{Kid, line_starting, stderr_lines};
 
 fn evloop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_evloop"))
@@ -13,6 +14,23 @@ fn evloop(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run evloop")
+}
+
+/// Starts `evloop ARGS`, waits for its first stderr line starting with `prefix`, kills
+/// it and returns that line.
+fn ready_line_of(args: &[&str], prefix: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evloop");
+    let rx = stderr_lines(child.stderr.take().expect("stderr"));
+    let kid = Kid::new(child);
+    let ready = line_starting(&rx, prefix);
+    drop(kid);
+    ready
 }
 
 fn stdout(o: &Output) -> String {
@@ -112,33 +130,10 @@ fn serve_reads_the_config_file_and_the_command_line_wins() {
         "proto = \"http\"\nlisten = [\"127.0.0.1:1\"]\nloops = 1\nmax-conns = 5\n",
     );
     // The command line's --listen replaces the file's; --proto redis replaces http.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(["serve", "--config", file.path(), "--proto", "redis", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop");
-    let err = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let ready = loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.starts_with("evloop: serving") => break line,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no ready line: {e}");
-            }
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let ready = ready_line_of(
+        &["serve", "--config", file.path(), "--proto", "redis", "--listen", "127.0.0.1:0"],
+        "evloop: serving",
+    );
     assert!(ready.starts_with("evloop: serving redis on 127.0.0.1:"), "{ready}");
     assert!(!ready.contains("127.0.0.1:1 "), "{ready}");
     assert!(ready.contains("1 loop"), "from the file: {ready}");
@@ -161,33 +156,10 @@ fn proxy_reads_the_config_file_and_the_command_line_wins() {
     assert!(stdout(&out).contains("for `evloop proxy`"), "{}", stdout(&out));
 
     // The command line's --listen replaces the file's; the backends come from the file.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(["proxy", "--config", file.path(), "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop");
-    let err = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let ready = loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.starts_with("evloop: proxying") => break line,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no ready line: {e}");
-            }
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let ready = ready_line_of(
+        &["proxy", "--config", file.path(), "--listen", "127.0.0.1:0"],
+        "evloop: proxying",
+    );
     assert!(ready.starts_with("evloop: proxying on 127.0.0.1:"), "{ready}");
     assert!(!ready.contains("127.0.0.1:1 "), "{ready}");
     assert!(ready.contains("to 2 backends"), "from the file: {ready}");

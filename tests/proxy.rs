@@ -419,16 +419,7 @@ fn hundred_mb_each_way_byte_exact_splice() {
 fn half_close_is_forwarded_and_the_answer_still_arrives() {
     // A backend that answers only after the client's end of input: the byte count and
     // then 1 MiB.
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let backend = l.local_addr().expect("addr");
-    thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            let _ = s.write_all(format!("{}\n", got.len()).as_bytes());
-            let _ = s.write_all(&pattern(1 << 20, 3));
-        }
-    });
+    let backend = answer_after_eof_backend();
     let p = proxy(&[backend], 1, no_checks());
     let mut s = connect(p.local_addrs()[0]);
     send(&mut s, &pattern(300_000, 1));

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -176,16 +176,7 @@ fn resp_over_tls_through_the_proxy_to_a_plain_redis() {
 #[test]
 fn half_close_through_tls_is_forwarded_and_the_answer_ends_with_close_notify() {
     // A backend that answers only after the client's end of input.
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let backend = l.local_addr().expect("addr");
-    thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            let _ = s.write_all(format!("{}\n", got.len()).as_bytes());
-            let _ = s.write_all(&pattern(1 << 20, 3));
-        }
-    });
+    let backend = answer_after_eof_backend();
     let pki = Pki::new();
     let p = tls_proxy(&pki, &[backend]);
     let mut s = tls_connect(p.local_addrs()[0], &pki.client_config());

@@ -3,7 +3,9 @@
 //! level changed at runtime, a broken file logged and ignored, and a changed `listen`
 //! named as needing a restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::child::stderr_lines;
 
 /// A config file under the temp directory, removed on drop.
 struct TempFile(PathBuf);
@@ -59,13 +63,7 @@ impl Evloop {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn evloop");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let lines = stderr_lines(child.stderr.take().expect("stderr"));
         Evloop { child, lines, seen: Vec::new() }
     }
 

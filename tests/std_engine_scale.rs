@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::stderr_lines;
 use common::*;
 
 /// Connections in the test; `EVLOOP_SCALE_CONNECTIONS` overrides it for a manual run (up
@@ -44,12 +43,7 @@ fn five_thousand_connections_each_get_their_round_trip() {
         .expect("spawn evloop");
     let stderr = child.stderr.take().expect("stderr");
     let child = Reap(child);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stderr_lines(stderr);
     let mut lines = Vec::new();
     let addr: SocketAddr = loop {
         let line = rx.recv_timeout(LIMIT).expect("ready line");

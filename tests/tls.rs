@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, checksum, pattern, wait_until};
+use common::{LIMIT, checksum, child, pattern, wait_until};
 use evloop::net::tls::{ALPN_HTTP1, TlsConfig, TlsFiles, TlsSetup};
 use evloop::net::{ListenAddr, ListenSpec};
 use evloop::proto::echo::Echo;
@@ -203,6 +203,16 @@ fn tls_config(files: TlsFiles, alpn: &[u8], loops: usize) -> Config {
         .tls(TlsSetup::new(vec![1], Arc::new(tls)))
 }
 
+/// HTTP on a plain and a TLS (ALPN http/1.1) listener with `loops` loops.
+fn https_server(pki: &Pki, loops: usize) -> Served {
+    start(
+        Engine::Reactor,
+        Http::new(HttpConfig::default()),
+        tls_config(pki.files(false), ALPN_HTTP1, loops),
+    )
+    .unwrap()
+}
+
 fn stats(served: &Served) -> StatsSnapshot {
     served.reactor().unwrap().stats().total()
 }
@@ -223,12 +233,7 @@ const HELLO: &[u8] = b"Hello, World!";
 #[test]
 fn https_get_with_keep_alive_and_pipelining() {
     let pki = Pki::new();
-    let served = start(
-        Engine::Reactor,
-        Http::new(HttpConfig::default()),
-        tls_config(pki.files(false), ALPN_HTTP1, 2),
-    )
-    .unwrap();
+    let served = https_server(&pki, 2);
     let config = client_config(&pki.ca, None, &[], &[ALPN_HTTP1]);
     let mut s = tls_connect(tls_addr(&served), &config);
     let mut got = Vec::new();
@@ -425,12 +430,7 @@ fn mtls_accepts_a_client_certificate_from_the_ca_and_refuses_others() {
 #[test]
 fn plaintext_on_a_tls_port_closes_only_that_connection() {
     let pki = Pki::new();
-    let served = start(
-        Engine::Reactor,
-        Http::new(HttpConfig::default()),
-        tls_config(pki.files(false), ALPN_HTTP1, 1),
-    )
-    .unwrap();
+    let served = https_server(&pki, 1);
     let config = client_config(&pki.ca, None, &[], &[ALPN_HTTP1]);
     let mut tls = tls_connect(tls_addr(&served), &config);
     tls.write_all(GET).unwrap();
@@ -553,28 +553,14 @@ impl Drop for Running {
 fn spawn_ready(args: &[&str]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
     let mut child =
         Running(evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
-    let child_ref = &mut child.0;
-    let stderr = child_ref.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx.recv_timeout(LIMIT).expect("ready line");
-        if line.starts_with("evloop: serving") {
-            break line;
-        }
-    };
+    let rx = child::stderr_lines(child.0.stderr.take().unwrap());
+    let line = child::ready_line(&rx);
     let list = line.split(" on ").nth(1).unwrap().split(" (").next().unwrap();
     (child, list.split(", ").map(str::to_string).collect(), rx)
 }
 
 fn signal(child: &Running, sig: i32) {
-    // SAFETY: kill(2) with the pid of our own live child process.
-    let rc = unsafe { libc::kill(child.0.id() as i32, sig) };
-    assert_eq!(rc, 0);
+    child::signal(&child.0, sig);
 }
 
 /// SIGTERM, then wait for the exit.

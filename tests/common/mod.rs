@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use evloop::reactor::{Config, ServerHandle, StatsSnapshot};
+
+pub mod child;
 
 /// Upper bound for any single wait in a test (only to avoid hanging).
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -89,4 +91,20 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Sum of all loops' counters and the acceptor's.
 pub fn total(h: &ServerHandle) -> StatsSnapshot {
     h.stats().total()
+}
+
+/// A backend for one connection that answers only after the client's end of input: the
+/// byte count it read and a newline, then 1 MiB of `pattern(1 << 20, 3)`.
+pub fn answer_after_eof_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let _ = s.write_all(format!("{}\n", got.len()).as_bytes());
+            let _ = s.write_all(&pattern(1 << 20, 3));
+        }
+    });
+    backend
 }
