@@ -61,8 +61,10 @@
 mod handler;
 mod tree;
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
@@ -71,7 +73,7 @@ pub use handler::{MqttConn, MqttHandler};
 
 use crate::net::ProtoMetrics;
 use crate::proto::mqtt::{Limits, encode_publish};
-use crate::reactor::{ConnHandle, ConnId, EventHandler, HandleError};
+use crate::reactor::{ConnHandle, EventHandler, HandleError};
 use tree::Node;
 
 /// The broker's settings.
@@ -220,34 +222,60 @@ pub(crate) struct Msg {
     pub(crate) retain: bool,
 }
 
-/// The connection that currently owns a session.
-struct Owner {
-    id: ConnId,
-    handle: ConnHandle,
-}
-
-/// A session's mutable part.
-struct SessionState {
-    owner: Option<Owner>,
-    clean: bool,
-    /// Discarded (a clean reconnect replaced it): deliveries are ignored.
-    ended: bool,
-    /// The session's filters (their QoS is kept in the tree).
-    subs: Vec<Box<str>>,
-    next_pid: u16,
+/// QoS 1 messages of a session: allocated at its first QoS 1 delivery, kept while
+/// messages flow (freeing it whenever it empties would cost an allocation per message),
+/// and freed once empty when the client shows it is idle (its PINGREQ).
+#[derive(Default)]
+struct Queues {
     /// QoS 1 messages sent and not yet acknowledged, oldest first.
     inflight: VecDeque<(u16, Msg)>,
     /// QoS 1 messages waiting to be sent (QoS already reduced to 1).
     queue: VecDeque<Msg>,
-    /// A `notify_writable` is outstanding.
-    notify_pending: bool,
+}
+
+/// [`SessionState::flags`]: the session was asked for with clean session set.
+const CLEAN: u8 = 1;
+/// [`SessionState::flags`]: discarded (a clean reconnect or close replaced it):
+/// deliveries and subscriptions are ignored.
+const ENDED: u8 = 2;
+/// [`SessionState::flags`]: a `notify_writable` is outstanding.
+const NOTIFY_PENDING: u8 = 4;
+
+/// A session's mutable part, behind the session's mutex. 128 bytes:
+///
+/// | field      | bytes | what                                                        |
+/// |------------|-------|-------------------------------------------------------------|
+/// | `owner`    | 96    | the owning connection's [`ConnHandle`] (the reactor's type)  |
+/// | `subs`     | 16    | every filter, one allocation (empty: none)                   |
+/// | `queues`   | 8     | [`Queues`], boxed, only while QoS 1 messages flow            |
+/// | `epoch`    | 4     | which connection owns it (bumped on each takeover)           |
+/// | `next_pid` | 2     | last packet id sent                                          |
+/// | `flags`    | 1     | [`CLEAN`], [`ENDED`], [`NOTIFY_PENDING`]                     |
+struct SessionState {
+    /// The connection that owns the session now; `None` while the client is away.
+    owner: Option<ConnHandle>,
+    /// The session's filters, each followed by `\0` (an MQTT string cannot hold
+    /// U+0000), in one allocation; their QoS is kept in the tree.
+    subs: Box<str>,
+    queues: Option<Box<Queues>>,
+    /// Bumped each time a connection takes the session over: a connection owns the
+    /// session while `owner` is set and `epoch` is the one it got.
+    epoch: u32,
+    next_pid: u16,
+    flags: u8,
 }
 
 /// One client's session: its subscriptions and QoS 1 state, kept across connections
 /// when the client asked for a persistent session.
+///
+/// 152 bytes (168 with the `Arc`'s counts): the client id (16, plus its bytes on the
+/// heap; empty for a client that sent an empty id) and the mutex around its mutable
+/// part (8 + 128: the owner's `ConnHandle` 96, the filters 16, the boxed QoS 1 queues
+/// 8, epoch, packet id and flags 8). A connected client with an empty id and no
+/// subscription has no `Session` at all ([`MqttConn`] says when one is made). Its
+/// address is its key in the subscription tree (unique while the tree holds it).
 pub struct Session {
-    id: u64,
-    client_id: Arc<str>,
+    client_id: Box<str>,
     st: Mutex<SessionState>,
 }
 
@@ -255,23 +283,20 @@ impl Session {
     /// A session with no owner, for the tree's tests.
     #[cfg(test)]
     pub(crate) fn for_test(id: u64) -> Arc<Session> {
-        Session::new(id, format!("test-{id}").into(), None, true)
+        Session::new(format!("test-{id}").into(), None, true)
     }
 
     /// A fresh session: no subscriptions, nothing in flight or queued.
-    fn new(id: u64, client_id: Arc<str>, owner: Option<Owner>, clean: bool) -> Arc<Session> {
+    fn new(client_id: Box<str>, owner: Option<ConnHandle>, clean: bool) -> Arc<Session> {
         Arc::new(Session {
-            id,
             client_id,
             st: Mutex::new(SessionState {
                 owner,
-                clean,
-                ended: false,
-                subs: Vec::new(),
+                subs: Box::default(),
+                queues: None,
+                epoch: 0,
                 next_pid: 0,
-                inflight: VecDeque::new(),
-                queue: VecDeque::new(),
-                notify_pending: false,
+                flags: if clean { CLEAN } else { 0 },
             }),
         })
     }
@@ -280,31 +305,132 @@ impl Session {
         self.st.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The client identifier.
+    /// The session's key in the subscription tree and in a publish's target set: its
+    /// address, unique while the tree holds a reference to it.
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// The client identifier; empty for a client that connected with an empty one
+    /// (3.1.1 does not tell a client the id a server assigns, so no other CONNECT can
+    /// name, resume or take over such a session: it is kept out of the client id map).
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
 }
 
+/// A session in the client id map, hashed and compared by its client id (so the map
+/// holds one pointer per session, and the id's bytes once, in the session).
+struct Named(Arc<Session>);
+
+impl PartialEq for Named {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Named {}
+
+impl Hash for Named {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.client_id.as_ref().hash(state);
+    }
+}
+
+impl Borrow<str> for Named {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
 impl SessionState {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// True when the connection that got `epoch` owns the session now.
+    fn owned_by(&self, epoch: u32) -> bool {
+        self.owner.is_some() && self.epoch == epoch
+    }
+
     fn pid(&mut self) -> u16 {
         self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
         self.next_pid
     }
 
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.queues.as_ref().is_none_or(|q| q.queue.is_empty())
+    }
+
+    fn inflight_len(&self) -> usize {
+        self.queues.as_ref().map_or(0, |q| q.inflight.len())
+    }
+
+    /// Frees the QoS 1 queues when nothing is in them (the client is idle).
+    fn shed(&mut self) {
+        if self.queues.as_ref().is_some_and(|q| q.inflight.is_empty() && q.queue.is_empty()) {
+            self.queues = None;
+        }
+    }
+
+    /// The session's filters.
+    fn filters(&self) -> std::str::SplitTerminator<'_, char> {
+        self.subs.split_terminator('\0')
+    }
+
+    fn has_filter(&self, filter: &str) -> bool {
+        self.filters().any(|f| f == filter)
+    }
+
+    fn add_filter(&mut self, filter: &str) {
+        let mut all = String::with_capacity(self.subs.len() + filter.len() + 1);
+        all.push_str(&self.subs);
+        all.push_str(filter);
+        all.push('\0');
+        self.subs = all.into_boxed_str();
+    }
+
+    /// Removes `filter`; true when it was there.
+    fn remove_filter(&mut self, filter: &str) -> bool {
+        if !self.has_filter(filter) {
+            return false;
+        }
+        let mut all = String::with_capacity(self.subs.len() - filter.len() - 1);
+        for f in self.filters().filter(|f| *f != filter) {
+            all.push_str(f);
+            all.push('\0');
+        }
+        self.subs = all.into_boxed_str();
+        true
+    }
+
     /// Queues a QoS 1 message (oldest dropped past the bound) and asks the owner's loop
     /// to drain once writable.
     fn enqueue(&mut self, msg: Msg, cfg: &MqttConfig, m: &BrokerMetrics) {
-        if self.queue.len() >= cfg.max_queued.max(1) {
-            self.queue.pop_front();
+        let queue = &mut self.queues().queue;
+        if queue.len() >= cfg.max_queued.max(1) {
+            queue.pop_front();
             BrokerMetrics::inc(&m.dropped);
         }
-        self.queue.push_back(msg);
-        if !self.notify_pending
+        queue.push_back(msg);
+        if !self.has(NOTIFY_PENDING)
             && let Some(o) = &self.owner
-            && o.handle.notify_writable().is_ok()
+            && o.notify_writable().is_ok()
         {
-            self.notify_pending = true;
+            self.set(NOTIFY_PENDING, true);
         }
     }
 
@@ -317,20 +443,37 @@ impl SessionState {
         cfg: &MqttConfig,
         m: &BrokerMetrics,
     ) -> bool {
-        while !self.queue.is_empty() {
-            if self.inflight.len() >= cfg.max_inflight.max(1) {
-                return false;
+        let mut pid = self.next_pid;
+        let Some(q) = self.queues.as_mut() else { return false };
+        let mut full = false;
+        while !q.queue.is_empty() {
+            if q.inflight.len() >= cfg.max_inflight.max(1) {
+                break;
             }
             if out.len().max(pending) >= cfg.high_watermark {
-                return true;
+                full = true;
+                break;
             }
-            let Some(msg) = self.queue.pop_front() else { break };
-            let pid = self.pid();
+            let Some(msg) = q.queue.pop_front() else { break };
+            pid = pid.checked_add(1).unwrap_or(1);
             encode_publish(out, &msg.topic, &msg.payload, 1, pid, msg.retain, false);
             BrokerMetrics::inc(&m.sent);
-            self.inflight.push_back((pid, msg));
+            q.inflight.push_back((pid, msg));
         }
-        false
+        self.next_pid = pid;
+        full
+    }
+
+    /// After a drain that left messages because the output is full: asks for
+    /// `writable` (once).
+    fn notify_if(&mut self, full: bool) {
+        if full
+            && !self.has(NOTIFY_PENDING)
+            && let Some(o) = &self.owner
+            && o.notify_writable().is_ok()
+        {
+            self.set(NOTIFY_PENDING, true);
+        }
     }
 }
 
@@ -338,14 +481,15 @@ impl SessionState {
 /// messages, counters. One per server, shared by every loop's [`MqttHandler`].
 pub struct Broker {
     config: MqttConfig,
-    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Sessions with a client id (connected or away), by id. Clients that sent an
+    /// empty id are counted in `metrics.sessions` only.
+    sessions: Mutex<HashSet<Named>>,
     tree: RwLock<Node>,
     retained: RwLock<HashMap<Arc<str>, Msg>>,
     metrics: BrokerMetrics,
     /// Packets handled per loop (`evloop_requests_total{proto="mqtt"}`) and protocol
     /// errors by kind.
     proto: Arc<ProtoMetrics>,
-    next_id: AtomicU64,
 }
 
 impl Broker {
@@ -354,12 +498,11 @@ impl Broker {
     pub fn new(config: MqttConfig, loops: usize) -> Arc<Broker> {
         Arc::new(Broker {
             config,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashSet::new()),
             tree: RwLock::new(Node::default()),
             retained: RwLock::new(HashMap::new()),
             metrics: BrokerMetrics::default(),
             proto: Arc::new(ProtoMetrics::new("mqtt", loops)),
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -384,59 +527,61 @@ impl Broker {
         MqttHandler::new(self.clone(), loop_id)
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+    fn sessions(&self) -> MutexGuard<'_, HashSet<Named>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn new_session(&self, client_id: Arc<str>, clean: bool, owner: Owner) -> Arc<Session> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Session::new(id, client_id, Some(owner), clean)
+    /// Counts one more session unless [`MqttConfig::max_sessions`] are kept already;
+    /// false when full.
+    fn admit(&self) -> bool {
+        let max = i64::try_from(self.config.max_sessions).unwrap_or(i64::MAX);
+        self.metrics
+            .sessions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
     }
 
-    /// Removes `subs` of session `id` from the tree.
-    fn unsubscribe_all<I>(&self, id: u64, subs: I)
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
+    /// Removes the session with `key` from `filters` in the tree.
+    fn unsubscribe_all<'a>(&self, key: usize, filters: impl IntoIterator<Item = &'a str>) {
+        let mut filters = filters.into_iter().peekable();
+        if filters.peek().is_none() {
+            return;
+        }
         let mut tree = self.tree.write().unwrap_or_else(PoisonError::into_inner);
-        for f in subs {
-            if tree.remove(f.as_ref(), id) {
+        for f in filters {
+            if tree.remove(f, key) {
                 BrokerMetrics::gauge(&self.metrics.subscriptions, -1);
             }
         }
     }
 
     /// Subscribes `session` to `filter` at `qos`; false when over the session's bound.
+    /// A session already ended (its connection is being closed) keeps nothing.
     fn subscribe(&self, session: &Arc<Session>, filter: &str, qos: u8) -> bool {
-        {
-            let st = session.lock();
-            let known = st.subs.iter().any(|f| &**f == filter);
-            if !known && st.subs.len() >= self.config.max_subscriptions {
-                return false;
-            }
+        // Lock order: session, then tree.
+        let mut st = session.lock();
+        if st.has(ENDED) {
+            return true;
+        }
+        let known = st.has_filter(filter);
+        if !known && st.filters().count() >= self.config.max_subscriptions {
+            return false;
         }
         let new =
             self.tree.write().unwrap_or_else(PoisonError::into_inner).insert(filter, session, qos);
         if new {
             BrokerMetrics::gauge(&self.metrics.subscriptions, 1);
         }
-        let mut st = session.lock();
-        if !st.subs.iter().any(|f| &**f == filter) {
-            st.subs.reserve_exact(1);
-            st.subs.push(filter.into());
+        if !known {
+            st.add_filter(filter);
         }
         true
     }
 
-    fn unsubscribe(&self, session: &Arc<Session>, filter: &str) {
-        let removed = {
-            let mut st = session.lock();
-            let at = st.subs.iter().position(|f| &**f == filter);
-            at.map(|i| st.subs.swap_remove(i))
-        };
-        if let Some(f) = removed {
-            self.unsubscribe_all(session.id, [f]);
+    fn unsubscribe(&self, session: &Session, filter: &str) {
+        let removed = session.lock().remove_filter(filter);
+        if removed {
+            self.unsubscribe_all(session.key(), [filter]);
         }
     }
 
@@ -478,7 +623,7 @@ impl Broker {
         if msg.retain {
             self.retain(&msg);
         }
-        let mut targets = HashMap::new();
+        let mut targets: HashMap<usize, (Arc<Session>, u8)> = HashMap::new();
         self.tree.read().unwrap_or_else(PoisonError::into_inner).matching(&msg.topic, &mut targets);
         if targets.is_empty() {
             return;
@@ -496,11 +641,11 @@ impl Broker {
         let m = &self.metrics;
         let cfg = &self.config;
         let mut st = session.lock();
-        if st.ended {
+        if st.has(ENDED) {
             return;
         }
         let Some(owner) = &st.owner else {
-            if qos == 1 && !st.clean {
+            if qos == 1 && !st.has(CLEAN) {
                 st.enqueue(Msg { qos: 1, ..msg.clone() }, cfg, m);
             } else {
                 BrokerMetrics::inc(&m.dropped);
@@ -508,7 +653,7 @@ impl Broker {
             return;
         };
         if qos == 0 {
-            if !st.queue.is_empty() {
+            if !st.queue_is_empty() {
                 BrokerMetrics::inc(&m.dropped);
                 return;
             }
@@ -517,42 +662,43 @@ impl Broker {
                 encode_publish(&mut b, &msg.topic, &msg.payload, 0, 0, false, false);
                 b
             });
-            match owner.handle.try_write(bytes) {
+            match owner.try_write(bytes) {
                 Ok(()) => BrokerMetrics::inc(&m.sent),
                 Err(_) => BrokerMetrics::inc(&m.dropped),
             }
             return;
         }
         let msg = Msg { qos: 1, ..msg.clone() };
-        if !st.queue.is_empty() || st.inflight.len() >= cfg.max_inflight.max(1) {
+        if !st.queue_is_empty() || st.inflight_len() >= cfg.max_inflight.max(1) {
             st.enqueue(msg, cfg, m);
             return;
         }
         let pid = st.pid();
         let mut bytes = Vec::with_capacity(msg.topic.len() + msg.payload.len() + 9);
         encode_publish(&mut bytes, &msg.topic, &msg.payload, 1, pid, msg.retain, false);
-        let sent = st.owner.as_ref().map(|o| o.handle.try_write(&bytes));
+        let sent = st.owner.as_ref().map(|o| o.try_write(&bytes));
         match sent {
             Some(Ok(())) => {
                 BrokerMetrics::inc(&m.sent);
-                st.inflight.push_back((pid, msg));
+                st.queues().inflight.push_back((pid, msg));
             }
             Some(Err(HandleError::WouldBlock)) => st.enqueue(msg, cfg, m),
             // The connection is going away: keep it for a persistent session.
-            _ if !st.clean => st.enqueue(msg, cfg, m),
+            _ if !st.has(CLEAN) => st.enqueue(msg, cfg, m),
             _ => BrokerMetrics::inc(&m.dropped),
         }
     }
 
     /// True when a client with `client_id` is connected now.
     pub fn is_connected(&self, client_id: &str) -> bool {
-        let session = self.sessions().get(client_id).cloned();
+        let session = self.sessions().get(client_id).map(|n| n.0.clone());
         session.is_some_and(|s| s.lock().owner.is_some())
     }
 
-    /// Number of sessions kept.
+    /// Number of sessions kept: connected clients (those that sent an empty client id
+    /// included) and persistent sessions away.
     pub fn session_count(&self) -> usize {
-        self.sessions().len()
+        usize::try_from(BrokerMetrics::level(&self.metrics.sessions)).unwrap_or(0)
     }
 }
 

@@ -140,8 +140,8 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
 #[derive(Default)]
 pub(crate) struct Node {
     children: SmallMap<Box<str>, Node>,
-    /// Sessions whose filter ends here, by session id, with their granted QoS.
-    subs: SmallMap<u64, (Arc<Session>, u8)>,
+    /// Sessions whose filter ends here, by [`Session::key`], with their granted QoS.
+    subs: SmallMap<usize, (Arc<Session>, u8)>,
 }
 
 impl Node {
@@ -151,17 +151,17 @@ impl Node {
         for level in filter.split('/') {
             node = node.children.get_or_default(level);
         }
-        node.subs.insert(session.id, (session.clone(), qos))
+        node.subs.insert(session.key(), (session.clone(), qos))
     }
 
-    /// Removes `session_id`'s subscription to `filter` (pruning empty nodes); true when
-    /// there was one.
-    pub(crate) fn remove(&mut self, filter: &str, session_id: u64) -> bool {
+    /// Removes the subscription of the session with key `session_id` to `filter`
+    /// (pruning empty nodes); true when there was one.
+    pub(crate) fn remove(&mut self, filter: &str, session_id: usize) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         self.remove_at(&levels, session_id)
     }
 
-    fn remove_at(&mut self, levels: &[&str], id: u64) -> bool {
+    fn remove_at(&mut self, levels: &[&str], id: usize) -> bool {
         let Some((first, rest)) = levels.split_first() else {
             return self.subs.remove(&id).is_some();
         };
@@ -175,7 +175,7 @@ impl Node {
 
     /// Every subscription matching `topic`, merged per session (highest QoS wins), into
     /// `out`.
-    pub(crate) fn matching(&self, topic: &str, out: &mut HashMap<u64, (Arc<Session>, u8)>) {
+    pub(crate) fn matching(&self, topic: &str, out: &mut HashMap<usize, (Arc<Session>, u8)>) {
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
         self.walk(&levels, 0, dollar, out);
@@ -186,7 +186,7 @@ impl Node {
         levels: &[&str],
         depth: usize,
         dollar: bool,
-        out: &mut HashMap<u64, (Arc<Session>, u8)>,
+        out: &mut HashMap<usize, (Arc<Session>, u8)>,
     ) {
         let wild_ok = !(dollar && depth == 0);
         if wild_ok && let Some(hash) = self.children.get("#") {
@@ -205,7 +205,7 @@ impl Node {
     }
 }
 
-fn add(out: &mut HashMap<u64, (Arc<Session>, u8)>, subs: &SmallMap<u64, (Arc<Session>, u8)>) {
+fn add(out: &mut HashMap<usize, (Arc<Session>, u8)>, subs: &SmallMap<usize, (Arc<Session>, u8)>) {
     subs.for_each(|id, (s, q)| {
         out.entry(*id).and_modify(|e| e.1 = e.1.max(*q)).or_insert_with(|| (s.clone(), *q));
     });
@@ -216,10 +216,10 @@ mod tests {
     use super::*;
     use crate::broker::Session;
 
-    fn ids(tree: &Node, topic: &str) -> Vec<(u64, u8)> {
+    fn ids(tree: &Node, topic: &str) -> Vec<(usize, u8)> {
         let mut out = HashMap::new();
         tree.matching(topic, &mut out);
-        let mut v: Vec<(u64, u8)> = out.into_iter().map(|(id, (_, q))| (id, q)).collect();
+        let mut v: Vec<(usize, u8)> = out.into_iter().map(|(id, (_, q))| (id, q)).collect();
         v.sort();
         v
     }
@@ -238,20 +238,20 @@ mod tests {
         assert!(!t.insert("a/+/c", &sessions[0], 1), "replaced, not new");
         assert!(t.insert("#", &sessions[39], 0));
         let got = ids(&t, "a/5/c");
-        assert!(got.contains(&(sessions[0].id, 1)));
-        assert!(got.contains(&(sessions[5].id, 1)), "highest QoS wins");
-        assert!(got.contains(&(sessions[39].id, 0)));
+        assert!(got.contains(&(sessions[0].key(), 1)));
+        assert!(got.contains(&(sessions[5].key(), 1)), "highest QoS wins");
+        assert!(got.contains(&(sessions[39].key(), 0)));
         assert_eq!(got.len(), 21);
         assert_eq!(ids(&t, "$SYS/a"), vec![]);
         // Remove everything: the tree prunes back to empty.
         for s in &sessions[..20] {
-            assert!(t.remove("a/+/c", s.id));
+            assert!(t.remove("a/+/c", s.key()));
         }
         for (i, s) in sessions.iter().enumerate() {
-            assert!(t.remove(&format!("a/{i}/c"), s.id));
+            assert!(t.remove(&format!("a/{i}/c"), s.key()));
         }
-        assert!(!t.remove("a/1/c", sessions[1].id));
-        assert!(t.remove("#", sessions[39].id));
+        assert!(!t.remove("a/1/c", sessions[1].key()));
+        assert!(t.remove("#", sessions[39].key()));
         assert!(t.children.is_empty() && t.subs.is_empty());
     }
 }
