@@ -942,3 +942,124 @@ fn cli_mqtt_refuses_capture_clearly() {
     assert!(err.contains("--capture is not supported by --proto mqtt"), "{err}");
     assert!(!dir.exists(), "the refused capture created {}", dir.display());
 }
+
+/// Waits until `level` of the gauge `g` is `want` (or the deadline passes) and returns it.
+fn gauge_settles(g: &std::sync::atomic::AtomicI64, want: i64) -> i64 {
+    let deadline = Instant::now() + WAIT;
+    while BrokerMetrics::level(g) != want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    BrokerMetrics::level(g)
+}
+
+#[test]
+fn empty_client_ids_get_their_own_sessions_and_leave_nothing_behind() {
+    let srv = broker(2);
+    let a = addr(&srv);
+    let m = srv.broker().metrics();
+    let mut s1 = Raw::connect(a, "", true);
+    let mut s2 = Raw::connect(a, "", true);
+    let mut p = Raw::connect(a, "", true);
+    // Three sessions, none taken over by another.
+    assert_eq!(srv.broker().session_count(), 3);
+    assert_eq!(BrokerMetrics::get(&m.takeovers), 0);
+    s1.subscribe("anon/+", 1);
+    s2.subscribe("anon/x", 0);
+    // A SUBSCRIBE with only an invalid filter is refused and keeps nothing.
+    p.send(&Packet::Subscribe { pid: 2, filters: vec![("anon/#/x".into(), 0)] });
+    assert_eq!(p.recv(WAIT), Some(Packet::SubAck { pid: 2, codes: vec![0x80] }));
+    assert_eq!(BrokerMetrics::level(&m.subscriptions), 2);
+    p.pub_qos0("anon/x", b"zero", false);
+    assert_eq!(s1.publish(WAIT).expect("s1 gets it").payload, b"zero");
+    assert_eq!(s2.publish(WAIT).expect("s2 gets it").payload, b"zero");
+    // QoS 1 to s1, acknowledged; after a PINGREQ (the idle client's queues are freed)
+    // the next QoS 1 message still arrives with a fresh packet id.
+    let q1 = |pid, payload: &[u8]| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: 1,
+            retain: false,
+            topic: "anon/y".into(),
+            pid: Some(pid),
+            payload: payload.to_vec(),
+        })
+    };
+    p.send(&q1(5, b"one"));
+    assert_eq!(p.recv(WAIT), Some(Packet::PubAck(5)));
+    let first = s1.publish(WAIT).expect("qos 1 delivered");
+    assert_eq!((first.qos, first.payload.as_slice()), (1, &b"one"[..]));
+    s1.send(&Packet::PubAck(first.pid.expect("pid")));
+    s1.send(&Packet::PingReq);
+    assert_eq!(s1.recv(WAIT), Some(Packet::PingResp));
+    p.send(&q1(6, b"two"));
+    assert_eq!(p.recv(WAIT), Some(Packet::PubAck(6)));
+    let second = s1.publish(WAIT).expect("qos 1 delivered after PINGREQ");
+    assert_eq!((second.qos, second.payload.as_slice()), (1, &b"two"[..]));
+    assert_ne!(second.pid, first.pid, "packet ids keep counting");
+    assert!(s2.publish(Duration::from_millis(200)).is_none(), "s2 is not on anon/y");
+    drop((s1, s2, p));
+    assert_eq!(gauge_settles(&m.clients, 0), 0);
+    assert_eq!(BrokerMetrics::level(&m.subscriptions), 0);
+    assert_eq!(BrokerMetrics::level(&m.sessions), 0);
+    assert_eq!(srv.broker().session_count(), 0);
+    srv.shutdown().expect("shutdown");
+}
+
+#[test]
+fn max_sessions_counts_clients_without_an_id() {
+    let config = MqttConfig { max_sessions: 2, ..MqttConfig::default() };
+    let srv = broker_with(1, config, None);
+    let a = addr(&srv);
+    let anon = Raw::connect(a, "", true);
+    let _named = Raw::connect(a, "named", true);
+    for id in ["", "other"] {
+        let (_r, _, code) = Raw::connect_with(a, connect_packet(id, true, 0, None));
+        assert_eq!(code, 3, "{id:?} over max_sessions");
+    }
+    // A known id takes its session over even when full.
+    let (_again, _, code) = Raw::connect_with(a, connect_packet("named", true, 0, None));
+    assert_eq!(code, 0);
+    drop(anon);
+    assert_eq!(gauge_settles(&srv.broker().metrics().sessions, 1), 1);
+    let (_r, _, code) = Raw::connect_with(a, connect_packet("", true, 0, None));
+    assert_eq!(code, 0, "room again once the client without id left");
+    srv.shutdown().expect("shutdown");
+}
+
+#[test]
+fn will_and_qos2_state_survive_a_pingreq() {
+    let srv = broker(1);
+    let a = addr(&srv);
+    let mut watcher = Raw::connect(a, "w-watch", true);
+    watcher.subscribe("w/#", 0);
+    let (mut c, _, code) =
+        Raw::connect_with(a, connect_packet("", true, 0, will("w/gone", b"bye")));
+    assert_eq!(code, 0);
+    let q2 = |dup| {
+        Packet::Publish(Publish {
+            dup,
+            qos: 2,
+            retain: false,
+            topic: "w/q2".into(),
+            pid: Some(3),
+            payload: b"x".to_vec(),
+        })
+    };
+    c.send(&q2(false));
+    assert_eq!(c.recv(WAIT), Some(Packet::PubRec(3)));
+    c.send(&Packet::PingReq);
+    assert_eq!(c.recv(WAIT), Some(Packet::PingResp));
+    // Still awaiting PUBREL: the resend is not delivered again.
+    c.send(&q2(true));
+    assert_eq!(c.recv(WAIT), Some(Packet::PubRec(3)));
+    c.send(&Packet::PubRel(3));
+    assert_eq!(c.recv(WAIT), Some(Packet::PubComp(3)));
+    assert_eq!(watcher.publish(WAIT).expect("delivered once").topic, "w/q2");
+    c.send(&Packet::PingReq);
+    assert_eq!(c.recv(WAIT), Some(Packet::PingResp));
+    drop(c);
+    let m = watcher.publish(WAIT).expect("the will, kept across PINGREQs");
+    assert_eq!((m.topic.as_str(), m.payload.as_slice()), ("w/gone", &b"bye"[..]));
+    assert!(watcher.publish(Duration::from_millis(200)).is_none());
+    srv.shutdown().expect("shutdown");
+}
