@@ -34,7 +34,7 @@ impl MqttHandler {
 /// | field       | bytes | what                                                       |
 /// |-------------|-------|------------------------------------------------------------|
 /// | `session`   | 8     | the [`Session`] (168 bytes, shared), when one is needed   |
-/// | `extra`     | 8     | [`Extra`] (88 bytes, boxed): the will, QoS 2 ids           |
+/// | `extra`     | 8     | `Extra` (88 bytes, boxed): the will, QoS 2 ids             |
 /// | `epoch`     | 4     | the session epoch this connection got (ownership check)    |
 /// | `keepalive` | 2     | the client's keepalive, seconds (0: none)                  |
 /// | `connected` | 1     | CONNECT accepted                                           |

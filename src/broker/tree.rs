@@ -7,7 +7,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::Session;
@@ -74,9 +74,9 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
         true
     }
 
-    fn get_or_default(&mut self, k: &str) -> &mut V
+    fn get_or_default<Q: ?Sized + Eq + Hash>(&mut self, k: &Q) -> &mut V
     where
-        K: Borrow<str> + for<'a> From<&'a str>,
+        K: Borrow<Q> + for<'a> From<&'a Q>,
         V: Default,
     {
         if let SmallMap::Few(v) = self
@@ -136,10 +136,64 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
     }
 }
 
+/// A level's name as a child key: up to [`INLINE`] bytes inline (most levels are short:
+/// `dev`, `42`, `cmd`), so a level costs no allocation of its own; longer ones boxed.
+/// 24 bytes. Looked up by its bytes (hashed as `[u8]`), so no UTF-8 check is needed.
+enum Level {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+/// Longest level name kept inline in a [`Level`].
+const INLINE: usize = 22;
+
+impl Level {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Level::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Level::Boxed(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Level {
+    fn from(b: &[u8]) -> Level {
+        let mut bytes = [0; INLINE];
+        match (u8::try_from(b.len()), bytes.get_mut(..b.len())) {
+            (Ok(len), Some(to)) => {
+                to.copy_from_slice(b);
+                Level::Inline { len, bytes }
+            }
+            _ => Level::Boxed(b.into()),
+        }
+    }
+}
+
+impl Borrow<[u8]> for Level {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl PartialEq for Level {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Level {}
+
+impl Hash for Level {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, so that `Borrow<[u8]>` lookups find it.
+        self.bytes().hash(state);
+    }
+}
+
 /// One level of the tree.
 #[derive(Default)]
 pub(crate) struct Node {
-    children: SmallMap<Box<str>, Node>,
+    children: SmallMap<Level, Node>,
     /// Sessions whose filter ends here, by [`Session::key`], with their granted QoS.
     subs: SmallMap<usize, (Arc<Session>, u8)>,
 }
@@ -149,7 +203,7 @@ impl Node {
     pub(crate) fn insert(&mut self, filter: &str, session: &Arc<Session>, qos: u8) -> bool {
         let mut node = self;
         for level in filter.split('/') {
-            node = node.children.get_or_default(level);
+            node = node.children.get_or_default(level.as_bytes());
         }
         node.subs.insert(session.key(), (session.clone(), qos))
     }
@@ -165,10 +219,10 @@ impl Node {
         let Some((first, rest)) = levels.split_first() else {
             return self.subs.remove(&id).is_some();
         };
-        let Some(child) = self.children.get_mut(*first) else { return false };
+        let Some(child) = self.children.get_mut(first.as_bytes()) else { return false };
         let removed = child.remove_at(rest, id);
         if child.subs.is_empty() && child.children.is_empty() {
-            self.children.remove(*first);
+            self.children.remove(first.as_bytes());
         }
         removed
     }
@@ -189,17 +243,17 @@ impl Node {
         out: &mut HashMap<usize, (Arc<Session>, u8)>,
     ) {
         let wild_ok = !(dollar && depth == 0);
-        if wild_ok && let Some(hash) = self.children.get("#") {
+        if wild_ok && let Some(hash) = self.children.get(b"#".as_slice()) {
             add(out, &hash.subs);
         }
         let Some((first, rest)) = levels.split_first() else {
             add(out, &self.subs);
             return;
         };
-        if let Some(child) = self.children.get(*first) {
+        if let Some(child) = self.children.get(first.as_bytes()) {
             child.walk(rest, depth + 1, dollar, out);
         }
-        if wild_ok && let Some(plus) = self.children.get("+") {
+        if wild_ok && let Some(plus) = self.children.get(b"+".as_slice()) {
             plus.walk(rest, depth + 1, dollar, out);
         }
     }
@@ -253,5 +307,22 @@ mod tests {
         assert!(!t.remove("a/1/c", sessions[1].key()));
         assert!(t.remove("#", sessions[39].key()));
         assert!(t.children.is_empty() && t.subs.is_empty());
+    }
+
+    #[test]
+    fn long_and_short_level_names() {
+        let s = Session::for_test(1);
+        let long = "l".repeat(INLINE + 1);
+        let mut t = Node::default();
+        for f in [long.as_str(), "l", "", "é/ü"] {
+            assert!(t.insert(f, &s, 0), "{f:?}");
+        }
+        assert!(size_of::<Level>() <= 24);
+        assert_eq!(ids(&t, &long), vec![(s.key(), 0)]);
+        assert_eq!(ids(&t, "é/ü"), vec![(s.key(), 0)]);
+        assert_eq!(ids(&t, &"l".repeat(INLINE)), vec![]);
+        assert!(t.remove(&long, s.key()));
+        assert_eq!(ids(&t, &long), vec![]);
+        assert_eq!(ids(&t, "l"), vec![(s.key(), 0)]);
     }
 }
