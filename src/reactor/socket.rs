@@ -123,6 +123,9 @@ impl std::os::fd::AsRawFd for Stream {
 impl Read for &Stream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        return super::sys::recv(std::os::fd::AsRawFd::as_raw_fd(*self), buf);
+        #[cfg(not(target_os = "linux"))]
         match self {
             Stream::Tcp(s) => (&*s).read(buf),
             Stream::Unix(s) => (&*s).read(buf),
@@ -133,6 +136,9 @@ impl Read for &Stream {
 impl Write for &Stream {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        return super::sys::send(std::os::fd::AsRawFd::as_raw_fd(*self), buf);
+        #[cfg(not(target_os = "linux"))]
         match self {
             Stream::Tcp(s) => (&*s).write(buf),
             Stream::Unix(s) => (&*s).write(buf),

@@ -205,3 +205,36 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         }
     }
 }
+
+/// `recv(2)` on a connected socket, issued as a raw system call: glibc's `recv` wrapper
+/// is a pthread cancellation point that switches asynchronous cancellation on and off
+/// around every call, work a loop thread (never cancelled) does not need on its hottest
+/// path.
+#[inline]
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes during the call; the address
+    // arguments are null (no source address wanted).
+    let n = unsafe {
+        libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, 0usize, 0usize)
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a reset peer is an `EPIPE` error, not a `SIGPIPE`), as
+/// a raw system call for the same reason as [`recv`].
+#[inline]
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is readable for `buf.len()` bytes during the call; no address.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            0usize,
+            0usize,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}

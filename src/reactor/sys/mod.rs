@@ -14,7 +14,9 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{Pipe, REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported};
+pub(crate) use linux::{
+    Pipe, REUSEPORT_SPREADS, WakerInner, pin_current_thread, pin_supported, recv, send,
+};
 
 #[cfg(not(target_os = "linux"))]
 mod other;
