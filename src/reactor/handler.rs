@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mio::Registry;
 
-use super::event_loop::{Ctx, Op, USER_PAUSED};
+use super::event_loop::{Ctx, Extra, Op, USER_PAUSED};
 use super::handle::{ConnHandle, HandleShared, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
 use crate::net::addr::{ListenAddr, Peer};
@@ -99,14 +99,17 @@ pub struct LoopInfo {
 /// does not take stays queued, in order, until it can be written.
 pub struct Conn<'a> {
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) peer: Peer,
+    /// The peer when known without a system call: from accept in `opened`, or the
+    /// PROXY header's client. `None`: asked of the socket.
+    pub(crate) peer: Option<Peer>,
     pub(crate) listener: usize,
     pub(crate) socket: &'a Stream,
     pub(crate) pending: usize,
     pub(crate) remote: &'a LoopRemote,
     pub(crate) key: usize,
     pub(crate) generation: u64,
-    pub(crate) alive: &'a mut Option<Arc<HandleShared>>,
+    /// The connection's extras (where a handle's shared part lives).
+    pub(crate) extra: &'a mut Option<Box<Extra>>,
     pub(crate) flags: &'a mut u16,
     pub(crate) linked: bool,
     pub(crate) origin: Option<Origin>,
@@ -241,8 +244,18 @@ impl Conn<'_> {
     /// The peer's address: with [`Config::accept_proxy`](super::Config::accept_proxy),
     /// the client the PROXY header named (see [`socket_peer_addr`](Self::socket_peer_addr)
     /// for the balancer's).
+    ///
+    /// Cost: free in [`EventHandler::opened`] (the address came with the accept or
+    /// connect) and for a PROXY header's client; in other callbacks of a TCP connection
+    /// it is a `getpeername` call, since the reactor does not keep the address of an
+    /// idle connection (call it once in `opened` and keep it in the state if it is
+    /// wanted often). Should the socket have lost its peer by then (reset), the answer
+    /// is the unspecified address `0.0.0.0:0`. A Unix socket's peer is [`Peer::Unix`].
     pub fn peer_addr(&self) -> Peer {
-        self.peer
+        if let Some(p) = self.peer {
+            return p;
+        }
+        self.socket.peer().unwrap_or(Peer::Inet(SocketAddr::from(([0, 0, 0, 0], 0))))
     }
 
     /// The local IP address and port of a TCP connection (a `getsockname` call); an
@@ -269,7 +282,8 @@ impl Conn<'_> {
 
     /// A `Send` handle to this connection, for waking or writing to it from other threads.
     pub fn handle(&mut self) -> ConnHandle {
-        let shared = self.alive.get_or_insert_with(|| {
+        let extra = self.extra.get_or_insert_with(Box::default);
+        let shared = extra.alive.get_or_insert_with(|| {
             let s = HandleShared::new();
             s.publish(self.pending);
             Arc::new(s)
