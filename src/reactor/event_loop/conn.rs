@@ -129,6 +129,8 @@ pub(super) const POOL_KEEP_CAPACITY: usize = 4096;
 
 thread_local! {
     /// This thread's free `Buffers` boxes (each loop is a thread of its own).
+    // The boxes themselves are what is reused (a connection holds a `Box<Buffers>`).
+    #[allow(clippy::vec_box)]
     static POOL: std::cell::RefCell<Vec<Box<Buffers>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
