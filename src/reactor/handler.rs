@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mio::Registry;
 
-use super::event_loop::{Ctx, Extra, Op, USER_PAUSED};
+use super::event_loop::{Ctx, Op, USER_PAUSED};
 use super::handle::{ConnHandle, HandleShared, LoopRemote, ServerHandle};
 use super::socket::{DetachedStream, Stream};
 use crate::net::addr::{ListenAddr, Peer};
@@ -108,8 +108,7 @@ pub struct Conn<'a> {
     pub(crate) remote: &'a LoopRemote,
     pub(crate) key: usize,
     pub(crate) generation: u64,
-    /// The connection's extras (where a handle's shared part lives).
-    pub(crate) extra: &'a mut Option<Box<Extra>>,
+    pub(crate) alive: &'a mut Option<Arc<HandleShared>>,
     pub(crate) flags: &'a mut u16,
     pub(crate) linked: bool,
     pub(crate) origin: Option<Origin>,
@@ -282,8 +281,7 @@ impl Conn<'_> {
 
     /// A `Send` handle to this connection, for waking or writing to it from other threads.
     pub fn handle(&mut self) -> ConnHandle {
-        let extra = self.extra.get_or_insert_with(Box::default);
-        let shared = extra.alive.get_or_insert_with(|| {
+        let shared = self.alive.get_or_insert_with(|| {
             let s = HandleShared::new();
             s.publish(self.pending);
             Arc::new(s)

@@ -236,6 +236,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
         }
+        let mut alive = None;
         let mut conn = Conn {
             out: &mut self.wbuf,
             peer: Some(peer),
@@ -245,7 +246,7 @@ impl<H: EventHandler> EventLoop<H> {
             remote: &self.parts.remote,
             key,
             generation,
-            extra: &mut extra,
+            alive: &mut alive,
             flags: &mut flags,
             linked: false,
             origin,
@@ -272,6 +273,7 @@ impl<H: EventHandler> EventLoop<H> {
                 }
             };
         let mut c = Connection::new(sock, state, generation, extra);
+        c.alive = alive;
         c.listener = u16::try_from(listener).unwrap_or(u16::MAX);
         c.flags = flags;
         c.active = self.now_tick;

@@ -65,6 +65,7 @@ pub(super) const HEARD: u16 = 2048;
 /// | `generation` | 8    | unique within the loop (`ConnId`)                         |
 /// | `bufs`       | 8    | `Option<Box<Buffers>>`: `None` while idle                 |
 /// | `extra`      | 8    | `Option<Box<Extra>>`: `None` for a plain accepted one     |
+/// | `alive`      | 8    | `Option<Arc<..>>`: a handle's shared part, once one exists|
 /// | `listener`   | 2    | listen address index (`u16::MAX`: attached/outbound)      |
 /// | `active`     | 4    | tick of the last bytes read or written                    |
 /// | `timer_at`   | 4    | tick of the live timer-wheel entry (`Tick::MAX`: none)    |
@@ -72,22 +73,29 @@ pub(super) const HEARD: u16 = 2048;
 /// | `flags`      | 2    | the bit flags above                                       |
 /// | `state`      | `S`  | the handler's per-connection state                        |
 ///
-/// Total 48 bytes for `S = ()` ([`CONNECTION_BOUND`], asserted by a test; in debug
+/// Total 56 bytes for `S = ()` ([`CONNECTION_BOUND`], asserted by a test; in debug
 /// builds mio's sockets carry a 16-byte selector id, so `sock` is 24 there). The
-/// slab's entry needs no room of its own for its vacant/occupied tag (the niche in
-/// `sock`'s kind). Elsewhere per connection: nothing on the heap while idle (below);
-/// a timer-wheel entry of 12 bytes when timeouts or a request deadline are on. An
-/// idle, plain accepted connection owns no heap memory in the reactor: no buffers (the
-/// fast path reads into and writes from per-loop buffers), no peer address (asked of
-/// the kernel when wanted, see `Conn::peer_addr`), no extras.
+/// slab's entry needs no room of its own for its vacant/occupied tag (it uses the
+/// niche in `sock`'s kind), so a slot costs `56 + size_of::<S>()` rounded to 8.
+///
+/// An idle, plain accepted connection owns no heap memory in the reactor: no buffers
+/// (the fast path reads into and writes from per-loop buffers; [`Buffers`], 64 bytes,
+/// exist only while bytes are in flight), no peer address (asked of the kernel when
+/// wanted, see `Conn::peer_addr`), no [`Extra`] (TLS, linked, outbound and PROXY
+/// connections only). Beyond the slot: a handle's shared part once `Conn::handle` was
+/// called, and a 12-byte timer-wheel entry while timeouts or a request deadline are on.
 pub(super) struct Connection<S> {
     pub(super) sock: Stream,
     pub(super) state: S,
     pub(super) generation: u64,
     /// Unconsumed input and pending output, while there is any (see [`Buffers`]).
     pub(super) bufs: Option<Box<Buffers>>,
-    /// What few connections have: TLS, a link, an origin, a handle, a PROXY peer.
+    /// What few connections have: TLS, a link, an origin, a PROXY peer.
     pub(super) extra: Option<Box<Extra>>,
+    /// Set to false when the connection goes away; allocated only once a handle exists.
+    /// Inline, not in `extra`: some protocols (the broker) give every connection a
+    /// handle, and the extras would cost them far more than this pointer.
+    pub(super) alive: Option<Arc<HandleShared>>,
     /// Index of the listen address it came from; `u16::MAX` when none (attached,
     /// outbound). `Server::new` refuses more listen addresses than fit.
     pub(super) listener: u16,
@@ -103,7 +111,7 @@ pub(super) struct Connection<S> {
 
 /// The documented bound on `size_of::<Connection<()>>()` (see [`Connection`]).
 #[cfg(test)]
-pub(super) const CONNECTION_BOUND: usize = 40 + std::mem::size_of::<Stream>();
+pub(super) const CONNECTION_BOUND: usize = 48 + std::mem::size_of::<Stream>();
 
 /// A connection's in-flight bytes: allocated when input is left unconsumed or output is
 /// left unwritten, and given back (to a small per-thread free list, so a busy
@@ -171,7 +179,7 @@ impl Buffers {
 
 /// The rarely present parts of a connection, boxed together.
 #[derive(Default)]
-pub(crate) struct Extra {
+pub(super) struct Extra {
     /// The client a PROXY header named (`None`: the socket's own peer).
     pub(super) peer: Option<Peer>,
     /// The TLS session of a connection from a TLS listener (see `tls.rs`), or of an
@@ -181,8 +189,6 @@ pub(crate) struct Extra {
     pub(super) link: Option<Link>,
     /// Tag and requester of an outbound connection.
     pub(super) origin: Option<Origin>,
-    /// Set to false when the connection goes away; present once a handle exists.
-    pub(crate) alive: Option<Arc<HandleShared>>,
 }
 
 impl<S> Connection<S> {
@@ -194,6 +200,7 @@ impl<S> Connection<S> {
             generation,
             bufs: None,
             extra,
+            alive: None,
             listener: u16::MAX,
             active: 0,
             timer_at: Tick::MAX,
@@ -280,7 +287,7 @@ impl<S> Connection<S> {
     /// The handle's shared part, once a handle exists.
     #[inline]
     pub(super) fn alive(&self) -> Option<&Arc<HandleShared>> {
-        self.extra.as_ref()?.alive.as_ref()
+        self.alive.as_ref()
     }
 
     /// The PROXY header's client, when one was given.

@@ -75,7 +75,7 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 
 pub(crate) use accept::Acceptor;
-pub(crate) use conn::{Extra, USER_PAUSED};
+pub(crate) use conn::USER_PAUSED;
 pub(crate) use token::Tok;
 
 use super::config::Config;
@@ -425,7 +425,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Self { handler, conns, wbuf, parts, ctx, spare_input, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
-        let Connection { sock, state, generation, bufs, extra, listener, flags, .. } = c;
+        let Connection { sock, state, generation, bufs, extra, alive, listener, flags, .. } = c;
         // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
         let tls = extra.as_ref().is_some_and(|e| e.tls.is_some());
         let (input, out) = match bufs.as_deref_mut() {
@@ -449,7 +449,7 @@ impl<H: EventHandler> EventLoop<H> {
             remote: &parts.remote,
             key,
             generation: *generation,
-            extra,
+            alive,
             flags,
             linked,
             origin,
