@@ -1,10 +1,12 @@
-//! One connection as the loop stores it (socket, state, leftover input, pending output,
-//! flags, timer stamps, its link and origin when it has them), and the ways a connection
-//! ends: close, detach, and the close of every connection when the loop stops. A linked
-//! connection that ends takes its partner with it (see `link.rs`).
+//! One connection as the loop stores it (socket, state, generation, flags, timer
+//! stamps; its in-flight bytes and its rare parts, TLS, link, origin and PROXY peer,
+//! each behind an optional box), and the ways a connection ends: close, detach, and the
+//! close of every connection when the loop stops. A linked connection that ends takes
+//! its partner with it (see `link.rs`).
 //!
-//! An idle connection holds no buffers: input and output vectors are dropped when they
-//! empty, and the fast path reads into and writes from per-loop scratch buffers.
+//! An idle connection holds no buffers: its [`Buffers`] box is given back (to a small
+//! per-thread free list) once input and output are empty, and the fast path reads into
+//! and writes from per-loop scratch buffers.
 
 use std::sync::Arc;
 
@@ -436,5 +438,37 @@ mod tests {
         // The optional boxes cost one pointer each (the null niche).
         assert_eq!(std::mem::size_of::<Option<Box<Buffers>>>(), 8);
         assert_eq!(std::mem::size_of::<Option<Box<Extra>>>(), 8);
+    }
+
+    /// A connected TCP stream, as the loop holds one.
+    fn stream() -> Stream {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        Stream::Tcp(mio::net::TcpStream::from_std(s))
+    }
+
+    /// Buffers exist only while bytes are in flight, and a given-back box is reused.
+    #[test]
+    fn buffers_exist_only_while_bytes_are_in_flight() {
+        let mut c = Connection::new(stream(), (), 1, None);
+        assert!(c.bufs.is_none() && c.extra.is_none() && c.is_idle());
+        c.bufs_mut().input.extend_from_slice(b"partial");
+        c.tidy();
+        assert_eq!(c.input(), b"partial");
+        c.bufs_mut().input.clear();
+        c.output_mut().extend_from_slice(b"queued");
+        c.bufs_mut().out_pos = 2;
+        assert_eq!(c.pending(), 4);
+        c.tidy();
+        assert!(c.bufs.is_some(), "pending output keeps the buffers");
+        c.bufs_mut().out_pos = 6;
+        let before: *const Buffers = &**c.bufs.as_ref().expect("buffers");
+        c.tidy();
+        assert!(c.bufs.is_none() && c.is_idle());
+        // The next connection to need buffers gets the same box back, emptied.
+        let again = c.bufs_mut();
+        assert!(std::ptr::eq(before, again));
+        assert!(again.input.is_empty() && again.pending() == 0);
+        assert_eq!(again.over_soft, Tick::MAX);
     }
 }
