@@ -90,6 +90,9 @@ use connect::Dialer;
 use proxy_header::HeaderWait;
 use timers::Timeouts;
 
+/// Connection slots a loop reserves up front (address space only; see `EventLoop::new`).
+const SLAB_RESERVE: usize = 4096;
+
 /// What a callback asked for beyond its own connection, carried out by the loop right
 /// after the callback's output is written (`after_callback`).
 #[derive(Debug)]
@@ -203,7 +206,10 @@ impl<H: EventHandler> EventLoop<H> {
         EventLoop {
             handler,
             stats: parts.remote.stats.clone(),
-            conns: Slab::new(),
+            // Reserved, not touched: a large allocation is mapped on its own, and only
+            // the pages of slots in use become resident. Growing from empty instead
+            // leaves each smaller copy behind in the thread's malloc arena.
+            conns: Slab::with_capacity(SLAB_RESERVE),
             rbuf: vec![0; rsize],
             wbuf: Vec::with_capacity(rsize),
             spare_input: Vec::new(),
