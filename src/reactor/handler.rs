@@ -99,7 +99,9 @@ pub struct LoopInfo {
 /// does not take stays queued, in order, until it can be written.
 pub struct Conn<'a> {
     pub(crate) out: &'a mut Vec<u8>,
-    pub(crate) peer: Peer,
+    /// The peer when known without a system call: from accept in `opened`, or the
+    /// PROXY header's client. `None`: asked of the socket.
+    pub(crate) peer: Option<Peer>,
     pub(crate) listener: usize,
     pub(crate) socket: &'a Stream,
     pub(crate) pending: usize,
@@ -241,8 +243,18 @@ impl Conn<'_> {
     /// The peer's address: with [`Config::accept_proxy`](super::Config::accept_proxy),
     /// the client the PROXY header named (see [`socket_peer_addr`](Self::socket_peer_addr)
     /// for the balancer's).
+    ///
+    /// Cost: free in [`EventHandler::opened`] (the address came with the accept or
+    /// connect) and for a PROXY header's client; in other callbacks of a TCP connection
+    /// it is a `getpeername` call, since the reactor does not keep the address of an
+    /// idle connection (call it once in `opened` and keep it in the state if it is
+    /// wanted often). Should the socket have lost its peer by then (reset), the answer
+    /// is the unspecified address `0.0.0.0:0`. A Unix socket's peer is [`Peer::Unix`].
     pub fn peer_addr(&self) -> Peer {
-        self.peer
+        if let Some(p) = self.peer {
+            return p;
+        }
+        self.socket.peer().unwrap_or(Peer::Inet(SocketAddr::from(([0, 0, 0, 0], 0))))
     }
 
     /// The local IP address and port of a TCP connection (a `getsockname` call); an

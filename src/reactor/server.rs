@@ -77,6 +77,13 @@ impl Server {
         // `fd:N` and `systemd` become the inherited sockets they stand for (the command
         // line has resolved them already; this is for embedders).
         config.listen = crate::net::activation::resolve(std::mem::take(&mut config.listen), false)?;
+        if config.listen.len() >= usize::from(u16::MAX) {
+            // A connection stores its listener's index in 16 bits (`u16::MAX`: none).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} listen addresses: at most 65534 are supported", config.listen.len()),
+            ));
+        }
         let loops = config.effective_loops();
         let mut addrs = Vec::new();
         let mut listeners = Vec::with_capacity(config.listen.len());

@@ -43,6 +43,15 @@ impl Stream {
         }
     }
 
+    /// The connection's peer (a `getpeername` call for TCP; a Unix socket's peer is
+    /// always [`Peer::Unix`], no call made).
+    pub(crate) fn peer(&self) -> io::Result<Peer> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Peer::Inet),
+            Stream::Unix(_) => Ok(Peer::Unix),
+        }
+    }
+
     /// How a nonblocking connect ended, on a writable (or error) event: `None` while it
     /// is still in progress, else the peer or the error (`SO_ERROR`).
     pub(crate) fn connect_result(&self) -> Option<io::Result<Peer>> {

@@ -18,10 +18,20 @@ const SLOTS: usize = 1024;
 /// Ticks since the loop started, as stored in connections (u32 at 100 ms: 13 years).
 pub(crate) type Tick = u32;
 
-/// A wheel of (slab key, generation, due tick) entries.
+/// One wheel entry: (slab key, low 32 bits of the generation, due tick): 12 bytes.
+///
+/// The generation is kept to its low half to halve the entry. Whoever acts on an entry
+/// checks it against the slot's current occupant, and a later occupant of the same
+/// slot could match only after 2^32 more connections (connects) on the loop while
+/// the entry waits; the connection timers check the due tick as well
+/// (`Connection::timer_at`) and recompute the deadline from the connection's own
+/// stamps, so even such a match could only move an entry, never close early.
+pub(crate) type Entry = (u32, u32, Tick);
+
+/// A wheel of [`Entry`]s.
 pub(crate) struct TimerWheel {
     start: Instant,
-    slots: Vec<Vec<(usize, u64, Tick)>>,
+    slots: Vec<Vec<Entry>>,
     /// The next tick to process: every tick before it has been processed.
     next: Tick,
     len: usize,
@@ -55,7 +65,9 @@ impl TimerWheel {
     /// Adds an entry due at tick `due` (never earlier than the next unprocessed tick).
     pub(crate) fn insert(&mut self, key: usize, generation: u64, due: Tick) {
         let due = due.max(self.next);
-        self.slots[due as usize % SLOTS].push((key, generation, due));
+        // (A key past u32 would need 4 billion connections on one loop.)
+        let key = u32::try_from(key).unwrap_or(u32::MAX);
+        self.slots[due as usize % SLOTS].push((key, generation as u32, due));
         self.len += 1;
         self.earliest = self.earliest.min(due);
     }
@@ -84,7 +96,7 @@ impl TimerWheel {
     }
 
     /// Moves every entry due at or before `now` into `due` (key, generation, tick).
-    pub(crate) fn expire(&mut self, now: Instant, due: &mut Vec<(usize, u64, Tick)>) {
+    pub(crate) fn expire(&mut self, now: Instant, due: &mut Vec<Entry>) {
         if self.len == 0 {
             self.next = self.tick_of(now).saturating_add(1).max(self.next);
             return;
@@ -130,7 +142,7 @@ mod tests {
         w.insert(3, 0, 10);
         assert_eq!(w.next_deadline(), Some(t0 + TICK * 4));
         let mut fired = Vec::new();
-        let keys = |v: &Vec<(usize, u64, Tick)>| v.iter().map(|e| e.0).collect::<Vec<_>>();
+        let keys = |v: &Vec<Entry>| v.iter().map(|e| e.0).collect::<Vec<_>>();
         w.expire(t0 + TICK * 2, &mut fired);
         assert!(fired.is_empty());
         w.expire(t0 + TICK * 3, &mut fired);

@@ -27,7 +27,7 @@ use log::{debug, error, warn};
 use mio::{Events, Interest, Poll};
 use socket2::{SockRef, TcpKeepalive};
 
-use super::conn::{Connection, OUTBOUND};
+use super::conn::{Connection, Extra, OUTBOUND};
 use super::tls::{self, TlsSession};
 use super::{EventLoop, Tok, guard};
 use crate::net::addr::Peer;
@@ -37,7 +37,6 @@ use crate::reactor::handle::{Command, LoopRemote, ServerHandle, Shared};
 use crate::reactor::handler::{Conn, EventHandler, Origin};
 use crate::reactor::socket::{Listener, Stream};
 use crate::reactor::stats::{LoopStats, bump};
-use crate::reactor::timer::Tick;
 
 /// One accepting thread's side of the accept path: who it is (for the log), its
 /// rate-limited log of back-off pauses, and the end of the current pause.
@@ -147,15 +146,23 @@ impl<H: EventHandler> EventLoop<H> {
             // PROXY protocol: `open_accepted` runs once the header is in.
             return self.await_proxy_header(sock, peer, listener);
         }
-        self.open_accepted(sock, peer, listener);
+        self.open_accepted(sock, peer, listener, false);
     }
 
     /// [`open`](Self::open) once any PROXY header is consumed (`peer`: the client it
-    /// named): socket options, registration, the TLS session on a `tls://` listener (the
-    /// PROXY header precedes the handshake, so TLS starts only here, never for outbound
-    /// connections), `opened`.
-    pub(super) fn open_accepted(&mut self, sock: Stream, peer: Peer, listener: usize) {
-        self.take_on(sock, peer, listener, None, None);
+    /// named, `proxied` true, kept with the connection; otherwise the socket's own peer,
+    /// not kept): socket options, registration, the TLS session on a `tls://` listener
+    /// (the PROXY header precedes the handshake, so TLS starts only here, never for
+    /// outbound connections), `opened`.
+    pub(super) fn open_accepted(
+        &mut self,
+        sock: Stream,
+        peer: Peer,
+        listener: usize,
+        proxied: bool,
+    ) {
+        let extra = proxied.then(|| Box::new(Extra { peer: Some(peer), ..Extra::default() }));
+        self.take_on(sock, peer, listener, None, extra);
     }
 
     /// Takes on an outbound connection that has just connected (registered already,
@@ -170,7 +177,8 @@ impl<H: EventHandler> EventLoop<H> {
         generation: u64,
         client_tls: Option<Box<TlsSession>>,
     ) {
-        self.take_on(sock, peer, usize::MAX, Some((origin, generation)), client_tls);
+        let extra = Extra { origin: Some(origin), tls: client_tls, ..Extra::default() };
+        self.take_on(sock, peer, usize::MAX, Some(generation), Some(Box::new(extra)));
     }
 
     /// [`open`](Self::open) and [`open_outbound`](Self::open_outbound).
@@ -179,8 +187,8 @@ impl<H: EventHandler> EventLoop<H> {
         mut sock: Stream,
         peer: Peer,
         listener: usize,
-        outbound: Option<(Origin, u64)>,
-        client_tls: Option<Box<TlsSession>>,
+        outbound: Option<u64>,
+        mut extra: Option<Box<Extra>>,
     ) {
         if let Err(e) = configure_accepted(&sock, &self.parts.config)
             && !self.sockopt_warned
@@ -207,29 +215,31 @@ impl<H: EventHandler> EventLoop<H> {
             return;
         }
         let generation = match outbound {
-            Some((_, generation)) => generation,
+            Some(generation) => generation,
             None => self.ctx.generation(),
         };
-        let origin = outbound.map(|(o, _)| o);
+        let origin = extra.as_ref().and_then(|e| e.origin);
         let mut flags = if outbound.is_some() { OUTBOUND } else { 0 };
-        // Outbound connections: the client session the dialer's handshake made, if any.
+        // Outbound connections: the client session the dialer's handshake made, if any
+        // (already in `extra`).
         let session = match outbound {
-            Some(_) => Ok(client_tls),
+            Some(_) => Ok(None),
             None => tls::new_session(self.tls.as_mut(), listener, key, generation),
         };
-        let tls = match session {
-            Ok(tls) => tls,
+        match session {
+            Ok(None) => {}
+            Ok(Some(tls)) => extra.get_or_insert_with(Box::default).tls = Some(tls),
             Err(e) => {
                 warn!("loop {}: cannot start TLS for {peer}: {e}", self.parts.id);
                 let _ = self.parts.poll.registry().deregister(&mut sock);
                 self.parts.server.shared.release();
                 return;
             }
-        };
+        }
         let mut alive = None;
         let mut conn = Conn {
             out: &mut self.wbuf,
-            peer,
+            peer: Some(peer),
             listener,
             socket: &sock,
             pending: 0,
@@ -262,26 +272,12 @@ impl<H: EventHandler> EventLoop<H> {
                     return; // dropping `sock` closes it
                 }
             };
-        entry.insert(Connection {
-            sock,
-            state,
-            generation,
-            peer,
-            input: Vec::new(),
-            output: Vec::new(),
-            out_pos: 0,
-            alive,
-            listener: u32::try_from(listener).unwrap_or(u32::MAX),
-            flags,
-            active: self.now_tick,
-            partial_since: 0,
-            timer_at: Tick::MAX,
-            tls,
-            link: None,
-            origin: origin.map(Box::new),
-            deadline: Tick::MAX,
-            over_soft: Tick::MAX,
-        });
+        let mut c = Connection::new(sock, state, generation, extra);
+        c.alive = alive;
+        c.listener = u16::try_from(listener).unwrap_or(u16::MAX);
+        c.flags = flags;
+        c.active = self.now_tick;
+        entry.insert(c);
         if outbound.is_some() {
             bump(&self.stats.connects, 1);
             self.outbound_keys.insert(generation, key);

@@ -42,7 +42,7 @@ use crate::net::tls::ClientTls;
 use crate::reactor::handler::{ConnId, ConnectAddr, EventHandler, Origin};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
-use crate::reactor::timer::{Tick, TimerWheel};
+use crate::reactor::timer::{self, TimerWheel};
 
 /// One connect in flight.
 pub(super) struct Dialing {
@@ -67,7 +67,7 @@ pub(crate) struct Dialer {
     dialing: Slab<Dialing>,
     /// Connect timeouts: (dialer slot, generation, tick).
     wheel: TimerWheel,
-    expired: Vec<(usize, u64, Tick)>,
+    expired: Vec<timer::Entry>,
     /// Failures to report after the current callback (or command).
     failed: Vec<Failure>,
 }
@@ -268,7 +268,9 @@ impl<H: EventHandler> EventLoop<H> {
         dialer.wheel.expire(now, &mut expired);
         for &(i, generation, _) in &expired {
             let dialer = &mut self.ctx.dialer;
-            if dialer.dialing.get(i).is_none_or(|d| d.generation != generation) {
+            let i = i as usize;
+            // (The entry holds the generation's low half: see `timer::Entry`.)
+            if dialer.dialing.get(i).is_none_or(|d| d.generation as u32 != generation) {
                 continue; // connected or failed already; the slot may be reused
             }
             // Dropping the socket closes it (and takes it out of the poller).

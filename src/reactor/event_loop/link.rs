@@ -100,7 +100,7 @@ impl<H: EventHandler> EventLoop<H> {
         let Some(ka) = self.resolve(a) else { return };
         let free = |k: usize| {
             let c = &self.conns[k];
-            c.link.is_none() && !c.has(CLOSING)
+            c.link().is_none() && !c.has(CLOSING)
         };
         if !free(ka) {
             return;
@@ -113,7 +113,7 @@ impl<H: EventHandler> EventLoop<H> {
             return self.close(ka, CloseReason::Error(e));
         };
         let mut opts = opts;
-        if self.conns[ka].tls.is_some() || self.conns[kb].tls.is_some() {
+        if self.conns[ka].tls().is_some() || self.conns[kb].tls().is_some() {
             // A TLS side's bytes must pass rustls: such a pair copies, never splices.
             opts.splice = false;
         }
@@ -126,7 +126,7 @@ impl<H: EventHandler> EventLoop<H> {
         for (x, y, inbox) in [(ka, kb, pa), (kb, ka, pb)] {
             let peer_gen = self.conns[y].generation;
             let c = &mut self.conns[x];
-            c.link = Some(Box::new(Link { peer: y, peer_gen, inbox }));
+            c.extra_mut().link = Some(Link { peer: y, peer_gen, inbox });
             c.flags &= !(USER_PAUSED | PAUSED);
         }
         // Unconsumed input first, behind the output already queued.
@@ -152,14 +152,15 @@ impl<H: EventHandler> EventLoop<H> {
 
     /// Moves the unconsumed input of `from` to the end of `to`'s pending output.
     fn hand_over_input(&mut self, from: usize, to: usize) {
-        let input = std::mem::take(&mut self.conns[from].input);
+        let Some(b) = self.conns[from].bufs.as_deref_mut() else { return };
+        let input = std::mem::take(&mut b.input);
         if input.is_empty() {
             return;
         }
         let n = input.len();
         let c = &mut self.conns[to];
-        if let Some(tls) = c.tls.as_deref_mut() {
-            if let Err(e) = tls.encrypt_slice(&input, &mut c.output) {
+        if let Some((tls, output)) = c.tls_and_output() {
+            if let Err(e) = tls.encrypt_slice(&input, output) {
                 return self.close(to, CloseReason::Error(e));
             }
         } else {
@@ -204,8 +205,8 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
-            let Some(peer) = c.link.as_ref().map(|l| l.peer) else { return };
-            if self.conns[peer].link.as_ref().is_some_and(|l| l.inbox.is_some()) {
+            let Some(peer) = c.link().map(|l| l.peer) else { return };
+            if self.conns[peer].link().is_some_and(|l| l.inbox.is_some()) {
                 return self.forward_spliced(key, peer);
             }
             let c = &mut self.conns[key];
@@ -269,7 +270,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             let from = c.sock.as_raw_fd();
-            let Some(pipe) = self.conns[peer].link.as_mut().and_then(|l| l.inbox.as_mut()) else {
+            let Some(pipe) = self.conns[peer].link_mut().and_then(|l| l.inbox.as_mut()) else {
                 return;
             };
             let n = match pipe.fill_from(from) {
@@ -302,7 +303,7 @@ impl<H: EventHandler> EventLoop<H> {
             return true;
         }
         let to = c.sock.as_raw_fd();
-        let Some(pipe) = c.link.as_mut().and_then(|l| l.inbox.as_mut()) else { return true };
+        let Some(pipe) = c.link_mut().and_then(|l| l.inbox.as_mut()) else { return true };
         while pipe.len() > 0 {
             match pipe.drain_to(to) {
                 Ok(n) => {
@@ -326,9 +327,9 @@ impl<H: EventHandler> EventLoop<H> {
         let c = &mut self.conns[to];
         c.active = self.now_tick;
         let data = &self.rbuf[..n];
-        if let Some(tls) = c.tls.as_deref_mut() {
+        if let Some((tls, output)) = c.tls_and_output() {
             // Into a TLS side: encrypted behind its pending ciphertext, then written.
-            let sent = tls.encrypt_slice(data, &mut c.output);
+            let sent = tls.encrypt_slice(data, output);
             if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
                 self.close(to, CloseReason::Error(e));
                 return false;
@@ -348,12 +349,12 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if written < n {
                 bump(&self.stats.partial_writes, 1);
-                c.output.extend_from_slice(&data[written..]);
+                c.output_mut().extend_from_slice(&data[written..]);
             } else {
                 return true; // all written: interest and pacing unchanged
             }
         } else {
-            c.output.extend_from_slice(data);
+            c.output_mut().extend_from_slice(data);
         }
         if let Err(e) = self.update_interest(to) {
             self.close(to, CloseReason::Error(e));
@@ -384,10 +385,10 @@ impl<H: EventHandler> EventLoop<H> {
         if c.has(FIN_PENDING)
             && !c.has(WRITE_SHUT)
             && c.queued() == 0
-            && let Some(tls) = c.tls.as_deref_mut()
+            && let Some((tls, output)) = c.tls_and_output()
         {
             // TLS: `close_notify` goes out first; the socket is shut once it has.
-            let sent = tls.close_notify(&mut c.output);
+            let sent = tls.close_notify(output);
             if let Err(e) = sent.and_then(|()| c.write_pending(&self.stats)) {
                 self.close(key, CloseReason::Error(e));
                 return false;
@@ -400,14 +401,14 @@ impl<H: EventHandler> EventLoop<H> {
             }
             c.flags |= WRITE_SHUT;
         }
-        let Some(peer) = c.link.as_ref().map(|l| l.peer) else {
+        let Some(peer) = c.link().map(|l| l.peer) else {
             return !c.has(PAUSED | CLOSING | READ_CLOSED | USER_PAUSED);
         };
         let done = |c: &Connection<H::State>| c.has(READ_CLOSED) && c.has(WRITE_SHUT);
         if done(c) && self.conns.get(peer).is_some_and(done) {
             // Both inputs ended, both outputs written and shut: the pair is over.
             for k in [key, peer] {
-                self.conns[k].link = None;
+                self.conns[k].take_link();
             }
             self.close(key, CloseReason::PeerClosed);
             self.close(peer, CloseReason::PeerClosed);
@@ -425,13 +426,14 @@ impl<H: EventHandler> EventLoop<H> {
         }
         let key = link.peer;
         let c = &mut self.conns[key];
-        if let Some(mut link) = c.link.take() {
+        if let Some(mut link) = c.take_link() {
             // What its pipe holds still goes out, through the ordinary write path.
-            if c.pending() == 0 {
-                c.output.clear();
-                c.out_pos = 0;
+            let b = c.bufs_mut();
+            if b.pending() == 0 {
+                b.output.clear();
+                b.out_pos = 0;
             }
-            if let Err(e) = link.empty_inbox_into(&mut c.output) {
+            if let Err(e) = link.empty_inbox_into(&mut b.output) {
                 error!("loop {}: cannot empty a splice pipe: {e}", self.parts.id);
             }
         }

@@ -90,6 +90,9 @@ use connect::Dialer;
 use proxy_header::HeaderWait;
 use timers::Timeouts;
 
+/// Connection slots a loop reserves up front (address space only; see `EventLoop::new`).
+const SLAB_RESERVE: usize = 4096;
+
 /// What a callback asked for beyond its own connection, carried out by the loop right
 /// after the callback's output is written (`after_callback`).
 #[derive(Debug)]
@@ -161,6 +164,9 @@ pub(crate) struct EventLoop<H: EventHandler> {
     rbuf: Vec<u8>,
     /// Per-loop output buffer for connections with nothing pending (the fast path).
     wbuf: Vec<u8>,
+    /// Where a callback of a connection without buffers leaves its unconsumed input;
+    /// moved into the connection's buffers right after (empty between callbacks).
+    spare_input: Vec<u8>,
     /// Connects in flight, queued operations, generations.
     ctx: Ctx,
     /// Slab keys of open outbound connections by generation, to resolve the ids
@@ -183,7 +189,7 @@ pub(crate) struct EventLoop<H: EventHandler> {
     wheel: TimerWheel,
     /// The wheel tick of this iteration (updated only when timeouts are on).
     now_tick: Tick,
-    expired: Vec<(usize, u64, Tick)>,
+    expired: Vec<super::timer::Entry>,
     /// Set while draining: the moment the loop stops regardless.
     draining: Option<Instant>,
     stop: bool,
@@ -200,9 +206,13 @@ impl<H: EventHandler> EventLoop<H> {
         EventLoop {
             handler,
             stats: parts.remote.stats.clone(),
-            conns: Slab::new(),
+            // Reserved, not touched: a large allocation is mapped on its own, and only
+            // the pages of slots in use become resident. Growing from empty instead
+            // leaves each smaller copy behind in the thread's malloc arena.
+            conns: Slab::with_capacity(SLAB_RESERVE),
             rbuf: vec![0; rsize],
             wbuf: Vec::with_capacity(rsize),
+            spare_input: Vec::new(),
             ctx: Ctx { dialer: Dialer::new(), ops: Vec::new(), next_generation: 0 },
             outbound_keys: HashMap::new(),
             next_tick: None,
@@ -343,7 +353,7 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 Command::Write { key, generation, bytes } => {
                     if self.accepts_commands(key, generation) {
-                        if let Some(h) = &self.conns[key].alive {
+                        if let Some(h) = self.conns[key].alive() {
                             h.taken(bytes.len());
                         }
                         self.queue(key, bytes);
@@ -418,28 +428,27 @@ impl<H: EventHandler> EventLoop<H> {
         key: usize,
         f: impl FnOnce(&mut H, &mut Conn<'_>, &mut H::State, &mut Vec<u8>) -> Action,
     ) -> Action {
-        let Self { handler, conns, wbuf, parts, ctx, .. } = self;
+        let Self { handler, conns, wbuf, parts, ctx, spare_input, .. } = self;
         let c = &mut conns[key];
         let pending = c.pending();
+        let Connection { sock, state, generation, bufs, extra, alive, listener, flags, .. } = c;
         // A TLS connection's output holds ciphertext: its callbacks write plaintext to `wbuf`.
-        let direct = pending > 0 && c.tls.is_none();
-        let Connection {
-            sock,
-            state,
-            generation,
-            peer,
-            input,
-            output,
-            alive,
-            listener,
-            flags,
-            link,
-            origin,
-            ..
-        } = c;
+        let tls = extra.as_ref().is_some_and(|e| e.tls.is_some());
+        let (input, out) = match bufs.as_deref_mut() {
+            Some(b) => {
+                let out = if pending > 0 && !tls { &mut b.output } else { wbuf };
+                (&mut b.input, out)
+            }
+            // No buffers: a rest the handler leaves goes to the spare vector first.
+            None => (spare_input, wbuf),
+        };
+        let (peer, origin, linked) = match extra.as_deref() {
+            Some(e) => (e.peer, e.origin, e.link.is_some()),
+            None => (None, None, false),
+        };
         let mut conn = Conn {
-            out: if direct { output } else { wbuf },
-            peer: *peer,
+            out,
+            peer,
             listener: listener_index(*listener),
             socket: sock,
             pending,
@@ -448,15 +457,21 @@ impl<H: EventHandler> EventLoop<H> {
             generation: *generation,
             alive,
             flags,
-            linked: link.is_some(),
-            origin: origin.as_deref().copied(),
+            linked,
+            origin,
             ctx,
             registry: parts.poll.registry(),
             deadline: None,
         };
-        let peer = *peer;
         let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
         let deadline = conn.deadline;
+        if !self.spare_input.is_empty() {
+            // A rest left by a connection that had no buffers: they are made now.
+            let rest = std::mem::take(&mut self.spare_input);
+            if let Some(c) = self.conns.get_mut(key) {
+                c.bufs_mut().input = rest;
+            }
+        }
         match result {
             Ok(action) => {
                 if let Some(d) = deadline {
@@ -466,6 +481,7 @@ impl<H: EventHandler> EventLoop<H> {
             }
             Err(msg) => {
                 bump(&self.stats.panics, 1);
+                let peer = self.conns.get(key).map(|c| c.peer_for_log()).unwrap_or_default();
                 error!(
                     "loop {}: handler panicked serving {peer}: {msg}; closing it",
                     self.parts.id
@@ -478,9 +494,9 @@ impl<H: EventHandler> EventLoop<H> {
     }
 }
 
-/// The listener index stored as u32 (u32::MAX for attached connections), as the API's usize.
-fn listener_index(stored: u32) -> usize {
-    if stored == u32::MAX { usize::MAX } else { stored as usize }
+/// The listener index stored as u16 (u16::MAX for attached connections), as the API's usize.
+fn listener_index(stored: u16) -> usize {
+    if stored == u16::MAX { usize::MAX } else { usize::from(stored) }
 }
 
 /// Runs a handler callback, catching a panic when `catch` is on (the message is returned

@@ -164,7 +164,7 @@ impl<H: EventHandler> EventLoop<H> {
                 }
                 let _ = self.parts.poll.registry().deregister(&mut a.sock);
                 let peer = source.map_or(a.peer, Peer::Inet);
-                self.open_accepted(a.sock, peer, a.listener);
+                self.open_accepted(a.sock, peer, a.listener, source.is_some());
             }
         }
     }

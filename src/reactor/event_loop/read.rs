@@ -48,10 +48,10 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
-            if c.tls.is_some() {
+            if c.extra.is_some() && c.tls().is_some() {
                 return self.on_readable_tls(key); // ciphertext in, plaintext to the handler
             }
-            if c.link.is_some() {
+            if c.extra.is_some() && c.link().is_some() {
                 return self.forward(key);
             }
             let n = match read_socket(&c.sock, &mut self.rbuf) {
@@ -69,18 +69,20 @@ impl<H: EventHandler> EventLoop<H> {
             }
             bump(&self.stats.bytes_read, n as u64);
             c.flags |= HEARD;
-            let had_input = !c.input.is_empty();
-            let total = c.input.len() + n;
+            let had_input = !c.input().is_empty();
+            let total = c.input().len() + n;
             c.active = self.now_tick;
             let action = self.deliver(key, n);
             // Input consumed in part, with a rest: the handler may have stopped early.
-            let leftover = self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input.len()));
+            let leftover =
+                self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input().len()));
             if !had_input
                 && self.timeouts.is_some()
-                && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
+                && let Some(b) = self.conns.get_mut(key).and_then(|c| c.bufs.as_deref_mut())
+                && !b.input.is_empty()
             {
                 // A new incomplete request starts its clock.
-                c.partial_since = self.now_tick;
+                b.partial_since = self.now_tick;
                 self.schedule(key);
             }
             if !self.after_callback(key, action) || (leftover && !self.offer_leftover(key)) {
@@ -122,12 +124,12 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | CLOSING | READ_CLOSED) {
                 return false;
             }
-            let before = c.input.len();
+            let before = c.input().len();
             if before == 0 {
                 return true;
             }
             let action = self.deliver(key, 0);
-            let progressed = self.conns.get(key).is_some_and(|c| c.input.len() < before);
+            let progressed = self.conns.get(key).is_some_and(|c| c.input().len() < before);
             if !self.after_callback(key, action) {
                 return false;
             }

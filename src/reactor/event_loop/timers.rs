@@ -40,11 +40,12 @@ impl Timeouts {
     /// The tick at which `c` times out, as its stamps stand now.
     fn deadline<S>(&self, c: &Connection<S>) -> Option<Tick> {
         let idle = self.idle.map(|t| c.active.saturating_add(t));
-        let request =
-            self.request.filter(|_| !c.input.is_empty()).map(|t| c.partial_since.saturating_add(t));
+        let partial = c.bufs.as_deref().filter(|b| !b.input.is_empty()).map(|b| b.partial_since);
+        let request = self.request.zip(partial).map(|(t, since)| since.saturating_add(t));
         let handler = (c.deadline != Tick::MAX).then_some(c.deadline);
-        let soft = self.soft_output.filter(|_| c.over_soft != Tick::MAX);
-        let soft = soft.map(|t| c.over_soft.saturating_add(t));
+        let over_soft = c.over_soft();
+        let soft = self.soft_output.filter(|_| over_soft != Tick::MAX);
+        let soft = soft.map(|t| over_soft.saturating_add(t));
         [idle, request, handler, soft].into_iter().flatten().min()
     }
 }
@@ -123,19 +124,24 @@ impl<H: EventHandler> EventLoop<H> {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.expire(now, &mut expired);
         for &(key, generation, tick) in &expired {
+            let key = key as usize;
             let Some(c) = self.conns.get_mut(key) else { continue };
-            if c.generation != generation || c.timer_at != tick || c.has(CLOSING) {
+            // (The entry holds the generation's low half: see `timer::Entry`.)
+            if c.generation as u32 != generation || c.timer_at != tick || c.has(CLOSING) {
                 continue;
             }
             c.timer_at = Tick::MAX;
-            let request_due = timeouts.request.is_some_and(|t| {
-                !c.input.is_empty() && c.partial_since.saturating_add(t) <= self.now_tick
-            });
+            let partial =
+                c.bufs.as_deref().filter(|b| !b.input.is_empty()).map(|b| b.partial_since);
+            let request_due = timeouts
+                .request
+                .zip(partial)
+                .is_some_and(|(t, since)| since.saturating_add(t) <= self.now_tick);
             let idle_due =
                 timeouts.idle.is_some_and(|t| c.active.saturating_add(t) <= self.now_tick);
             let soft_due = timeouts
                 .soft_output
-                .is_some_and(|t| c.over_soft.saturating_add(t) <= self.now_tick);
+                .is_some_and(|t| c.over_soft().saturating_add(t) <= self.now_tick);
             if soft_due {
                 bump(&self.stats.output_limit_closes, 1);
                 self.close(key, CloseReason::OutputLimit);

@@ -50,7 +50,9 @@ use rustls::{
 };
 
 use super::EventLoop;
-use super::conn::{CLOSING, Connection, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED};
+use super::conn::{
+    Buffers, CLOSING, Connection, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED,
+};
 use super::write::write_socket;
 use crate::net::addr::Peer;
 use crate::net::tls::{ClientTls, TlsConfig, TlsSetup};
@@ -239,6 +241,11 @@ impl TlsSession {
         r
     }
 
+    /// Whether rustls has records to send (handshake flights, alerts, tickets).
+    pub(super) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
     /// Encrypts the plaintext in `plain` (emptied) and appends every TLS record rustls
     /// has to send to `out`.
     pub(super) fn encrypt(&mut self, plain: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
@@ -340,15 +347,16 @@ impl<H: EventHandler> EventLoop<H> {
                 return;
             }
             let hup_seen = c.has(HUP_SEEN);
-            let Some(tls) = c.tls.as_deref_mut() else { return };
+            let Connection { sock, extra, bufs, active, .. } = c;
+            let Some(tls) = extra.as_mut().and_then(|e| e.tls.as_deref_mut()) else { return };
             // A loop without TLS listeners (client sessions only) has no ciphertext
             // buffer: rustls then reads for itself, 4 KiB at a time.
             let cbuf = self.tls.as_mut().map_or(&mut [][..], |lt| &mut lt.cbuf[..]);
-            let r = tls.read(&c.sock, cbuf, &mut self.rbuf, hup_seen);
+            let r = tls.read(sock, cbuf, &mut self.rbuf, hup_seen);
             bump(&self.stats.reads, r.reads);
             bump(&self.stats.bytes_read, r.cipher as u64);
             if r.cipher > 0 {
-                c.active = self.now_tick;
+                *active = self.now_tick;
             }
             if tls.handshaking && !tls.conn.is_handshaking() {
                 tls.handshaking = false;
@@ -359,18 +367,23 @@ impl<H: EventHandler> EventLoop<H> {
             }
             let handshaking = tls.handshaking;
             // Handshake flights, alerts, tickets: queued behind the pending output.
-            let queued = tls.encrypt(&mut Vec::new(), &mut c.output);
+            let queued = if tls.wants_write() {
+                tls.encrypt(&mut Vec::new(), &mut bufs.get_or_insert_with(Buffers::take).output)
+            } else {
+                Ok(())
+            };
             if let Some(e) = r.error.or(queued.err()) {
                 if handshaking {
                     bump(&self.stats.tls_handshake_errors, 1);
-                    debug!("loop {}: TLS handshake with {} failed: {e}", self.parts.id, c.peer);
+                    let peer = c.peer_for_log();
+                    debug!("loop {}: TLS handshake with {peer} failed: {e}", self.parts.id);
                 }
                 // The alert rustls queued, if the kernel takes it now.
                 let _ = c.write_pending(&self.stats);
                 return self.close(key, CloseReason::Error(e));
             }
             let mut leftover = false;
-            let linked = c.link.as_ref().map(|l| l.peer);
+            let linked = c.link().map(|l| l.peer);
             if let Some(peer) = linked {
                 // A linked TLS side: its plaintext goes to the partner, not a handler.
                 if r.plain > 0 {
@@ -396,17 +409,19 @@ impl<H: EventHandler> EventLoop<H> {
                 continue;
             }
             let action = if r.plain > 0 {
-                let had_input = !c.input.is_empty();
-                let total = c.input.len() + r.plain;
+                let had_input = !c.input().is_empty();
+                let total = c.input().len() + r.plain;
                 let action = self.deliver(key, r.plain);
                 // Input consumed in part, with a rest: the handler may have stopped early.
-                leftover = self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input.len()));
+                leftover =
+                    self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input().len()));
                 if !had_input
                     && self.timeouts.is_some()
-                    && let Some(c) = self.conns.get_mut(key).filter(|c| !c.input.is_empty())
+                    && let Some(b) = self.conns.get_mut(key).and_then(|c| c.bufs.as_deref_mut())
+                    && !b.input.is_empty()
                 {
                     // A new incomplete request starts its clock.
-                    c.partial_since = self.now_tick;
+                    b.partial_since = self.now_tick;
                     self.schedule(key);
                 }
                 action
@@ -455,9 +470,10 @@ impl<H: EventHandler> EventLoop<H> {
             let Some(c) = self.conns.get(key).filter(|c| c.generation == generation) else {
                 continue;
             };
-            if c.tls.as_ref().is_some_and(|t| t.handshaking) {
+            if c.tls().is_some_and(|t| t.handshaking) {
                 bump(&self.stats.tls_handshake_errors, 1);
-                debug!("loop {}: TLS handshake with {} timed out", self.parts.id, c.peer);
+                let peer = c.peer_for_log();
+                debug!("loop {}: TLS handshake with {peer} timed out", self.parts.id);
                 let e = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
                 self.close(key, CloseReason::Error(e));
             }
@@ -469,8 +485,9 @@ impl<S> Connection<S> {
     /// On close: a TLS connection whose output is all written sends `close_notify`
     /// (one nonblocking attempt; the peer may be gone).
     pub(super) fn end_tls(&mut self) {
-        let Some(tls) = self.tls.as_deref_mut() else { return };
-        if tls.failed || self.out_pos < self.output.len() {
+        let pending = self.pending();
+        let Some(tls) = self.extra.as_mut().and_then(|e| e.tls.as_deref_mut()) else { return };
+        if tls.failed || pending > 0 {
             return;
         }
         tls.conn.send_close_notify();

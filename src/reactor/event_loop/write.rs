@@ -27,8 +27,8 @@ use std::time::Instant;
 use mio::Interest;
 
 use super::conn::{
-    CLOSING, Connection, HEARD, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
-    WRITE_INTEREST,
+    CLOSING, Connection, HEARD, PARTNER_GONE, PAUSED, POOL_KEEP_CAPACITY, READ_CLOSED, USER_PAUSED,
+    WANT_WRITABLE, WRITE_INTEREST,
 };
 use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -41,7 +41,7 @@ impl<H: EventHandler> EventLoop<H> {
     /// connection's pending output and writes what the kernel takes now.
     pub(super) fn queue(&mut self, key: usize, bytes: Vec<u8>) {
         let c = &mut self.conns[key];
-        if c.tls.is_some() {
+        if c.tls().is_some() {
             self.wbuf.extend_from_slice(&bytes); // plaintext: encrypted by `flush`
         } else {
             c.push_output(bytes);
@@ -71,6 +71,8 @@ impl<H: EventHandler> EventLoop<H> {
         if !self.within_output_limits(key) {
             return false;
         }
+        // Nothing in flight any more: the buffers go back to the free list.
+        self.conns[key].tidy();
         match action {
             Action::None => {}
             Action::Close => {
@@ -99,12 +101,12 @@ impl<H: EventHandler> EventLoop<H> {
                 self.close(key, reason);
                 return false;
             }
-            if c.has(READ_CLOSED) && c.link.is_none() {
+            if c.has(READ_CLOSED) && c.link().is_none() {
                 self.close(key, CloseReason::PeerClosed);
                 return false;
             }
         }
-        if c.link.is_some() {
+        if c.extra.is_some() && c.link().is_some() {
             return self.settle_link(key);
         }
         if self.draining.is_some() && c.is_idle() && c.has(HEARD) {
@@ -120,8 +122,8 @@ impl<H: EventHandler> EventLoop<H> {
     /// and the read pause to match what is left.
     fn flush(&mut self, key: usize) -> io::Result<()> {
         let c = &mut self.conns[key];
-        if let Some(tls) = c.tls.as_deref_mut() {
-            tls.encrypt(&mut self.wbuf, &mut c.output)?; // plaintext → ciphertext pending
+        if let Some((tls, output)) = c.tls_and_output() {
+            tls.encrypt(&mut self.wbuf, output)?; // plaintext → ciphertext pending
         }
         if !self.wbuf.is_empty() {
             // Fast path: nothing was pending, so the callback wrote into the loop's
@@ -140,14 +142,15 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if written < self.wbuf.len() {
                 bump(&self.stats.partial_writes, 1);
-                if self.wbuf.len() - written > self.rbuf.len() && c.output.is_empty() {
+                let b = c.bufs_mut();
+                if self.wbuf.len() - written > self.rbuf.len() && b.output.is_empty() {
                     // A large rest: hand the buffer itself over instead of copying it (a
                     // second copy of a large reply doubles the memory it takes).
-                    c.output =
+                    b.output =
                         std::mem::replace(&mut self.wbuf, Vec::with_capacity(self.rbuf.len()));
-                    c.out_pos = written;
+                    b.out_pos = written;
                 } else {
-                    c.output.extend_from_slice(&self.wbuf[written..]);
+                    b.output.extend_from_slice(&self.wbuf[written..]);
                 }
             }
             self.wbuf.clear();
@@ -190,11 +193,14 @@ impl<H: EventHandler> EventLoop<H> {
             self.close(key, CloseReason::OutputLimit);
             return false;
         }
-        if let Some((soft, _)) = cfg.max_output_soft {
+        if let Some((soft, _)) = cfg.max_output_soft
+            && let Some(b) = c.bufs.as_deref_mut()
+        {
+            // (No buffers: nothing pending, and so not over the limit.)
             if pending <= soft {
-                c.over_soft = Tick::MAX;
-            } else if c.over_soft == Tick::MAX {
-                c.over_soft = self.now_tick;
+                b.over_soft = Tick::MAX;
+            } else if b.over_soft == Tick::MAX {
+                b.over_soft = self.now_tick;
                 self.schedule(key);
             }
         }
@@ -209,7 +215,7 @@ impl<H: EventHandler> EventLoop<H> {
         if let Err(e) = c.write_pending(&self.stats) {
             return self.close(key, CloseReason::Error(e));
         }
-        if c.link.is_some() && !self.drain_inbox(key) {
+        if c.link().is_some() && !self.drain_inbox(key) {
             return; // closed by an error
         }
         let c = &mut self.conns[key];
@@ -218,7 +224,7 @@ impl<H: EventHandler> EventLoop<H> {
         }
         // (A linked connection's PAUSED is about its partner: see `update_interest`.)
         let resume =
-            c.link.is_none() && c.has(PAUSED) && c.pending() <= self.parts.config.low_watermark;
+            c.link().is_none() && c.has(PAUSED) && c.pending() <= self.parts.config.low_watermark;
         if resume {
             c.flags &= !PAUSED;
         }
@@ -239,7 +245,7 @@ impl<H: EventHandler> EventLoop<H> {
         if !c.has(WANT_WRITABLE) || c.has(CLOSING) {
             return;
         }
-        let queued = c.alive.as_ref().map_or(c.queued(), |h| h.queued());
+        let queued = c.alive().map_or(c.queued(), |h| h.queued());
         if queued > self.parts.config.low_watermark {
             return;
         }
@@ -286,7 +292,7 @@ impl<S> Connection<S> {
             registry.reregister(&mut self.sock, token, Interest::READABLE)?;
             self.flags &= !WRITE_INTEREST;
         }
-        if let Some(h) = &self.alive {
+        if let Some(h) = self.alive() {
             h.publish(queued);
         }
         if queued > 0 {
@@ -295,7 +301,7 @@ impl<S> Connection<S> {
                 peak.store(queued as u64, Relaxed);
             }
         }
-        if let Some(link) = &self.link {
+        if let Some(link) = self.link() {
             return Ok(Some((link.peer, queued)));
         }
         if queued > high {
@@ -307,23 +313,25 @@ impl<S> Connection<S> {
     /// Appends `bytes` to the pending output (taking the vector over when nothing is
     /// pending).
     pub(super) fn push_output(&mut self, bytes: Vec<u8>) {
-        if self.pending() == 0 {
-            self.output = bytes;
-            self.out_pos = 0;
+        let b = self.bufs_mut();
+        if b.pending() == 0 {
+            b.output = bytes;
+            b.out_pos = 0;
         } else {
-            self.output.extend_from_slice(&bytes);
+            b.output.extend_from_slice(&bytes);
         }
     }
 
     /// Writes pending output until it is all written or the kernel buffer is full.
     pub(super) fn write_pending(&mut self, stats: &LoopStats) -> io::Result<()> {
-        while self.out_pos < self.output.len() {
-            match write_socket(&self.sock, &self.output[self.out_pos..]) {
+        let Some(b) = self.bufs.as_deref_mut() else { return Ok(()) };
+        while b.out_pos < b.output.len() {
+            match write_socket(&self.sock, &b.output[b.out_pos..]) {
                 Ok(n) => {
-                    self.out_pos += n;
+                    b.out_pos += n;
                     bump(&stats.writes, 1);
                     bump(&stats.bytes_written, n as u64);
-                    if self.out_pos < self.output.len() {
+                    if b.out_pos < b.output.len() {
                         bump(&stats.partial_writes, 1);
                     }
                 }
@@ -331,13 +339,18 @@ impl<S> Connection<S> {
                 Err(e) => return Err(e),
             }
         }
-        if self.out_pos == self.output.len() {
-            self.output = Vec::new();
-            self.out_pos = 0;
-        } else if self.out_pos >= self.output.len() / 2 {
+        if b.out_pos == b.output.len() {
+            // All written: a large vector is freed now, a small one stays for reuse.
+            if b.output.capacity() > POOL_KEEP_CAPACITY {
+                b.output = Vec::new();
+            } else {
+                b.output.clear();
+            }
+            b.out_pos = 0;
+        } else if b.out_pos >= b.output.len() / 2 {
             // Amortised compaction: each byte moves at most once per halving.
-            self.output.drain(..self.out_pos);
-            self.out_pos = 0;
+            b.output.drain(..b.out_pos);
+            b.out_pos = 0;
         }
         Ok(())
     }
