@@ -33,7 +33,7 @@ impl MqttHandler {
 ///
 /// | field       | bytes | what                                                       |
 /// |-------------|-------|------------------------------------------------------------|
-/// | `session`   | 8     | the [`Session`] (168 bytes, shared), when one is needed   |
+/// | `session`   | 8     | the [`Session`] (104 bytes, shared), when one is needed   |
 /// | `extra`     | 8     | `Extra` (88 bytes, boxed): the will, QoS 2 ids             |
 /// | `epoch`     | 4     | the session epoch this connection got (ownership check)    |
 /// | `keepalive` | 2     | the client's keepalive, seconds (0: none)                  |
@@ -481,7 +481,7 @@ mod tests {
     fn per_connection_sizes() {
         assert!(size_of::<MqttConn>() <= 24, "MqttConn is {} bytes", size_of::<MqttConn>());
         assert!(size_of::<Extra>() <= 88, "Extra is {} bytes", size_of::<Extra>());
-        assert!(size_of::<Session>() <= 152, "Session is {} bytes", size_of::<Session>());
+        assert!(size_of::<Session>() <= 88, "Session is {} bytes", size_of::<Session>());
         assert!(size_of::<super::super::Queues>() <= 64);
     }
 }

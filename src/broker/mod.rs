@@ -66,8 +66,8 @@
 //!
 //! A connected client with an empty id, no subscription and no will costs the broker
 //! its [`MqttConn`] (24 bytes inside the reactor's connection record) and nothing on
-//! the heap. A client id adds a [`Session`] (168 bytes with its `Arc`, mostly the
-//! owner's 96-byte `ConnHandle`, plus the reactor's shared handle state it allocates),
+//! the heap. A client id adds a [`Session`] (104 bytes with its `Arc`, a third of it the
+//! owner's 32-byte `ConnHandle`, plus the reactor's shared handle state it allocates),
 //! the id's bytes and one pointer in the client id map; a subscription adds its
 //! filter's bytes to the session and its entry in the tree. The will, QoS 1
 //! queues and QoS 2 ids are allocated only when used; the queues and the QoS 2 ids are
@@ -256,11 +256,11 @@ const ENDED: u8 = 2;
 /// [`SessionState::flags`]: a `notify_writable` is outstanding.
 const NOTIFY_PENDING: u8 = 4;
 
-/// A session's mutable part, behind the session's mutex. 128 bytes:
+/// A session's mutable part, behind the session's mutex. 64 bytes:
 ///
 /// | field      | bytes | what                                                        |
 /// |------------|-------|-------------------------------------------------------------|
-/// | `owner`    | 96    | the owning connection's [`ConnHandle`] (the reactor's type)  |
+/// | `owner`    | 32    | the owning connection's [`ConnHandle`] (the reactor's type)  |
 /// | `subs`     | 16    | every filter, one allocation (empty: none)                   |
 /// | `queues`   | 8     | [`Queues`], boxed, only while QoS 1 messages flow            |
 /// | `epoch`    | 4     | which connection owns it (bumped on each takeover)           |
@@ -283,9 +283,9 @@ struct SessionState {
 /// One client's session: its subscriptions and QoS 1 state, kept across connections
 /// when the client asked for a persistent session.
 ///
-/// 152 bytes (168 with the `Arc`'s counts): the client id (16, plus its bytes on the
+/// 88 bytes (104 with the `Arc`'s counts): the client id (16, plus its bytes on the
 /// heap; empty for a client that sent an empty id) and the mutex around its mutable
-/// part (8 + 128: the owner's `ConnHandle` 96, the filters 16, the boxed QoS 1 queues
+/// part (8 + 64: the owner's `ConnHandle` 32, the filters 16, the boxed QoS 1 queues
 /// 8, epoch, packet id and flags 8). A connected client with an empty id and no
 /// subscription has no `Session` at all ([`MqttConn`] says when one is made). Its
 /// address is its key in the subscription tree (unique while the tree holds it).

@@ -34,9 +34,27 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// The sending side of one loop: its channel, waker and counters.
+/// The sending side of one loop: its channel, waker and counters, shared (one pointer)
+/// by every [`ConnHandle`] of the loop, so a handle costs 32 B however much a loop knows.
 #[derive(Clone)]
-pub(crate) struct LoopRemote {
+pub(crate) struct LoopRemote(Arc<RemoteParts>);
+
+impl LoopRemote {
+    pub(crate) fn new(parts: RemoteParts) -> Self {
+        LoopRemote(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for LoopRemote {
+    type Target = RemoteParts;
+    #[inline]
+    fn deref(&self) -> &RemoteParts {
+        &self.0
+    }
+}
+
+/// What a [`LoopRemote`] points at.
+pub(crate) struct RemoteParts {
     pub(crate) id: usize,
     /// Every listener of the server (for `Conn::listener_addr`).
     pub(crate) listeners: Arc<[ListenAddr]>,

@@ -16,7 +16,7 @@ use mio::net::{TcpListener, UdpSocket, UnixListener};
 
 use super::config::Config;
 use super::event_loop::{Acceptor, EventLoop, LoopParts, Tok};
-use super::handle::{LoopRemote, ServerHandle, Shared};
+use super::handle::{LoopRemote, RemoteParts, ServerHandle, Shared};
 use super::handler::EventHandler;
 use super::socket::{Listener, UnixPaths};
 use super::stats::{LoopStats, ServerStats};
@@ -190,14 +190,14 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(&poll, Tok::Waker.token())?);
             let (tx, rx) = crossbeam_channel::unbounded();
-            remotes.push(LoopRemote {
+            remotes.push(LoopRemote::new(RemoteParts {
                 id,
                 listeners: listeners.clone(),
                 tx,
                 waker,
                 stats: Arc::new(LoopStats::default()),
                 watermarks: (config.low_watermark, config.high_watermark),
-            });
+            }));
             rxs.push(rx);
             polls.push(poll);
         }

@@ -161,3 +161,10 @@ fn pin_is_unsupported_off_linux() {
     let e = Server::bind(config).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
 }
+
+/// A handle is four words (loop pointer, key, generation, alive flag): a broker keeps one
+/// per connected client, so what a loop knows must not be copied into each.
+#[test]
+fn a_conn_handle_is_four_words() {
+    assert_eq!(std::mem::size_of::<ConnHandle>(), 32);
+}
