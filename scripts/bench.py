@@ -12,11 +12,25 @@ samples CPU and syscalls over a window inside the client's measured period (5% i
 it long); requests in the window = client req/s x window length. Count-based clients
 (redis-benchmark): the whole run, requests = -n.
 
-Memory rows open N idle connections from this process and report (RSS with N - RSS with
-none) / N. Peers (wrk, redis-benchmark, redis-server, nginx) that are not installed give
-skipped rows. Only 127.0.0.1 is used; every client and wait is bounded in time.
+Memory rows open N idle connections from this process, each first sending one request of
+its protocol and reading the reply (echo 64 B, `GET / HTTP/1.1`, RESP GET, one 4-byte
+frame, MQTT CONNECT), and report (RSS with N - RSS with none) / N per protocol and server.
+Peers (wrk, redis-benchmark, redis-server, nginx) that are not installed give skipped rows.
+Only 127.0.0.1 is used; every client and wait is bounded in time.
 
-Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--list] [GROUP ...]
+The group peers (--issue14; not in a run that names no group) is issue 14's side-by-side
+table: rows echo 64 B P1/P16 at 50 connections and P1 at 1,000/10,000/19,000 (PEERS_SCALE),
+HTTP GET P1/P16, RESP GET P1/P16, all driven by `evloop load`, on the reactor, the tokio
+engine and the peers of bench/peers (monoio, hyper, may_minihttp, Go net, gnet, evio; built
+by bench.sh into bench/peers/bin, NAME.skip there saying why one could not be), nginx and
+redis-server. ROUNDS interleaved rounds (every cell once per round, a fresh server each
+time), medians; server CPU per request and CPU utilisation over a window inside the
+client's measured period; then one perf round (PERF_DURATION) with `perf stat --control`
+switched on for the same kind of window: syscalls in all (raw_syscalls:sys_enter) and
+epoll_wait/io_uring_enter/read/write (syscalls:sys_enter_*) per request; then memory rows of
+the same servers. Writes target/bench/peers.md and peers.json.
+
+Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--issue14] [--list] [GROUP ...]
   (bench.py --help for details; unknown flags are an error)
 TLS rows (group tls): wrk over https and openssl s_time (-new / -reuse; server CPU over
 the whole run per handshake) against `evloop serve --listen tls://` and nginx with the same
@@ -26,8 +40,10 @@ echo backend it forwards to runs once for all of them on BACKEND_CPU.
 
 Env: SERVER_CPU, CLIENT_CPU, BACKEND_CPU, BULK_BYTES, PORT (first port; each row takes the next), DURATION, WARMUP,
      REQUESTS (redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0 (no syscalls),
-     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS, TLS_MEMORY_CONNS.
-Writes target/bench/results.md and results.json.
+     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS, TLS_MEMORY_CONNS;
+     peers: ROUNDS (5), DURATION (2s), WARMUP (500ms), PERF_DURATION (1s), PEERS_SCALE
+     (1000,10000,19000), PEERS_MEMORY=0 (no memory rows).
+Writes target/bench/results.md and results.json (peers: peers.md and peers.json).
 """
 import argparse
 import json
@@ -1046,10 +1062,10 @@ def summarize_cell(cell, runs, perf_runs):
     return rec
 
 
-def side_by_side(recs, columns, metric, spec, lower_better, title, compare=True):
+def side_by_side(recs, columns, metric, spec, lower_better, title, compare=True, exclude=()):
     """A markdown table: row | evloop | best peer (name, value) | evloop / best | one column
     per server (without `compare`: row | one column per server). evloop is the reactor; the
-    best peer is the best non-evloop server (lowest where `lower_better`)."""
+    best peer is the best non-evloop server (lowest where `lower_better`) not in `exclude`."""
     if compare:
         head = (f"{title}\n\n| row | evloop | best peer | evloop ÷ best | " + " | ".join(columns) + " |\n"
                 "|---|---:|---|---:|" + "---:|" * len(columns))
@@ -1064,7 +1080,8 @@ def side_by_side(recs, columns, metric, spec, lower_better, title, compare=True)
         by = {r["short"]: r for r in recs if r["row"] == row}
         val = lambda r: r.get(metric) if r and r["status"] == "ok" else None
         ev = val(by.get("evloop reactor"))
-        peers = [(r["short"], val(r)) for r in by.values() if r["kind"] == "peer" and val(r) is not None]
+        peers = [(r["short"], val(r)) for r in by.values()
+                 if r["kind"] == "peer" and r["short"] not in exclude and val(r) is not None]
         best = (min if lower_better else max)(peers, key=lambda p: p[1]) if peers else None
         ratio = f"{ev / best[1]:.2f}" if ev is not None and best and best[1] else ""
         cells = []
@@ -1176,7 +1193,9 @@ def run_peers(have, tokio, port, quick, use_perf):
                                "Requests per second (higher is better; evloop ÷ best > 1: evloop is faster)")
     if events:
         out += [""] + side_by_side(recs, columns, "syscalls_per_req", ".2f", True,
-                                   f"Server syscalls per request (perf round, {perf_d} runs; lower is better)")
+                                   f"Server syscalls per request (perf round, {perf_d} runs; lower is better; monoio "
+                                   "is left out of the best peer: over io_uring its reads and writes are no syscalls)",
+                                   exclude=("monoio",))
         out += [""] + side_by_side(recs, columns, "wait_per_req", ".3f", True,
                                    "epoll_wait (+ epoll_pwait; io_uring_enter for monoio) per request (perf round); it "
                                    "depends on how saturated the server is: see the CPU % table")
