@@ -12,11 +12,25 @@ samples CPU and syscalls over a window inside the client's measured period (5% i
 it long); requests in the window = client req/s x window length. Count-based clients
 (redis-benchmark): the whole run, requests = -n.
 
-Memory rows open N idle connections from this process and report (RSS with N - RSS with
-none) / N. Peers (wrk, redis-benchmark, redis-server, nginx) that are not installed give
-skipped rows. Only 127.0.0.1 is used; every client and wait is bounded in time.
+Memory rows open N idle connections from this process, each first sending one request of
+its protocol and reading the reply (echo 64 B, `GET / HTTP/1.1`, RESP GET, one 4-byte
+frame, MQTT CONNECT), and report (RSS with N - RSS with none) / N per protocol and server.
+Peers (wrk, redis-benchmark, redis-server, nginx) that are not installed give skipped rows.
+Only 127.0.0.1 is used; every client and wait is bounded in time.
 
-Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--list] [GROUP ...]
+The group peers (--issue14; not in a run that names no group) is issue 14's side-by-side
+table: rows echo 64 B P1/P16 at 50 connections and P1 at 1,000/10,000/19,000 (PEERS_SCALE),
+HTTP GET P1/P16, RESP GET P1/P16, all driven by `evloop load`, on the reactor, the tokio
+engine and the peers of bench/peers (monoio, hyper, may_minihttp, Go net, gnet, evio; built
+by bench.sh into bench/peers/bin, NAME.skip there saying why one could not be), nginx and
+redis-server. ROUNDS interleaved rounds (every cell once per round, a fresh server each
+time), medians; server CPU per request and CPU utilisation over a window inside the
+client's measured period; then one perf round (PERF_DURATION) with `perf stat --control`
+switched on for the same kind of window: syscalls in all (raw_syscalls:sys_enter) and
+epoll_wait/io_uring_enter/read/write (syscalls:sys_enter_*) per request; then memory rows of
+the same servers. Writes target/bench/peers.md and peers.json.
+
+Usage: bench.py [-h] [--quick] [--only TEXT [TEXT ...]] [--issue14] [--list] [GROUP ...]
   (bench.py --help for details; unknown flags are an error)
 TLS rows (group tls): wrk over https and openssl s_time (-new / -reuse; server CPU over
 the whole run per handshake) against `evloop serve --listen tls://` and nginx with the same
@@ -26,8 +40,10 @@ echo backend it forwards to runs once for all of them on BACKEND_CPU.
 
 Env: SERVER_CPU, CLIENT_CPU, BACKEND_CPU, BULK_BYTES, PORT (first port; each row takes the next), DURATION, WARMUP,
      REQUESTS (redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0 (no syscalls),
-     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS, TLS_MEMORY_CONNS.
-Writes target/bench/results.md and results.json.
+     SCALE (connection counts, e.g. 10,100,1000,10000), MEMORY_CONNS, TLS_MEMORY_CONNS;
+     peers: ROUNDS (5), DURATION (2s), WARMUP (500ms), PERF_DURATION (1s), PEERS_SCALE
+     (1000,10000,19000), PEERS_MEMORY=0 (no memory rows).
+Writes target/bench/results.md and results.json (peers: peers.md and peers.json).
 """
 import argparse
 import json
@@ -169,12 +185,12 @@ def wait_port(port, proc, timeout=10):
 class Server:
     """A server pinned to SERVER_CPU (or `cpu`) in its own session, stopped by process group."""
 
-    def __init__(self, cmd, port, workers=False, cpu=None):
+    def __init__(self, cmd, port, workers=False, cpu=None, env=None):
         if not port_free(port):
             raise RuntimeError(f"port {port} is in use")
         self.proc = subprocess.Popen(["taskset", "-c", cpu or SERVER_CPU] + cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=dict(os.environ, **(env or {})))
         try:
             wait_port(port, self.proc)
             time.sleep(0.15)
@@ -525,8 +541,37 @@ def tls_connect(port):
         raise
 
 
-def memory_row(server_label, server_cmd, port, n, group="memory", connect=None, workers=False):
-    rec = {"group": group, "server": server_label, "connections": n}
+# What each idle connection of a memory row sends first (its reply is read before the
+# next connection opens): the protocol's smallest real request.
+IDLE_REQUESTS = {
+    "echo": b"x" * 64,
+    "http": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "redis": b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+    "frame": b"\x00\x00\x00\x04abcd",
+    "mqtt": bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]),  # CONNECT, clean session
+}
+MEMORY_PROTOS = tuple(IDLE_REQUESTS)
+
+
+def connect_with_request(request):
+    """A connect function for memory_row: connects, sends `request`, reads the first bytes
+    of the reply (an empty read, the server closing, is an error)."""
+    def connect(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            s.sendall(request)
+            if not s.recv(4096):
+                raise ConnectionError("the server closed the connection instead of replying")
+            return s
+        except BaseException:
+            s.close()
+            raise
+    return connect
+
+
+def memory_row(server_label, server_cmd, port, n, group="memory", connect=None, workers=False, env=None,
+               extra=None):
+    rec = dict({"group": group, "server": server_label, "connections": n}, **(extra or {}))
     connect = connect or (lambda port: socket.create_connection(("127.0.0.1", port), timeout=5))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = n + 256
@@ -536,7 +581,7 @@ def memory_row(server_label, server_cmd, port, n, group="memory", connect=None, 
             return rec
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     try:
-        srv = Server(server_cmd, port, workers)
+        srv = Server(server_cmd, port, workers, env=env)
     except (OSError, RuntimeError) as e:
         rec.update(status="skipped", note=f"server did not start: {e}")
         return rec
@@ -569,6 +614,627 @@ def memory_row(server_label, server_cmd, port, n, group="memory", connect=None, 
             c.close()
         srv.stop()
     return rec
+
+
+# ---- memory rows per protocol -----------------------------------------------------------
+
+def memory_servers(have, tokio, peers=False):
+    """The memory rows: (proto, label, command(port), workers, env, skip). The evloop engines
+    where the protocol runs there (mqtt: reactor only), redis-server for redis; with
+    `peers`, the tokio engine but not std, and the peer servers of the peers group."""
+    out = []
+    engines = [REACTOR, TOKIO] if peers else [REACTOR, STD, TOKIO]
+    for proto in MEMORY_PROTOS:
+        for e in engines:
+            if proto == "mqtt" and e != REACTOR:
+                continue
+            skip = "no tokio engine in this build (cargo build --features tokio)" if e == TOKIO and not tokio else None
+            cmd = (lambda port, proto=proto, e=e: [BIN, "serve", "-q", "--proto", proto, "--listen",
+                                                   f"127.0.0.1:{port}", "--backlog", "4096"] + ENGINES[e])
+            out.append((proto, e, cmd, False, None, skip))
+        if proto == "redis" and not peers:
+            out.append((proto, REDIS, redis_server_cmd, False, None,
+                        None if have("redis-server") else "redis-server not installed"))
+        if peers:
+            for p in peer_servers(have):
+                if proto in p["protos"] and p["kind"] == "peer":
+                    out.append((proto, p["label"], lambda port, p=p, proto=proto: p["cmd"](proto, port),
+                                p["workers"], p["env"], p["skip"]))
+    return out
+
+
+def mem_line_key(group, proto, label):
+    """The line a memory row is listed (--list) and selected (--only) by."""
+    return f"{group} | {'' if group == 'memory' else 'memory, '}{proto} idle connections | this script | {label}"
+
+
+def redis_server_cmd(port):
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", "--maxclients", "19000"]
+
+
+def run_memory_rows(rows, port, n, group):
+    """Measures the memory rows (as memory_servers gives them); prints one line each and
+    returns (records, printed lines, next port)."""
+    recs, lines = [], []
+    for proto, label, cmd, workers, env, skip in rows:
+        extra = {"engine": label, "proto": proto}
+        name = f"{label}, {proto}"
+        if skip:
+            rec = dict({"group": group, "server": name, "connections": n, "status": "skipped", "note": skip}, **extra)
+        else:
+            rec = memory_row(name, cmd(port), port, n, group=group, workers=workers, env=env, extra=extra,
+                             connect=connect_with_request(IDLE_REQUESTS[proto]))
+            port += 1
+        recs.append(rec)
+        lines.append(mem_line(rec))
+        print(lines[-1], flush=True)
+    return recs, lines, port
+
+
+def memory_table(recs, columns):
+    """Bytes per idle connection side by side: one line per protocol, one column per server."""
+    head = "| protocol | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns)
+    lines = [head]
+    for proto in MEMORY_PROTOS:
+        by = {r["engine"]: r for r in recs if r.get("proto") == proto}
+        if not by:
+            continue
+        cells = []
+        for c in columns:
+            r = by.get(c)
+            if r is None:
+                cells.append("")
+            elif r["status"] == "skipped":
+                cells.append("skipped")
+            elif r.get("bytes_per_conn") is None:
+                cells.append(r["status"])
+            else:
+                cells.append(f"{r['bytes_per_conn']:,.0f}" + ("" if r["status"] == "ok" else f" ({r['status']})"))
+        lines.append(f"| {proto} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# ---- peers: issue 14's side-by-side table (group peers, --issue14) ------------------------
+
+PEER_BIN = os.path.join(ROOT, "bench", "peers", "bin")
+
+# The peers group's rows: (name, protocol, evloop load arguments, connections).
+def peer_rows():
+    rows = [("echo 64 B, 50 conns, pipeline 1", "echo", ["--size", "64"], 50),
+            ("echo 64 B, 50 conns, pipeline 16", "echo", ["--size", "64", "--pipeline", "16"], 50)]
+    for c in (int(x) for x in os.environ.get("PEERS_SCALE", "1000,10000,19000").split(",") if x.strip()):
+        rows.append((f"echo 64 B, {c:,} conns, pipeline 1", "echo", ["--size", "64"], c))
+    for pl in (1, 16):
+        rows.append((f"HTTP GET /, 50 conns, pipeline {pl}", "http", ["--proto", "http", "--pipeline", str(pl)], 50))
+    for pl in (1, 16):
+        rows.append((f"RESP GET, 50 conns, pipeline {pl}", "redis",
+                     ["--proto", "redis", "--command", "get", "--pipeline", str(pl)], 50))
+    return rows
+
+
+def peer_binary(name, how):
+    """(path, skip reason or None) of a peer program that scripts/bench.sh builds into
+    bench/peers/bin (NAME.skip there holds why it could not)."""
+    path = os.path.join(PEER_BIN, name)
+    if os.access(path, os.X_OK) and not os.path.exists(path + ".skip"):
+        return path, None
+    try:
+        with open(path + ".skip") as f:
+            why = f.read().strip().splitlines()[0]
+    except (OSError, IndexError):
+        why = f"not built (scripts/bench.sh --issue14 builds it; needs {how})"
+    return path, why.replace("|", "/")[:200]
+
+
+def peer_servers(have):
+    """Every server of the peers group: label, short column name, protocols, command
+    (proto, port) -> argv, kind (evloop or peer), skip reason, workers, env."""
+    def ev(engine):
+        return lambda proto, port: [BIN, "serve", "-q", "--proto", proto, "--listen", f"127.0.0.1:{port}",
+                                    "--backlog", "4096"] + ENGINES[engine]
+
+    def peer(name, how):
+        path, skip = peer_binary(name, how)
+        return (lambda proto, port: [path, proto, f"127.0.0.1:{port}"]), skip
+
+    def http_only(name, how):
+        path, skip = peer_binary(name, how)
+        return (lambda proto, port: [path, f"127.0.0.1:{port}"]), skip
+    go1 = {"GOMAXPROCS": "1"}
+    out = [dict(label=REACTOR, short="evloop reactor", protos=("echo", "http", "redis"), cmd=ev(REACTOR),
+                kind="evloop", skip=None, workers=False, env=None),
+           dict(label=TOKIO, short="evloop tokio", protos=("echo", "http", "redis"), cmd=ev(TOKIO),
+                kind="evloop", skip=None, workers=False, env=None)]
+    specs = [("monoio-peer", "monoio (1 thread)", "monoio", ("echo", "http", "redis"), peer, "cargo", None),
+             ("hyper-peer", "hyper (current_thread)", "hyper", ("http",), http_only, "cargo", None),
+             ("may-peer", "may_minihttp (1 worker)", "may_minihttp", ("http",), http_only, "cargo", None),
+             ("go-net", "Go net (GOMAXPROCS=1)", "Go net", ("echo", "http", "redis"), peer, "go", go1),
+             ("gnet", "gnet v2 (1 loop)", "gnet", ("echo", "http", "redis"), peer, "go and the Go module proxy", go1),
+             ("evio", "evio (1 loop)", "evio", ("echo", "http", "redis"), peer, "go and the Go module proxy", go1)]
+    for name, label, short, protos, make, how, env in specs:
+        cmd, skip = make(name, how)
+        out.append(dict(label=label, short=short, protos=protos, cmd=cmd, kind="peer", skip=skip,
+                        workers=False, env=env))
+    nginx_skip = None if have("nginx") else "nginx not installed (apt-get install nginx-light)"
+    out.append(dict(label=NGINX, short="nginx", protos=("http",), cmd=lambda proto, port: nginx_http_cmd(port),
+                    kind="peer", skip=nginx_skip, workers=True, env=None))
+    out.append(dict(label=REDIS, short="redis-server", protos=("redis",),
+                    cmd=lambda proto, port: redis_server_cmd(port), kind="peer",
+                    skip=None if have("redis-server") else "redis-server not installed", workers=False, env=None))
+    return out
+
+
+def nginx_http_cmd(port):
+    """nginx, one worker, `return 200 "Hello, World!"` on 127.0.0.1:port."""
+    conf = os.path.join(OUT, f"nginx-peers-{port}.conf")
+    os.makedirs(os.path.join(OUT, "nginx-tmp"), exist_ok=True)
+    with open(conf, "w") as f:
+        f.write(f"worker_processes 1;\npid {OUT}/nginx-peers.pid;\nerror_log {OUT}/nginx-error.log;\n"
+                "worker_rlimit_nofile 20000;\nevents { worker_connections 19500; }\n"
+                "http { access_log off; keepalive_requests 100000000;\n"
+                f"  client_body_temp_path {OUT}/nginx-tmp; proxy_temp_path {OUT}/nginx-tmp;\n"
+                f"  fastcgi_temp_path {OUT}/nginx-tmp; uwsgi_temp_path {OUT}/nginx-tmp;\n"
+                f"  scgi_temp_path {OUT}/nginx-tmp;\n"
+                f"  server {{ listen 127.0.0.1:{port} backlog=4096;\n"
+                "    location / { default_type text/plain; return 200 \"Hello, World!\"; } } }\n")
+    return ["nginx", "-e", f"{OUT}/nginx-error.log", "-c", conf, "-p", OUT, "-g", "daemon off;"]
+
+
+def peer_cells(have):
+    """(row, server) pairs of the peers group that --only selects, in table order."""
+    cells = []
+    servers = peer_servers(have)
+    for row, proto, args, conns in peer_rows():
+        for srv in servers:
+            if proto not in srv["protos"]:
+                continue
+            if row_selected(f"peers | {row} | evloop load | {srv['label']}"):
+                cells.append(dict(row=row, proto=proto, args=args, conns=conns, server=srv))
+    return cells
+
+
+# Syscalls counted per request in the perf round: raw_syscalls:sys_enter (all), and these
+# sums of syscalls:sys_enter_* tracepoints.
+SYSCALL_KINDS = {
+    "epoll_wait": ("epoll_wait", "epoll_pwait", "epoll_pwait2"),
+    "io_uring_enter": ("io_uring_enter",),
+    "read": ("read", "readv", "recvfrom", "recvmsg"),
+    "write": ("write", "writev", "sendto", "sendmsg"),
+}
+
+
+def syscall_events():
+    """The perf events of the perf round: the total, plus the per-kind tracepoints where
+    this kernel has them all (else the total only)."""
+    kinds = [f"syscalls:sys_enter_{n}" for names in SYSCALL_KINDS.values() for n in names]
+    try:
+        r = subprocess.run(["perf", "stat", "-x,", "-e", ",".join([PERF_EVENT] + kinds), "true"],
+                           capture_output=True, text=True, timeout=20)
+        if r.returncode == 0:
+            return [PERF_EVENT] + kinds
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return [PERF_EVENT]
+
+
+def parse_perf_counts(text):
+    """{event: count} from `perf stat -x,` output (events perf could not count are left out)."""
+    counts = {}
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) >= 3:
+            try:
+                counts[f[2].strip()] = int(f[0])
+            except ValueError:
+                pass
+    return counts
+
+
+def fd_count(pids):
+    """Open descriptors of the processes (cheap: no readlink, unlike sockets())."""
+    n = 0
+    for pid in pids:
+        try:
+            n += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return n
+
+
+class PerfWindow:
+    """`perf stat -x, -D -1 --control fifo:...` attached to `pids` with its events off:
+    enable() and disable() switch them on and off (each waits for perf's ack), counts()
+    stops perf and returns {event: count}. Started before the client, so that perf's own
+    start-up is over before the window it counts."""
+
+    def __init__(self, pids, events):
+        self.dir = tempfile.mkdtemp(prefix="perf-", dir=OUT)
+        self.ctl_path, self.ack_path = os.path.join(self.dir, "ctl"), os.path.join(self.dir, "ack")
+        os.mkfifo(self.ctl_path)
+        os.mkfifo(self.ack_path)
+        self.ctl = self.ack = None
+        self.proc = subprocess.Popen(["perf", "stat", "-x,", "-D", "-1", "--control",
+                                      f"fifo:{self.ctl_path},{self.ack_path}", "-e", ",".join(events),
+                                      "-p", ",".join(map(str, pids))],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while self.ctl is None:  # perf opens its end of the FIFO once it is ready
+            try:
+                self.ctl = os.open(self.ctl_path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("perf stat --control did not start")
+                time.sleep(0.02)
+        self.ack = os.open(self.ack_path, os.O_RDONLY | os.O_NONBLOCK)
+
+    def _command(self, word):
+        os.write(self.ctl, word.encode() + b"\n")
+        deadline, got = time.monotonic() + 5, b""
+        while b"ack" not in got:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"perf did not acknowledge {word}")
+            try:
+                got += os.read(self.ack, 64)
+            except BlockingIOError:
+                pass
+            time.sleep(0.002)
+
+    def enable(self):
+        self._command("enable")
+
+    def disable(self):
+        self._command("disable")
+
+    def counts(self):
+        self.proc.send_signal(signal.SIGINT)
+        err = self.proc.communicate(timeout=20)[1]
+        self.close()
+        return parse_perf_counts(err)
+
+    def close(self):
+        for fd in (self.ctl, self.ack):
+            if fd is not None:
+                os.close(fd)
+        self.ctl = self.ack = None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def client_connected(pid, port):
+    """The client's connections to 127.0.0.1:port that are established (ss, which asks the
+    kernel with a filter; without ss, the client's open descriptors, connecting or not)."""
+    if shutil.which("ss"):
+        try:
+            r = subprocess.run(["ss", "-Htn", "state", "established", f"dport = :{port}"],
+                               capture_output=True, text=True, timeout=10)
+            if r.returncode == 0:
+                return sum(1 for line in r.stdout.splitlines() if line.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return fd_count([pid])
+
+
+def peer_run(cell, port, duration, warmup, events=None):
+    """One cell once: a fresh server, `evloop load` for warmup + duration; the server's CPU
+    over a window from 10% into the client's measured period, 80% of it long. The client's
+    warmup starts when its last connect completes: this polls for that (client_connected),
+    so the window starts at most a poll (0.1 s with many connections) late. Rows of more
+    than 1,000 connections get conns / 10,000 s more warmup, time for a server to accept
+    them all; a server that still holds fewer when the window starts gives a partial run
+    (numbers kept, noted). With `events`, perf counts those syscall events over the same
+    window instead (PerfWindow), and the CPU figures are left out (perf slows every
+    syscall)."""
+    srv_spec = cell["server"]
+    conns = cell["conns"]
+    d, w = secs(duration), secs(warmup)
+    if conns > 1000:
+        w += conns / 10000
+        warmup = f"{w:g}s"
+    budget = 60.0 + conns / 200
+    srv = Server(srv_spec["cmd"](cell["proto"], port), port, srv_spec["workers"], env=srv_spec["env"])
+    client = evloop_load(port, duration, warmup, cell["args"], conns=conns, connect_budget=budget)
+    proc = perf = None
+    try:
+        base = fd_count(srv.pids)
+        if events:
+            perf = PerfWindow(srv.pids, events)
+        proc = subprocess.Popen(["taskset", "-c", CLIENT_CPU] + client.cmd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The client's last connect completes at some c in (before, after]: its measured
+        # period [c + w, c + w + d] then surely holds [after + w, before + w + d].
+        deadline = time.monotonic() + budget
+        step = 0.01 if conns <= 1000 else 0.05
+        before = after = time.monotonic()
+        while proc.poll() is None and time.monotonic() < deadline:
+            before = after
+            if client_connected(proc.pid, port) >= conns:
+                break
+            time.sleep(step)
+            after = time.monotonic()
+        after = time.monotonic()
+        start = after + w + 0.05 * d
+        end = min(start + 0.8 * d, before + w + 0.95 * d)
+        time.sleep(max(0.0, start - time.monotonic()))
+        held = fd_count(srv.pids) - base
+        if perf:
+            perf.enable()
+        c0, t0 = proc_cpu(srv.pids), time.monotonic()
+        time.sleep(max(0.0, end - time.monotonic()))
+        c1, t1 = proc_cpu(srv.pids), time.monotonic()
+        if perf:
+            perf.disable()
+        still = proc.poll() is None
+        rss = rss_bytes(srv.pids)
+        out, err = proc.communicate(timeout=d + w + budget + 60)
+        m = client.parse(out, err, proc.returncode)
+        notes, partial = [], None
+        if held < conns:
+            partial = (f"the server held {max(held, 0):,} of {conns:,} connections when the window began "
+                       f"({w:g} s after the last connect)")
+        if not still:
+            notes.append("the client ended before the window did")
+        elif t1 - t0 < 0.4 * d:
+            notes.append(f"a window of only {t1 - t0:.2f} s (the client's connects were seen late)")
+        reqs = m["rps"] * (t1 - t0)
+        if perf:
+            counts = perf.counts()
+            if PERF_EVENT in counts and reqs:
+                m["syscalls_per_req"] = counts[PERF_EVENT] / reqs
+                for kind, names in SYSCALL_KINDS.items():
+                    got = [counts[f"syscalls:sys_enter_{n}"] for n in names if f"syscalls:sys_enter_{n}" in counts]
+                    m[f"{kind}_per_req"] = sum(got) / reqs
+                m["wait_per_req"] = m.get("epoll_wait_per_req", 0) + m.get("io_uring_enter_per_req", 0)
+            else:
+                notes.append("perf counted nothing")
+        else:
+            m.update(cpu_us_per_req=(c1 - c0) * 1e6 / reqs if reqs else None,
+                     cpu_util=(c1 - c0) / (t1 - t0) * 100, rss_mib=rss / 2**20)
+        m["status"] = "failed" if notes else "partial" if partial else "ok"
+        if notes or partial:
+            m["note"] = "; ".join(notes + ([partial] if partial else []))
+        return m
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if perf:
+            perf.close()
+        srv.stop()
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def peer_cell_once(cell, port, duration, warmup, events=None):
+    """peer_run, with every failure turned into a record."""
+    if cell["server"]["skip"]:
+        return dict(status="skipped", note=cell["server"]["skip"])
+    try:
+        return peer_run(cell, port, duration, warmup, events)
+    except (OSError, RuntimeError, subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
+        return dict(status="failed", note=f"{type(e).__name__}: {e}".replace("\n", " ").replace("|", "/")[:160])
+
+
+PEER_METRICS = ("rps", "p50", "p99", "cpu_us_per_req", "cpu_util", "rss_mib")
+SYSCALL_METRICS = ("syscalls_per_req", "wait_per_req") + tuple(f"{k}_per_req" for k in SYSCALL_KINDS)
+
+
+def summarize_cell(cell, runs, perf_runs):
+    """The medians of a cell's rounds (ok runs only) and its error and failure counts."""
+    ok = [r for r in runs if r["status"] in ("ok", "partial")]
+    rec = dict(row=cell["row"], proto=cell["proto"], conns=cell["conns"], server=cell["server"]["label"],
+               short=cell["server"]["short"], kind=cell["server"]["kind"], rounds=len(runs), ok_rounds=len(ok),
+               errors=sum(r.get("errors", 0) for r in runs), runs=runs, perf_runs=perf_runs)
+    for k in PEER_METRICS:
+        rec[k] = median([r.get(k) for r in ok])
+    pok = [r for r in perf_runs if r["status"] in ("ok", "partial")]
+    for k in SYSCALL_METRICS:
+        rec[k] = median([r.get(k) for r in pok])
+    if runs and all(r["status"] == "skipped" for r in runs):
+        rec.update(status="skipped", note=runs[0].get("note", ""))
+    elif not ok:
+        rec.update(status="failed", note=next((r.get("note") for r in runs if r.get("note")), ""))
+    else:
+        rec["status"] = "ok"
+        rec["partial"] = sum(r["status"] == "partial" for r in runs + perf_runs)
+        notes = []
+        if len(ok) < len(runs):
+            notes.append(f"{len(runs) - len(ok)} of {len(runs)} rounds left out: "
+                         + "; ".join(sorted({r.get("note", r["status"]) for r in runs if r not in ok})))
+        if rec["partial"]:
+            notes.append(f"{rec['partial']} partial run(s): "
+                         + "; ".join(sorted({r["note"] for r in runs + perf_runs if r["status"] == "partial"})[:2]))
+        bad_perf = [r for r in perf_runs if r["status"] not in ("ok", "partial")]
+        if bad_perf:
+            notes.append("perf round: " + "; ".join(r.get("note", r["status"]) for r in bad_perf))
+        if notes:
+            rec["note"] = " / ".join(notes)
+    return rec
+
+
+def side_by_side(recs, columns, metric, spec, lower_better, title, compare=True, exclude=()):
+    """A markdown table: row | evloop | best peer (name, value) | evloop / best | one column
+    per server (without `compare`: row | one column per server). evloop is the reactor; the
+    best peer is the best non-evloop server (lowest where `lower_better`) not in `exclude`."""
+    if compare:
+        head = (f"{title}\n\n| row | evloop | best peer | evloop ÷ best | " + " | ".join(columns) + " |\n"
+                "|---|---:|---|---:|" + "---:|" * len(columns))
+    else:
+        head = f"{title}\n\n| row | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns)
+    lines = [head]
+    rows = []
+    for r in recs:
+        if r["row"] not in rows:
+            rows.append(r["row"])
+    for row in rows:
+        by = {r["short"]: r for r in recs if r["row"] == row}
+        val = lambda r: r.get(metric) if r and r["status"] == "ok" else None
+        ev = val(by.get("evloop reactor"))
+        peers = [(r["short"], val(r)) for r in by.values()
+                 if r["kind"] == "peer" and r["short"] not in exclude and val(r) is not None]
+        best = (min if lower_better else max)(peers, key=lambda p: p[1]) if peers else None
+        ratio = f"{ev / best[1]:.2f}" if ev is not None and best and best[1] else ""
+        cells = []
+        for c in columns:
+            r = by.get(c)
+            if r is None:
+                cells.append("")
+            elif r["status"] == "skipped":
+                cells.append("skipped")
+            elif val(r) is None:
+                cells.append(r["status"] if r["status"] != "ok" else "")
+            else:
+                cells.append(format(val(r), spec) + ("*" if r["errors"] else "") + ("†" if r.get("partial") else ""))
+        if compare:
+            lines.append(f"| {row} | {fmt(ev, spec)} | " + (f"{best[0]} {format(best[1], spec)}" if best else "")
+                         + f" | {ratio} | " + " | ".join(cells) + " |")
+        else:
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def detail_lines(recs):
+    head = ("| row | server | rounds ok | req/s | p50 us | p99 us | CPU us/req | CPU % | syscalls/req | "
+            "epoll_wait/req | io_uring_enter/req | read/req | write/req | RSS MiB | errors | note |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines = [head]
+    for r in recs:
+        if r["status"] == "skipped":
+            lines.append(f"| {r['row']} | {r['server']} | | | | | | | | | | | | | | skipped: {r.get('note', '')} |")
+            continue
+        lines.append(f"| {r['row']} | {r['server']} | {r['ok_rounds']}/{r['rounds']} | {fmt(r['rps'])} | "
+                     f"{fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['cpu_us_per_req'], '.2f')} | "
+                     f"{fmt(r['cpu_util'], '.0f')} | {fmt(r['syscalls_per_req'], '.2f')} | "
+                     f"{fmt(r['epoll_wait_per_req'], '.3f')} | {fmt(r['io_uring_enter_per_req'], '.3f')} | "
+                     f"{fmt(r['read_per_req'], '.2f')} | {fmt(r['write_per_req'], '.2f')} | "
+                     f"{fmt(r['rss_mib'], '.1f')} | {r['errors']} | "
+                     f"{(r['status'] + ': ' if r['status'] != 'ok' else '') + r.get('note', '')} |")
+    return lines
+
+
+def run_peers(have, tokio, port, quick, use_perf):
+    """The peers group: every cell once per round, ROUNDS interleaved rounds, then one perf
+    round for syscalls; then the memory rows of the peers; prints and writes the tables.
+    Returns the next free port."""
+    rounds = int(os.environ.get("ROUNDS", "2" if quick else "5"))
+    duration = os.environ.get("DURATION", "1s" if quick else "2s")
+    warmup = os.environ.get("WARMUP", "300ms" if quick else "500ms")
+    perf_d = os.environ.get("PERF_DURATION", "1s")
+    mem_n = int(os.environ.get("MEMORY_CONNS", "1000" if quick else "10000"))
+    cells = peer_cells(have)
+    for c in cells:
+        if c["server"]["label"] == TOKIO and not tokio:
+            c["server"] = dict(c["server"], skip="no tokio engine in this build (cargo build --features tokio)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for c in cells:
+        need = c["conns"] + 100
+        if hard != resource.RLIM_INFINITY and hard < need and not c["server"]["skip"]:
+            c["server"] = dict(c["server"], skip=f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    events = syscall_events() if use_perf else None
+    monoio = os.path.join(PEER_BIN, "monoio-peer")
+    driver = ""
+    if os.access(monoio, os.X_OK):
+        try:
+            driver = subprocess.run([monoio, "--driver"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    live = sum(not c["server"]["skip"] for c in cells)
+    print(f"\nPeers (issue 14): {len(cells)} cells ({live} to run), {rounds} interleaved rounds of {duration} after "
+          f"{warmup} warmup, then {'a perf round of ' + perf_d + ' runs' if events else 'no perf round (perf unavailable)'}; "
+          f"server CPU {SERVER_CPU}, evloop load on CPU {CLIENT_CPU}" + (f"; monoio driver: {driver}" if driver else ""),
+          flush=True)
+    runs = [[] for _ in cells]
+    t_start = time.monotonic()
+    for rnd in range(rounds):
+        for i, c in enumerate(cells):
+            r = peer_cell_once(c, port, duration, warmup)
+            port = port + 1 if not c["server"]["skip"] else port
+            runs[i].append(r)
+            if not c["server"]["skip"] or rnd == 0:
+                print(f"  round {rnd + 1}/{rounds} | {c['row']} | {c['server']['label']} | {r['status']} | "
+                      f"{fmt(r.get('rps'))} req/s | {fmt(r.get('cpu_us_per_req'), '.2f')} CPU us/req | "
+                      f"{fmt(r.get('cpu_util'), '.0f')}% CPU | errors {r.get('errors', '')} {r.get('note', '')}",
+                      flush=True)
+    perf_runs = [[] for _ in cells]
+    if events:
+        for i, c in enumerate(cells):
+            if c["server"]["skip"]:
+                continue
+            r = peer_cell_once(c, port, perf_d, warmup, events)
+            port += 1
+            perf_runs[i].append(r)
+            print(f"  perf | {c['row']} | {c['server']['label']} | {r['status']} | "
+                  f"{fmt(r.get('syscalls_per_req'), '.2f')} syscalls/req {r.get('note', '')}", flush=True)
+    recs = [summarize_cell(c, runs[i], perf_runs[i]) for i, c in enumerate(cells)]
+    columns = []
+    for r in recs:
+        if r["short"] not in columns:
+            columns.append(r["short"])
+    out = [f"Issue 14: evloop vs peers, one server on CPU {SERVER_CPU}, `evloop load` (one thread) on CPU "
+           f"{CLIENT_CPU}; medians of {rounds} interleaved rounds of {duration} after {warmup} warmup "
+           f"({(time.monotonic() - t_start) / 60:.1f} min). evloop = the reactor (`evloop serve --loops 1`); "
+           "best peer = the best server that is not evloop (its tokio engine is shown, not counted as a peer); "
+           "* = errors in some round; † = in some run the server did not yet hold every connection when the "
+           "window began (see the detail table)."
+           + (f" monoio driver: {driver}." if driver else "")]
+    out += [""] + side_by_side(recs, columns, "cpu_us_per_req", ".2f", True,
+                               "Server CPU us per request (lower is better; evloop ÷ best < 1: evloop uses less)")
+    out += [""] + side_by_side(recs, columns, "rps", ",.0f", False,
+                               "Requests per second (higher is better; evloop ÷ best > 1: evloop is faster)")
+    if events:
+        out += [""] + side_by_side(recs, columns, "syscalls_per_req", ".2f", True,
+                                   f"Server syscalls per request (perf round, {perf_d} runs; lower is better; monoio "
+                                   "is left out of the best peer: over io_uring its reads and writes are no syscalls)",
+                                   exclude=("monoio",))
+        out += [""] + side_by_side(recs, columns, "wait_per_req", ".3f", True,
+                                   "epoll_wait (+ epoll_pwait; io_uring_enter for monoio) per request (perf round); it "
+                                   "depends on how saturated the server is: see the CPU % table")
+    out += [""] + side_by_side(recs, columns, "cpu_util", ".0f", False,
+                               "Server CPU utilisation, % of the window (100 = one core saturated; below 100 the "
+                               "client is the bottleneck)", compare=False)
+    out += ["", "Detail (medians; syscall columns from the perf round: epoll_wait counts epoll_pwait/pwait2, read "
+                "counts readv/recvfrom/recvmsg, write counts writev/sendto/sendmsg)", ""] + detail_lines(recs)
+    print("\n" + "\n".join(out), flush=True)
+    mem = []
+    if os.environ.get("PEERS_MEMORY", "1") != "0":
+        rows = [r for r in memory_servers(have, tokio, peers=True)
+                if r[0] in ("echo", "http", "redis", "frame", "mqtt")
+                and row_selected(mem_line_key("peers", r[0], r[1]))]
+        if rows:
+            head = (f"Memory: bytes per idle connection, {mem_n:,} connections that each did one request "
+                    "(RSS with them - RSS with none) / N")
+            print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
+            mem, mlines, port = run_memory_rows(rows, port, mem_n, "peers")
+            mcols = []
+            for r in rows:
+                if r[1] not in mcols:
+                    mcols.append(r[1])
+            table = memory_table(mem, mcols)
+            print("\n" + "\n".join(table), flush=True)
+            out += ["", head, ""] + table + ["", MEM_HEAD] + mlines
+    with open(os.path.join(OUT, "peers.md"), "w") as f:
+        f.write("\n".join(out) + "\n")
+    meta = dict(rounds=rounds, duration=duration, warmup=warmup, perf_duration=perf_d, server_cpu=SERVER_CPU,
+                client_cpu=CLIENT_CPU, syscall_events=events, monoio_driver=driver, memory_conns=mem_n,
+                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    with open(os.path.join(OUT, "peers.json"), "w") as f:
+        json.dump(dict(meta=meta, cells=recs, memory=mem), f, indent=1)
+    bad = [r for r in recs if r["status"] == "failed"] + [m for m in mem if m["status"] == "failed"]
+    errs = sum(r["errors"] for r in recs)
+    print(f"\n{len(recs)} cells ({sum(r['status'] == 'skipped' for r in recs)} skipped, {len(bad)} failed, "
+          f"{errs} wrong replies or dropped connections in all), {len(mem)} memory rows; wrote {OUT}/peers.md "
+          "and peers.json", flush=True)
+    return port
 
 
 # ---- TLS ---------------------------------------------------------------------------------
@@ -873,7 +1539,9 @@ def ratio_lines(rat):
     return lines
 
 
-GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory", "tls")
+GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory", "tls", "peers")
+# A run that names no group: all but peers (which --issue14 or the name `peers` selects).
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "peers")
 
 # Substrings from --only; a row runs when its "group | scenario | client | server" line
 # contains one of them (case-insensitive). Empty: every row.
@@ -890,46 +1558,66 @@ def parse_args(argv):
         description="Benchmarks evloop's engines (reactor, std, tokio) against each other and "
                     "against nginx and redis-server. Each row: one server pinned to SERVER_CPU, "
                     "one client pinned to CLIENT_CPU. The full run takes about 15 minutes on 2 "
-                    "cores; --quick under 2.",
+                    "cores; --quick under 2. The group peers (--issue14; not in a plain run) "
+                    "puts evloop beside monoio, hyper, may_minihttp, Go net, gnet, evio, nginx "
+                    "and redis-server in interleaved rounds (about 20 minutes).",
         epilog="Environment: SERVER_CPU, CLIENT_CPU, PORT, DURATION, WARMUP, REQUESTS "
                "(redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0, PERF_DURATION, "
-               "SCALE (e.g. 10,100,1000), MEMORY_CONNS. Writes target/bench/results.md, "
-               "results.json (and, from bench.sh, results.svg).")
+               "SCALE (e.g. 10,100,1000), MEMORY_CONNS; for peers also ROUNDS (5), PEERS_SCALE "
+               "(1000,10000,19000), PEERS_MEMORY=0 (no memory rows). Writes target/bench/results.md, "
+               "results.json (and, from bench.sh, results.svg); peers writes peers.md and peers.json.")
     p.add_argument("--quick", action="store_true",
                    help="a subset with short rows (1 s per row after 300 ms warmup)")
     p.add_argument("--only", nargs="+", metavar="TEXT", default=[],
                    help="run only the rows whose 'group | scenario | client | server' contains "
                         "one of these texts (case-insensitive), e.g. --only 'RESP GET' nginx; "
-                        "memory rows match on 'memory | <server>'")
+                        "memory rows match on 'memory | <protocol> idle connections | this script "
+                        "| <server>' (peers ones on 'peers | ...'); --list prints every row's line")
+    p.add_argument("--issue14", action="store_true",
+                   help="issue 14's side-by-side table: the same as naming the group peers")
     p.add_argument("--list", action="store_true",
                    help="print the rows that would run, then exit (needs no build)")
     p.add_argument("groups", nargs="*", metavar="GROUP",
-                   help=f"only these groups: {' '.join(GROUPS)}")
+                   help=f"only these groups: {' '.join(GROUPS)} (default: all but peers)")
     p.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     bad = [g for g in a.groups if g not in GROUPS]
     if bad:
         p.error(f"unknown group {', '.join(bad)} (groups: {' '.join(GROUPS)})")
+    if a.issue14 and "peers" not in a.groups:
+        a.groups.append("peers")
     return a
 
 
 def main():
     a = parse_args(sys.argv[1:])
-    if a.parse_only:
+    groups = list(a.groups) or list(DEFAULT_GROUPS)
+    peers = "peers" in groups
+    only = [g for g in groups if g != "peers"]  # the groups of the regular table
+    if a.parse_only:  # for bench.sh: what to build and whether to draw results.svg
+        print(" ".join((["peers"] if peers else []) + (["others"] if only else [])))
         return
-    quick, only = a.quick, a.groups
+    quick = a.quick
     ONLY_ROWS.extend(a.only)
     if a.list:
         os.makedirs(OUT, exist_ok=True)  # scenarios() writes the nginx config there
-        specs = scenarios(quick, only, shutil.which, True, "1s", "0s", 1)
-        for spec in specs:
-            print(f"{spec['group']} | {spec['scenario']} | {spec['client']} | {spec['server']}")
-        if not only or "memory" in only:
-            for label in (REACTOR, STD, TOKIO):
-                if row_selected(f"memory | {label}"):
-                    print(f"memory | idle connections | this script | {label}")
-        for label, _, _, _ in tls_memory_rows(only, shutil.which):
-            print(f"tls | idle TLS connections | this script | {label}")
+        if only:
+            specs = scenarios(quick, only, shutil.which, True, "1s", "0s", 1)
+            for spec in specs:
+                print(f"{spec['group']} | {spec['scenario']} | {spec['client']} | {spec['server']}")
+            if "memory" in only:
+                for proto, label, _, _, _, _ in memory_servers(shutil.which, True):
+                    if row_selected(mem_line_key("memory", proto, label)):
+                        print(mem_line_key("memory", proto, label))
+            for label, _, _, _ in tls_memory_rows(only, shutil.which):
+                print(f"tls | idle TLS connections | this script | {label}")
+        if peers:
+            for c in peer_cells(shutil.which):
+                print(f"peers | {c['row']} | evloop load | {c['server']['label']}")
+            if os.environ.get("PEERS_MEMORY", "1") != "0":
+                for proto, label, _, _, _, _ in memory_servers(shutil.which, True, peers=True):
+                    if row_selected(mem_line_key("peers", proto, label)):
+                        print(mem_line_key("peers", proto, label))
         return
     duration = os.environ.get("DURATION", "1s" if quick else "5s")
     warmup = os.environ.get("WARMUP", "300ms" if quick else "1s")
@@ -942,12 +1630,17 @@ def main():
     have = shutil.which
     use_perf = perf_works()
     help_text = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=10).stdout
-    tokio = "tokio" in help_text.split("--engine", 1)[-1].split("--backlog", 1)[0]
+    # the --engine option's possible values (not the examples above the options)
+    engines = re.search(r"--engine <ENGINE>.*?possible values: ([^\]]*)\]", help_text, re.S)
+    tokio = bool(engines and "tokio" in engines.group(1))
     # this process opens the memory rows' connections; evloop load raises its own limit
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    if not only:  # the peers group alone
+        run_peers(have, tokio, port, quick, use_perf)
+        return
     CLIENT.update(d=duration, n=1.0)
     perf_pass = dict(d=os.environ.get("PERF_DURATION", "1s" if quick else "2s"), w="0s", n=0.25) if use_perf else None
     specs = scenarios(quick, only, have, tokio, duration, warmup, n1)
@@ -965,19 +1658,19 @@ def main():
         lines.append(line)
 
     mem = []
-    mem_labels = [l for l in (REACTOR, STD, TOKIO) if row_selected(f"memory | {l}")]
-    if (not only or "memory" in only) and mem_labels:
-        print(f"\nMemory: server RSS holding {mem_n:,} idle connections\n\n{MEM_HEAD}", flush=True)
-        lines += ["", f"Memory: server RSS holding {mem_n:,} idle connections", "", MEM_HEAD]
-        for label in mem_labels:
-            if label == TOKIO and not tokio:
-                continue
-            cmd = [BIN, "serve", "-q", "--listen", f"127.0.0.1:{port}", "--backlog", "4096"] + ENGINES[label]
-            rec = memory_row(label, cmd, port, mem_n)
-            port += 1
-            mem.append(rec)
-            print(mem_line(rec), flush=True)
-            lines.append(mem_line(rec))
+    mem_rows = [r for r in memory_servers(have, tokio) if row_selected(mem_line_key("memory", r[0], r[1]))]
+    if "memory" in only and mem_rows:
+        head = (f"Memory: server RSS holding {mem_n:,} idle connections, each after one request of its "
+                "protocol (bytes per connection = (RSS with them - RSS with none) / N)")
+        print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
+        mem, mlines, port = run_memory_rows(mem_rows, port, mem_n, "memory")
+        cols = []
+        for r in mem_rows:
+            if r[1] not in cols:
+                cols.append(r[1])
+        table = memory_table(mem, cols)
+        print("\n" + "\n".join(table), flush=True)
+        lines += ["", head, "", MEM_HEAD] + mlines + [""] + table
 
     tls_mem = []
     tls_rows = tls_memory_rows(only, have)
@@ -1019,15 +1712,16 @@ def main():
         lines += ["", head, ""] + bulk_lines
     rat = ratios(rows)
     summary = ratio_lines(rat)
-    react_mem = next((m for m in mem if m["server"] == REACTOR and m.get("bytes_per_conn")), None)
     tls_react = next((m for m in tls_mem if m["server"] == REACTOR_TLS and m.get("bytes_per_conn")), None)
     for m in tls_mem:
         if tls_react and m is not tls_react and m.get("bytes_per_conn"):
             summary.append(f"- **memory per idle TLS connection**: reactor/{m['server']} "
                            f"{tls_react['bytes_per_conn'] / m['bytes_per_conn']:.3f}x bytes")
     for m in mem:
+        react_mem = next((r for r in mem if r.get("engine") == REACTOR and r.get("proto") == m.get("proto")
+                          and r.get("bytes_per_conn")), None)
         if react_mem and m is not react_mem and m.get("bytes_per_conn"):
-            summary.append(f"- **memory per idle connection**: reactor/{m['server']} "
+            summary.append(f"- **memory per idle {m['proto']} connection**: reactor/{m['engine']} "
                            f"{react_mem['bytes_per_conn'] / m['bytes_per_conn']:.3f}x bytes")
     if summary:
         print("\nRatios (reactor over the others; req/s higher is better, CPU/req lower is better):\n")
@@ -1042,6 +1736,8 @@ def main():
         json.dump(dict(meta=meta, rows=rows, memory=mem, tls_memory=tls_mem, ratios=rat), f, indent=1)
     bad = sum(r["status"] == "failed" for r in rows + mem + tls_mem)
     print(f"\n{len(rows) + len(mem) + len(tls_mem)} rows, {bad} failed; wrote {OUT}/results.md and results.json", flush=True)
+    if peers:
+        run_peers(have, tokio, port, quick, use_perf)
 
 
 if __name__ == "__main__":

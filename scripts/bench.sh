@@ -22,7 +22,11 @@
 #     measured server. Bulk: 1 GiB each way on one connection (BULK_BYTES), the proxy's CPU
 #     seconds for it, evloop copy/splice vs HAProxy (without and with splice) and nginx
 #   connection scaling: echo ping-pong at 10, 100, 1,000, 10,000 connections, reactor vs std
-#   memory: server RSS per idle connection holding 10,000 connections (reactor, std, tokio)
+#   memory: server RSS per idle connection, per protocol (echo, http, redis, frame, mqtt),
+#     holding MEMORY_CONNS (10,000) connections that each did one request of the protocol
+#     (echo 64 B, GET / HTTP/1.1, RESP GET, one 4-byte frame, MQTT CONNECT) and read its
+#     reply: (RSS with them - RSS with none) / N, on the reactor, std and tokio engines
+#     where the protocol runs there, and redis-server for redis
 #   tls: HTTPS GET / at pipeline 1 and 16 (wrk -t1 -c50, https) and TLS handshakes per
 #     second, full (openssl s_time -new) and resumed (-reuse), with the server's CPU per
 #     handshake, on the reactor (rustls, tls:// listener) and nginx (1 worker, OpenSSL, the
@@ -36,16 +40,48 @@
 #   proxy echo (evloop, HAProxy, nginx stream) and bulk 256 MiB (evloop copy and splice,
 #   HAProxy); scaling at 10 and 1,000 connections; memory with 1,000 idle connections.
 #
-#   scripts/bench.sh                    # everything
+# --issue14 (the same as the group `peers`; not part of a plain run; ~20 min on 2 cores):
+# issue 14's table, every server side by side, the client always `evloop load` (one
+# thread, mio) on CLIENT_CPU, the server on SERVER_CPU, ROUNDS (5) interleaved rounds
+# (round 1 of every cell, then round 2, ...; a fresh server each time), DURATION 2 s after
+# WARMUP 0.5 s each, medians reported:
+#   echo 64 B pipeline 1 and 16 at 50 connections; echo 64 B pipeline 1 at 1,000, 10,000
+#     and 19,000 connections (PEERS_SCALE; the driver raises RLIMIT_NOFILE to the hard
+#     limit for the servers and this script, evloop load raises its own)
+#   HTTP GET / pipeline 1 and 16; RESP GET pipeline 1 and 16 (50 connections)
+# servers: evloop reactor (--loops 1) and tokio engine (--loops 1, current_thread), and
+# the peers in bench/peers (its own cargo workspace and Go modules, built here, never by
+# cargo test or CI; each a small single-threaded program of ours, in bench/peers/bin):
+#   monoio (io_uring, one thread; echo, HTTP, RESP)    hyper 1 (current_thread tokio; HTTP)
+#   may_minihttp (one may worker; HTTP)                Go net (stdlib, goroutine per
+#   gnet v2 and evio (one loop each; echo, HTTP, RESP)   connection, GOMAXPROCS=1)
+#   nginx (1 worker; HTTP) and redis-server (RESP) as above
+# Per cell: req/s, server CPU us per request and CPU utilisation (share of the window,
+# from /proc/PID/stat), and from a separate perf round (PERF_DURATION 1 s windows) syscalls
+# per request in all and epoll_wait(+pwait)/io_uring_enter/read/write (recvfrom, sendto,
+# readv, writev... counted with them) per request. Then bytes per idle connection per
+# protocol on the reactor, tokio and the peers (PEERS_MEMORY=0 to leave out). Tables:
+# row | evloop | best peer (name, value) | evloop / best | one column per server.
+# Toolchains for the peers: Rust (cargo; crates come from crates.io) and Go
+# (apt-get install golang-go; gnet and evio come through the Go module proxy, which
+# needs network access and, for gnet v2.9.7, a Go newer than Debian 12's 1.19: with Go
+# >= 1.21 GOTOOLCHAIN=auto fetches one). A peer that cannot build gets skipped rows with
+# the reason (bench/peers/bin/NAME.skip), never a failed run.
+#
+#   scripts/bench.sh                    # everything but the peers group
 #   scripts/bench.sh --quick            # the subset above
-#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory tls
+#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory tls peers
+#   scripts/bench.sh --issue14          # issue 14's side-by-side table (= the group peers)
+#   ROUNDS=2 DURATION=1s scripts/bench.sh --issue14   # a short try of it
 #   scripts/bench.sh --only 'RESP GET' nginx   # only rows whose line contains one of these
 #   scripts/bench.sh --list [...]       # print the rows that would run (no build, no run)
 #   scripts/bench.sh --help             # usage (no build); an unknown flag is an error
 #
 # Environment: DURATION, WARMUP, REQUESTS, SCALE=10,100,1000, MEMORY_CONNS, PORT, PERF=0,
-# BACKEND_CPU, BULK_BYTES, TLS_MEMORY_CONNS.
-# Writes target/bench/results.md, results.json and results.svg (bench_chart example).
+# BACKEND_CPU, BULK_BYTES, TLS_MEMORY_CONNS; for --issue14 also ROUNDS, PEERS_SCALE,
+# PERF_DURATION, PEERS_MEMORY=0.
+# Writes target/bench/results.md, results.json and results.svg (bench_chart example);
+# --issue14 writes target/bench/peers.md and peers.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Flags first: --help, --list and a bad flag end here, before any build.
@@ -54,13 +90,55 @@ for a in "$@"; do
         -h | --help) exec python3 scripts/bench.py --help ;;
     esac
 done
-python3 scripts/bench.py --parse-only "$@"
+# Prints "peers" when the peers group is selected and "others" when any other is (and
+# fails, exit 2, on a bad flag).
+selected=$(python3 scripts/bench.py --parse-only "$@")
 for a in "$@"; do
     case "$a" in
         --list) exec python3 scripts/bench.py "$@" ;;
     esac
 done
-cargo build --release --quiet --features tokio --bin evloop --example bench_chart
+
+# Builds the peer servers into bench/peers/bin where their toolchain is present. A peer
+# that cannot build leaves NAME.skip there (the reason, shown in its rows) instead.
+build_peers() {
+    local bin=bench/peers/bin log p
+    mkdir -p "$bin"
+    rm -f "$bin"/*.skip
+    for p in monoio-peer hyper-peer may-peer; do
+        if ! command -v cargo >/dev/null; then
+            echo "cargo not installed" >"$bin/$p.skip"
+        elif log=$(cd bench/peers && cargo build --release --quiet -p "$p" 2>&1); then
+            cp -f "bench/peers/target/release/$p" "$bin/$p"
+        else
+            rm -f "$bin/$p"
+            echo "cargo build -p $p failed: $( (grep -m1 '^error' <<<"$log" || tail -n1 <<<"$log") | cut -c1-200)" >"$bin/$p.skip"
+        fi
+    done
+    # Go: go-net needs only the standard library; gnet and evio need the module proxy.
+    for p in net:go-net gnet:gnet evio:evio; do
+        local dir=${p%%:*} name=${p##*:}
+        if ! command -v go >/dev/null; then
+            echo "go not installed (apt-get install golang-go)" >"$bin/$name.skip"
+        elif log=$(cd "bench/peers/go/$dir" && GOFLAGS=-mod=mod timeout 300 go build -o "../../bin/$name" . 2>&1); then
+            :
+        else
+            rm -f "$bin/$name"
+            echo "go build failed: $(grep -v '^go: downloading' <<<"$log" | tail -n1 | cut -c1-200)" >"$bin/$name.skip"
+        fi
+    done
+}
+
+if [[ $selected == *others* ]]; then
+    cargo build --release --quiet --features tokio --bin evloop --example bench_chart
+else
+    cargo build --release --quiet --features tokio --bin evloop
+fi
+if [[ $selected == *peers* ]]; then
+    build_peers
+fi
 python3 scripts/bench.py "$@"
-cargo run --release --quiet --features tokio --example bench_chart -- \
-    target/bench/results.json target/bench/results.svg
+if [[ $selected == *others* ]]; then
+    cargo run --release --quiet --features tokio --example bench_chart -- \
+        target/bench/results.json target/bench/results.svg
+fi

@@ -1,0 +1,3 @@
+module evloop.bench/peers/proto
+
+go 1.19
