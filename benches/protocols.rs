@@ -68,11 +68,11 @@ fn http(c: &mut Criterion) {
     let get: &[u8] =
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
     group.throughput(Throughput::Elements(1));
-    bench_session(&mut group, "get", &mut proto.new_session(), get);
+    bench_session(&mut group, "get", &mut proto.open(), get);
 
     let pipelined = get.repeat(PIPELINE);
     group.throughput(Throughput::Elements(PIPELINE as u64));
-    bench_session(&mut group, "get_pipelined_16", &mut proto.new_session(), &pipelined);
+    bench_session(&mut group, "get_pipelined_16", &mut proto.open(), &pipelined);
 
     let mut post = format!(
         "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n\
@@ -81,7 +81,7 @@ fn http(c: &mut Criterion) {
     .into_bytes();
     post.extend((0..BIG).map(|i| b'a' + (i % 26) as u8));
     group.throughput(Throughput::Bytes(BIG as u64));
-    bench_session(&mut group, "post_echo_4KiB", &mut proto.new_session(), &post);
+    bench_session(&mut group, "post_echo_4KiB", &mut proto.open(), &post);
 
     group.finish();
 }
@@ -103,11 +103,11 @@ fn resp(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let ping = multibulk(&[b"PING"]);
-    bench_session(&mut group, "ping", &mut proto.new_session(), &ping);
+    bench_session(&mut group, "ping", &mut proto.open(), &ping);
 
     let value = [b'v'; 64];
     let set = multibulk(&[b"SET", b"key", &value]);
-    let mut session = proto.new_session();
+    let mut session = proto.open();
     bench_session(&mut group, "set_64B", &mut session, &set);
 
     // The key holds the 64-byte value from here on (checked by `check` above).
@@ -183,7 +183,7 @@ fn frames(c: &mut Criterion) {
     });
 
     // The frame echo session: decode + copy each whole frame to the output.
-    let mut session = proto.new_session();
+    let mut session = proto.open();
     group.throughput(Throughput::Bytes(big.len() as u64));
     bench_session(&mut group, "session_echo_4KiB", &mut session, &big);
     group.throughput(Throughput::Elements(PIPELINE as u64));

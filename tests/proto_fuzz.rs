@@ -111,8 +111,8 @@ fn check<P: Protocol>(
     max_out: impl Fn(usize) -> usize,
     normalise: fn(&[u8]) -> Vec<u8>,
 ) -> Result<(), TestCaseError> {
-    let whole = feed(fresh().new_session(), input, &[]);
-    let chunked = feed(fresh().new_session(), input, cuts);
+    let whole = feed(fresh().open(), input, &[]);
+    let chunked = feed(fresh().open(), input, cuts);
     let (a, b) = (normalise(&whole.out), normalise(&chunked.out));
     prop_assert_eq!(
         String::from_utf8_lossy(&a),
@@ -323,8 +323,8 @@ proptest! {
 
     #[test]
     fn echo_fuzz(input in prop::collection::vec(any::<u8>(), 0..2000), cuts in cuts()) {
-        let whole = feed(Echo.new_session(), &input, &[]);
-        let chunked = feed(Echo.new_session(), &input, &cuts);
+        let whole = feed(Echo.open(), &input, &[]);
+        let chunked = feed(Echo.open(), &input, &cuts);
         prop_assert_eq!(&whole.out, &input);
         prop_assert_eq!(&chunked.out, &input);
         prop_assert_eq!((whole.left, chunked.left), (0, 0));
@@ -338,14 +338,14 @@ fn valid_pipelines_are_answered() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..32 {
         let input = redis_pipeline().new_tree(&mut runner).unwrap().current();
-        let o = feed(Redis::new(RESP).new_session(), &input, &[7]);
+        let o = feed(Redis::new(RESP).open(), &input, &[7]);
         assert_eq!((o.error, o.left), (None, 0), "{}", String::from_utf8_lossy(&input));
         let input = http_pipeline().new_tree(&mut runner).unwrap().current();
-        let o = feed(Http::new(HTTP).new_session(), &input, &[5]);
+        let o = feed(Http::new(HTTP).open(), &input, &[5]);
         assert_eq!(o.error, None, "{}", String::from_utf8_lossy(&input));
         assert!(o.close || o.left == 0);
         let input = frame_stream().new_tree(&mut runner).unwrap().current();
-        let o = feed(Frame::new(FRAME).new_session(), &input, &[3]);
+        let o = feed(Frame::new(FRAME).open(), &input, &[3]);
         assert_eq!((o.error, o.left, o.out.len()), (None, 0, input.len()));
     }
 }

@@ -542,9 +542,9 @@ fn list(sh: &Shared, client: &Client, a: &Args<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::super::Redis;
-    use crate::proto::{ConnInfo, Protocol, Session};
+    use crate::proto::{Bound, ConnInfo, Protocol};
 
-    fn run(s: &mut super::super::RedisSession, input: &str) -> String {
+    fn run(s: &mut Bound<Redis>, input: &str) -> String {
         let mut out = Vec::new();
         s.on_input(input.as_bytes(), &mut out).expect("no protocol error");
         String::from_utf8_lossy(&out).into_owned()
@@ -561,8 +561,8 @@ mod tests {
     #[test]
     fn client_list_shows_every_registered_session_with_its_addresses() {
         let r = Redis::default();
-        let mut a = r.new_session_for(&info("203.0.113.5:5000", 7));
-        let mut b = r.new_session_for(&info("[2001:db8::1]:6000", 8));
+        let mut a = r.open_for(&info("203.0.113.5:5000", 7));
+        let mut b = r.open_for(&info("[2001:db8::1]:6000", 8));
         assert_eq!(run(&mut b, "CLIENT SETNAME bee\r\nGET k\r\n"), "+OK\r\n$-1\r\n");
         let list = run(&mut a, "CLIENT LIST\r\n");
         let lines: Vec<&str> = list.lines().skip(1).filter(|l| !l.is_empty()).collect();
@@ -599,7 +599,7 @@ mod tests {
     #[test]
     fn unregistered_sessions_still_answer_client_info() {
         let r = Redis::default();
-        let mut s = r.new_session();
+        let mut s = r.open();
         let line = run(&mut s, "CLIENT INFO\r\n");
         assert!(line.contains("addr=?:0 ") && line.contains(" fd=-1 "), "{line}");
         let list = run(&mut s, "CLIENT LIST\r\n");

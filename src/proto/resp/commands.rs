@@ -1085,9 +1085,9 @@ mod tests {
     /// would send it, answers in a few milliseconds.
     #[test]
     fn config_get_with_many_stars_answers_fast() {
-        use crate::proto::{Protocol, Session};
+        use crate::proto::Protocol;
         let redis = crate::proto::resp::Redis::default();
-        let mut s = redis.new_session();
+        let mut s = redis.open();
         let pat = b"*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*Z";
         let mut req = Vec::new();
         req.extend_from_slice(format!("*{}\r\n", 2 + 24).as_bytes());
