@@ -1,9 +1,9 @@
 //! Micro-benchmarks of the sans-IO protocols: the per-request cost of parsing a request
 //! and appending its reply, with no sockets involved.
 //!
-//! - `http/*`: `HttpSession::on_input` for one `GET /`, 16 pipelined `GET /` in one
+//! - `http/*`: `Http::on_input` for one `GET /`, 16 pipelined `GET /` in one
 //!   input, and a `POST /echo` carrying a 4 KiB body.
-//! - `resp/*`: `RedisSession::on_input` for a multibulk `PING`, `SET key <64 bytes>`,
+//! - `resp/*`: `Redis::on_input` for a multibulk `PING`, `SET key <64 bytes>`,
 //!   `GET key` (a 64-byte value), 16 pipelined `GET key`, and an inline `PING`.
 //! - `frame/*`: the codec's `decode` and `encode` of a 4 KiB frame and of 16 small
 //!   (32-byte) frames, and the frame echo session over the same inputs. `decode` only
@@ -23,7 +23,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use evloop::proto::frame::{self, Frame, FrameConfig};
 use evloop::proto::http::Http;
 use evloop::proto::resp::Redis;
-use evloop::proto::{Protocol, Session};
+use evloop::proto::{Bound, Protocol};
 
 /// Body size of the HTTP echo and payload size of the large frame.
 const BIG: usize = 4096;
@@ -34,7 +34,7 @@ const SMALL_FRAME: usize = 32;
 
 /// Feeds `input` to `session` once and checks that all of it was consumed without error
 /// or close, so a benchmark never measures an error path by mistake.
-fn check(session: &mut impl Session, input: &[u8], out: &mut Vec<u8>) {
+fn check<P: Protocol>(session: &mut Bound<P>, input: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let p = session.on_input(input, out).expect("benchmark input must be valid");
     assert_eq!(p.consumed, input.len(), "benchmark input must be consumed whole");
@@ -43,10 +43,10 @@ fn check(session: &mut impl Session, input: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Benchmarks `session.on_input(input)` with one reused output buffer.
-fn bench_session(
+fn bench_session<P: Protocol>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    session: &mut impl Session,
+    session: &mut Bound<P>,
     input: &[u8],
 ) {
     let mut out = Vec::with_capacity(64 * 1024);

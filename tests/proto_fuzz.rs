@@ -1,5 +1,5 @@
 //! The protocols' fuzz target, in stable CI (issue 10): every protocol through the public
-//! `Protocol`/`Session` API, with random bytes and with valid pipelines that are then
+//! `Protocol` API, with random bytes and with valid pipelines that are then
 //! mutated (bytes overwritten, runs inserted, cut short), fed whole and in random chunks
 //! the way an engine feeds them. Properties:
 //!
@@ -18,7 +18,7 @@ use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
-use evloop::proto::{Protocol, Session};
+use evloop::proto::{Bound, Protocol};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree;
@@ -42,7 +42,7 @@ const CALL_LIMIT: Duration = Duration::from_millis(500);
 /// Feeds `input` to a fresh session in pieces of the given sizes (cycled; one piece of
 /// everything when `cuts` is empty), keeping the unconsumed tail as an engine does and
 /// stopping at a close or an error.
-fn feed<S: Session>(mut s: S, input: &[u8], cuts: &[usize]) -> Outcome {
+fn feed<P: Protocol>(mut s: Bound<P>, input: &[u8], cuts: &[usize]) -> Outcome {
     let mut o = Outcome { out: Vec::new(), requests: 0, error: None, close: false, left: 0 };
     let mut pending: Vec<u8> = Vec::new();
     let mut at = 0;

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use evloop::proto::Protocol;
 use evloop::proto::resp::{Redis, RespConfig};
-use evloop::proto::{Protocol, Session};
 use evloop::serve::{Engine, Served, start};
 use redis::{Connection, FromRedisValue, Value};
 

@@ -175,3 +175,28 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         Some(PROTOCOL_TICK)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::ProtoConn;
+    use crate::proto::echo::EchoSession;
+    use crate::proto::frame::FrameSession;
+    use crate::proto::http::HttpSession;
+    use crate::proto::resp::RedisSession;
+
+    /// What an idle connection costs the protocol layer (see [`ProtoConn`]'s table): the
+    /// bounds the per-connection memory budget relies on.
+    #[test]
+    fn per_connection_state_is_small() {
+        assert_eq!(size_of::<EchoSession>(), 0);
+        assert_eq!(size_of::<FrameSession>(), 0);
+        assert!(size_of::<HttpSession>() <= 8, "{}", size_of::<HttpSession>());
+        assert!(size_of::<RedisSession>() <= 16, "{}", size_of::<RedisSession>());
+        assert!(size_of::<ProtoConn<EchoSession>>() <= 16);
+        assert!(size_of::<ProtoConn<FrameSession>>() <= 16);
+        assert!(size_of::<ProtoConn<HttpSession>>() <= 24);
+        assert!(size_of::<ProtoConn<RedisSession>>() <= 32);
+    }
+}

@@ -375,7 +375,13 @@ impl<'a> Work<'a> {
 
     /// A connection with a request in progress.
     fn resume(http: &'a Http, b: Busy) -> Self {
-        Work { pending: b.pending, body: b.body, finished: b.finished, custom: b.custom, ..Work::new(http) }
+        Work {
+            pending: b.pending,
+            body: b.body,
+            finished: b.finished,
+            custom: b.custom,
+            ..Work::new(http)
+        }
     }
 
     /// What must outlive this call, boxed; `None` (and everything dropped) when no

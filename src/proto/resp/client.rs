@@ -163,7 +163,8 @@ impl Registry {
             .table
             .get(i / (L2 * CHUNK))?
             .get_or_init(|| Box::new([const { OnceLock::new() }; L2]));
-        let chunk = l2.get(i / CHUNK % L2)?.get_or_init(|| Box::new([const { Slot::new() }; CHUNK]));
+        let chunk =
+            l2.get(i / CHUNK % L2)?.get_or_init(|| Box::new([const { Slot::new() }; CHUNK]));
         chunk.get(i % CHUNK)
     }
 }
