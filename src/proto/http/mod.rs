@@ -8,7 +8,7 @@
 //!
 //! # How a connection is processed
 //!
-//! [`HttpSession::on_input`] answers every complete request in its input, in order, into
+//! [`Http::on_input`](Protocol::on_input) answers every complete request in its input, in order, into
 //! the one output buffer (pipelining). A request head is parsed with `httparse` once it is
 //! complete, then *consumed*; what the body needs (framing, route, connection handling) is
 //! kept in the session, so a head is never parsed twice and an `Expect: 100-continue`

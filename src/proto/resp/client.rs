@@ -597,6 +597,28 @@ mod tests {
         assert!(!list.contains("id=2 "), "{list}");
     }
 
+    /// A registered client costs one slot of this size in the registry (plus a chunk's
+    /// share of slack); names and IPv6 peers are kept beside it only when present.
+    #[test]
+    fn a_slot_is_small() {
+        assert!(std::mem::size_of::<super::Slot>() <= 40);
+    }
+
+    #[test]
+    fn closed_sessions_free_their_slot_for_the_next() {
+        let r = Redis::default();
+        let mut a = r.open_for(&info("203.0.113.5:5000", 7));
+        assert_eq!(run(&mut a, "CLIENT SETNAME first\r\n"), "+OK\r\n");
+        drop(a);
+        let mut b = r.open_for(&info("203.0.113.6:5001", 9));
+        // The same slot, reused: the old name and address are gone, the id is new.
+        let me = run(&mut b, "CLIENT INFO\r\n");
+        assert!(me.contains("id=2 addr=203.0.113.6:5001 ") && me.contains(" name= "), "{me}");
+        assert_eq!(run(&mut b, "CLIENT GETNAME\r\n"), "$-1\r\n");
+        let list = run(&mut b, "CLIENT LIST\r\n");
+        assert_eq!(list.lines().filter(|l| l.contains("id=")).count(), 1, "{list}");
+    }
+
     #[test]
     fn unregistered_sessions_still_answer_client_info() {
         let r = Redis::default();

@@ -1476,3 +1476,25 @@ proptest! {
         r.keyspace().check();
     }
 }
+
+/// A command read in part is kept (boxed) only until it completes: an idle session holds
+/// no heap memory of its own.
+#[test]
+fn an_idle_session_keeps_no_partial_state() {
+    let r = Redis::default();
+    let mut s = r.open();
+    let mut out = Vec::new();
+    let req = mb(&[b"SET", b"k", b"value"]);
+    let p = s.on_input(&req[..req.len() - 3], &mut out).unwrap();
+    assert_eq!((p.consumed, p.pending), (0, Pending::Head));
+    assert!(s.session().partial.is_some(), "the multibulk in progress is remembered");
+    let p = s.on_input(&req, &mut out).unwrap();
+    assert_eq!(p.consumed, req.len());
+    assert!(s.session().partial.is_none(), "released once the command is done");
+    s.on_input(b"GET k", &mut out).unwrap();
+    assert!(s.session().partial.is_some(), "an inline line in progress too");
+    let p = s.on_input(b"GET k\r\n", &mut out).unwrap();
+    assert_eq!(p.consumed, 7);
+    assert!(s.session().partial.is_none());
+    assert_eq!(out, b"+OK\r\n$5\r\nvalue\r\n");
+}
