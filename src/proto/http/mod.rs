@@ -8,11 +8,11 @@
 //!
 //! # How a connection is processed
 //!
-//! [`Http::on_input`](Protocol::on_input) answers every complete request in its input, in order, into
-//! the one output buffer (pipelining). A request head is parsed with `httparse` once it is
-//! complete, then *consumed*; what the body needs (framing, route, connection handling) is
-//! kept in the session, so a head is never parsed twice and an `Expect: 100-continue`
-//! interim response is sent once. Bodies:
+//! [`Http::on_input`](Protocol::on_input) answers every complete request in its input, in
+//! order, into the one output buffer (pipelining). A request head is parsed with `httparse`
+//! once it is complete, then *consumed*; what the body needs (framing, route, connection
+//! handling) is kept in the session, so a head is never parsed twice and an
+//! `Expect: 100-continue` interim response is sent once. Bodies:
 //!
 //! * `Content-Length`: for `POST /echo` the body is left unconsumed until all of it is in
 //!   the input, then echoed straight from it (no copy); for other routes it is consumed and
