@@ -209,7 +209,9 @@ pub(super) fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
 }
 
 /// Executes one command with its arguments `a` (at least one: the name), appending its
-/// reply to `out`. Returns true when the connection should close (`QUIT`).
+/// reply to `out`. Returns true when the connection should close (`QUIT`). Inlined into
+/// its one caller, the session's command loop.
+#[inline(always)]
 pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) -> bool {
     let Some(cmd) = lookup(a.get(0)) else {
         client.cmd = 0;

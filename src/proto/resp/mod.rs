@@ -308,6 +308,7 @@ pub struct RedisSession {
 }
 
 /// Runs the commands at the front of `input` for `client` (see [`Redis::on_input`]).
+#[inline(always)]
 fn run(
     shared: &Shared,
     client: &mut Client,

@@ -28,7 +28,7 @@
 //! A request's total size is capped by `max_request`; Redis has the similar
 //! `client-query-buffer-limit`.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
 use super::RespConfig;
 use crate::proto::ProtoError;
@@ -77,6 +77,9 @@ pub(super) struct Scratch {
     pub(super) scratch: Vec<u8>,
     /// Commands executed on this thread, to run a small expiry step every so many.
     pub(super) executed: u32,
+    /// Where the multibulk command just found incomplete stopped (set by `multibulk`,
+    /// taken by its caller at once).
+    stopped: Option<Pending>,
 }
 
 /// Scratch capacity (in elements) kept by a thread between calls; more is freed.
@@ -84,11 +87,19 @@ const KEEP_SCRATCH: usize = 4096;
 
 impl Scratch {
     const fn new() -> Self {
-        Scratch { ranges: Vec::new(), scratch: Vec::new(), executed: 0 }
+        Scratch { ranges: Vec::new(), scratch: Vec::new(), executed: 0, stopped: None }
     }
 
     /// Frees buffers that one huge command grew beyond what the thread should keep.
+    #[inline]
     fn trim(&mut self) {
+        if self.ranges.capacity() > KEEP_SCRATCH || self.scratch.capacity() > KEEP_SCRATCH * 16 {
+            self.free();
+        }
+    }
+
+    #[cold]
+    fn free(&mut self) {
         if self.ranges.capacity() > KEEP_SCRATCH {
             self.ranges = Vec::new();
         }
@@ -100,19 +111,21 @@ impl Scratch {
 
 thread_local! {
     /// This thread's parser buffers, lent to one call at a time.
-    static SCRATCH: Cell<Scratch> = const { Cell::new(Scratch::new()) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
-/// Runs `f` with this thread's parser buffers. They are taken out of the thread-local for
-/// the call (a nested call, which nothing makes, would get fresh ones), and put back,
-/// trimmed, afterwards.
+/// Runs `f` with this thread's parser buffers (trimmed afterwards). A nested call, which
+/// nothing makes, would get fresh ones.
 #[inline]
 pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut sc = SCRATCH.with(Cell::take);
-    let r = f(&mut sc);
-    sc.trim();
-    SCRATCH.with(|c| c.set(sc));
-    r
+    SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut sc) => {
+            let r = f(&mut sc);
+            sc.trim();
+            r
+        }
+        Err(_) => f(&mut Scratch::new()),
+    })
 }
 
 /// Error kinds and replies, worded as Redis words them.
@@ -209,62 +222,94 @@ fn parse_u64_strict(digits: &[u8]) -> Option<u64> {
 impl Scratch {
     /// Looks at the command at the front of `input` (which must not be empty), resuming
     /// from `partial` (the connection's command read in part, if any; updated).
+    #[inline]
     pub(super) fn parse(
         &mut self,
         input: &[u8],
         cfg: &RespConfig,
         partial: &mut Option<Box<Partial>>,
     ) -> Result<Parsed, ProtoError> {
-        if let Some(mut b) = partial.take() {
-            match &mut *b {
-                Partial::Multibulk { p, ranges } if p.pos <= input.len() => {
-                    // Continue in this thread's buffer with the ranges found so far.
-                    let p = *p;
-                    std::mem::swap(&mut self.ranges, ranges);
-                    let r = self.multibulk(input, cfg, p);
-                    if let Ok(Step::Incomplete(p)) = r {
-                        // Still incomplete: the ranges go back to the connection.
-                        if let Partial::Multibulk { p: at, ranges } = &mut *b {
-                            *at = p;
-                            std::mem::swap(&mut self.ranges, ranges);
-                        }
-                        *partial = Some(b);
-                        return Ok(Parsed::Incomplete);
-                    }
-                    return r.map(Step::done);
-                }
-                Partial::Inline { scanned } if input.first().is_some_and(|&c| c != b'*') => {
-                    let scanned = *scanned;
-                    return self.inline(input, cfg, scanned, partial, Some(b));
-                }
-                // Shorter input than last time: parse it again from the start.
-                _ => {}
-            }
+        if partial.is_some() {
+            return self.resume(input, cfg, partial);
         }
+        self.fresh(input, cfg, partial)
+    }
+
+    /// A command from its first byte (nothing remembered).
+    #[inline(always)]
+    fn fresh(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        partial: &mut Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
         match input.first() {
             None => Ok(Parsed::Incomplete),
-            Some(b'*') => match self.multibulk_header(input, cfg)? {
-                Step::Incomplete(p) => {
-                    let ranges = self.ranges.clone();
-                    *partial = Some(Box::new(Partial::Multibulk { p, ranges }));
-                    Ok(Parsed::Incomplete)
+            Some(b'*') => {
+                let parsed = self.multibulk_header(input, cfg)?;
+                if parsed == Parsed::Incomplete {
+                    self.remember(partial);
                 }
-                step => Ok(step.done()),
-            },
+                Ok(parsed)
+            }
             Some(_) => self.inline(input, cfg, 0, partial, None),
         }
     }
 
-    fn multibulk_header(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Step, ProtoError> {
+    /// A multibulk command stopped incomplete: boxes where it stands and its ranges.
+    #[cold]
+    fn remember(&mut self, partial: &mut Option<Box<Partial>>) {
+        if let Some(p) = self.stopped.take() {
+            *partial = Some(Box::new(Partial::Multibulk { p, ranges: self.ranges.clone() }));
+        }
+    }
+
+    /// Continues the command `partial` holds.
+    #[cold]
+    fn resume(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        partial: &mut Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
+        let Some(mut b) = partial.take() else { return self.fresh(input, cfg, partial) };
+        match &mut *b {
+            Partial::Multibulk { p, ranges } if p.pos <= input.len() => {
+                // Continue in this thread's buffer with the ranges found so far.
+                let p = *p;
+                std::mem::swap(&mut self.ranges, ranges);
+                let r = self.multibulk(input, cfg, p);
+                if let Some(p) = self.stopped.take() {
+                    // Still incomplete: the ranges go back to the connection.
+                    if let Partial::Multibulk { p: at, ranges } = &mut *b {
+                        *at = p;
+                        std::mem::swap(&mut self.ranges, ranges);
+                    }
+                    *partial = Some(b);
+                    return Ok(Parsed::Incomplete);
+                }
+                r
+            }
+            Partial::Inline { scanned } if input.first().is_some_and(|&c| c != b'*') => {
+                let scanned = *scanned;
+                self.inline(input, cfg, scanned, partial, Some(b))
+            }
+            // Shorter input than last time: parse it again from the start.
+            _ => self.fresh(input, cfg, partial),
+        }
+    }
+
+    #[inline(always)]
+    fn multibulk_header(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
         let (cr, next) = match length_line(input, 0, cfg.max_inline) {
-            Line::Incomplete => return Ok(Step::Parsed(Parsed::Incomplete)),
+            Line::Incomplete => return Ok(Parsed::Incomplete),
             Line::TooBig => return Err(err("mbulk_count_too_big", "too big mbulk count string")),
             Line::BadEnd => return Err(invalid_multibulk_len()),
             Line::Done { cr, next } => (cr, next),
         };
         let n = parse_i64(&input[1..cr]).ok_or_else(invalid_multibulk_len)?;
         if n <= 0 {
-            return Ok(Step::Parsed(Parsed::Skip(next)));
+            return Ok(Parsed::Skip(next));
         }
         let n = usize::try_from(n).map_err(|_| invalid_multibulk_len())?;
         if n > cfg.max_multibulk {
@@ -281,13 +326,16 @@ impl Scratch {
         input: &[u8],
         cfg: &RespConfig,
         mut p: Pending,
-    ) -> Result<Step, ProtoError> {
+    ) -> Result<Parsed, ProtoError> {
         while p.remaining > 0 {
             let len = match p.bulk {
                 Some(len) => len,
                 None => {
                     let (cr, next) = match length_line(input, p.pos, cfg.max_inline) {
-                        Line::Incomplete => return Ok(Step::Incomplete(p)),
+                        Line::Incomplete => {
+                            self.stopped = Some(p);
+                            return Ok(Parsed::Incomplete);
+                        }
                         Line::TooBig => {
                             return Err(err("bulk_count_too_big", "too big bulk count string"));
                         }
@@ -312,7 +360,8 @@ impl Scratch {
             let end = p.pos + len;
             if input.len() < end + 2 {
                 p.bulk = Some(len);
-                return Ok(Step::Incomplete(p));
+                self.stopped = Some(p);
+                return Ok(Parsed::Incomplete);
             }
             if &input[end..end + 2] != b"\r\n" {
                 return Err(err("bulk_not_crlf", "bulk data not followed by CRLF"));
@@ -322,7 +371,7 @@ impl Scratch {
             p.bulk = None;
             p.remaining -= 1;
         }
-        Ok(Step::Parsed(Parsed::Command { len: p.pos, inline: false }))
+        Ok(Parsed::Command { len: p.pos, inline: false })
     }
 
     /// An inline line; `scanned` leading bytes are known to hold no `\n`. `reuse` is the
@@ -364,23 +413,6 @@ impl Scratch {
             Ok(Parsed::Skip(nl + 1))
         } else {
             Ok(Parsed::Command { len: nl + 1, inline: true })
-        }
-    }
-}
-
-/// Where a multibulk command stands after a parsing step.
-enum Step {
-    /// Not complete; parsing continues from here next time.
-    Incomplete(Pending),
-    /// Complete, skipped, or a length line not yet whole (nothing to remember).
-    Parsed(Parsed),
-}
-
-impl Step {
-    fn done(self) -> Parsed {
-        match self {
-            Step::Incomplete(_) => Parsed::Incomplete,
-            Step::Parsed(p) => p,
         }
     }
 }
