@@ -36,8 +36,8 @@ use crate::proto::ConnInfo;
 pub(super) const NO_SLOT: u32 = u32::MAX;
 
 /// Slots per chunk, chunks per second-level table, second-level tables: 2^28 slots.
-const CHUNK: usize = 256;
-const L2: usize = 1024;
+const CHUNK: usize = 1024;
+const L2: usize = 256;
 const L1: usize = 1024;
 
 /// Local addresses kept in the interned table; more distinct ones go beside the slots.
