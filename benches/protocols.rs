@@ -1,9 +1,9 @@
 //! Micro-benchmarks of the sans-IO protocols: the per-request cost of parsing a request
 //! and appending its reply, with no sockets involved.
 //!
-//! - `http/*`: `HttpSession::on_input` for one `GET /`, 16 pipelined `GET /` in one
+//! - `http/*`: `Http::on_input` for one `GET /`, 16 pipelined `GET /` in one
 //!   input, and a `POST /echo` carrying a 4 KiB body.
-//! - `resp/*`: `RedisSession::on_input` for a multibulk `PING`, `SET key <64 bytes>`,
+//! - `resp/*`: `Redis::on_input` for a multibulk `PING`, `SET key <64 bytes>`,
 //!   `GET key` (a 64-byte value), 16 pipelined `GET key`, and an inline `PING`.
 //! - `frame/*`: the codec's `decode` and `encode` of a 4 KiB frame and of 16 small
 //!   (32-byte) frames, and the frame echo session over the same inputs. `decode` only
@@ -23,7 +23,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use evloop::proto::frame::{self, Frame, FrameConfig};
 use evloop::proto::http::Http;
 use evloop::proto::resp::Redis;
-use evloop::proto::{Protocol, Session};
+use evloop::proto::{Bound, Protocol};
 
 /// Body size of the HTTP echo and payload size of the large frame.
 const BIG: usize = 4096;
@@ -34,7 +34,7 @@ const SMALL_FRAME: usize = 32;
 
 /// Feeds `input` to `session` once and checks that all of it was consumed without error
 /// or close, so a benchmark never measures an error path by mistake.
-fn check(session: &mut impl Session, input: &[u8], out: &mut Vec<u8>) {
+fn check<P: Protocol>(session: &mut Bound<P>, input: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let p = session.on_input(input, out).expect("benchmark input must be valid");
     assert_eq!(p.consumed, input.len(), "benchmark input must be consumed whole");
@@ -43,10 +43,10 @@ fn check(session: &mut impl Session, input: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Benchmarks `session.on_input(input)` with one reused output buffer.
-fn bench_session(
+fn bench_session<P: Protocol>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    session: &mut impl Session,
+    session: &mut Bound<P>,
     input: &[u8],
 ) {
     let mut out = Vec::with_capacity(64 * 1024);
@@ -68,11 +68,11 @@ fn http(c: &mut Criterion) {
     let get: &[u8] =
         b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
     group.throughput(Throughput::Elements(1));
-    bench_session(&mut group, "get", &mut proto.new_session(), get);
+    bench_session(&mut group, "get", &mut proto.open(), get);
 
     let pipelined = get.repeat(PIPELINE);
     group.throughput(Throughput::Elements(PIPELINE as u64));
-    bench_session(&mut group, "get_pipelined_16", &mut proto.new_session(), &pipelined);
+    bench_session(&mut group, "get_pipelined_16", &mut proto.open(), &pipelined);
 
     let mut post = format!(
         "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n\
@@ -81,7 +81,7 @@ fn http(c: &mut Criterion) {
     .into_bytes();
     post.extend((0..BIG).map(|i| b'a' + (i % 26) as u8));
     group.throughput(Throughput::Bytes(BIG as u64));
-    bench_session(&mut group, "post_echo_4KiB", &mut proto.new_session(), &post);
+    bench_session(&mut group, "post_echo_4KiB", &mut proto.open(), &post);
 
     group.finish();
 }
@@ -103,11 +103,11 @@ fn resp(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let ping = multibulk(&[b"PING"]);
-    bench_session(&mut group, "ping", &mut proto.new_session(), &ping);
+    bench_session(&mut group, "ping", &mut proto.open(), &ping);
 
     let value = [b'v'; 64];
     let set = multibulk(&[b"SET", b"key", &value]);
-    let mut session = proto.new_session();
+    let mut session = proto.open();
     bench_session(&mut group, "set_64B", &mut session, &set);
 
     // The key holds the 64-byte value from here on (checked by `check` above).
@@ -183,7 +183,7 @@ fn frames(c: &mut Criterion) {
     });
 
     // The frame echo session: decode + copy each whole frame to the output.
-    let mut session = proto.new_session();
+    let mut session = proto.open();
     group.throughput(Throughput::Bytes(big.len() as u64));
     bench_session(&mut group, "session_echo_4KiB", &mut session, &big);
     group.throughput(Throughput::Elements(PIPELINE as u64));

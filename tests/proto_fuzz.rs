@@ -1,5 +1,5 @@
 //! The protocols' fuzz target, in stable CI (issue 10): every protocol through the public
-//! `Protocol`/`Session` API, with random bytes and with valid pipelines that are then
+//! `Protocol` API, with random bytes and with valid pipelines that are then
 //! mutated (bytes overwritten, runs inserted, cut short), fed whole and in random chunks
 //! the way an engine feeds them. Properties:
 //!
@@ -18,7 +18,7 @@ use evloop::proto::echo::Echo;
 use evloop::proto::frame::{Frame, FrameConfig};
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
-use evloop::proto::{Protocol, Session};
+use evloop::proto::{Bound, Protocol};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree;
@@ -42,7 +42,7 @@ const CALL_LIMIT: Duration = Duration::from_millis(500);
 /// Feeds `input` to a fresh session in pieces of the given sizes (cycled; one piece of
 /// everything when `cuts` is empty), keeping the unconsumed tail as an engine does and
 /// stopping at a close or an error.
-fn feed<S: Session>(mut s: S, input: &[u8], cuts: &[usize]) -> Outcome {
+fn feed<P: Protocol>(mut s: Bound<P>, input: &[u8], cuts: &[usize]) -> Outcome {
     let mut o = Outcome { out: Vec::new(), requests: 0, error: None, close: false, left: 0 };
     let mut pending: Vec<u8> = Vec::new();
     let mut at = 0;
@@ -111,8 +111,8 @@ fn check<P: Protocol>(
     max_out: impl Fn(usize) -> usize,
     normalise: fn(&[u8]) -> Vec<u8>,
 ) -> Result<(), TestCaseError> {
-    let whole = feed(fresh().new_session(), input, &[]);
-    let chunked = feed(fresh().new_session(), input, cuts);
+    let whole = feed(fresh().open(), input, &[]);
+    let chunked = feed(fresh().open(), input, cuts);
     let (a, b) = (normalise(&whole.out), normalise(&chunked.out));
     prop_assert_eq!(
         String::from_utf8_lossy(&a),
@@ -323,8 +323,8 @@ proptest! {
 
     #[test]
     fn echo_fuzz(input in prop::collection::vec(any::<u8>(), 0..2000), cuts in cuts()) {
-        let whole = feed(Echo.new_session(), &input, &[]);
-        let chunked = feed(Echo.new_session(), &input, &cuts);
+        let whole = feed(Echo.open(), &input, &[]);
+        let chunked = feed(Echo.open(), &input, &cuts);
         prop_assert_eq!(&whole.out, &input);
         prop_assert_eq!(&chunked.out, &input);
         prop_assert_eq!((whole.left, chunked.left), (0, 0));
@@ -338,14 +338,14 @@ fn valid_pipelines_are_answered() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..32 {
         let input = redis_pipeline().new_tree(&mut runner).unwrap().current();
-        let o = feed(Redis::new(RESP).new_session(), &input, &[7]);
+        let o = feed(Redis::new(RESP).open(), &input, &[7]);
         assert_eq!((o.error, o.left), (None, 0), "{}", String::from_utf8_lossy(&input));
         let input = http_pipeline().new_tree(&mut runner).unwrap().current();
-        let o = feed(Http::new(HTTP).new_session(), &input, &[5]);
+        let o = feed(Http::new(HTTP).open(), &input, &[5]);
         assert_eq!(o.error, None, "{}", String::from_utf8_lossy(&input));
         assert!(o.close || o.left == 0);
         let input = frame_stream().new_tree(&mut runner).unwrap().current();
-        let o = feed(Frame::new(FRAME).new_session(), &input, &[3]);
+        let o = feed(Frame::new(FRAME).open(), &input, &[3]);
         assert_eq!((o.error, o.left, o.out.len()), (None, 0, input.len()));
     }
 }

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use evloop::proto::Protocol;
 use evloop::proto::resp::{Redis, RespConfig};
-use evloop::proto::{Protocol, Session};
 use evloop::serve::{Engine, Served, start};
 use redis::{Connection, FromRedisValue, Value};
 
@@ -465,7 +465,7 @@ fn protocol_errors_std() {
 /// reply if the input holds a protocol error (`true`: the server closes by itself). The
 /// server must send exactly this however the bytes were cut into reads.
 fn expected_replies(input: &[u8]) -> (Vec<u8>, bool) {
-    let mut session = Redis::default().new_session();
+    let mut session = Redis::default().open();
     let mut out = Vec::new();
     let mut at = 0;
     loop {

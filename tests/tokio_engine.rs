@@ -19,7 +19,7 @@ use evloop::net::ProtoMetrics;
 use evloop::proto::echo::Echo;
 use evloop::proto::http::{Http, HttpConfig};
 use evloop::proto::resp::{Redis, RespConfig};
-use evloop::proto::{Progress, ProtoError, Protocol, Session};
+use evloop::proto::{Progress, ProtoError, Protocol};
 
 fn loopback() -> Vec<SocketAddr> {
     vec!["127.0.0.1:0".parse().unwrap()]
@@ -289,13 +289,6 @@ struct Ticking(Arc<AtomicU64>);
 
 struct TickingSession;
 
-impl Session for TickingSession {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
-        out.extend_from_slice(input);
-        Ok(Progress::consumed(input.len()))
-    }
-}
-
 impl Protocol for Ticking {
     type Session = TickingSession;
     fn name(&self) -> &'static str {
@@ -303,6 +296,15 @@ impl Protocol for Ticking {
     }
     fn new_session(&self) -> TickingSession {
         TickingSession
+    }
+    fn on_input(
+        &self,
+        _: &mut TickingSession,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError> {
+        out.extend_from_slice(input);
+        Ok(Progress::consumed(input.len()))
     }
     fn tick(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,7 @@ use crate::net::{
     AcceptError, AcceptLog, BindOptions, ListenAddr, ProtoMetrics, tcp_listener, udp_socket,
     unix_listener,
 };
-use crate::proto::{Protocol, Session};
+use crate::proto::Protocol;
 
 /// What the std engine is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -470,12 +470,10 @@ fn conn_thread<P: Protocol>(
         // missed it. A drain serves it: its first request is answered, then it closes.
         let _ = conn.shutdown(Shutdown::Both);
     } else {
-        let session = if proto.wants_conn_info() {
-            proto.new_session_for(&conn.info())
-        } else {
-            proto.new_session()
-        };
+        let session =
+            if proto.wants_conn_info() { proto.open_for(&conn.info()) } else { proto.open() };
         let session = Buffered::new(session, metrics, 0);
+        // The session goes (and `Protocol::closed` runs) before the socket closes.
         if let Err(e) = serve_conn(&conn, session, &busy, state, limits.max_output) {
             debug!("std engine: connection: {e}");
         }
@@ -563,9 +561,9 @@ fn udp_loop<P: Protocol>(sock: UdpSocket, proto: P, state: Arc<State>, metrics: 
 /// Serves one connection until EOF, an error, the idle timeout, the session asks to
 /// close, or a drain finds it without a partial request. `busy` tells a drain whether
 /// the connection holds a partial request.
-fn serve_conn<S: Session>(
+fn serve_conn<P: Protocol>(
     conn: &Conn,
-    mut session: Buffered<S>,
+    mut session: Buffered<P>,
     busy: &AtomicBool,
     state: &State,
     max_output: Option<usize>,

@@ -275,9 +275,9 @@ async fn accept_loop<P: Protocol>(
                 local: stream.local_addr().ok(),
                 fd: Some(i64::from(stream.as_raw_fd())),
             };
-            ctx.proto.new_session_for(&info)
+            ctx.proto.open_for(&info)
         } else {
-            ctx.proto.new_session()
+            ctx.proto.open()
         };
         let session = Buffered::new(session, ctx.metrics.clone(), ctx.id);
         let (ctx, alive) = (ctx.clone(), alive.clone());
@@ -294,7 +294,7 @@ async fn accept_loop<P: Protocol>(
 /// stops.
 async fn serve_conn<P: Protocol>(
     mut stream: TcpStream,
-    mut session: Buffered<P::Session>,
+    mut session: Buffered<P>,
     ctx: &LoopCtx<P>,
 ) -> io::Result<()> {
     let mut stop = ctx.stop.clone();

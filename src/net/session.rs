@@ -1,4 +1,4 @@
-//! The one protocol adapter: drives a sans-IO [`Session`] over bytes in / bytes out for
+//! The one protocol adapter: drives a sans-IO [`Protocol`] session over bytes in / bytes out for
 //! every engine (the reactor through `serve`'s handler, the std and tokio engines
 //! directly), so a benchmark of engines compares engines, not protocol code.
 //!
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::counters::ProtoMetrics;
-use crate::proto::{Pending, Protocol, Session};
+use crate::proto::{Bound, Pending, Protocol};
 
 /// What the engine does after one [`drive`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,23 +68,29 @@ impl RequestTimeouts {
 /// A request timeout fired: appends the session's last words (HTTP: `408 Request
 /// Timeout` with `Connection: close`) to `out` and counts a `request_timeout` error. The
 /// engine closes the connection once `out` is written.
-pub fn timed_out<S: Session>(session: &mut S, out: &mut Vec<u8>, metrics: &ProtoMetrics) {
-    session.on_timeout(out);
+pub fn timed_out<P: Protocol>(
+    proto: &P,
+    session: &mut P::Session,
+    out: &mut Vec<u8>,
+    metrics: &ProtoMetrics,
+) {
+    proto.on_timeout(session, out);
     metrics.add_error("request_timeout");
 }
 
-/// Hands `input` (the connection's unconsumed bytes) to `session`; replies are appended
+/// Hands `input` (the connection's unconsumed bytes) to `proto` for `session`; replies are appended
 /// to `out`. Requests are counted into slot `slot` of `metrics`. On a protocol error the
 /// requests answered before it and the error are counted, its reply appended to `out`, all input consumed and `close` set.
 #[inline]
-pub fn drive<S: Session>(
-    session: &mut S,
+pub fn drive<P: Protocol>(
+    proto: &P,
+    session: &mut P::Session,
     input: &[u8],
     out: &mut Vec<u8>,
     metrics: &ProtoMetrics,
     slot: usize,
 ) -> Step {
-    match session.on_input(input, out) {
+    match proto.on_input(session, input, out) {
         Ok(p) => {
             metrics.add_requests(slot, p.requests as u64);
             let consumed = p.consumed.min(input.len());
@@ -114,13 +120,16 @@ pub fn datagram<P: Protocol>(
     metrics: &ProtoMetrics,
     slot: usize,
 ) {
-    drive(&mut proto.new_session(), data, out, metrics, slot);
+    let mut session = proto.new_session();
+    drive(proto, &mut session, data, out, metrics, slot);
+    proto.closed(&mut session);
 }
 
-/// A session plus the unconsumed tail of its input, for engines that read into a
-/// buffer of their own and keep no input between reads (the std and tokio engines).
-pub struct Buffered<S> {
-    session: S,
+/// A session (bound to its protocol, so that dropping it calls [`Protocol::closed`]) plus
+/// the unconsumed tail of its input, for engines that read into a buffer of their own and
+/// keep no input between reads (the std and tokio engines).
+pub struct Buffered<P: Protocol> {
+    session: Bound<P>,
     /// Input the session left unconsumed, presented again before the next bytes.
     tail: Vec<u8>,
     metrics: Arc<ProtoMetrics>,
@@ -129,9 +138,9 @@ pub struct Buffered<S> {
     again: bool,
 }
 
-impl<S: Session> Buffered<S> {
+impl<P: Protocol> Buffered<P> {
     /// Drives `session`, counting into slot `slot` of `metrics`.
-    pub fn new(session: S, metrics: Arc<ProtoMetrics>, slot: usize) -> Self {
+    pub fn new(session: Bound<P>, metrics: Arc<ProtoMetrics>, slot: usize) -> Self {
         Buffered { session, tail: Vec::new(), metrics, slot, again: false }
     }
 
@@ -154,14 +163,19 @@ impl<S: Session> Buffered<S> {
     /// unconsumed tail; replies go to `out`. Returns true when the connection must close
     /// once `out` is written. Copies `fresh` only when a tail is kept or left.
     pub fn feed(&mut self, fresh: &[u8], out: &mut Vec<u8>) -> bool {
+        let (proto, session) = self.session.parts();
         let step = if self.tail.is_empty() {
-            let step = drive(&mut self.session, fresh, out, &self.metrics, self.slot);
+            let step = drive(proto, session, fresh, out, &self.metrics, self.slot);
             self.tail.extend_from_slice(&fresh[step.consumed..]);
             step
         } else {
             self.tail.extend_from_slice(fresh);
-            let step = drive(&mut self.session, &self.tail, out, &self.metrics, self.slot);
+            let step = drive(proto, session, &self.tail, out, &self.metrics, self.slot);
             self.tail.drain(..step.consumed);
+            if self.tail.is_empty() {
+                // The request is done: an idle connection keeps no input buffer.
+                self.tail = Vec::new();
+            }
             step
         };
         self.again = step.consumed > 0 && !self.tail.is_empty() && !step.close;

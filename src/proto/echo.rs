@@ -1,12 +1,12 @@
 //! Echo: every byte received is sent back unchanged.
 
-use super::{Progress, ProtoError, Protocol, Session};
+use super::{Progress, ProtoError, Protocol};
 
 /// The echo protocol (`--proto echo`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Echo;
 
-/// An echo connection: stateless.
+/// An echo connection: stateless, zero bytes (`size_of::<EchoSession>() == 0`).
 #[derive(Debug, Default)]
 pub struct EchoSession;
 
@@ -18,10 +18,13 @@ impl Protocol for Echo {
     fn new_session(&self) -> EchoSession {
         EchoSession
     }
-}
-
-impl Session for EchoSession {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
+    #[inline]
+    fn on_input(
+        &self,
+        _: &mut EchoSession,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError> {
         out.extend_from_slice(input);
         Ok(Progress::consumed(input.len()))
     }
@@ -33,7 +36,7 @@ mod tests {
 
     #[test]
     fn echoes_and_consumes_everything() {
-        let mut s = Echo.new_session();
+        let mut s = Echo.open();
         let mut out = b"earlier".to_vec();
         let p = s.on_input(b"hello", &mut out).unwrap();
         assert_eq!(p, Progress::consumed(5));

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::{Pending, Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 4;
@@ -85,11 +85,10 @@ impl Frame {
     }
 }
 
-/// One frame connection (stateless between frames).
-#[derive(Debug)]
-pub struct FrameSession {
-    max: usize,
-}
+/// One frame connection: stateless between frames, zero bytes (the limit is the
+/// protocol's, a partial frame stays in the engine's input buffer).
+#[derive(Debug, Default)]
+pub struct FrameSession;
 
 impl Protocol for Frame {
     type Session = FrameSession;
@@ -97,15 +96,18 @@ impl Protocol for Frame {
         "frame"
     }
     fn new_session(&self) -> FrameSession {
-        FrameSession { max: self.config.max_frame }
+        FrameSession
     }
-}
 
-impl Session for FrameSession {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
+    fn on_input(
+        &self,
+        _: &mut FrameSession,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError> {
         let (mut at, mut frames) = (0, 0);
         loop {
-            match decode(&input[at..], self.max) {
+            match decode(&input[at..], self.config.max_frame) {
                 Ok(Some((_, len))) => {
                     out.extend_from_slice(&input[at..at + len]);
                     at += len;
@@ -152,7 +154,7 @@ mod tests {
     fn oversized_header_fails_before_payload_arrives() {
         let header = 1000u32.to_be_bytes();
         assert_eq!(decode(&header, 999), Err(FrameTooLarge { len: 1000, max: 999 }));
-        let mut s = Frame::new(FrameConfig { max_frame: 999 }).new_session();
+        let mut s = Frame::new(FrameConfig { max_frame: 999 }).open();
         let mut out = Vec::new();
         let e =
             s.on_input(&framed(&[b"ok"]).into_iter().chain(header).collect::<Vec<_>>(), &mut out);
@@ -164,13 +166,13 @@ mod tests {
 
     #[test]
     fn error_counts_the_frames_answered_before_it() {
-        let mut s = Frame::new(FrameConfig { max_frame: 10 }).new_session();
+        let mut s = Frame::new(FrameConfig { max_frame: 10 }).open();
         let mut input = framed(&[b"a", b"bb", b"ccc"]);
         input.extend_from_slice(&11u32.to_be_bytes());
         let mut out = Vec::new();
         let e = s.on_input(&input, &mut out).unwrap_err();
         assert_eq!((e.kind, e.requests), ("frame_too_large", 3));
-        let e = Frame::default().new_session().on_input(&11u32.to_be_bytes(), &mut out);
+        let e = Frame::default().open().on_input(&11u32.to_be_bytes(), &mut out);
         assert!(e.is_ok(), "within the default limit: just incomplete");
     }
 
@@ -229,7 +231,7 @@ mod tests {
 
     #[test]
     fn session_echoes_whole_frames_only() {
-        let mut s = Frame::default().new_session();
+        let mut s = Frame::default().open();
         let v = framed(&[b"abc", b"defg"]);
         let mut out = Vec::new();
         let p = s.on_input(&v[..10], &mut out).unwrap();
@@ -245,7 +247,7 @@ mod tests {
         ) {
             let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
             let stream = framed(&refs);
-            let mut s = Frame::default().new_session();
+            let mut s = Frame::default().open();
             let (mut input, mut out, mut at) = (Vec::new(), Vec::new(), 0);
             for cut in cuts.iter().cycle() {
                 if at >= stream.len() { break; }
@@ -261,7 +263,7 @@ mod tests {
 
         #[test]
         fn garbage_never_panics_and_stays_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
-            let mut s = Frame::new(FrameConfig { max_frame: 512 }).new_session();
+            let mut s = Frame::new(FrameConfig { max_frame: 512 }).open();
             let mut out = Vec::new();
             match s.on_input(&bytes, &mut out) {
                 Ok(p) => prop_assert!(bytes.len() - p.consumed < HEADER_LEN + 512),
@@ -279,7 +281,7 @@ mod tests {
             const MAX: usize = 512;
             let (want, want_frames, want_err) = model(&stream, MAX);
             // Whole.
-            let mut s = Frame::new(FrameConfig { max_frame: MAX }).new_session();
+            let mut s = Frame::new(FrameConfig { max_frame: MAX }).open();
             let mut out = Vec::new();
             match s.on_input(&stream, &mut out) {
                 Ok(p) => {
@@ -295,7 +297,7 @@ mod tests {
             }
             prop_assert_eq!(&out, &want);
             // In pieces, as an engine would feed it.
-            let mut s = Frame::new(FrameConfig { max_frame: MAX }).new_session();
+            let mut s = Frame::new(FrameConfig { max_frame: MAX }).open();
             let (mut input, mut out, mut at, mut frames, mut failed) = (Vec::new(), Vec::new(), 0, 0, false);
             for cut in cuts.iter().cycle() {
                 if at >= stream.len() { break; }

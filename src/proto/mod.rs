@@ -1,9 +1,10 @@
 //! Sans-IO protocols: bytes in, replies out, no sockets.
 //!
 //! Every protocol here is a state machine over `&[u8]`. An engine (the reactor, through
-//! `serve`, or the std and tokio engines in `engines`) owns the sockets and the buffers; it hands a [`Session`] the
-//! unconsumed input of one connection and an output buffer, and the session appends its
-//! replies and says how much input it consumed. The engine keeps only the unconsumed tail
+//! `serve`, or the std and tokio engines in `engines`) owns the sockets and the buffers; it hands
+//! [`Protocol::on_input`] a connection's session (its per-connection state), the unconsumed
+//! input of that connection and an output buffer, and the protocol appends its replies and
+//! says how much input it consumed. The engine keeps only the unconsumed tail
 //! and calls again when more bytes arrive, so a session never sees the same bytes twice
 //! unless it left them unconsumed.
 //!
@@ -24,7 +25,7 @@ use std::fmt;
 pub use conn_info::ConnInfo;
 
 /// Where a connection stands in its current request after a call of
-/// [`Session::on_input`]: what an engine's request timeouts follow (nginx's model: a
+/// [`Protocol::on_input`]: what an engine's request timeouts follow (nginx's model: a
 /// head timeout from the start of a request head to its end, and a between-reads timeout
 /// while a body arrives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +42,7 @@ pub enum Pending {
     Body,
 }
 
-/// What a [`Session`] did with one call of [`Session::on_input`].
+/// What a session did with one call of [`Protocol::on_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     /// Bytes of input consumed from the front of the slice (`<= input.len()`). The engine
@@ -133,29 +134,17 @@ pub(crate) fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
-/// The per-connection state machine of a protocol.
-pub trait Session: Send + 'static {
-    /// Handles the unconsumed input of the connection.
-    ///
-    /// Appends a reply for every complete request in `input`, in order, to `out` (never
-    /// clearing it: it may hold earlier output), and returns how many bytes were consumed.
-    /// An incomplete request at the end is left unconsumed; the session must return an
-    /// error rather than leave more than its configured limits unconsumed, so an engine's
-    /// input buffer stays bounded. Must not panic on any input.
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError>;
-
-    /// A request timeout fired while a request was in progress (the last call reported
-    /// [`Progress::pending`] other than `None`): appends what the peer should get before
-    /// the engine closes the connection (HTTP: `408 Request Timeout` with
-    /// `Connection: close`). The session is not called again. Default: nothing.
-    fn on_timeout(&mut self, _out: &mut Vec<u8>) {}
-}
-
 /// A protocol: configuration and server-wide state (a Redis keyspace, say), shared by all
-/// loops and threads of one server. Cloning is cheap (an `Arc` or small config).
+/// loops and threads of one server, plus the functions that run its per-connection state
+/// machines. Cloning is cheap (an `Arc` or small config).
+///
+/// The per-connection state ([`Protocol::Session`]) holds only what differs between
+/// connections; whatever all connections share (limits, routes, a keyspace) stays in the
+/// protocol value, which every engine holds and passes to each call. So an idle connection
+/// costs only its session (a few bytes for the protocols here: see each session's docs).
 pub trait Protocol: Clone + Send + Sync + 'static {
-    /// The per-connection state machine.
-    type Session: Session;
+    /// The per-connection state: only what one connection needs between calls.
+    type Session: Send + 'static;
 
     /// A short lowercase name: `"echo"`, `"http"`, `"redis"`, `"frame"`.
     fn name(&self) -> &'static str;
@@ -176,8 +165,103 @@ pub trait Protocol: Clone + Send + Sync + 'static {
         false
     }
 
+    /// Handles the unconsumed input of the connection whose state is `session`.
+    ///
+    /// Appends a reply for every complete request in `input`, in order, to `out` (never
+    /// clearing it: it may hold earlier output), and returns how many bytes were consumed.
+    /// An incomplete request at the end is left unconsumed; the session must return an
+    /// error rather than leave more than its configured limits unconsumed, so an engine's
+    /// input buffer stays bounded. Must not panic on any input.
+    fn on_input(
+        &self,
+        session: &mut Self::Session,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError>;
+
+    /// A request timeout fired while a request was in progress (the last call reported
+    /// [`Progress::pending`] other than `None`): appends what the peer should get before
+    /// the engine closes the connection (HTTP: `408 Request Timeout` with
+    /// `Connection: close`). The session is not called again. Default: nothing.
+    fn on_timeout(&self, _session: &mut Self::Session, _out: &mut Vec<u8>) {}
+
+    /// The connection is gone: releases what the session holds outside itself (Redis: its
+    /// `CLIENT LIST` entry). Engines call it exactly once per session made with
+    /// [`new_session`](Self::new_session) or [`new_session_for`](Self::new_session_for),
+    /// before dropping the session (and, for sessions made with a descriptor, before
+    /// closing it); the session is not called again. Default: nothing.
+    fn closed(&self, _session: &mut Self::Session) {}
+
     /// Periodic maintenance (expiry sweeps, cached dates), called about once a second from
     /// every event-loop thread, and from one housekeeping thread by the std baseline.
     /// Must be cheap and must not block for long.
     fn tick(&self) {}
+
+    /// A fresh session bound to a clone of this protocol (see [`Bound`]).
+    fn open(&self) -> Bound<Self> {
+        Bound::new(self.clone(), self.new_session())
+    }
+
+    /// A fresh session for the connection `conn` describes, bound to a clone of this
+    /// protocol (see [`Bound`]).
+    fn open_for(&self, conn: &ConnInfo) -> Bound<Self> {
+        Bound::new(self.clone(), self.new_session_for(conn))
+    }
+}
+
+/// A session together with its protocol, for code that drives one connection by hand
+/// (tests, benchmarks, the std and tokio engines): the [`Protocol`] calls as methods, and
+/// [`Protocol::closed`] when dropped.
+pub struct Bound<P: Protocol> {
+    proto: P,
+    session: P::Session,
+}
+
+impl<P: Protocol> Bound<P> {
+    /// Binds `session` (made by `proto`) to `proto`.
+    pub fn new(proto: P, session: P::Session) -> Self {
+        Bound { proto, session }
+    }
+
+    /// [`Protocol::on_input`] on this session.
+    #[inline]
+    pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
+        self.proto.on_input(&mut self.session, input, out)
+    }
+
+    /// [`Protocol::on_timeout`] on this session.
+    pub fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        self.proto.on_timeout(&mut self.session, out)
+    }
+
+    /// The protocol.
+    pub fn proto(&self) -> &P {
+        &self.proto
+    }
+
+    /// The session.
+    pub fn session(&self) -> &P::Session {
+        &self.session
+    }
+
+    /// The protocol and the session, for an engine's calls.
+    pub fn parts(&mut self) -> (&P, &mut P::Session) {
+        (&self.proto, &mut self.session)
+    }
+}
+
+impl<P: Protocol> Drop for Bound<P> {
+    fn drop(&mut self) {
+        self.proto.closed(&mut self.session);
+    }
+}
+
+impl<P: Protocol> fmt::Debug for Bound<P>
+where
+    P: fmt::Debug,
+    P::Session: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bound").field("proto", &self.proto).field("session", &self.session).finish()
+    }
 }

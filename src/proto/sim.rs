@@ -3,10 +3,10 @@
 //! protocol error appends the error's reply and stops, as an engine closing the
 //! connection would.
 
-use super::{ProtoError, Session};
+use super::{Bound, ProtoError, Protocol};
 
-pub(crate) struct Sim<S> {
-    pub(crate) session: S,
+pub(crate) struct Sim<P: Protocol> {
+    pub(crate) session: Bound<P>,
     /// Input not consumed yet.
     pub(crate) buf: Vec<u8>,
     /// Everything the session wrote, error replies included.
@@ -18,8 +18,8 @@ pub(crate) struct Sim<S> {
     pub(crate) max_unconsumed: usize,
 }
 
-impl<S: Session> Sim<S> {
-    pub(crate) fn new(session: S) -> Self {
+impl<P: Protocol> Sim<P> {
+    pub(crate) fn new(session: Bound<P>) -> Self {
         Sim {
             session,
             buf: Vec::new(),

@@ -8,18 +8,21 @@
 //!
 //! # How a connection is processed
 //!
-//! [`HttpSession::on_input`] answers every complete request in its input, in order, into
-//! the one output buffer (pipelining). A request head is parsed with `httparse` once it is
-//! complete, then *consumed*; what the body needs (framing, route, connection handling) is
-//! kept in the session, so a head is never parsed twice and an `Expect: 100-continue`
-//! interim response is sent once. Bodies:
+//! [`Http::on_input`](Protocol::on_input) answers every complete request in its input, in
+//! order, into the one output buffer (pipelining). A request head is parsed with `httparse`
+//! once it is complete, then *consumed*; what the body needs (framing, route, connection
+//! handling) is kept in the session, so a head is never parsed twice and an
+//! `Expect: 100-continue` interim response is sent once. Bodies:
 //!
 //! * `Content-Length`: for `POST /echo` the body is left unconsumed until all of it is in
 //!   the input, then echoed straight from it (no copy); for other routes it is consumed and
 //!   discarded as it arrives.
 //! * `Transfer-Encoding: chunked`: decoded incrementally (chunk extensions and trailer
-//!   fields are ignored); decoded bytes of an echo body are kept in a session buffer that is
-//!   bounded by `max_body` and released after a large request.
+//!   fields are ignored); decoded bytes of an echo body are kept in a buffer that is
+//!   bounded by `max_body` and released once the request has been answered.
+//!
+//! Between requests a connection holds nothing: [`HttpSession`] is one pointer, set only
+//! while a request's body is still arriving (or once the connection is finished).
 //!
 //! So the unconsumed input a session leaves is at most the larger of `max_head_bytes` (a
 //! partial head or trailer line), `max_body` (a partial echo body) and 1 KiB (a partial
@@ -68,7 +71,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use super::{Pending, Progress, ProtoError, Protocol, Session};
+use super::{Pending, Progress, ProtoError, Protocol};
 use date::HttpDate;
 use response::{ConnHeader, Response, status};
 
@@ -160,7 +163,47 @@ impl Protocol for Http {
     }
 
     fn new_session(&self) -> HttpSession {
-        HttpSession { routes: self.routes.clone(), ..HttpSession::new(self.config) }
+        HttpSession { busy: None }
+    }
+
+    /// Answers every complete request in `input` (see the [module docs](self)).
+    fn on_input(
+        &self,
+        session: &mut HttpSession,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError> {
+        let mut w = match session.busy.take() {
+            None => Work::new(self),
+            Some(b) if b.finished => {
+                session.busy = Some(b);
+                return Ok(Progress::answered(input.len(), 0, true));
+            }
+            Some(b) => Work::resume(self, *b),
+        };
+        let r = w.on_input(input, out);
+        session.busy = w.park();
+        r
+    }
+
+    /// `408 Request Timeout` with `Connection: close`; the session is finished after it.
+    fn on_timeout(&self, session: &mut HttpSession, out: &mut Vec<u8>) {
+        if session.busy.as_ref().is_some_and(|b| b.finished) {
+            return;
+        }
+        session.busy = Some(Box::new(Busy::finished()));
+        response::write(
+            out,
+            &date::now(),
+            &Response {
+                status: status::REQUEST_TIMEOUT,
+                allow: None,
+                content_type: response::TEXT,
+                body: b"Request Timeout\n",
+                head_only: false,
+                conn: ConnHeader::Close,
+            },
+        );
     }
 
     /// Refreshes the calling thread's cached `Date` value.
@@ -256,41 +299,101 @@ struct Request {
     body: Body,
 }
 
-/// One HTTP connection's state: the request in progress (if its head has been read) and
-/// the decoded body of a chunked `POST /echo`. Memory is bounded by [`HttpConfig`].
-#[derive(Debug)]
+/// One HTTP connection's state: 8 bytes, `None` between requests (an idle connection
+/// holds no heap memory). Boxed state exists only while a request's body is still arriving
+/// (the request's framing and route, the decoded part of a chunked echo body, an extra
+/// route's reply), and once the connection is finished (a closing response, an error or a
+/// timeout was produced: further input is ignored).
+#[derive(Debug, Default)]
 pub struct HttpSession {
-    config: HttpConfig,
+    busy: Option<Box<Busy>>,
+}
+
+impl HttpSession {
+    /// Whether the session holds no state (between requests of a live connection).
+    pub fn is_idle(&self) -> bool {
+        self.busy.is_none()
+    }
+
+    /// Bytes of a chunked echo body decoded so far (0 when none is in progress).
+    #[cfg(test)]
+    fn body_len(&self) -> usize {
+        self.busy.as_ref().map_or(0, |b| b.body.len())
+    }
+}
+
+/// What a connection keeps between calls while a request is in progress (boxed).
+#[derive(Debug)]
+struct Busy {
     /// The request whose head was consumed and whose body is still being read.
     pending: Option<Request>,
     /// Decoded chunked body of an echo request (`<= max_body` bytes).
     body: Vec<u8>,
     /// A closing response or an error was produced; all further input is ignored.
     finished: bool,
-    /// Extra routes asked before the fixed router.
-    routes: Option<Routes>,
     /// The reply of an extra route to the request in progress.
     custom: Option<RouteReply>,
 }
 
-/// A chunked echo buffer above this capacity is freed after its request, so an idle
-/// connection does not keep a large allocation.
-const KEEP_BODY_CAPACITY: usize = 64 * 1024;
+impl Busy {
+    fn finished() -> Self {
+        Busy { pending: None, body: Vec::new(), finished: true, custom: None }
+    }
+}
+
+/// One call's working state: the protocol's limits and routes plus the connection's
+/// [`Busy`] state, unpacked (nothing boxed unless it must outlive the call).
+struct Work<'a> {
+    config: &'a HttpConfig,
+    routes: Option<&'a Routes>,
+    /// The request whose head was consumed and whose body is still being read.
+    pending: Option<Request>,
+    /// Decoded chunked body of an echo request (`<= max_body` bytes).
+    body: Vec<u8>,
+    /// A closing response or an error was produced; all further input is ignored.
+    finished: bool,
+    /// The reply of an extra route to the request in progress.
+    custom: Option<RouteReply>,
+}
 
 /// Header fields parsed into a stack array before falling back to the heap.
 const STACK_HEADERS: usize = 64;
 
-impl HttpSession {
-    /// A fresh connection enforcing `config`.
-    pub fn new(config: HttpConfig) -> Self {
-        HttpSession {
-            config,
+impl<'a> Work<'a> {
+    /// A connection with nothing in progress.
+    #[inline]
+    fn new(http: &'a Http) -> Self {
+        Work {
+            config: &http.config,
+            routes: http.routes.as_ref(),
             pending: None,
             body: Vec::new(),
             finished: false,
-            routes: None,
             custom: None,
         }
+    }
+
+    /// A connection with a request in progress.
+    fn resume(http: &'a Http, b: Busy) -> Self {
+        Work {
+            pending: b.pending,
+            body: b.body,
+            finished: b.finished,
+            custom: b.custom,
+            ..Work::new(http)
+        }
+    }
+
+    /// What must outlive this call, boxed; `None` (and everything dropped) when no
+    /// request is in progress.
+    #[inline]
+    fn park(self) -> Option<Box<Busy>> {
+        if self.pending.is_none() && !self.finished {
+            return None;
+        }
+        let Work { pending, body, finished, custom, .. } = self;
+        let body = if pending.is_some() { body } else { Vec::new() };
+        Some(Box::new(Busy { pending, body, finished, custom }))
     }
 
     /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete (and within
@@ -391,7 +494,7 @@ impl HttpSession {
         let method = req.method.unwrap_or("");
         let target = req.path.unwrap_or("");
         let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let custom = match &self.routes {
+        let custom = match self.routes {
             Some(routes) => (routes.0)(method, path),
             None => None,
         };
@@ -502,12 +605,9 @@ impl HttpSession {
         ProtoError::new(fail.kind(), reply)
     }
 
+    /// Empties the echo body buffer between requests (freed at the end of the call).
     fn release_body(&mut self) {
-        if self.body.capacity() > KEEP_BODY_CAPACITY {
-            self.body = Vec::new();
-        } else {
-            self.body.clear();
-        }
+        self.body.clear();
     }
 }
 
@@ -587,12 +687,9 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Fail> {
     result.ok_or(Fail::BadRequest)
 }
 
-impl Session for HttpSession {
+impl Work<'_> {
     /// Answers every complete request in `input` (see the [module docs](self)).
     fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
-        if self.finished {
-            return Ok(Progress::answered(input.len(), 0, true));
-        }
         // The clock is read at most once per call, when the first response needs it.
         let mut date: Option<HttpDate> = None;
         let (mut pos, mut answered) = (0, 0);
@@ -684,28 +781,6 @@ impl Session for HttpSession {
         debug_assert!(pos <= input.len());
         Ok(Progress::answered(pos, answered, false).with_pending(pending))
     }
-
-    /// `408 Request Timeout` with `Connection: close`; the session is finished after it.
-    fn on_timeout(&mut self, out: &mut Vec<u8>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        self.pending = None;
-        self.release_body();
-        response::write(
-            out,
-            &date::now(),
-            &Response {
-                status: status::REQUEST_TIMEOUT,
-                allow: None,
-                content_type: response::TEXT,
-                body: b"Request Timeout\n",
-                head_only: false,
-                conn: ConnHeader::Close,
-            },
-        );
-    }
 }
 
 #[cfg(test)]
@@ -728,7 +803,7 @@ mod route_tests {
 
     fn run(input: &[u8]) -> (Result<Progress, ProtoError>, String) {
         let mut out = Vec::new();
-        let r = http().new_session().on_input(input, &mut out);
+        let r = http().open().on_input(input, &mut out);
         (r, String::from_utf8(out).unwrap())
     }
 

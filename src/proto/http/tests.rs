@@ -2,6 +2,7 @@
 //! split a pipelined stream arbitrarily or feed garbage.
 
 use super::*;
+use crate::proto::Bound;
 use crate::proto::sim::Sim;
 use proptest::prelude::*;
 
@@ -81,7 +82,7 @@ fn call(input: &[u8]) -> (Vec<u8>, Result<Progress, ProtoError>) {
 }
 
 fn call_with(config: HttpConfig, input: &[u8]) -> (Vec<u8>, Result<Progress, ProtoError>) {
-    let mut session = Http::new(config).new_session();
+    let mut session = Http::new(config).open();
     let mut out = Vec::new();
     let r = session.on_input(input, &mut out);
     (out, r)
@@ -104,10 +105,10 @@ fn assert_fail(config: HttpConfig, input: &[u8], before: &[u8], kind: &str, repl
 }
 
 /// The test engine over an HTTP session.
-type Engine = Sim<HttpSession>;
+type Engine = Sim<Http>;
 
 fn engine(config: HttpConfig) -> Engine {
-    Sim::new(Http::new(config).new_session())
+    Sim::new(Http::new(config).open())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ fn http10_closes_unless_keep_alive() {
 
 #[test]
 fn input_after_close_is_ignored() {
-    let mut session = Http::default().new_session();
+    let mut session = Http::default().open();
     let mut out = Vec::new();
     let p = session.on_input(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &mut out).unwrap();
     assert!(p.close);
@@ -263,7 +264,7 @@ fn pipelines_sixteen_requests_in_order() {
     input.extend_from_slice(b"GET / HT");
     let mut out = b"earlier".to_vec();
     let (r, out) = {
-        let mut session = Http::default().new_session();
+        let mut session = Http::default().open();
         let r = session.on_input(&input, &mut out);
         (r, out)
     };
@@ -383,7 +384,7 @@ fn large_bodies() {
     }
     assert_eq!(norm(&e.out), echo(&body, None));
     assert!(e.max_unconsumed < 1024);
-    assert!(e.session.body.capacity() <= KEEP_BODY_CAPACITY, "released");
+    assert!(e.session.session().is_idle(), "released");
 
     // A large body to a discarding route is consumed as it arrives.
     let mut e = engine(HttpConfig::default());
@@ -619,7 +620,7 @@ fn unsupported_versions() {
 
 #[test]
 fn errors_finish_the_session() {
-    let mut session = Http::default().new_session();
+    let mut session = Http::default().open();
     let mut out = Vec::new();
     assert!(session.on_input(b"BAD\r\n\r\n", &mut out).is_err());
     let p = session.on_input(b"GET / HTTP/1.1\r\n\r\n", &mut out).unwrap();
@@ -644,8 +645,8 @@ fn protocol_surface() {
     assert_eq!(clone.config(), &limits);
     let req = b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    let ra = small.new_session().on_input(req, &mut a);
-    let rb = clone.new_session().on_input(req, &mut b);
+    let ra = small.open().on_input(req, &mut a);
+    let rb = clone.open().on_input(req, &mut b);
     assert_eq!(norm(&a), norm(&b));
     let (ea, eb) = (ra.unwrap_err(), rb.unwrap_err());
     assert_eq!(eb.kind, "body_too_large", "the clone keeps the limits");
@@ -858,7 +859,7 @@ fn check_robust(config: HttpConfig, input: &[u8], sizes: &[usize]) -> Result<(),
     }
     let bound = config.max_head_bytes + config.max_body + chunked::MAX_CHUNK_LINE + 16;
     prop_assert!(e.max_unconsumed <= bound, "{} > {}", e.max_unconsumed, bound);
-    prop_assert!(e.session.body.len() <= config.max_body);
+    prop_assert!(e.session.session().body_len() <= config.max_body);
     Ok(())
 }
 
@@ -925,14 +926,14 @@ fn protocol_error_counts_the_requests_answered_before_it() {
 #[test]
 fn pending_reports_where_the_request_stands() {
     let mut out = Vec::new();
-    let p = |s: &mut HttpSession, input: &[u8], out: &mut Vec<u8>| s.on_input(input, out).unwrap();
-    let mut s = Http::default().new_session();
+    let p = |s: &mut Bound<Http>, input: &[u8], out: &mut Vec<u8>| s.on_input(input, out).unwrap();
+    let mut s = Http::default().open();
     assert_eq!(p(&mut s, b"GET / HTTP/1.1\r\n\r\n", &mut out).pending, Pending::None);
     assert_eq!(p(&mut s, b"GET / HT", &mut out).pending, Pending::Head);
-    let mut s = Http::default().new_session();
+    let mut s = Http::default().open();
     let r = p(&mut s, b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\na", &mut out);
     assert_eq!((r.consumed, r.pending), (42, Pending::Body), "an echo body waits whole");
-    let mut s = Http::default().new_session();
+    let mut s = Http::default().open();
     let r = p(&mut s, b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\na", &mut out);
     assert_eq!(r.pending, Pending::Body);
     assert_eq!(p(&mut s, b"bc", &mut out).pending, Pending::None);
@@ -942,7 +943,7 @@ fn pending_reports_where_the_request_stands() {
 
 #[test]
 fn a_timeout_answers_408_and_finishes_the_session() {
-    let mut s = Http::default().new_session();
+    let mut s = Http::default().open();
     let mut out = Vec::new();
     s.on_input(b"GET / HT", &mut out).unwrap();
     s.on_timeout(&mut out);

@@ -38,22 +38,22 @@ impl<'a> Args<'a> {
     }
 }
 
-/// Per-connection client state.
+/// A connection's client state for the length of one call: unpacked from the session
+/// (slot, database) and the thread's scratch (the command counter), written back after.
 #[derive(Debug, Default)]
 pub(super) struct Client {
-    /// `CLIENT ID`.
-    pub(super) id: u64,
-    /// `CLIENT SETNAME`.
-    pub(super) name: Option<Vec<u8>>,
+    /// The session's slot in the registry `CLIENT LIST` reads (`client.rs`).
+    pub(super) slot: u32,
+    /// The selected database (`SELECT`).
+    pub(super) db: usize,
     /// A command's reply would have exceeded `max_reply`: nothing was appended, and the
     /// session ends with an `output_limit` error.
     pub(super) reply_refused: bool,
-    /// The registration `CLIENT LIST` reads (`client.rs`); `None` for a session made
-    /// without connection facts.
-    pub(super) registered: Option<super::client::Registered>,
-    /// The selected database (`SELECT`).
-    pub(super) db: usize,
-    /// Commands executed, to run a small expiry step every `STEP_EVERY` of them.
+    /// The last command run: 1 + its index in [`SPECS`], or 0 for an unknown one (for
+    /// `CLIENT LIST`'s `cmd=`).
+    pub(super) cmd: u8,
+    /// Commands executed on this thread, to run a small expiry step every `STEP_EVERY`
+    /// of them.
     pub(super) executed: u32,
 }
 
@@ -209,12 +209,16 @@ pub(super) fn invalid_expire(out: &mut Vec<u8>, name: &[u8]) {
 }
 
 /// Executes one command with its arguments `a` (at least one: the name), appending its
-/// reply to `out`. Returns true when the connection should close (`QUIT`).
+/// reply to `out`. Returns true when the connection should close (`QUIT`). Inlined into
+/// its one caller, the session's command loop.
+#[inline(always)]
 pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut Vec<u8>) -> bool {
     let Some(cmd) = lookup(a.get(0)) else {
+        client.cmd = 0;
         unknown_command(a, out);
         return false;
     };
+    client.cmd = cmd as u8 + 1;
     let (_, name, arity) = SPECS[cmd as usize];
     if !arity_ok(arity, a.len()) {
         wrong_arity(out, name);
@@ -408,7 +412,7 @@ pub(super) fn execute(sh: &Shared, client: &mut Client, a: &Args<'_>, out: &mut 
         Cmd::Select => {
             if let Some(db) = db_arg(a.get(1), out) {
                 client.db = db;
-                super::client::selected(client);
+                super::client::selected(sh, client);
                 reply::raw(out, OK);
             }
         }
@@ -1083,9 +1087,9 @@ mod tests {
     /// would send it, answers in a few milliseconds.
     #[test]
     fn config_get_with_many_stars_answers_fast() {
-        use crate::proto::{Protocol, Session};
+        use crate::proto::Protocol;
         let redis = crate::proto::resp::Redis::default();
-        let mut s = redis.new_session();
+        let mut s = redis.open();
         let pat = b"*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*Z";
         let mut req = Vec::new();
         req.extend_from_slice(format!("*{}\r\n", 2 + 24).as_bytes());

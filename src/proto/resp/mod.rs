@@ -77,9 +77,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::{ConnInfo, Pending, Progress, ProtoError, Protocol, Session};
+use super::{ConnInfo, Pending, Progress, ProtoError, Protocol};
 use commands::{Args, Client};
-use parse::{Parsed, Parser};
+use parse::{Parsed, Partial, with_scratch};
 
 pub use keyspace::{Keyspace, SweepStats};
 
@@ -222,22 +222,9 @@ impl Protocol for Redis {
         "redis"
     }
 
+    /// A session registered for `CLIENT LIST` without addresses or descriptor.
     fn new_session(&self) -> RedisSession {
-        let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.clients.fetch_add(1, Ordering::Relaxed);
-        self.shared.connections.fetch_add(1, Ordering::Relaxed);
-        RedisSession {
-            shared: Arc::clone(&self.shared),
-            parser: Parser::default(),
-            client: Client {
-                id,
-                name: None,
-                reply_refused: false,
-                registered: None,
-                db: 0,
-                executed: 0,
-            },
-        }
+        self.new_session_for(&ConnInfo::default())
     }
 
     /// `CLIENT LIST` shows addresses and descriptors.
@@ -247,9 +234,45 @@ impl Protocol for Redis {
 
     /// A session registered for `CLIENT LIST` with `conn`'s addresses and descriptor.
     fn new_session_for(&self, conn: &ConnInfo) -> RedisSession {
-        let mut session = self.new_session();
-        session.client.registered = Some(client::register(&self.shared, session.client.id, conn));
-        session
+        let sh = &*self.shared;
+        let id = sh.next_client_id.fetch_add(1, Ordering::Relaxed) + 1;
+        sh.clients.fetch_add(1, Ordering::Relaxed);
+        sh.connections.fetch_add(1, Ordering::Relaxed);
+        RedisSession { slot: client::register(sh, id, conn), db: 0, partial: None }
+    }
+
+    /// Executes every complete command at the front of `input` in order, appending each
+    /// reply to `out`. Stops at an incomplete command (left unconsumed; at most about
+    /// `max_request + max_inline` bytes before a protocol error), once this call's
+    /// replies reach `output_budget` (the rest left unconsumed, nothing pending), after
+    /// `QUIT` (with `close: true`), or at a protocol error (replies of earlier commands
+    /// stay in `out`), including a reply over `max_reply`.
+    fn on_input(
+        &self,
+        session: &mut RedisSession,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ProtoError> {
+        with_scratch(|sc| {
+            let mut client = Client {
+                slot: session.slot,
+                db: usize::from(session.db),
+                reply_refused: false,
+                cmd: 0,
+                executed: sc.executed,
+            };
+            let r = run(&self.shared, &mut client, sc, &mut session.partial, input, out);
+            sc.executed = client.executed;
+            session.db = client.db as u8;
+            r
+        })
+    }
+
+    /// Leaves `CLIENT LIST`.
+    fn closed(&self, session: &mut RedisSession) {
+        client::unregister(&self.shared, std::mem::replace(&mut session.slot, client::NO_SLOT));
+        session.partial = None;
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Advances `CLIENT LIST`'s coarse clock, then one bounded active-expiry step over
@@ -270,61 +293,73 @@ impl Protocol for Redis {
     }
 }
 
-/// One Redis connection: parser state (reused buffers, a request read in part) and client
-/// state (`CLIENT ID`, `CLIENT SETNAME`).
+/// One Redis connection: 16 bytes. Its slot in the server's `CLIENT LIST` registry (where
+/// its id, addresses, name and last command are), its selected database, and a command
+/// read in part, boxed, only while one is (an idle connection holds no heap memory of its
+/// own: the parser's buffers are per thread, the keyspace is the protocol's).
 #[derive(Debug)]
 pub struct RedisSession {
-    shared: Arc<Shared>,
-    parser: Parser,
-    client: Client,
+    /// Slot in the registry (`client.rs`), [`client::NO_SLOT`] when it has none.
+    slot: u32,
+    /// The selected database (`SELECT`, `0..DATABASES`).
+    db: u8,
+    /// The command at the front of the input, read in part (see `parse.rs`).
+    partial: Option<Box<Partial>>,
 }
 
-impl Drop for RedisSession {
-    fn drop(&mut self) {
-        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Session for RedisSession {
-    /// Executes every complete command at the front of `input` in order, appending each
-    /// reply to `out`. Stops at an incomplete command (left unconsumed; at most about
-    /// `max_request + max_inline` bytes before a protocol error), once this call's
-    /// replies reach `output_budget` (the rest left unconsumed, nothing pending), after
-    /// `QUIT` (with `close: true`), or at a protocol error (replies of earlier commands
-    /// stay in `out`), including a reply over `max_reply`.
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Progress, ProtoError> {
-        let shared = &*self.shared;
-        let (mut pos, mut answered) = (0, 0);
-        let start = out.len();
-        while pos < input.len() {
-            let rest = &input[pos..];
-            match self.parser.parse(rest, &shared.cfg).map_err(|e| e.after(answered))? {
-                Parsed::Incomplete => {
-                    let p = Progress::answered(pos, answered, false);
-                    return Ok(p.with_pending(Pending::Head));
+/// Runs the commands at the front of `input` for `client` (see [`Redis::on_input`]).
+#[inline(always)]
+fn run(
+    shared: &Shared,
+    client: &mut Client,
+    sc: &mut parse::Scratch,
+    partial: &mut Option<Box<Partial>>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Progress, ProtoError> {
+    let (mut pos, mut answered) = (0, 0);
+    let start = out.len();
+    let done = |client: &Client, answered: usize| {
+        if answered > 0 {
+            client::touch(shared, client);
+        }
+    };
+    while pos < input.len() {
+        let rest = &input[pos..];
+        let parsed = sc.parse(rest, &shared.cfg, partial).map_err(|e| {
+            done(client, answered);
+            e.after(answered)
+        })?;
+        match parsed {
+            Parsed::Incomplete => {
+                done(client, answered);
+                let p = Progress::answered(pos, answered, false);
+                return Ok(p.with_pending(Pending::Head));
+            }
+            Parsed::Skip(n) => pos += n,
+            Parsed::Command { len, inline } => {
+                let buf = if inline { &sc.scratch[..] } else { rest };
+                let args = Args::new(buf, &sc.ranges);
+                let close = commands::execute(shared, client, &args, out);
+                if client.reply_refused {
+                    done(client, answered);
+                    let reply = b"-ERR reply exceeds the output limit\r\n";
+                    return Err(ProtoError::new("output_limit", &reply[..]).after(answered));
                 }
-                Parsed::Skip(n) => pos += n,
-                Parsed::Command { len, inline } => {
-                    let buf = if inline { &self.parser.scratch[..] } else { rest };
-                    let args = Args::new(buf, &self.parser.ranges);
-                    client::touch(shared, &self.client, &args);
-                    let close = commands::execute(shared, &mut self.client, &args, out);
-                    if self.client.reply_refused {
-                        let reply = b"-ERR reply exceeds the output limit\r\n";
-                        return Err(ProtoError::new("output_limit", &reply[..]).after(answered));
-                    }
-                    pos += len;
-                    answered += 1;
-                    if close {
-                        return Ok(Progress::answered(pos, answered, true));
-                    }
-                    if out.len() - start >= shared.cfg.output_budget {
-                        // The rest waits until this output has drained.
-                        return Ok(Progress::answered(pos, answered, false));
-                    }
+                pos += len;
+                answered += 1;
+                if close {
+                    done(client, answered);
+                    return Ok(Progress::answered(pos, answered, true));
+                }
+                if out.len() - start >= shared.cfg.output_budget {
+                    // The rest waits until this output has drained.
+                    done(client, answered);
+                    return Ok(Progress::answered(pos, answered, false));
                 }
             }
         }
-        Ok(Progress::answered(pos, answered, false))
     }
+    done(client, answered);
+    Ok(Progress::answered(pos, answered, false))
 }

@@ -1,12 +1,14 @@
 //! The request parser: RESP2 multibulk (`*N\r\n$len\r\n...`) and inline commands.
 //!
-//! A [`Parser`] looks at the front of a connection's unconsumed input and either finds one
+//! [`Scratch::parse`] looks at the front of a connection's unconsumed input and either finds one
 //! complete command, finds an incomplete one (and remembers how far it got), or fails with
 //! the protocol error Redis would send.
 //!
-//! Arguments are not copied: for multibulk commands [`Parser::ranges`] holds index ranges
+//! Arguments are not copied: for multibulk commands [`Scratch::ranges`] holds index ranges
 //! into the input. Inline commands need unescaping, so their arguments are written to
-//! [`Parser::scratch`] (inline is the slow, human path) and the ranges index that.
+//! [`Scratch::scratch`] (inline is the slow, human path) and the ranges index that. Those
+//! buffers are per thread; what must survive between calls (a command read in part) is a
+//! connection's boxed [`Partial`], which exists only while such a command does.
 //!
 //! ## Resuming incomplete multibulk commands
 //!
@@ -26,24 +28,26 @@
 //! A request's total size is capped by `max_request`; Redis has the similar
 //! `client-query-buffer-limit`.
 
+use std::cell::RefCell;
+
 use super::RespConfig;
 use crate::proto::ProtoError;
 
-/// What [`Parser::parse`] found at the front of the input.
+/// What [`Scratch::parse`] found at the front of the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Parsed {
     /// The command at the front is not complete; nothing to consume yet.
     Incomplete,
     /// `n` bytes that hold no command (an empty inline line, `*0`, `*-1`): consume them.
     Skip(usize),
-    /// A complete command of `len` bytes whose arguments are in [`Parser::ranges`],
-    /// indexing the input (`inline == false`) or [`Parser::scratch`] (`inline == true`).
+    /// A complete command of `len` bytes whose arguments are in [`Scratch::ranges`],
+    /// indexing the input (`inline == false`) or [`Scratch::scratch`] (`inline == true`).
     Command { len: usize, inline: bool },
 }
 
 /// A multibulk command read in part.
 #[derive(Debug, Clone, Copy)]
-struct Pending {
+pub(super) struct Pending {
     /// Arguments still to read.
     remaining: usize,
     /// Offset (from the command's first byte) of the next bulk header, or of the pending
@@ -53,17 +57,75 @@ struct Pending {
     bulk: Option<usize>,
 }
 
-/// Per-connection parser state; reused across commands so the hot path allocates nothing.
+/// A connection's command read in part: what the parser remembers between calls, boxed
+/// in the session only while such a command exists (an idle connection holds none).
+#[derive(Debug)]
+pub(super) enum Partial {
+    /// A multibulk command: where its parsing stands and the argument ranges found so far.
+    Multibulk { p: Pending, ranges: Vec<(usize, usize)> },
+    /// An inline line: this many leading bytes are known to hold no `\n`.
+    Inline { scanned: usize },
+}
+
+/// The parser's reusable buffers: one per thread (see [`with_scratch`]), not per
+/// connection, so the hot path allocates nothing and an idle connection holds none.
 #[derive(Debug, Default)]
-pub(super) struct Parser {
+pub(super) struct Scratch {
     /// Argument ranges of the last command returned (see [`Parsed::Command`]).
     pub(super) ranges: Vec<(usize, usize)>,
     /// Unescaped inline arguments of the last inline command.
     pub(super) scratch: Vec<u8>,
-    /// The multibulk command at the front of the input, read in part.
-    pending: Option<Pending>,
-    /// Leading bytes of the pending inline line known to hold no `\n`.
-    inline_scanned: usize,
+    /// Commands executed on this thread, to run a small expiry step every so many.
+    pub(super) executed: u32,
+    /// Where the multibulk command just found incomplete stopped (set by `multibulk`,
+    /// taken by its caller at once).
+    stopped: Option<Pending>,
+}
+
+/// Scratch capacity (in elements) kept by a thread between calls; more is freed.
+const KEEP_SCRATCH: usize = 4096;
+
+impl Scratch {
+    const fn new() -> Self {
+        Scratch { ranges: Vec::new(), scratch: Vec::new(), executed: 0, stopped: None }
+    }
+
+    /// Frees buffers that one huge command grew beyond what the thread should keep.
+    #[inline]
+    fn trim(&mut self) {
+        if self.ranges.capacity() > KEEP_SCRATCH || self.scratch.capacity() > KEEP_SCRATCH * 16 {
+            self.free();
+        }
+    }
+
+    #[cold]
+    fn free(&mut self) {
+        if self.ranges.capacity() > KEEP_SCRATCH {
+            self.ranges = Vec::new();
+        }
+        if self.scratch.capacity() > KEEP_SCRATCH * 16 {
+            self.scratch = Vec::new();
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's parser buffers, lent to one call at a time.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
+}
+
+/// Runs `f` with this thread's parser buffers (trimmed afterwards). A nested call, which
+/// nothing makes, would get fresh ones.
+#[inline]
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut sc) => {
+            let r = f(&mut sc);
+            sc.trim();
+            r
+        }
+        Err(_) => f(&mut Scratch::new()),
+    })
 }
 
 /// Error kinds and replies, worded as Redis words them.
@@ -157,23 +219,88 @@ fn parse_u64_strict(digits: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-impl Parser {
-    /// Looks at the command at the front of `input` (which must not be empty).
-    pub(super) fn parse(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
-        if let Some(p) = self.pending.take()
-            && p.pos <= input.len()
-        {
-            return self.multibulk(input, cfg, p);
+impl Scratch {
+    /// Looks at the command at the front of `input` (which must not be empty), resuming
+    /// from `partial` (the connection's command read in part, if any; updated).
+    #[inline]
+    pub(super) fn parse(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        partial: &mut Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
+        if partial.is_some() {
+            return self.resume(input, cfg, partial);
         }
+        self.fresh(input, cfg, partial)
+    }
+
+    /// A command from its first byte (nothing remembered).
+    #[inline(always)]
+    fn fresh(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        partial: &mut Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
         match input.first() {
             None => Ok(Parsed::Incomplete),
-            Some(b'*') => self.multibulk_header(input, cfg),
-            Some(_) => self.inline(input, cfg),
+            Some(b'*') => {
+                let parsed = self.multibulk_header(input, cfg)?;
+                if parsed == Parsed::Incomplete {
+                    self.remember(partial);
+                }
+                Ok(parsed)
+            }
+            Some(_) => self.inline(input, cfg, 0, partial, None),
         }
     }
 
+    /// A multibulk command stopped incomplete: boxes where it stands and its ranges.
+    #[cold]
+    fn remember(&mut self, partial: &mut Option<Box<Partial>>) {
+        if let Some(p) = self.stopped.take() {
+            *partial = Some(Box::new(Partial::Multibulk { p, ranges: self.ranges.clone() }));
+        }
+    }
+
+    /// Continues the command `partial` holds.
+    #[cold]
+    fn resume(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        partial: &mut Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
+        let Some(mut b) = partial.take() else { return self.fresh(input, cfg, partial) };
+        match &mut *b {
+            Partial::Multibulk { p, ranges } if p.pos <= input.len() => {
+                // Continue in this thread's buffer with the ranges found so far.
+                let p = *p;
+                std::mem::swap(&mut self.ranges, ranges);
+                let r = self.multibulk(input, cfg, p);
+                if let Some(p) = self.stopped.take() {
+                    // Still incomplete: the ranges go back to the connection.
+                    if let Partial::Multibulk { p: at, ranges } = &mut *b {
+                        *at = p;
+                        std::mem::swap(&mut self.ranges, ranges);
+                    }
+                    *partial = Some(b);
+                    return Ok(Parsed::Incomplete);
+                }
+                r
+            }
+            Partial::Inline { scanned } if input.first().is_some_and(|&c| c != b'*') => {
+                let scanned = *scanned;
+                self.inline(input, cfg, scanned, partial, Some(b))
+            }
+            // Shorter input than last time: parse it again from the start.
+            _ => self.fresh(input, cfg, partial),
+        }
+    }
+
+    #[inline(always)]
     fn multibulk_header(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
-        self.inline_scanned = 0;
         let (cr, next) = match length_line(input, 0, cfg.max_inline) {
             Line::Incomplete => return Ok(Parsed::Incomplete),
             Line::TooBig => return Err(err("mbulk_count_too_big", "too big mbulk count string")),
@@ -206,7 +333,7 @@ impl Parser {
                 None => {
                     let (cr, next) = match length_line(input, p.pos, cfg.max_inline) {
                         Line::Incomplete => {
-                            self.pending = Some(p);
+                            self.stopped = Some(p);
                             return Ok(Parsed::Incomplete);
                         }
                         Line::TooBig => {
@@ -233,7 +360,7 @@ impl Parser {
             let end = p.pos + len;
             if input.len() < end + 2 {
                 p.bulk = Some(len);
-                self.pending = Some(p);
+                self.stopped = Some(p);
                 return Ok(Parsed::Incomplete);
             }
             if &input[end..end + 2] != b"\r\n" {
@@ -247,18 +374,33 @@ impl Parser {
         Ok(Parsed::Command { len: p.pos, inline: false })
     }
 
-    fn inline(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
+    /// An inline line; `scanned` leading bytes are known to hold no `\n`. `reuse` is the
+    /// connection's partial box, if it had one, to keep when the line is still incomplete.
+    fn inline(
+        &mut self,
+        input: &[u8],
+        cfg: &RespConfig,
+        scanned: usize,
+        partial: &mut Option<Box<Partial>>,
+        reuse: Option<Box<Partial>>,
+    ) -> Result<Parsed, ProtoError> {
         let window = cfg.max_inline.saturating_add(2);
         let end = input.len().min(window);
-        let from = self.inline_scanned.min(end);
+        let from = scanned.min(end);
         let Some(i) = find(&input[from..end], b'\n') else {
             if input.len() >= window {
                 return Err(err("inline_too_big", "too big inline request"));
             }
-            self.inline_scanned = end;
+            let state = Partial::Inline { scanned: end };
+            *partial = Some(match reuse {
+                Some(mut b) => {
+                    *b = state;
+                    b
+                }
+                None => Box::new(state),
+            });
             return Ok(Parsed::Incomplete);
         };
-        self.inline_scanned = 0;
         let nl = from + i;
         let mut line_end = nl;
         if line_end > 0 && input[line_end - 1] == b'\r' {
@@ -386,9 +528,22 @@ mod tests {
         split_args(line, &mut s, &mut r).then(|| r.iter().map(|&(a, b)| s[a..b].to_vec()).collect())
     }
 
+    /// A thread's buffers and one connection's partial command, as the session uses them.
+    #[derive(Default)]
+    struct Parser {
+        sc: Scratch,
+        partial: Option<Box<Partial>>,
+    }
+
+    impl Parser {
+        fn parse(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
+            self.sc.parse(input, cfg, &mut self.partial)
+        }
+    }
+
     fn args(p: &Parser, input: &[u8], inline: bool) -> Vec<Vec<u8>> {
-        let buf = if inline { &p.scratch[..] } else { input };
-        p.ranges.iter().map(|&(a, b)| buf[a..b].to_vec()).collect()
+        let buf = if inline { &p.sc.scratch[..] } else { input };
+        p.sc.ranges.iter().map(|&(a, b)| buf[a..b].to_vec()).collect()
     }
 
     #[test]

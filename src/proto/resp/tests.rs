@@ -8,10 +8,10 @@ use proptest::prelude::*;
 use super::*;
 
 /// The test engine over a Redis session.
-type Sim = crate::proto::sim::Sim<RedisSession>;
+type Sim = crate::proto::sim::Sim<Redis>;
 
 fn sim(r: &Redis) -> Sim {
-    Sim::new(r.new_session())
+    Sim::new(r.open())
 }
 
 fn server() -> Redis {
@@ -21,7 +21,7 @@ fn server() -> Redis {
 /// Feeds `input` to a fresh session of `r` in one call; asserts it was all consumed
 /// without error and returns the replies.
 fn on(r: &Redis, input: &[u8]) -> Vec<u8> {
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut out = Vec::new();
     let p = s
         .on_input(input, &mut out)
@@ -48,7 +48,7 @@ fn q(r: &Redis, line: &str) -> String {
 
 /// Runs `input` and expects a protocol error; returns (output before it, error).
 fn proto_err(cfg: RespConfig, input: &[u8]) -> (Vec<u8>, ProtoError) {
-    let mut s = Redis::new(cfg).new_session();
+    let mut s = Redis::new(cfg).open();
     let mut out = Vec::new();
     let e = s.on_input(input, &mut out).expect_err("expected a protocol error");
     (out, e)
@@ -453,13 +453,13 @@ fn dbsize_flush_select() {
 #[test]
 fn quit_closes_after_reply() {
     let r = server();
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut out = b"earlier".to_vec();
     let input = b"PING\r\nQUIT\r\nPING\r\n";
     let p = s.on_input(input, &mut out).unwrap();
     assert_eq!(p, Progress::answered(12, 2, true));
     assert_eq!(out, b"earlier+PONG\r\n+OK\r\n");
-    let p = r.new_session().on_input(&mb(&[b"quit"]), &mut out).unwrap();
+    let p = r.open().on_input(&mb(&[b"quit"]), &mut out).unwrap();
     assert!(p.close);
 }
 
@@ -543,7 +543,7 @@ fn info_sections() {
 #[test]
 fn client_commands() {
     let r = server();
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut out = Vec::new();
     let input = b"CLIENT GETNAME\r\nCLIENT SETNAME app\r\nCLIENT GETNAME\r\nCLIENT SETNAME \"a b\"\r\n\
 CLIENT SETINFO LIB-NAME redis-rs\r\nCLIENT SETINFO lib-ver 1.0\r\nCLIENT SETINFO foo x\r\nCLIENT SETNAME\r\n\
@@ -561,7 +561,7 @@ CLIENT NOPE\r\nCLIENT\r\n";
     let mut out = Vec::new();
     s.on_input(b"CLIENT ID\r\n", &mut out).unwrap();
     let mut out2 = Vec::new();
-    r.new_session().on_input(b"CLIENT ID\r\n", &mut out2).unwrap();
+    r.open().on_input(b"CLIENT ID\r\n", &mut out2).unwrap();
     assert_ne!(out, out2);
     assert!(out.starts_with(b":"));
     let mut out = Vec::new();
@@ -635,7 +635,7 @@ fn pipelining_sixteen_commands() {
         input.extend(b"PING\r\n");
         expected.extend(b"+PONG\r\n");
     }
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut out = Vec::new();
     // An incomplete 17th command stays unconsumed.
     let full = input.len();
@@ -704,7 +704,7 @@ fn protocol_errors() {
         assert!(out.is_empty());
     }
     // Just below the inline limit is still waiting for its newline.
-    let mut s = server().new_session();
+    let mut s = server().open();
     let p = s.on_input(&vec![b'a'; 64 * 1024 + 1], &mut Vec::new()).unwrap();
     assert_eq!(p, Progress::answered(0, 0, false).with_pending(Pending::Head));
 }
@@ -755,8 +755,8 @@ fn large_value_trickles_in() {
 #[test]
 fn session_counts_clients() {
     let r = server();
-    let s1 = r.new_session();
-    let s2 = r.new_session();
+    let s1 = r.open();
+    let s2 = r.open();
     assert!(bulk_payload(&q(&r, "INFO clients")).contains("connected_clients:3"));
     drop((s1, s2));
     assert!(bulk_payload(&q(&r, "INFO clients")).contains("connected_clients:1"));
@@ -951,7 +951,7 @@ fn arb_piece() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn protocol_error_counts_the_requests_answered_before_it() {
     let r = server();
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut input = Vec::new();
     for _ in 0..3 {
         input.extend_from_slice(&mb(&[b"PING"]));
@@ -963,17 +963,17 @@ fn protocol_error_counts_the_requests_answered_before_it() {
     assert_eq!(out, b"+PONG\r\n+PONG\r\n+PONG\r\n");
     assert_eq!(e.reply, b"-ERR Protocol error: invalid bulk length\r\n");
     // Inline commands too, and an error with nothing before it counts none.
-    let mut s = r.new_session();
+    let mut s = r.open();
     let e = s.on_input(b"PING\r\nPING\r\n*x\r\n", &mut Vec::new()).unwrap_err();
     assert_eq!(e.requests, 2);
-    let e = r.new_session().on_input(b"*x\r\n", &mut Vec::new()).unwrap_err();
+    let e = r.open().on_input(b"*x\r\n", &mut Vec::new()).unwrap_err();
     assert_eq!(e.requests, 0);
 }
 
 #[test]
 fn pipelined_replies_stop_at_the_output_budget_and_resume() {
     let r = Redis::new(RespConfig { output_budget: 1000, ..RespConfig::default() });
-    let mut s = r.new_session();
+    let mut s = r.open();
     let value = vec![b'v'; 600];
     let mut out = Vec::new();
     s.on_input(&mb(&[b"SET", b"k", &value]), &mut out).unwrap();
@@ -993,7 +993,7 @@ fn pipelined_replies_stop_at_the_output_budget_and_resume() {
 #[test]
 fn an_mget_over_the_reply_limit_is_refused_before_it_is_built() {
     let r = Redis::new(RespConfig { max_reply: 10_000, ..RespConfig::default() });
-    let mut s = r.new_session();
+    let mut s = r.open();
     let mut out = Vec::new();
     s.on_input(&mb(&[b"SET", b"k", &[b'v'; 4000]]), &mut out).unwrap();
     out.clear();
@@ -1086,7 +1086,7 @@ fn recorded_redis_replies_match() {
     let golden: Vec<Vec<u8>> =
         include_str!("../../../tests/redis_compat_golden.txt").lines().map(unescape).collect();
     let r = server();
-    let mut s = r.new_session();
+    let mut s = r.open();
     let (mut n, mut compared) = (0, 0);
     for line in commands.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
         let (cmp, unordered, line) = match (line.strip_prefix("! "), line.strip_prefix("~ ")) {
@@ -1459,7 +1459,7 @@ proptest! {
     #[test]
     fn family_commands_never_panic(cmds in prop::collection::vec(arb_family_command(), 1..24)) {
         let r = Redis::new(RespConfig { max_bulk: 4096, ..RespConfig::default() });
-        let mut s = r.new_session();
+        let mut s = r.open();
         let mut input = Vec::new();
         for c in &cmds {
             let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
@@ -1475,4 +1475,26 @@ proptest! {
         r.tick();
         r.keyspace().check();
     }
+}
+
+/// A command read in part is kept (boxed) only until it completes: an idle session holds
+/// no heap memory of its own.
+#[test]
+fn an_idle_session_keeps_no_partial_state() {
+    let r = Redis::default();
+    let mut s = r.open();
+    let mut out = Vec::new();
+    let req = mb(&[b"SET", b"k", b"value"]);
+    let p = s.on_input(&req[..req.len() - 3], &mut out).unwrap();
+    assert_eq!((p.consumed, p.pending), (0, Pending::Head));
+    assert!(s.session().partial.is_some(), "the multibulk in progress is remembered");
+    let p = s.on_input(&req, &mut out).unwrap();
+    assert_eq!(p.consumed, req.len());
+    assert!(s.session().partial.is_none(), "released once the command is done");
+    s.on_input(b"GET k", &mut out).unwrap();
+    assert!(s.session().partial.is_some(), "an inline line in progress too");
+    let p = s.on_input(b"GET k\r\n", &mut out).unwrap();
+    assert_eq!(p.consumed, 7);
+    assert!(s.session().partial.is_none());
+    assert_eq!(out, b"+OK\r\n$5\r\nvalue\r\n");
 }
