@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use slab::Slab;
+
 use super::capture::{Capture, CaptureHook, Captured};
 use crate::net::ProtoMetrics;
 use crate::net::session::{self, RequestTimeouts};
@@ -29,6 +31,10 @@ pub struct ProtoHandler<P: Protocol> {
     timeouts: RequestTimeouts,
     /// Sampled traffic capture (`--capture`), when on.
     capture: Option<CaptureHook>,
+    /// The capture state of this loop's sampled connections, found by
+    /// [`ProtoConn::cap`]: kept here, not in every connection's state, as most
+    /// connections are never sampled.
+    sampled: Slab<Captured>,
 }
 
 /// A connection's state under [`ProtoHandler`]: the protocol session and where its
@@ -40,22 +46,24 @@ pub struct ProtoHandler<P: Protocol> {
 ///
 /// | protocol | `size_of::<ProtoConn<_>>()` | session | heap while idle |
 /// |---|---|---|---|
-/// | echo | 16 B | [`EchoSession`](crate::proto::echo::EchoSession), 0 B | none |
-/// | frame | 16 B | [`FrameSession`](crate::proto::frame::FrameSession), 0 B | none |
-/// | http | 24 B | [`HttpSession`](crate::proto::http::HttpSession), 8 B | none |
-/// | redis | 32 B | [`RedisSession`](crate::proto::resp::RedisSession), 16 B | its `CLIENT LIST` slot, 40 B, in the server's registry |
+/// | echo | 8 B | [`EchoSession`](crate::proto::echo::EchoSession), 0 B | none |
+/// | frame | 8 B | [`FrameSession`](crate::proto::frame::FrameSession), 0 B | none |
+/// | http | 16 B | [`HttpSession`](crate::proto::http::HttpSession), 8 B | none |
+/// | redis | 24 B | [`RedisSession`](crate::proto::resp::RedisSession), 16 B | its `CLIENT LIST` slot, 40 B, in the server's registry |
 ///
-/// Besides the session: `pending` (1 B) and the capture state, boxed and present only for
-/// a connection sampled by `--capture` (8 B of pointer otherwise). The sizes are checked by
-/// a unit test.
+/// Besides the session: `pending` (1 B) and `cap` (4 B), the index of the capture state
+/// of a connection sampled by `--capture` in its handler's table (0: not sampled); the
+/// state itself (16 B) lives there, for sampled connections only. The sizes are checked
+/// by a unit test.
 #[derive(Debug)]
 pub struct ProtoConn<S> {
     /// The protocol's per-connection state machine.
     pub session: S,
     /// What the last call left pending.
     pending: Pending,
-    /// Set when this connection is sampled for capture (boxed: most connections are not).
-    cap: Option<Box<Captured>>,
+    /// 1 + the index of this connection's capture state in [`ProtoHandler`]'s table when
+    /// it is sampled for capture; 0 when it is not.
+    cap: u32,
 }
 
 impl<P: Protocol> ProtoHandler<P> {
@@ -69,6 +77,7 @@ impl<P: Protocol> ProtoHandler<P> {
             loop_id: 0,
             timeouts: RequestTimeouts::default(),
             capture: None,
+            sampled: Slab::new(),
         }
     }
 
@@ -80,6 +89,7 @@ impl<P: Protocol> ProtoHandler<P> {
             loop_id,
             timeouts: RequestTimeouts::default(),
             capture: None,
+            sampled: Slab::new(),
         }
     }
 
@@ -111,13 +121,16 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         } else {
             self.proto.new_session()
         };
-        let cap = self.capture.as_mut().and_then(|h| h.opened(conn)).map(Box::new);
+        let cap = match self.capture.as_mut().and_then(|h| h.opened(conn)) {
+            Some(c) => u32::try_from(self.sampled.insert(c) + 1).unwrap_or(0),
+            None => 0,
+        };
         (ProtoConn { session, pending: Pending::None, cap }, Action::None)
     }
 
     fn data(&mut self, conn: &mut Conn<'_>, st: &mut Self::State, input: &[u8]) -> (usize, Action) {
-        let from = st.cap.is_some().then(|| conn.out().len());
-        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_ref()) {
+        let from = (st.cap != 0).then(|| conn.out().len());
+        if let (Some(h), Some(c)) = (self.capture.as_mut(), slot(&self.sampled, st.cap)) {
             h.input(c, input);
         }
         let step = session::drive(
@@ -128,7 +141,9 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
             &self.metrics,
             self.loop_id,
         );
-        if let (Some(h), Some(c), Some(from)) = (self.capture.as_mut(), st.cap.as_mut(), from) {
+        if let (Some(h), Some(c), Some(from)) =
+            (self.capture.as_mut(), slot_mut(&mut self.sampled, st.cap), from)
+        {
             h.output(c, conn.out(), from, input.len() - step.consumed);
         }
         if let Some(deadline) = self.timeouts.after(st.pending, &step) {
@@ -144,7 +159,7 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         let from = conn.out().len();
         session::timed_out(&self.proto, &mut st.session, conn.out(), &self.metrics);
         st.pending = Pending::None;
-        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_mut()) {
+        if let (Some(h), Some(c)) = (self.capture.as_mut(), slot_mut(&mut self.sampled, st.cap)) {
             let tail = c.tail();
             h.output(c, conn.out(), from, tail);
         }
@@ -153,8 +168,10 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
 
     fn closed(&mut self, mut st: Self::State, _reason: CloseReason) {
         self.proto.closed(&mut st.session);
-        if let (Some(h), Some(c)) = (self.capture.as_mut(), st.cap.as_ref()) {
-            h.closed(c);
+        if let Some(c) = take(&mut self.sampled, st.cap)
+            && let Some(h) = self.capture.as_mut()
+        {
+            h.closed(&c);
         }
     }
 
@@ -162,6 +179,7 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
     /// like a closed one.
     fn detached(&mut self, mut d: Detached<Self::State>) {
         self.proto.closed(&mut d.state.session);
+        take(&mut self.sampled, d.state.cap);
     }
 
     /// A datagram is one request for a fresh session; its replies (or its error reply)
@@ -174,6 +192,23 @@ impl<P: Protocol> EventHandler for ProtoHandler<P> {
         self.proto.tick();
         Some(PROTOCOL_TICK)
     }
+}
+
+/// The capture state at `cap` (see [`ProtoConn::cap`]), if the connection is sampled.
+#[inline]
+fn slot(sampled: &Slab<Captured>, cap: u32) -> Option<&Captured> {
+    if cap == 0 { None } else { sampled.get(cap as usize - 1) }
+}
+
+/// [`slot`], mutable.
+#[inline]
+fn slot_mut(sampled: &mut Slab<Captured>, cap: u32) -> Option<&mut Captured> {
+    if cap == 0 { None } else { sampled.get_mut(cap as usize - 1) }
+}
+
+/// Removes the capture state at `cap` when the connection ends.
+fn take(sampled: &mut Slab<Captured>, cap: u32) -> Option<Captured> {
+    if cap == 0 { None } else { sampled.try_remove(cap as usize - 1) }
 }
 
 #[cfg(test)]
@@ -194,9 +229,9 @@ mod tests {
         assert_eq!(size_of::<FrameSession>(), 0);
         assert!(size_of::<HttpSession>() <= 8, "{}", size_of::<HttpSession>());
         assert!(size_of::<RedisSession>() <= 16, "{}", size_of::<RedisSession>());
-        assert!(size_of::<ProtoConn<EchoSession>>() <= 16);
-        assert!(size_of::<ProtoConn<FrameSession>>() <= 16);
-        assert!(size_of::<ProtoConn<HttpSession>>() <= 24);
-        assert!(size_of::<ProtoConn<RedisSession>>() <= 32);
+        assert_eq!(size_of::<ProtoConn<EchoSession>>(), 8);
+        assert_eq!(size_of::<ProtoConn<FrameSession>>(), 8);
+        assert!(size_of::<ProtoConn<HttpSession>>() <= 16);
+        assert!(size_of::<ProtoConn<RedisSession>>() <= 24);
     }
 }
