@@ -686,6 +686,21 @@ def run_memory_rows(rows, port, n, group):
     return recs, lines, port
 
 
+def memory_section(head, rows, port, n, group):
+    """Prints `head`, measures the memory rows (one line each), then prints the side-by-side
+    table, one column per server in the order of `rows`. Returns (records, row lines,
+    table lines, next port)."""
+    print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
+    recs, lines, port = run_memory_rows(rows, port, n, group)
+    columns = []
+    for r in rows:
+        if r[1] not in columns:
+            columns.append(r[1])
+    table = memory_table(recs, columns)
+    print("\n" + "\n".join(table), flush=True)
+    return recs, lines, table, port
+
+
 def memory_table(recs, columns):
     """Bytes per idle connection side by side: one line per protocol, one column per server;
     each cell is "after a warm-up connection (from a cold start)"."""
@@ -1230,14 +1245,7 @@ def run_peers(have, tokio, port, quick, use_perf):
         if rows:
             head = (f"Memory: bytes per idle connection, {mem_n:,} connections that each did one request "
                     "(RSS with them - RSS with none) / N")
-            print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
-            mem, mlines, port = run_memory_rows(rows, port, mem_n, "peers")
-            mcols = []
-            for r in rows:
-                if r[1] not in mcols:
-                    mcols.append(r[1])
-            table = memory_table(mem, mcols)
-            print("\n" + "\n".join(table), flush=True)
+            mem, mlines, table, port = memory_section(head, rows, port, mem_n, "peers")
             out += ["", head, ""] + table + ["", MEM_HEAD] + mlines
     with open(os.path.join(OUT, "peers.md"), "w") as f:
         f.write("\n".join(out) + "\n")
@@ -1679,14 +1687,7 @@ def main():
     if "memory" in only and mem_rows:
         head = (f"Memory: server RSS holding {mem_n:,} idle connections, each after one request of its "
                 "protocol (bytes per connection = (RSS with them - RSS with none) / N)")
-        print(f"\n{head}\n\n{MEM_HEAD}", flush=True)
-        mem, mlines, port = run_memory_rows(mem_rows, port, mem_n, "memory")
-        cols = []
-        for r in mem_rows:
-            if r[1] not in cols:
-                cols.append(r[1])
-        table = memory_table(mem, cols)
-        print("\n" + "\n".join(table), flush=True)
+        mem, mlines, table, port = memory_section(head, mem_rows, port, mem_n, "memory")
         lines += ["", head, "", MEM_HEAD] + mlines + [""] + table
 
     tls_mem = []
