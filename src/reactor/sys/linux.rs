@@ -212,10 +212,20 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 /// path.
 #[inline]
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // Every argument goes as a full register (`c_long`): `syscall` reads six longs.
+    let (fd, len) = (fd as libc::c_long, buf.len() as libc::c_long);
     // SAFETY: `buf` is writable for `buf.len()` bytes during the call; the address
     // arguments are null (no source address wanted).
     let n = unsafe {
-        libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, 0usize, 0usize)
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            len,
+            0 as libc::c_long,
+            0usize,
+            0usize,
+        )
     };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
@@ -224,17 +234,10 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// a raw system call for the same reason as [`recv`].
 #[inline]
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let (fd, len) = (fd as libc::c_long, buf.len() as libc::c_long);
+    let flags = libc::MSG_NOSIGNAL as libc::c_long;
     // SAFETY: `buf` is readable for `buf.len()` bytes during the call; no address.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            buf.as_ptr(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-            0usize,
-            0usize,
-        )
-    };
+    let n =
+        unsafe { libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), len, flags, 0usize, 0usize) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
