@@ -701,6 +701,19 @@ def memory_section(head, rows, port, n, group):
     return recs, lines, table, port
 
 
+def table_cell(r, value, text, r_status=False):
+    """One server's cell in a side-by-side table: blank without a record, "skipped", the
+    status when `value(r)` is None (blank for an ok record unless `r_status`), else
+    `text(r)`."""
+    if r is None:
+        return ""
+    if r["status"] == "skipped":
+        return "skipped"
+    if value(r) is None:
+        return r["status"] if r_status or r["status"] != "ok" else ""
+    return text(r)
+
+
 def memory_table(recs, columns):
     """Bytes per idle connection side by side: one line per protocol, one column per server;
     each cell is "after a warm-up connection (from a cold start)"."""
@@ -710,19 +723,11 @@ def memory_table(recs, columns):
         by = {r["engine"]: r for r in recs if r.get("proto") == proto}
         if not by:
             continue
-        cells = []
-        for c in columns:
-            r = by.get(c)
-            if r is None:
-                cells.append("")
-            elif r["status"] == "skipped":
-                cells.append("skipped")
-            elif r.get("bytes_per_conn") is None:
-                cells.append(r["status"])
-            else:
-                cold = r.get("bytes_per_conn_cold")
-                cells.append(f"{r['bytes_per_conn']:,.0f}" + (f" ({cold:,.0f})" if cold is not None else "")
-                             + ("" if r["status"] == "ok" else f" ({r['status']})"))
+        def text(r):
+            cold = r.get("bytes_per_conn_cold")
+            return (f"{r['bytes_per_conn']:,.0f}" + (f" ({cold:,.0f})" if cold is not None else "")
+                    + ("" if r["status"] == "ok" else f" ({r['status']})"))
+        cells = [table_cell(by.get(c), lambda r: r.get("bytes_per_conn"), text, r_status=True) for c in columns]
         lines.append(f"| {proto} | " + " | ".join(cells) + " |")
     return lines
 
@@ -1116,17 +1121,8 @@ def side_by_side(recs, columns, metric, spec, lower_better, title, compare=True,
                  if r["kind"] == "peer" and r["short"] not in exclude and val(r) is not None]
         best = (min if lower_better else max)(peers, key=lambda p: p[1]) if peers else None
         ratio = f"{ev / best[1]:.2f}" if ev is not None and best and best[1] else ""
-        cells = []
-        for c in columns:
-            r = by.get(c)
-            if r is None:
-                cells.append("")
-            elif r["status"] == "skipped":
-                cells.append("skipped")
-            elif val(r) is None:
-                cells.append(r["status"] if r["status"] != "ok" else "")
-            else:
-                cells.append(format(val(r), spec) + ("*" if r["errors"] else "") + ("†" if r.get("partial") else ""))
+        text = lambda r: format(val(r), spec) + ("*" if r["errors"] else "") + ("†" if r.get("partial") else "")
+        cells = [table_cell(by.get(c), val, text) for c in columns]
         if compare:
             lines.append(f"| {row} | {fmt(ev, spec)} | " + (f"{best[0]} {format(best[1], spec)}" if best else "")
                          + f" | {ratio} | " + " | ".join(cells) + " |")

@@ -52,6 +52,8 @@ fn bench_flags_are_parsed_first_skipped_without_python3() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("error:"), "{args:?}: {o:?}");
     }
+    // Only lists the rows that name nginx: nothing is started, so nginx need not be
+    // installed (the rows of a missing peer are listed, and skipped when run).
     let o = run("python3", &["scripts/bench.py", "--list", "--only", "nginx"]);
     assert!(o.status.success(), "{o:?}");
     let rows = String::from_utf8_lossy(&o.stdout);

@@ -69,22 +69,8 @@ impl<H: EventHandler> EventLoop<H> {
             }
             bump(&self.stats.bytes_read, n as u64);
             c.flags |= HEARD;
-            let had_input = !c.input().is_empty();
-            let total = c.input().len() + n;
             c.active = self.now_tick;
-            let action = self.deliver(key, n);
-            // Input consumed in part, with a rest: the handler may have stopped early.
-            let leftover =
-                self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input().len()));
-            if !had_input
-                && self.timeouts.is_some()
-                && let Some(b) = self.conns.get_mut(key).and_then(|c| c.bufs.as_deref_mut())
-                && !b.input.is_empty()
-            {
-                // A new incomplete request starts its clock.
-                b.partial_since = self.now_tick;
-                self.schedule(key);
-            }
+            let (action, leftover) = self.deliver_fresh(key, n);
             if !self.after_callback(key, action) || (leftover && !self.offer_leftover(key)) {
                 return;
             }
@@ -137,6 +123,27 @@ impl<H: EventHandler> EventLoop<H> {
                 return true;
             }
         }
+    }
+
+    /// [`deliver`](Self::deliver) for `n` bytes just read (plaintext, for a TLS
+    /// connection), then starts the incomplete-request clock when the call leaves the
+    /// connection's first unconsumed bytes. Returns the handler's action and whether it
+    /// consumed the input in part and left a rest (it may have stopped early: see
+    /// [`offer_leftover`](Self::offer_leftover)).
+    pub(super) fn deliver_fresh(&mut self, key: usize, n: usize) -> (Action, bool) {
+        let input = self.conns[key].input().len();
+        let action = self.deliver(key, n);
+        let left = self.conns.get(key).map_or(0, |c| c.input().len());
+        if input == 0
+            && left > 0
+            && self.timeouts.is_some()
+            && let Some(b) = self.conns.get_mut(key).and_then(|c| c.bufs.as_deref_mut())
+        {
+            // A new incomplete request starts its clock.
+            b.partial_since = self.now_tick;
+            self.schedule(key);
+        }
+        (action, (1..input + n).contains(&left))
     }
 
     /// Hands `rbuf[..n]`, after any leftover input, to the handler and keeps the

@@ -409,21 +409,8 @@ impl<H: EventHandler> EventLoop<H> {
                 continue;
             }
             let action = if r.plain > 0 {
-                let had_input = !c.input().is_empty();
-                let total = c.input().len() + r.plain;
-                let action = self.deliver(key, r.plain);
-                // Input consumed in part, with a rest: the handler may have stopped early.
-                leftover =
-                    self.conns.get(key).is_some_and(|c| (1..total).contains(&c.input().len()));
-                if !had_input
-                    && self.timeouts.is_some()
-                    && let Some(b) = self.conns.get_mut(key).and_then(|c| c.bufs.as_deref_mut())
-                    && !b.input.is_empty()
-                {
-                    // A new incomplete request starts its clock.
-                    b.partial_since = self.now_tick;
-                    self.schedule(key);
-                }
+                let (action, rest) = self.deliver_fresh(key, r.plain);
+                leftover = rest;
                 action
             } else {
                 Action::None
