@@ -179,6 +179,14 @@ impl Buffers {
     }
 }
 
+/// [`Connection::peer_for_log`] from the record's parts.
+fn log_peer(extra: Option<&Extra>, sock: &Stream) -> String {
+    match extra.and_then(|e| e.peer).map(Ok).unwrap_or_else(|| sock.peer()) {
+        Ok(p) => p.to_string(),
+        Err(_) => "unknown peer".into(),
+    }
+}
+
 /// The rarely present parts of a connection, boxed together.
 #[derive(Default)]
 pub(super) struct Extra {
@@ -292,19 +300,10 @@ impl<S> Connection<S> {
         self.alive.as_ref()
     }
 
-    /// The PROXY header's client, when one was given.
-    #[inline]
-    pub(super) fn proxied_peer(&self) -> Option<Peer> {
-        self.extra.as_ref()?.peer
-    }
-
     /// The peer for log lines: the PROXY header's client, else the socket's peer (a
     /// `getpeername` call; "unknown" when the socket has none any more).
     pub(super) fn peer_for_log(&self) -> String {
-        match self.proxied_peer().map(Ok).unwrap_or_else(|| self.sock.peer()) {
-            Ok(p) => p.to_string(),
-            Err(_) => "unknown peer".into(),
-        }
+        log_peer(self.extra.as_deref(), &self.sock)
     }
 
     /// Bytes waiting for the kernel, including those a spliced link holds in this
@@ -365,11 +364,8 @@ impl<H: EventHandler> EventLoop<H> {
         let (handler, state) = (&mut self.handler, c.state);
         if let Err(msg) = guard(self.parts.config.catch_panics, || handler.closed(state, reason)) {
             bump(&self.stats.panics, 1);
-            let peer = match c.extra.as_ref().and_then(|e| e.peer) {
-                Some(p) => Ok(p),
-                None => c.sock.peer(),
-            };
-            let peer = peer.map_or_else(|_| "unknown peer".to_string(), |p| p.to_string());
+            // `c.state` is gone to the callback: the parts, not `c.peer_for_log()`.
+            let peer = log_peer(c.extra.as_deref(), &c.sock);
             error!("loop {}: closed panicked for {peer}: {msg}", self.parts.id);
         }
         if let Some(link) = link {
