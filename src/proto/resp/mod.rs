@@ -68,6 +68,8 @@ mod keys;
 mod keyspace;
 mod parse;
 mod reply;
+#[cfg(test)]
+mod sorted_runs;
 mod strings;
 
 #[cfg(test)]
