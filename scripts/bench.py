@@ -47,6 +47,12 @@ Env: SERVER_CPU, CLIENT_CPU, BACKEND_CPU, BULK_BYTES, PORT (first port; each row
      peers: ROUNDS (5), DURATION (2s), WARMUP (500ms), PERF_DURATION (1s), PEERS_SCALE
      (1000,10000,19000), PEERS_MEMORY=0 (no memory rows).
 Writes target/bench/results.md and results.json (peers: peers.md and peers.json).
+
+The group cores (not in a run that names no group; scripts/bench_cores.py) measures how
+throughput scales with the loops: `evloop serve --loops N --reuseport --pin` on SERVER_CPUS,
+`evloop load` with a thread per CPU of CLIENT_CPUS, N in CORES_LOOPS (1,2,4,8); echo 64 B and
+HTTP GET at CORES_PIPELINES (1,16); writes cores.md and cores.json. It needs a machine with
+at least 2 x max(N) CPUs for the default split (skipped rows below that).
 """
 import argparse
 import json
@@ -60,6 +66,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import bench_cores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "evloop")
@@ -963,7 +971,8 @@ def peer_run(cell, port, duration, warmup, events=None):
     so the window starts at most a poll (0.1 s with many connections) late. Rows of more
     than 1,000 connections get conns / 10,000 s more warmup, time for a server to accept
     them all; a server that still holds fewer when the window starts gives a partial run
-    (numbers kept, noted). With `events`, perf counts those syscall events over the same
+    (numbers kept, noted). The server runs on cell["server"]["cpu"] where given (else
+    SERVER_CPU), the client on cell["client_cpu"] (else CLIENT_CPU). With `events`, perf counts those syscall events over the same
     window instead (PerfWindow), and the CPU figures are left out (perf slows every
     syscall)."""
     srv_spec = cell["server"]
@@ -973,15 +982,16 @@ def peer_run(cell, port, duration, warmup, events=None):
         w += conns / 10000
         warmup = f"{w:g}s"
     budget = 60.0 + conns / 200
-    srv = Server(srv_spec["cmd"](cell["proto"], port), port, srv_spec["workers"], env=srv_spec["env"])
+    srv = Server(srv_spec["cmd"](cell["proto"], port), port, srv_spec["workers"], cpu=srv_spec.get("cpu"),
+                 env=srv_spec["env"])
     client = evloop_load(port, duration, warmup, cell["args"], conns=conns, connect_budget=budget)
     proc = perf = None
     try:
         base = fd_count(srv.pids)
         if events:
             perf = PerfWindow(srv.pids, events)
-        proc = subprocess.Popen(["taskset", "-c", CLIENT_CPU] + client.cmd, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(["taskset", "-c", cell.get("client_cpu", CLIENT_CPU)] + client.cmd,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The client's last connect completes at some c in (before, after]: its measured
         # period [c + w, c + w + d] then surely holds [after + w, before + w + d].
         deadline = time.monotonic() + budget
@@ -1560,9 +1570,11 @@ def ratio_lines(rat):
     return lines
 
 
-GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory", "tls", "peers")
-# A run that names no group: all but peers (which --issue14 or the name `peers` selects).
-DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "peers")
+GROUPS = ("echo", "http", "redis", "proxy", "scaling", "memory", "tls", "peers", "cores")
+# Groups that run alone, outside the regular table, and only when named (peers also by
+# --issue14): a run that names no group runs the others.
+APART = ("peers", "cores")
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in APART)
 
 # Substrings from --only; a row runs when its "group | scenario | client | server" line
 # contains one of them (case-insensitive). Empty: every row.
@@ -1581,12 +1593,17 @@ def parse_args(argv):
                     "one client pinned to CLIENT_CPU. The full run takes about 15 minutes on 2 "
                     "cores; --quick under 2. The group peers (--issue14; not in a plain run) "
                     "puts evloop beside monoio, hyper, may_minihttp, Go net, gnet, evio, nginx "
-                    "and redis-server in interleaved rounds (about 20 minutes).",
+                    "and redis-server in interleaved rounds (about 20 minutes). The group cores (not in a "
+                    "plain run) measures throughput at 1, 2, 4, 8 loops with --reuseport --pin on a "
+                    "machine of 16 CPUs or more (about 4 minutes).",
         epilog="Environment: SERVER_CPU, CLIENT_CPU, PORT, DURATION, WARMUP, REQUESTS "
                "(redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0, PERF_DURATION, "
                "SCALE (e.g. 10,100,1000), MEMORY_CONNS; for peers also ROUNDS (5), PEERS_SCALE "
-               "(1000,10000,19000), PEERS_MEMORY=0 (no memory rows). Writes target/bench/results.md, "
-               "results.json (and, from bench.sh, results.svg); peers writes peers.md and peers.json.")
+               "(1000,10000,19000), PEERS_MEMORY=0 (no memory rows); for cores SERVER_CPUS and CLIENT_CPUS "
+               "(taskset lists; default: the first and second half of the CPUs), CORES_LOOPS (1,2,4,8), "
+               "CORES_PIPELINES (1,16), CORES_CONNS (100 per client CPU), ROUNDS (3). Writes "
+               "target/bench/results.md, results.json (and, from bench.sh, results.svg); peers writes "
+               "peers.md and peers.json, cores cores.md and cores.json.")
     p.add_argument("--quick", action="store_true",
                    help="a subset with short rows (1 s per row after 300 ms warmup)")
     p.add_argument("--only", nargs="+", metavar="TEXT", default=[],
@@ -1599,7 +1616,7 @@ def parse_args(argv):
     p.add_argument("--list", action="store_true",
                    help="print the rows that would run, then exit (needs no build)")
     p.add_argument("groups", nargs="*", metavar="GROUP",
-                   help=f"only these groups: {' '.join(GROUPS)} (default: all but peers)")
+                   help=f"only these groups: {' '.join(GROUPS)} (default: all but peers and cores)")
     p.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     bad = [g for g in a.groups if g not in GROUPS]
@@ -1614,7 +1631,8 @@ def main():
     a = parse_args(sys.argv[1:])
     groups = list(a.groups) or list(DEFAULT_GROUPS)
     peers = "peers" in groups
-    only = [g for g in groups if g != "peers"]  # the groups of the regular table
+    cores = "cores" in groups
+    only = [g for g in groups if g not in APART]  # the groups of the regular table
     if a.parse_only:  # for bench.sh: what to build and whether to draw results.svg
         print(" ".join((["peers"] if peers else []) + (["others"] if only else [])))
         return
@@ -1639,6 +1657,10 @@ def main():
                 for proto, label, _, _, _, _ in memory_servers(shutil.which, True, peers=True):
                     if row_selected(mem_line_key("peers", proto, label)):
                         print(mem_line_key("peers", proto, label))
+        if cores:
+            for line in bench_cores.list_lines(sys.modules[__name__]):
+                if row_selected(line):
+                    print(line)
         return
     duration = os.environ.get("DURATION", "1s" if quick else "5s")
     warmup = os.environ.get("WARMUP", "300ms" if quick else "1s")
@@ -1659,8 +1681,11 @@ def main():
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    if not only:  # the peers group alone
-        run_peers(have, tokio, port, quick, use_perf)
+    if not only:  # the peers and/or cores groups alone
+        if peers:
+            port = run_peers(have, tokio, port, quick, use_perf)
+        if cores:
+            bench_cores.run(sys.modules[__name__], port)
         return
     CLIENT.update(d=duration, n=1.0)
     perf_pass = dict(d=os.environ.get("PERF_DURATION", "1s" if quick else "2s"), w="0s", n=0.25) if use_perf else None
@@ -1751,7 +1776,9 @@ def main():
     bad = sum(r["status"] == "failed" for r in rows + mem + tls_mem)
     print(f"\n{len(rows) + len(mem) + len(tls_mem)} rows, {bad} failed; wrote {OUT}/results.md and results.json", flush=True)
     if peers:
-        run_peers(have, tokio, port, quick, use_perf)
+        port = run_peers(have, tokio, port, quick, use_perf)
+    if cores:
+        bench_cores.run(sys.modules[__name__], port)
 
 
 if __name__ == "__main__":

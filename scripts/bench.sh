@@ -70,8 +70,11 @@
 #
 #   scripts/bench.sh                    # everything but the peers group
 #   scripts/bench.sh --quick            # the subset above
-#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory tls peers
+#   scripts/bench.sh --quick http redis # only some groups: echo http redis proxy scaling memory tls peers cores
 #   scripts/bench.sh --issue14          # issue 14's side-by-side table (= the group peers)
+#   scripts/bench.sh cores              # 1, 2, 4, 8 loops with --reuseport --pin, server on
+#                                       # half the CPUs, evloop load on the rest (16+ CPUs;
+#                                       # scripts/bench_cores.py; not part of a plain run)
 #   ROUNDS=2 DURATION=1s scripts/bench.sh --issue14   # a short try of it
 #   scripts/bench.sh --only 'RESP GET' nginx   # only rows whose line contains one of these
 #   scripts/bench.sh --list [...]       # print the rows that would run (no build, no run)

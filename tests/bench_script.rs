@@ -1,6 +1,7 @@
 //! `scripts/bench.sh` and `scripts/bench.py` parse their flags before doing anything:
 //! `--help` prints usage without building or benchmarking, an unknown flag is an error,
-//! `--list --only` selects rows. Needs python3 and bash; without them the test says
+//! `--list --only` selects rows, and the groups that run apart (peers, cores) are listed
+//! only when named. Needs python3 and bash; without them the test says
 //! SKIPPED on stdout (shown by `.ci/run`).
 
 use std::process::{Command, Output, Stdio};
@@ -61,4 +62,16 @@ fn bench_flags_are_parsed_first_skipped_without_python3() {
     let o = run("python3", &["scripts/bench.py", "--list", "--quick", "echo"]);
     let rows = String::from_utf8_lossy(&o.stdout);
     assert_eq!(rows.lines().count(), 3, "quick echo: three engines\n{rows}");
+    // The cores group runs only when named: echo and HTTP at pipeline 1 and 16, each at
+    // 1, 2, 4 and 8 loops.
+    let o = run("python3", &["scripts/bench.py", "--list", "cores"]);
+    let rows = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(rows.lines().count(), 16, "{rows}");
+    assert!(rows.lines().all(|l| l.starts_with("cores | ")), "{rows}");
+    assert_eq!(rows.lines().filter(|l| l.ends_with("| 8 loops")).count(), 4, "{rows}");
+    let o = run("python3", &["scripts/bench.py", "--list"]);
+    let rows = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && !rows.is_empty(), "{o:?}");
+    assert!(!rows.contains("cores |") && !rows.contains("peers |"), "{rows}");
 }
