@@ -26,7 +26,8 @@ table: rows echo 64 B P1/P16 at 50 connections and P1 at 1,000/10,000/19,000 (PE
 HTTP GET P1/P16, RESP GET P1/P16, all driven by `evloop load`, on the reactor, the tokio
 engine and the peers of bench/peers (monoio, hyper, may_minihttp, Go net, gnet, evio; built
 by bench.sh into bench/peers/bin, NAME.skip there saying why one could not be), nginx and
-redis-server. ROUNDS interleaved rounds (every cell once per round, a fresh server each
+redis-server, and the epoll floor (bench/peers/c/floor.c: canned replies, no parsing; a
+reference column, never the best peer). ROUNDS interleaved rounds (every cell once per round, a fresh server each
 time), medians; server CPU per request and CPU utilisation over a window inside the
 client's measured period; then one perf round (PERF_DURATION) with `perf stat --control`
 switched on for the same kind of window: syscalls in all (raw_syscalls:sys_enter) and
@@ -801,6 +802,11 @@ def peer_servers(have):
         cmd, skip = make(name, how)
         out.append(dict(label=label, short=short, protos=protos, cmd=cmd, kind="peer", skip=skip,
                         workers=False, env=env))
+    # Not a peer: the least an epoll server can do per request (bench/peers/c/floor.c), so
+    # that a table shows how much of any epoll server's cost is the kernel's.
+    cmd, skip = peer("c-floor", "a C compiler (cc)")
+    out.append(dict(label="epoll floor (C, canned replies)", short="epoll floor", protos=("echo", "http", "redis"),
+                    cmd=cmd, kind="floor", skip=skip, workers=False, env=None))
     nginx_skip = None if have("nginx") else "nginx not installed (apt-get install nginx-light)"
     out.append(dict(label=NGINX, short="nginx", protos=("http",), cmd=lambda proto, port: nginx_http_cmd(port),
                     kind="peer", skip=nginx_skip, workers=True, env=None))

@@ -56,6 +56,9 @@
 #   may_minihttp (one may worker; HTTP)                Go net (stdlib, goroutine per
 #   gnet v2 and evio (one loop each; echo, HTTP, RESP)   connection, GOMAXPROCS=1)
 #   nginx (1 worker; HTTP) and redis-server (RESP) as above
+#   and, as a reference column that is never the best peer, the epoll floor
+#   (bench/peers/c/floor.c, built with cc): one thread, edge-triggered epoll, raw
+#   recvfrom/sendto, canned replies; the least user work an epoll server can do
 # Per cell: req/s, server CPU us per request and CPU utilisation (share of the window,
 # from /proc/PID/stat), and from a separate perf round (PERF_DURATION 1 s windows) syscalls
 # per request in all and epoll_wait(+pwait)/io_uring_enter/read/write (recvfrom, sendto,
@@ -118,6 +121,13 @@ build_peers() {
             echo "cargo build -p $p failed: $( (grep -m1 '^error' <<<"$log" || tail -n1 <<<"$log") | cut -c1-200)" >"$bin/$p.skip"
         fi
     done
+    # The epoll floor: a reference column, not a peer (see bench/peers/c/floor.c).
+    if ! command -v cc >/dev/null; then
+        echo "cc not installed (apt-get install gcc)" >"$bin/c-floor.skip"
+    elif ! log=$(cc -O2 -o "$bin/c-floor" bench/peers/c/floor.c 2>&1); then
+        rm -f "$bin/c-floor"
+        echo "cc failed: $(head -n1 <<<"$log" | cut -c1-200)" >"$bin/c-floor.skip"
+    fi
     # Go: go-net needs only the standard library; gnet and evio need the module proxy.
     for p in net:go-net gnet:gnet evio:evio; do
         local dir=${p%%:*} name=${p##*:}
