@@ -1599,7 +1599,7 @@ def parse_args(argv):
                     "one client pinned to CLIENT_CPU. The full run takes about 15 minutes on 2 "
                     "cores; --quick under 2. The group peers (--issue14; not in a plain run) "
                     "puts evloop beside monoio, hyper, may_minihttp, Go net, gnet, evio, nginx "
-                    "and redis-server in interleaved rounds (about 20 minutes). The group cores (not in a "
+                    "and redis-server in interleaved rounds (about 25 minutes). The group cores (not in a "
                     "plain run) measures throughput at 1, 2, 4, 8 loops with --reuseport --pin on a "
                     "machine of 16 CPUs or more (about 4 minutes).",
         epilog="Environment: SERVER_CPU, CLIENT_CPU, PORT, DURATION, WARMUP, REQUESTS "

@@ -40,7 +40,7 @@
 #   proxy echo (evloop, HAProxy, nginx stream) and bulk 256 MiB (evloop copy and splice,
 #   HAProxy); scaling at 10 and 1,000 connections; memory with 1,000 idle connections.
 #
-# --issue14 (the same as the group `peers`; not part of a plain run; ~20 min on 2 cores):
+# --issue14 (the same as the group `peers`; not part of a plain run; ~25 min on 2 cores):
 # issue 14's table, every server side by side, the client always `evloop load` (one
 # thread, mio) on CLIENT_CPU, the server on SERVER_CPU, ROUNDS (5) interleaved rounds
 # (round 1 of every cell, then round 2, ...; a fresh server each time), DURATION 2 s after
