@@ -27,8 +27,8 @@ HTTP GET P1/P16, RESP GET P1/P16, all driven by `evloop load`, on the reactor, t
 engine and the peers of bench/peers (monoio, hyper, may_minihttp, Go net, gnet, evio; built
 by bench.sh into bench/peers/bin, NAME.skip there saying why one could not be), nginx and
 redis-server, and the epoll floor (bench/peers/c/floor.c: canned replies, no parsing; a
-reference column, never the best peer). ROUNDS interleaved rounds (every cell once per round, a fresh server each
-time), medians; server CPU per request and CPU utilisation over a window inside the
+reference column, never the best peer). ROUNDS interleaved rounds (every cell once per
+round, a fresh server each time), medians; server CPU per request and CPU utilisation over a window inside the
 client's measured period; then one perf round (PERF_DURATION) with `perf stat --control`
 switched on for the same kind of window: syscalls in all (raw_syscalls:sys_enter) and
 epoll_wait/io_uring_enter/read/write (syscalls:sys_enter_*) per request; then memory rows of
@@ -978,8 +978,8 @@ def peer_run(cell, port, duration, warmup, events=None):
     than 1,000 connections get conns / 10,000 s more warmup, time for a server to accept
     them all; a server that still holds fewer when the window starts gives a partial run
     (numbers kept, noted). The server runs on cell["server"]["cpu"] where given (else
-    SERVER_CPU), the client on cell["client_cpu"] (else CLIENT_CPU). With `events`, perf counts those syscall events over the same
-    window instead (PerfWindow), and the CPU figures are left out (perf slows every
+    SERVER_CPU), the client on cell["client_cpu"] (else CLIENT_CPU). With `events`, perf
+    counts those syscall events over the same window instead (PerfWindow), and the CPU figures are left out (perf slows every
     syscall)."""
     srv_spec = cell["server"]
     conns = cell["conns"]
@@ -1601,7 +1601,7 @@ def parse_args(argv):
                     "puts evloop beside monoio, hyper, may_minihttp, Go net, gnet, evio, nginx "
                     "and redis-server in interleaved rounds (about 25 minutes). The group cores (not in a "
                     "plain run) measures throughput at 1, 2, 4, 8 loops with --reuseport --pin on a "
-                    "machine of 16 CPUs or more (about 4 minutes).",
+                    "machine of 16 CPUs or more (about 2.5 minutes).",
         epilog="Environment: SERVER_CPU, CLIENT_CPU, PORT, DURATION, WARMUP, REQUESTS "
                "(redis-benchmark -n at pipeline 1; x15 at pipeline 16), PERF=0, PERF_DURATION, "
                "SCALE (e.g. 10,100,1000), MEMORY_CONNS; for peers also ROUNDS (5), PEERS_SCALE "
