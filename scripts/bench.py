@@ -979,8 +979,8 @@ def peer_run(cell, port, duration, warmup, events=None):
     them all; a server that still holds fewer when the window starts gives a partial run
     (numbers kept, noted). The server runs on cell["server"]["cpu"] where given (else
     SERVER_CPU), the client on cell["client_cpu"] (else CLIENT_CPU). With `events`, perf
-    counts those syscall events over the same window instead (PerfWindow), and the CPU figures are left out (perf slows every
-    syscall)."""
+    counts those syscall events over the same window instead (PerfWindow), and the CPU
+    figures are left out (perf slows every syscall)."""
     srv_spec = cell["server"]
     conns = cell["conns"]
     d, w = secs(duration), secs(warmup)
