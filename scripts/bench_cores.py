@@ -130,7 +130,8 @@ def table(bench, recs, loops):
 
 
 def run(bench, port):
-    """Runs the group with bench.py's helpers (`bench`, that module); prints and writes the table. Returns the next free port."""
+    """Runs the group with bench.py's helpers (`bench`, that module); prints and writes the
+    table. Returns the next free port."""
     server_cpus, client_cpus, loops, pipelines, conns = settings()
     rounds = int(os.environ.get("ROUNDS", "3"))
     duration = os.environ.get("DURATION", "2s")
