@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::BIN;
 use common::*;
 use evloop::proto::echo::Echo;
 use evloop::proto::http::{Http, HttpConfig};
@@ -26,8 +27,6 @@ use evloop::proxy::balance::Policy;
 use evloop::proxy::health::HealthCheck;
 use evloop::proxy::run::{Proxy, ProxyConfig, start};
 use evloop::serve::{self, Engine, Served};
-
-const BIN: &str = env!("CARGO_BIN_EXE_evloop");
 
 // ---- helpers ----
 
@@ -115,15 +114,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn evloop");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = child::stderr_lines(child.stderr.take().expect("stderr"));
         Proc { child, lines, log: Vec::new() }
     }
 

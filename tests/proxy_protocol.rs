@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::child::BIN;
 use common::*;
 use evloop::proto::proxy_header::{encode_v1, encode_v2, encode_v2_local, encode_v2_with_tlvs};
 use evloop::proto::resp::{Redis, RespConfig};
@@ -22,8 +23,6 @@ use evloop::proxy::run::{ProxyConfig, start as start_proxy};
 use evloop::proxy::send_proxy::SendProxy;
 use evloop::reactor::Config;
 use evloop::serve::{self, Engine, Served};
-
-const BIN: &str = env!("CARGO_BIN_EXE_evloop");
 
 fn proxied_config(timeout: Duration) -> Config {
     let mut c = local_config(1);

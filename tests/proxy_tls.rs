@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use common::child::BIN;
 use common::*;
 use evloop::net::tls::{TlsConfig, TlsFiles, TlsSetup};
 use evloop::proto::echo::Echo;
@@ -27,8 +28,6 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-
-const BIN: &str = env!("CARGO_BIN_EXE_evloop");
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
@@ -79,6 +78,17 @@ impl Pki {
         TlsFiles { cert: self.cert.clone(), key: self.key.clone(), client_ca: None }
     }
 
+    /// A one-loop config whose one listener, 127.0.0.1:0, is `tls://` with this
+    /// certificate.
+    fn tls_listener(&self) -> Config {
+        let tls = TlsConfig::load(self.files(), Vec::new()).expect("tls config");
+        Config::new()
+            .listen("127.0.0.1:0")
+            .expect("listen")
+            .loops(1)
+            .tls(TlsSetup::new(vec![0], Arc::new(tls)))
+    }
+
     fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(&self.ca).expect("ca") {
@@ -101,12 +111,7 @@ impl Drop for Pki {
 
 /// A one-loop proxy with one `tls://` listener (from `pki`) over `backends`.
 fn tls_proxy(pki: &Pki, backends: &[SocketAddr]) -> Proxy {
-    let tls = TlsConfig::load(pki.files(), Vec::new()).expect("tls config");
-    let config = Config::new()
-        .listen("127.0.0.1:0")
-        .expect("listen")
-        .loops(1)
-        .tls(TlsSetup::new(vec![0], Arc::new(tls)));
+    let config = pki.tls_listener();
     let cfg = ProxyConfig {
         backends: backends.iter().map(|a| a.to_string().parse().expect("spec")).collect(),
         check: HealthCheck::Off,
@@ -297,12 +302,7 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() 
 
 /// An echo `tls://` backend with `pki`'s certificate.
 fn tls_echo_backend(pki: &Pki) -> Served {
-    let tls = TlsConfig::load(pki.files(), Vec::new()).expect("tls config");
-    let config = Config::new()
-        .listen("127.0.0.1:0")
-        .expect("listen")
-        .loops(1)
-        .tls(TlsSetup::new(vec![0], Arc::new(tls)));
+    let config = pki.tls_listener();
     serve::start(Engine::Reactor, Echo, Settings::from(config)).expect("tls echo backend")
 }
 
