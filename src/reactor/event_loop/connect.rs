@@ -207,7 +207,14 @@ impl<H: EventHandler> EventLoop<H> {
                 if let Some(h) = d.handshake {
                     let peer = h.peer();
                     let session = h.into_session();
-                    self.open_outbound(d.sock, peer, d.origin, d.generation, Some(session));
+                    let generation = d.generation;
+                    self.open_outbound(d.sock, peer, d.origin, generation, Some(session));
+                    // The read that finished the handshake may also have brought data
+                    // (a server that speaks first): rustls holds its plaintext, and the
+                    // socket, drained, gives no readable edge for it. Read once more.
+                    if let Some(&key) = self.outbound_keys.get(&generation) {
+                        self.more_to_read.push((key, generation));
+                    }
                 }
             }
             HandshakeStep::Failed(err) => {
