@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::child::*;
@@ -174,8 +174,7 @@ fn redis_on_tcp_and_a_unix_socket_shares_one_keyspace() {
 /// Starts `evloop ARGS` and returns the child with every stderr line up to and including
 /// the ready line.
 fn spawn_lines(args: &[&str]) -> (Child, Vec<String>) {
-    let mut child = evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let rx = stderr_lines(child.stderr.take().unwrap());
+    let (child, rx) = spawn_piped(evloop(args));
     let mut lines: Vec<String> = Vec::new();
     while !lines.last().is_some_and(|l| l.starts_with("evloop: serving")) {
         lines.push(rx.recv_timeout(LIMIT).expect("ready line"));
@@ -348,8 +347,7 @@ fn std_engine_serves_protocol_metrics() {
         lines.iter().find_map(|l| l.split("metrics at http://").nth(1)).expect("metrics line");
     let metrics: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
     let ready = lines.last().unwrap();
-    let addr: SocketAddr =
-        ready.split(" on ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let addr = ready_addr(ready);
     let mut c = connect(addr);
     send(&mut c, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(read_to_end(&mut c).ends_with(b"Hello, World!"));

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::child::stderr_lines;
+use common::child::{ready_addr, spawn_piped};
 
 /// Upper bound for any one child (only to avoid hanging; runs take well under a second).
 const LIMIT: Duration = Duration::from_secs(20);
@@ -36,14 +36,9 @@ impl Drop for Server {
 /// Starts `evloop serve --proto PROTO --listen 127.0.0.1:0 --loops 1` and takes the address
 /// from its ready line (`evloop: serving PROTO on 127.0.0.1:PORT (...)`).
 fn serve(proto: &str) -> Server {
-    let mut child = evloop()
-        .args(["serve", "--proto", proto, "--listen", "127.0.0.1:0", "--loops", "1", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop serve");
-    let stderr = child.stderr.take().unwrap();
-    let rx = stderr_lines(stderr);
+    let mut cmd = evloop();
+    cmd.args(["serve", "--proto", proto, "--listen", "127.0.0.1:0", "--loops", "1", "-q"]);
+    let (mut child, rx) = spawn_piped(cmd);
     let deadline = Instant::now() + LIMIT;
     let line = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -57,8 +52,7 @@ fn serve(proto: &str) -> Server {
             }
         }
     };
-    let addr = line.split(" on ").nth(1).unwrap().split(' ').next().unwrap().trim_end_matches(',');
-    Server { child, addr: addr.parse().unwrap_or_else(|e| panic!("{line}: {e}")) }
+    Server { child, addr: ready_addr(&line) }
 }
 
 /// What a finished child left.

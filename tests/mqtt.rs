@@ -3,6 +3,8 @@
 //! silence), and `mosquitto_pub`/`mosquitto_sub` where Debian's `mosquitto-clients` is
 //! installed.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -10,6 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::child::{Kid, wait_status};
 use evloop::broker::{BrokerMetrics, MqttConfig};
 use evloop::proto::mqtt::{Connect, Limits, Packet, Publish, Will, decode};
 use evloop::reactor::Config;
@@ -704,11 +707,11 @@ fn cli_serves_mqtt_and_refuses_other_engines() {
 // ---- the shared lifecycle (`evloop serve --proto mqtt` through `serve::run`) ----------
 
 /// `evloop serve --proto mqtt ARGS` with `RUST_LOG=info`, `inherit` (when given) passed
-/// as fd 3; returns the child, the ready line and the later stderr lines.
+/// as fd 3; returns the child (killed on drop), the ready line and the later stderr lines.
 fn spawn_mqtt(
     args: &[&str],
     inherit: Option<std::os::fd::RawFd>,
-) -> (std::process::Child, String, mpsc::Receiver<String>) {
+) -> (Kid, String, mpsc::Receiver<String>) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evloop"));
@@ -735,6 +738,7 @@ fn spawn_mqtt(
     }
     let mut child = cmd.spawn().expect("spawn evloop");
     let stderr = child.stderr.take().expect("stderr");
+    let child = Kid::new(child);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -773,11 +777,12 @@ fn ready_addr(ready: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("address in the ready line: {ready}"))
 }
 
-/// SIGTERM, then the exit code.
-fn terminate(mut child: std::process::Child) -> Option<i32> {
+/// SIGTERM, then the exit code (waiting up to [`common::LIMIT`], then killing it).
+fn terminate(mut kid: Kid) -> Option<i32> {
+    let mut child = kid.take();
     // SAFETY: signalling our own child process by its id.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().expect("exit").code()
+    wait_status(&mut child).code()
 }
 
 /// `GET /metrics` from `addr`: the body.

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::child::{Kid, line_starting, stderr_lines};
+use common::child::{Kid, line_starting, spawn_piped};
 
 fn evloop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_evloop"))
@@ -19,14 +19,9 @@ fn evloop(args: &[&str]) -> Output {
 /// Starts `evloop ARGS`, waits for its first stderr line starting with `prefix`, kills
 /// it and returns that line.
 fn ready_line_of(args: &[&str], prefix: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop");
-    let rx = stderr_lines(child.stderr.take().expect("stderr"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evloop"));
+    cmd.args(args).stdin(Stdio::null());
+    let (child, rx) = spawn_piped(cmd);
     let kid = Kid::new(child);
     let ready = line_starting(&rx, prefix);
     drop(kid);

@@ -83,20 +83,6 @@ fn echo_ok(s: &mut TcpStream, msg: &[u8]) -> bool {
     }
 }
 
-/// True when the peer closes (EOF or reset) within `within`.
-fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).expect("timeout");
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// A child process (`evloop ...`) killed by its PID when dropped; its stderr is
 /// collected line by line.
 struct Proc {
@@ -107,14 +93,9 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn evloop");
-        let lines = child::stderr_lines(child.stderr.take().expect("stderr"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null());
+        let (child, lines) = child::spawn_piped(cmd);
         Proc { child, lines, log: Vec::new() }
     }
 

@@ -10,10 +10,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::child::BIN;
+use common::child::{BIN, Kid};
 use common::*;
 use evloop::proto::proxy_header::{encode_v1, encode_v2, encode_v2_local, encode_v2_with_tlvs};
 use evloop::proto::resp::{Redis, RespConfig};
@@ -278,16 +278,6 @@ fn source_hash_uses_the_headers_address() {
 
 // ---- HAProxy in front of two `evloop serve` processes ----
 
-/// A child process killed (by its PID) on drop.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -327,7 +317,7 @@ fn haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy() {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn evloop serve");
-            Kid(child)
+            Kid::new(child)
         })
         .collect();
     for p in ports {
@@ -345,13 +335,15 @@ fn haproxy_send_proxy_v2_to_two_evloop_serves_skipped_without_haproxy() {
         ports[0], ports[1]
     );
     std::fs::write(&cfg, text).expect("write haproxy.cfg");
-    let _front = Kid(Command::new(&haproxy)
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn haproxy"));
+    let _front = Kid::new(
+        Command::new(&haproxy)
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy"),
+    );
     wait_for_port(front);
     let mut seen_backends = std::collections::HashSet::new();
     for _ in 0..4 {

@@ -7,15 +7,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use common::child::BIN;
+use common::child::{BIN, Kid, spawn_piped};
 use common::*;
 use evloop::net::tls::{TlsConfig, TlsFiles, TlsSetup};
 use evloop::proto::echo::Echo;
@@ -204,18 +204,8 @@ fn a_plaintext_client_on_the_tls_port_is_closed_without_a_backend_connect() {
     let p = tls_proxy(&pki, &[echo.local_addrs()[0]]);
     let mut s = connect(p.local_addrs()[0]);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut buf = [0u8; 1024];
-    let mut ended = false;
-    for _ in 0..100 {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                ended = true;
-                break;
-            }
-            Ok(_) => {} // the alert
-        }
-    }
-    assert!(ended, "closed");
+    // The server answers with an alert, then closes.
+    assert!(closed_within(&mut s, LIMIT), "closed");
     wait_until("handshake error counted", || p.handle().stats().total().tls_handshake_errors == 1);
     assert_eq!(accepted(&echo), 0, "no backend connect");
     assert_eq!(p.pool().current().backends[0].totals().connections, 0);
@@ -228,36 +218,22 @@ fn a_plaintext_client_on_the_tls_port_is_closed_without_a_backend_connect() {
     p.shutdown().expect("shutdown");
 }
 
-/// An `evloop` child killed by its PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() {
     let pki = Pki::new();
     let echo = echo_backend();
     let be = echo.local_addrs()[0].to_string();
     let (cert, key) = (pki.cert.to_str().expect("p"), pki.key.to_str().expect("p"));
-    let mut child = Command::new(BIN)
-        .args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be])
         .args(["--tls-cert", cert, "--tls-key", key, "--handshake-timeout", "5s"])
         .args(["--health-check", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let child_proc = Proc(child);
-    let mut lines = BufReader::new(stderr).lines();
+        .stdin(Stdio::null());
+    // Killed by its PID when dropped.
+    let (child, lines) = spawn_piped(cmd);
+    let child_proc = Kid::new(child);
     let ready = loop {
-        let line = lines.next().expect("a ready line").expect("line");
+        let line = lines.recv_timeout(LIMIT).expect("a ready line");
         if line.contains("proxying on ") {
             break line;
         }
@@ -275,7 +251,7 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() 
     pki.issue("evloop proxy second CA");
     let new = pki.client_config();
     // SAFETY: kill(2) on our own child's PID.
-    assert_eq!(unsafe { libc::kill(child_proc.0.id() as i32, libc::SIGHUP) }, 0);
+    assert_eq!(unsafe { libc::kill(child_proc.child().id() as i32, libc::SIGHUP) }, 0);
     let deadline = std::time::Instant::now() + LIMIT;
     loop {
         let mut s = tls_connect(addr, &new);

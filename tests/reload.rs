@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::child::stderr_lines;
+use common::child::spawn_piped;
 
 /// A config file under the temp directory, removed on drop.
 struct TempFile(PathBuf);
@@ -55,15 +55,9 @@ struct Evloop {
 
 impl Evloop {
     fn start(args: &[&str]) -> Evloop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn evloop");
-        let lines = stderr_lines(child.stderr.take().expect("stderr"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evloop"));
+        cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+        let (child, lines) = spawn_piped(cmd);
         Evloop { child, lines, seen: Vec::new() }
     }
 

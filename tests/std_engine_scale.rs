@@ -10,46 +10,31 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::child::stderr_lines;
+use common::child::{Kid, ready_addr, spawn_piped};
 use common::*;
 
 /// Connections in the test; `EVLOOP_SCALE_CONNECTIONS` overrides it for a manual run (up
 /// to about 19,000 on this machine).
 const CONNECTIONS: usize = 5000;
 
-/// Kills the server child when dropped, so a failing assertion does not leave it running.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn five_thousand_connections_each_get_their_round_trip() {
     let n = std::env::var("EVLOOP_SCALE_CONNECTIONS").ok().and_then(|v| v.parse().ok());
     let connections: usize = n.unwrap_or(CONNECTIONS);
     evloop::net::limits::raise_nofile(connections as u64 + 256).expect("open-file limit");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evloop"))
-        .args(["serve", "--engine", "std", "--listen", "127.0.0.1:0", "--backlog", "4096"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evloop");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = Reap(child);
-    let rx = stderr_lines(stderr);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evloop"));
+    cmd.args(["serve", "--engine", "std", "--listen", "127.0.0.1:0", "--backlog", "4096"]);
+    // Killed on drop, so a failing assertion does not leave the server running.
+    let (child, rx) = spawn_piped(cmd);
+    let child = Kid::new(child);
     let mut lines = Vec::new();
     let addr: SocketAddr = loop {
         let line = rx.recv_timeout(LIMIT).expect("ready line");
         if line.starts_with("evloop: serving") {
-            let a = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).expect("addr");
-            break a.parse().expect("address");
+            break ready_addr(&line);
         }
         lines.push(line);
     };

@@ -13,11 +13,12 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use common::child::Kid;
 use common::{LIMIT, checksum, child, pattern, wait_until};
 use evloop::net::tls::{ALPN_HTTP1, TlsConfig, TlsFiles, TlsSetup};
 use evloop::net::{ListenAddr, ListenSpec};
@@ -538,35 +539,25 @@ fn run_to_end(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// A child `evloop`, killed if a test fails before it stops it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `evloop`, waits for the ready line; the child, its listeners from the ready
-/// line (`tls://` kept), and its further stderr lines.
-fn spawn_ready(args: &[&str]) -> (Running, Vec<String>, mpsc::Receiver<String>) {
-    let mut child =
-        Running(evloop(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
-    let rx = child::stderr_lines(child.0.stderr.take().unwrap());
+/// Spawns `evloop`, waits for the ready line; the child (killed on drop, if a test fails
+/// before it stops it), its listeners from the ready line (`tls://` kept), and its
+/// further stderr lines.
+fn spawn_ready(args: &[&str]) -> (Kid, Vec<String>, mpsc::Receiver<String>) {
+    let (child, rx) = child::spawn_piped(evloop(args));
+    let child = Kid::new(child);
     let line = child::ready_line(&rx);
     let list = line.split(" on ").nth(1).unwrap().split(" (").next().unwrap();
     (child, list.split(", ").map(str::to_string).collect(), rx)
 }
 
-fn signal(child: &Running, sig: i32) {
-    child::signal(&child.0, sig);
+fn signal(child: &Kid, sig: i32) {
+    child::signal(child.child(), sig);
 }
 
 /// SIGTERM, then wait for the exit.
-fn stop(mut child: Running) {
+fn stop(mut child: Kid) {
     signal(&child, libc::SIGTERM);
-    let _ = child.0.wait();
+    let _ = child.take().wait();
 }
 
 fn addr_of(listed: &str) -> SocketAddr {
@@ -847,10 +838,10 @@ fn idle_connection_memory() {
     let warm: Vec<Tls> = (0..100).map(|_| echo_once(tls, &config)).collect();
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss(child.0.id());
+    let before = rss(child.child().id());
     let conns: Vec<Tls> = (0..n).map(|_| echo_once(tls, &config)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let with_tls = rss(child.0.id());
+    let with_tls = rss(child.child().id());
     // Plain connections as many as the descriptor limit leaves room for (both ends are
     // in this machine's limits).
     let m = n.min(18_000usize.saturating_sub(n)).max(1);
@@ -864,7 +855,7 @@ fn idle_connection_memory() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let with_plain = rss(child.0.id());
+    let with_plain = rss(child.child().id());
     println!(
         "idle connections: {n} TLS, {} bytes each; {m} plain, {} bytes each",
         with_tls.saturating_sub(before) / n as u64,

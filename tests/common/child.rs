@@ -51,11 +51,19 @@ pub fn ready_addr(line: &str) -> SocketAddr {
     addr.trim_end_matches(',').parse().expect("address")
 }
 
-/// Spawns a prepared command (stdout null, stderr piped) and waits for its ready line;
-/// returns the child, the address from the ready line and the line.
-pub fn spawn_child_ready(mut cmd: Command) -> (Child, SocketAddr, String) {
+/// Spawns a prepared command with stdout null and stderr piped; returns the child and
+/// its stderr lines (see [`stderr_lines`]). The command's other settings (arguments,
+/// environment, stdin) are the caller's.
+pub fn spawn_piped(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let rx = stderr_lines(child.stderr.take().expect("stderr"));
+    (child, rx)
+}
+
+/// Spawns a prepared command (stdout null, stderr piped) and waits for its ready line;
+/// returns the child, the address from the ready line and the line.
+pub fn spawn_child_ready(cmd: Command) -> (Child, SocketAddr, String) {
+    let (child, rx) = spawn_piped(cmd);
     let line = ready_line(&rx);
     let addr = ready_addr(&line);
     (child, addr, line)

@@ -61,6 +61,22 @@ pub fn send(s: &mut TcpStream, bytes: &[u8]) {
     s.write_all(bytes).expect("write_all");
 }
 
+/// True when the peer closes (EOF or reset) within `within`; a read timeout is not a
+/// close. Data the peer sends before closing is read and ignored. Sets `s`'s read
+/// timeout to `within`.
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so big payloads are not all one value.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
