@@ -218,17 +218,10 @@ fn a_plaintext_client_on_the_tls_port_is_closed_without_a_backend_connect() {
     p.shutdown().expect("shutdown");
 }
 
-#[test]
-fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() {
-    let pki = Pki::new();
-    let echo = echo_backend();
-    let be = echo.local_addrs()[0].to_string();
-    let (cert, key) = (pki.cert.to_str().expect("p"), pki.key.to_str().expect("p"));
-    let mut cmd = Command::new(BIN);
-    cmd.args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be])
-        .args(["--tls-cert", cert, "--tls-key", key, "--handshake-timeout", "5s"])
-        .args(["--health-check", "off"])
-        .stdin(Stdio::null());
+/// Runs `cmd` (an `evloop proxy` with one tls:// listener using `pki`'s certificate, to
+/// an echo backend), checks an echo through it, then issues a new CA and certificate and
+/// sends SIGHUP: a client trusting only the new CA must get in.
+fn serves_then_reloads_on_sighup(pki: &Pki, cmd: Command) {
     // Killed by its PID when dropped.
     let (child, lines) = spawn_piped(cmd);
     let child_proc = Kid::new(child);
@@ -264,6 +257,20 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() 
         assert!(std::time::Instant::now() < deadline, "the new certificate was never served");
         thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() {
+    let pki = Pki::new();
+    let echo = echo_backend();
+    let be = echo.local_addrs()[0].to_string();
+    let (cert, key) = (pki.cert.to_str().expect("p"), pki.key.to_str().expect("p"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be])
+        .args(["--tls-cert", cert, "--tls-key", key, "--handshake-timeout", "5s"])
+        .args(["--health-check", "off"])
+        .stdin(Stdio::null());
+    serves_then_reloads_on_sighup(&pki, cmd);
     // Missing key: one clear line, exit 1.
     let out = Command::new(BIN)
         .args(["proxy", "--listen", "tls://127.0.0.1:0", "--backend", &be, "--tls-cert", cert])
@@ -272,6 +279,24 @@ fn evloop_proxy_listens_on_tls_with_the_serve_tls_flags_and_reloads_on_sighup() 
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs --tls-key"), "{err}");
+}
+
+#[test]
+fn evloop_proxy_with_config_reloads_the_certificate_on_sighup() {
+    let pki = Pki::new();
+    let echo = echo_backend();
+    let file = pki.dir.join("proxy.toml");
+    let text = format!(
+        "listen = [\"tls://127.0.0.1:0\"]\nbackend = [\"{}\"]\nhealth-check = \"off\"\n\
+         tls-cert = \"{}\"\ntls-key = \"{}\"\n",
+        echo.local_addrs()[0],
+        pki.cert.display(),
+        pki.key.display()
+    );
+    std::fs::write(&file, text).expect("write config");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["proxy", "--config"]).arg(&file).stdin(Stdio::null());
+    serves_then_reloads_on_sighup(&pki, cmd);
 }
 
 // ---- TLS to backends ------------------------------------------------------------------

@@ -497,21 +497,33 @@ impl TlsArgs {
     /// none), offering `alpn`; shared by `serve` and `proxy`. `engine` names a
     /// non-reactor engine, which cannot serve TLS. Errors are one line naming the flag
     /// or file.
+    /// The certificate files named, when both --tls-cert and --tls-key are (what SIGHUP
+    /// re-reads, for `serve` and `proxy` alike).
+    pub(crate) fn files(&self) -> Option<TlsFiles> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return None;
+        };
+        Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     fn setup(
         &self,
         listeners: Vec<usize>,
         alpn: Vec<Vec<u8>>,
         engine: Option<String>,
     ) -> Result<Option<TlsSetup>, String> {
-        let tls = self;
         if listeners.is_empty() {
-            if tls.tls_cert.is_some() || tls.tls_key.is_some() || tls.tls_client_ca.is_some() {
+            if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
                 log::warn!("--tls-cert/--tls-key/--tls-client-ca are unused: no tls:// listener");
             }
             return Ok(None);
         }
-        let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
-            let missing = if tls.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
+        let Some(files) = self.files() else {
+            let missing = if self.tls_cert.is_none() { "--tls-cert" } else { "--tls-key" };
             return Err(format!(
                 "a tls:// listener needs {missing} FILE (and --tls-cert and --tls-key both)"
             ));
@@ -521,11 +533,9 @@ impl TlsArgs {
                 "tls:// listeners are served by the reactor engine only, not the {engine} engine"
             ));
         }
-        let files =
-            TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: tls.tls_client_ca.clone() };
         let config = TlsConfig::load(files, alpn)?;
         let mut setup = TlsSetup::new(listeners, Arc::new(config));
-        setup.handshake_timeout = match tls.handshake_timeout {
+        setup.handshake_timeout = match self.handshake_timeout {
             Some(t) => t.0,
             None => Some(DEFAULT_HANDSHAKE_TIMEOUT),
         };

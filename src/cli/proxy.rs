@@ -88,7 +88,7 @@ pub struct ProxyArgs {
     /// TLS termination for tls:// listeners (--tls-cert, --tls-key, --tls-client-ca,
     /// --handshake-timeout), as for serve.
     #[command(flatten)]
-    tls: Box<TlsArgs>,
+    pub(crate) tls: Box<TlsArgs>,
 }
 
 fn parse_send_proxy(s: &str) -> Result<SendProxy, String> {

@@ -22,7 +22,6 @@ use clap::CommandFactory;
 use clap::parser::ValueSource;
 use log::{LevelFilter, error, info, warn};
 
-use evloop::net::tls::TlsFiles;
 use evloop::serve::reload::{Reread, Rereader};
 
 use super::{Cli, Command, config};
@@ -173,17 +172,9 @@ fn reread(argv: &[OsString], sub: &str, file: &Path, state: &mut State) -> Optio
     log::debug!("SIGHUP: {shown}: {} keys in force", state.keys.len());
     let mut now = Reread::default();
     match cli.command {
-        Command::Serve(args) => {
-            let t = &args.tls;
-            if let (Some(cert), Some(key)) = (&t.tls_cert, &t.tls_key) {
-                now.tls = Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: t.tls_client_ca.clone(),
-                });
-            }
-        }
+        Command::Serve(args) => now.tls = args.tls.files(),
         Command::Proxy(args) => {
+            now.tls = args.tls.files();
             let (backends, backends_file) = args.backends();
             now.backends = backends;
             now.backends_file = backends_file;

@@ -340,28 +340,33 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
     let pool = proxy.pool.clone();
     let hangup_pool = pool.clone();
     let hangup_config = config.clone();
-    let rereads = flags.reread.is_some();
-    let hangup: Box<dyn FnMut() + Send> = match flags.reread.clone() {
+    // SIGHUP re-reads the backends; with --config the file's hook also re-reads the TLS
+    // certificate and key of tls:// listeners (from the file's paths), without it
+    // tls_reload adds that to the backends-file reload.
+    let hangup = match flags.reread.clone() {
         Some(r) => {
             let pool = pool.clone();
             let config = config.clone();
             let apply = move |now: &crate::serve::reload::Reread| {
                 reload_from_file(&pool, &config, now);
             };
-            crate::serve::reload::config_hangup(&settings, r, Some(Box::new(apply)))
+            Some(crate::serve::reload::config_hangup(&settings, r, Some(Box::new(apply))))
         }
-        None => Box::new(move || match &hangup_config.backends_file {
-            Some(path) => {
-                info!("SIGHUP: re-reading {}", path.display());
-                if let Err(e) = reload(&hangup_pool, &hangup_config) {
-                    error!(
-                        "reload failed, keeping the {} backends in force: {e}",
-                        hangup_pool.current().backends.len()
-                    );
+        None => crate::serve::run::tls_reload(
+            &settings,
+            Some(Box::new(move || match &hangup_config.backends_file {
+                Some(path) => {
+                    info!("SIGHUP: re-reading {}", path.display());
+                    if let Err(e) = reload(&hangup_pool, &hangup_config) {
+                        error!(
+                            "reload failed, keeping the {} backends in force: {e}",
+                            hangup_pool.current().backends.len()
+                        );
+                    }
                 }
-            }
-            None => info!("SIGHUP: no --backends-file to re-read"),
-        }),
+                None => info!("SIGHUP: no --backends-file to re-read"),
+            })),
+        ),
     };
     let handle = proxy.handle();
     let lifecycle = Lifecycle {
@@ -372,13 +377,7 @@ pub fn run(mut settings: Settings, config: ProxyConfig, flags: ProxyFlags) -> Re
         metrics: flags.metrics,
         stats_interval: flags.stats_interval,
         counters: proxy_counters(handle, pool.clone(), settings.reactor.capture.clone()),
-        // SIGHUP also re-reads the TLS certificate and key of tls:// listeners (the
-        // config-file hook does that itself, from the file's paths).
-        hangup: if rereads {
-            Some(hangup)
-        } else {
-            crate::serve::run::tls_reload(&settings, Some(hangup))
-        },
+        hangup,
     };
     let addrs: Vec<String> = proxy.listeners().iter().map(|a| a.to_string()).collect();
     let n = pool.current().backends.len();
