@@ -99,7 +99,7 @@ fn keepalive_deadline(secs: u16) -> Option<Duration> {
 }
 
 impl MqttHandler {
-    fn connect(&mut self, conn: &mut Conn<'_>, st: &mut MqttConn, c: Connect) -> Next {
+    fn connect(&self, conn: &mut Conn<'_>, st: &mut MqttConn, c: Connect) -> Next {
         let b = &self.broker;
         let refuse = |conn: &mut Conn<'_>, code| {
             Packet::ConnAck { session_present: false, code }.encode(conn.out());
@@ -220,7 +220,7 @@ impl MqttHandler {
         Next::Go
     }
 
-    fn packet(&mut self, conn: &mut Conn<'_>, st: &mut MqttConn, p: Packet) -> Next {
+    fn packet(&self, conn: &mut Conn<'_>, st: &mut MqttConn, p: Packet) -> Next {
         if !st.connected {
             return match p {
                 Packet::Connect(c) => self.connect(conn, st, c),
@@ -360,8 +360,12 @@ impl EventHandler for MqttHandler {
         let limits = self.broker.config.limits;
         let mut used = 0;
         let mut packets = 0;
-        let proto = self.broker.proto.clone();
+        let proto = &self.broker.proto;
         let lid = self.loop_id;
+        let close = |packets| {
+            proto.add_requests(lid, packets);
+            (input.len(), Action::Close)
+        };
         loop {
             let rest = input.get(used..).unwrap_or_default();
             match decode(rest, &limits) {
@@ -371,16 +375,12 @@ impl EventHandler for MqttHandler {
                     packets += 1;
                     match self.packet(conn, st, packet) {
                         Next::Go => {}
-                        Next::Close => {
-                            proto.add_requests(lid, packets);
-                            return (input.len(), Action::Close);
-                        }
+                        Next::Close => return close(packets),
                         Next::Violation(why) => {
                             debug!("mqtt: closing {:?}: {why}", conn.id());
                             BrokerMetrics::inc(&self.broker.metrics.protocol_errors);
                             proto.add_error("protocol_violation");
-                            proto.add_requests(lid, packets);
-                            return (input.len(), Action::Close);
+                            return close(packets);
                         }
                     }
                 }
@@ -388,8 +388,7 @@ impl EventHandler for MqttHandler {
                     debug!("mqtt: closing {:?}: {e}", conn.id());
                     BrokerMetrics::inc(&self.broker.metrics.protocol_errors);
                     proto.add_error(e.kind());
-                    proto.add_requests(lid, packets);
-                    return (input.len(), Action::Close);
+                    return close(packets);
                 }
             }
         }

@@ -441,12 +441,7 @@ impl SessionState {
             BrokerMetrics::inc(&m.dropped);
         }
         queue.push_back(msg);
-        if !self.has(NOTIFY_PENDING)
-            && let Some(o) = &self.owner
-            && o.notify_writable().is_ok()
-        {
-            self.set(NOTIFY_PENDING, true);
-        }
+        self.notify_if(true);
     }
 
     /// Moves queued messages into the in-flight window and `out` while there is room;

@@ -230,14 +230,13 @@ impl Node {
     /// Every subscription matching `topic`, merged per session (highest QoS wins), into
     /// `out`.
     pub(crate) fn matching(&self, topic: &str, out: &mut HashMap<usize, (Arc<Session>, u8)>) {
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        self.walk(&levels, 0, dollar, out);
+        self.walk(topic.split('/'), 0, dollar, out);
     }
 
     fn walk(
         &self,
-        levels: &[&str],
+        mut levels: std::str::Split<'_, char>,
         depth: usize,
         dollar: bool,
         out: &mut HashMap<usize, (Arc<Session>, u8)>,
@@ -246,15 +245,16 @@ impl Node {
         if wild_ok && let Some(hash) = self.children.get(b"#".as_slice()) {
             add(out, &hash.subs);
         }
-        let Some((first, rest)) = levels.split_first() else {
+        let Some(first) = levels.next() else {
             add(out, &self.subs);
             return;
         };
+        // `levels` now holds the remaining levels; each branch walks its own copy.
         if let Some(child) = self.children.get(first.as_bytes()) {
-            child.walk(rest, depth + 1, dollar, out);
+            child.walk(levels.clone(), depth + 1, dollar, out);
         }
         if wild_ok && let Some(plus) = self.children.get(b"+".as_slice()) {
-            plus.walk(rest, depth + 1, dollar, out);
+            plus.walk(levels, depth + 1, dollar, out);
         }
     }
 }
