@@ -384,3 +384,25 @@ fn tls_backends_need_backend_ca() {
     let err = cfg.load_backends().expect_err("refused");
     assert!(err.contains(",tls needs --backend-ca FILE"), "{err}");
 }
+
+#[test]
+fn a_bad_sni_and_a_plaintext_health_check_are_refused_when_backends_load() {
+    let ca = Pki::new();
+    let with = |backend: &str, check: HealthCheck| ProxyConfig {
+        backends: vec![backend.parse().expect("spec")],
+        backend_ca: Some(ca.ca.clone()),
+        check,
+        ..ProxyConfig::default()
+    };
+    let err = with("127.0.0.1:7001,tls,sni=a b", HealthCheck::Off).load_backends();
+    let err = err.expect_err("a name with a space is refused");
+    assert!(err.contains("`a b` is not a valid TLS server name"), "{err}");
+    for check in [HealthCheck::Http("/".into()), HealthCheck::Redis] {
+        let err = with("127.0.0.1:7001,tls", check).load_backends().expect_err("refused");
+        assert!(err.contains(",tls backends take --health-check tcp or off"), "{err}");
+    }
+    for check in [HealthCheck::Tcp, HealthCheck::Off] {
+        let cfg = with("127.0.0.1:7001,tls,sni=localhost", check);
+        assert_eq!(cfg.load_backends().expect("accepted").len(), 1);
+    }
+}

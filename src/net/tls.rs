@@ -362,14 +362,32 @@ impl ClientTls {
     /// Client TLS with `config` verifying `name`: a DNS name (sent as SNI) or an IP
     /// address (no SNI; the certificate needs it as an IP SAN).
     pub fn for_name(config: Arc<rustls::ClientConfig>, name: &str) -> Result<ClientTls, String> {
-        let name = rustls::pki_types::ServerName::try_from(name.to_string())
-            .map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))?;
-        Ok(ClientTls { config, name })
+        Ok(ClientTls { config, name: server_name(name)? })
     }
 
     /// [`roots_from_ca_file`](Self::roots_from_ca_file) then [`for_name`](Self::for_name).
     pub fn from_ca_file(ca: &Path, name: &str) -> Result<ClientTls, String> {
         ClientTls::for_name(ClientTls::roots_from_ca_file(ca)?, name)
+    }
+}
+
+/// `name` as a TLS server name (a DNS name or an IP address); the error says why not.
+#[cfg(feature = "tls")]
+fn server_name(name: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))
+}
+
+/// Checks that `name` can be verified as a TLS server name (a DNS name or an IP
+/// address), so a bad `sni=` is refused when the backends are loaded, not at each
+/// connect. Always fine in a build without the `tls` feature (nothing speaks TLS there).
+pub fn check_server_name(name: &str) -> Result<(), String> {
+    #[cfg(feature = "tls")]
+    return server_name(name).map(|_| ());
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = name;
+        Ok(())
     }
 }
 

@@ -101,8 +101,19 @@ impl ProxyConfig {
         {
             return Err(format!("backend `{}`: ,tls needs --backend-ca FILE", b.name));
         }
-        if let Some(b) = all.iter().find(|b| b.tls && b.tls_name().is_none()) {
-            return Err(format!("backend `{}`: ,tls to a Unix socket needs sni=NAME", b.name));
+        for b in all.iter().filter(|b| b.tls) {
+            let Some(name) = b.tls_name() else {
+                return Err(format!("backend `{}`: ,tls to a Unix socket needs sni=NAME", b.name));
+            };
+            crate::net::tls::check_server_name(&name)
+                .map_err(|e| format!("backend `{}`: {e}", b.name))?;
+            if matches!(self.check, HealthCheck::Http(_) | HealthCheck::Redis) {
+                return Err(format!(
+                    "backend `{}`: ,tls backends take --health-check tcp or off (the http and \
+                     redis checks speak plaintext)",
+                    b.name
+                ));
+            }
         }
         Ok(all)
     }
