@@ -958,7 +958,7 @@ class PerfWindow:
 
 def client_connected(pid, port):
     """The client's connections to 127.0.0.1:port that are established (ss, which asks the
-    kernel with a filter; without ss, the client's open descriptors, connecting or not)."""
+    kernel with a filter; without ss, the server side's count from /proc/net/tcp)."""
     if shutil.which("ss"):
         try:
             r = subprocess.run(["ss", "-Htn", "state", "established", f"dport = :{port}"],
@@ -967,7 +967,7 @@ def client_connected(pid, port):
                 return sum(1 for line in r.stdout.splitlines() if line.strip())
         except (OSError, subprocess.SubprocessError):
             pass
-    return fd_count([pid])
+    return established(port)
 
 
 def peer_run(cell, port, duration, warmup, events=None):
@@ -1058,6 +1058,24 @@ def peer_run(cell, port, duration, warmup, events=None):
         if perf:
             perf.close()
         srv.stop()
+
+
+def run_rounds(cells, port, rounds, duration, warmup):
+    """Every cell once per round (peer_cell_once, a fresh server and port each time), for
+    `rounds` interleaved rounds, printing a line per run (a skipped cell's only in round
+    1). Returns each cell's runs and the next free port."""
+    runs = [[] for _ in cells]
+    for rnd in range(rounds):
+        for i, c in enumerate(cells):
+            r = peer_cell_once(c, port, duration, warmup)
+            port = port + 1 if not c["server"]["skip"] else port
+            runs[i].append(r)
+            if not c["server"]["skip"] or rnd == 0:
+                print(f"  round {rnd + 1}/{rounds} | {c['row']} | {c['server']['label']} | {r['status']} | "
+                      f"{fmt(r.get('rps'))} req/s | {fmt(r.get('cpu_us_per_req'), '.2f')} CPU us/req | "
+                      f"{fmt(r.get('cpu_util'), '.0f')}% CPU | errors {r.get('errors', '')} {r.get('note', '')}",
+                      flush=True)
+    return runs, port
 
 
 def median(xs):
@@ -1197,18 +1215,8 @@ def run_peers(have, tokio, port, quick, use_perf):
           f"{warmup} warmup, then {'a perf round of ' + perf_d + ' runs' if events else 'no perf round (perf unavailable)'}; "
           f"server CPU {SERVER_CPU}, evloop load on CPU {CLIENT_CPU}" + (f"; monoio driver: {driver}" if driver else ""),
           flush=True)
-    runs = [[] for _ in cells]
     t_start = time.monotonic()
-    for rnd in range(rounds):
-        for i, c in enumerate(cells):
-            r = peer_cell_once(c, port, duration, warmup)
-            port = port + 1 if not c["server"]["skip"] else port
-            runs[i].append(r)
-            if not c["server"]["skip"] or rnd == 0:
-                print(f"  round {rnd + 1}/{rounds} | {c['row']} | {c['server']['label']} | {r['status']} | "
-                      f"{fmt(r.get('rps'))} req/s | {fmt(r.get('cpu_us_per_req'), '.2f')} CPU us/req | "
-                      f"{fmt(r.get('cpu_util'), '.0f')}% CPU | errors {r.get('errors', '')} {r.get('note', '')}",
-                      flush=True)
+    runs, port = run_rounds(cells, port, rounds, duration, warmup)
     perf_runs = [[] for _ in cells]
     if events:
         for i, c in enumerate(cells):
@@ -1252,8 +1260,7 @@ def run_peers(have, tokio, port, quick, use_perf):
     mem = []
     if os.environ.get("PEERS_MEMORY", "1") != "0":
         rows = [r for r in memory_servers(have, tokio, peers=True)
-                if r[0] in ("echo", "http", "redis", "frame", "mqtt")
-                and row_selected(mem_line_key("peers", r[0], r[1]))]
+                if row_selected(mem_line_key("peers", r[0], r[1]))]
         if rows:
             head = (f"Memory: bytes per idle connection, {mem_n:,} connections that each did one request "
                     "(RSS with them - RSS with none) / N")

@@ -104,9 +104,14 @@ def settings():
     return server_cpus, client_cpus, loops, pipelines, conns
 
 
+def line(c):
+    """A cell's line: what --list prints and --only selects by."""
+    return f"cores | {c['row']} | evloop load | {c['server']['label']}"
+
+
 def list_lines(bench):
-    """The lines --list prints for the group (and --only selects cells by)."""
-    return [f"cores | {c['row']} | evloop load | {c['server']['label']}" for c in cells(bench, *settings())]
+    """The lines --list prints for the group."""
+    return [line(c) for c in cells(bench, *settings())]
 
 
 def table(bench, recs, loops):
@@ -146,18 +151,8 @@ def run(bench, port):
               f"(server {server_cpus or 'none'}, client {client_cpus or 'none'}); set SERVER_CPUS, CLIENT_CPUS "
               "or CORES_LOOPS", flush=True)
         return port
-    cs = [c for c in cells(bench, server_cpus, client_cpus, loops, pipelines, conns)
-          if bench.row_selected(f"cores | {c['row']} | evloop load | {c['server']['label']}")]
-    runs = [[] for _ in cs]
-    for rnd in range(rounds):
-        for i, c in enumerate(cs):
-            r = bench.peer_cell_once(c, port, duration, warmup)
-            port += 1
-            runs[i].append(r)
-            print(f"  round {rnd + 1}/{rounds} | {c['row']} | {c['loops']} loops | {r['status']} | "
-                  f"{bench.fmt(r.get('rps'))} req/s | {bench.fmt(r.get('cpu_util'), '.0f')}% CPU | "
-                  f"{bench.fmt(r.get('cpu_us_per_req'), '.2f')} CPU us/req | errors {r.get('errors', '')} "
-                  f"{r.get('note', '')}", flush=True)
+    cs = [c for c in cells(bench, server_cpus, client_cpus, loops, pipelines, conns) if bench.row_selected(line(c))]
+    runs, port = bench.run_rounds(cs, port, rounds, duration, warmup)
     recs = []
     for c, rs in zip(cs, runs):
         rec = bench.summarize_cell(c, rs, [])

@@ -20,13 +20,10 @@ import subprocess
 import sys
 import tempfile
 
+from bench import median, proc_cpu
+
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def row(server_bin, load_bin, proto, port, serve_extra, load_extra, duration, conns):
@@ -36,12 +33,12 @@ def row(server_bin, load_bin, proto, port, serve_extra, load_extra, duration, co
         stderr=subprocess.PIPE)
     try:
         srv.stderr.readline()  # the ready line
-        c0 = cpu_seconds(srv.pid)
+        c0 = proc_cpu([srv.pid])
         out = subprocess.run(
             ["taskset", "-c", CLIENT_CPU, load_bin, "load", f"127.0.0.1:{port}", "--proto", proto,
              "-c", str(conns), "-d", duration, "--json", "-q"] + load_extra,
             capture_output=True, text=True, check=True)
-        c1 = cpu_seconds(srv.pid)
+        c1 = proc_cpu([srv.pid])
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait()
@@ -52,7 +49,7 @@ def row(server_bin, load_bin, proto, port, serve_extra, load_extra, duration, co
 def report(results):
     for key, values in results.items():
         v = sorted(values)
-        print(f"{key:32} cpu_us/req median {v[len(v) // 2]:.3f}  (all {', '.join(f'{x:.3f}' for x in v)})")
+        print(f"{key:32} cpu_us/req median {median(v):.3f}  (all {', '.join(f'{x:.3f}' for x in v)})")
 
 
 def main():
