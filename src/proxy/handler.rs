@@ -35,7 +35,7 @@ use super::balance::{Balancer, Candidate, Policy};
 use super::pool::{Backend, BackendSet, Pool};
 use super::send_proxy::SendProxy;
 use crate::capture::Direction;
-use crate::net::tls::ClientRoots;
+use crate::net::tls::{ClientRoots, TlsSetup};
 use crate::reactor::{Action, CloseReason, Conn, EventHandler, LinkOptions, Peer};
 use crate::serve::capture::{Capture, CaptureHook, Captured};
 
@@ -56,9 +56,9 @@ pub struct Shared {
     pub send_proxy: Option<SendProxy>,
     /// Sampled traffic capture (`--capture`), when on.
     pub capture: Option<Arc<Capture>>,
-    /// Positions of the `tls://` listeners (their clients connect a backend on their
+    /// TLS on the `tls://` listeners, when any (their clients connect a backend on their
     /// first plaintext bytes, after the handshake).
-    pub tls_listeners: Vec<usize>,
+    pub tls: Option<TlsSetup>,
     /// Roots for `,tls` backends (`--backend-ca`).
     pub backend_roots: Option<ClientRoots>,
 }
@@ -196,6 +196,11 @@ impl ProxyHandler {
     }
 
     /// Gives up on a client: counted, and closed.
+    /// Nothing to do while a backend connect is under way; else no backend is left.
+    fn connecting_or_unserved(&self, connecting: bool, tried: usize) -> Action {
+        if connecting { Action::None } else { self.unserved(tried) }
+    }
+
     fn unserved(&self, tried: usize) -> Action {
         log::debug!("loop {}: no backend reachable for a client ({tried} tried)", self.loop_id);
         self.shared.pool.unserved(self.loop_id);
@@ -237,7 +242,7 @@ impl EventHandler for ProxyHandler {
             Peer::Unix => None,
         };
         let cap = self.capture.as_mut().and_then(|h| h.opened(conn));
-        if self.shared.tls_listeners.contains(&conn.listener()) {
+        if self.shared.tls.as_ref().is_some_and(|t| t.is_tls(conn.listener())) {
             // TLS: read on so the handshake runs; the backend comes with the first bytes.
             let side = Side::Client { ip, tried: Vec::new(), connecting: None, cap };
             return (side, Action::None);
@@ -246,7 +251,7 @@ impl EventHandler for ProxyHandler {
         conn.pause_reading();
         let mut tried = Vec::new();
         let connecting = self.connect_next(conn, ip, &mut tried, cap);
-        let action = if connecting.is_some() { Action::None } else { self.unserved(tried.len()) };
+        let action = self.connecting_or_unserved(connecting.is_some(), tried.len());
         (Side::Client { ip, tried, connecting, cap }, action)
     }
 
@@ -258,8 +263,7 @@ impl EventHandler for ProxyHandler {
                 conn.pause_reading();
                 let (ip, cap) = (*ip, *cap);
                 *connecting = self.connect_next(conn, ip, tried, cap);
-                let action =
-                    if connecting.is_some() { Action::None } else { self.unserved(tried.len()) };
+                let action = self.connecting_or_unserved(connecting.is_some(), tried.len());
                 (0, action)
             }
             // Waiting for the backend (offered again): keep the bytes.
@@ -290,7 +294,7 @@ impl EventHandler for ProxyHandler {
         }
         let (ip, cap) = (*ip, *cap);
         *connecting = self.connect_next(conn, ip, tried, cap);
-        if connecting.is_some() { Action::None } else { self.unserved(tried.len()) }
+        self.connecting_or_unserved(connecting.is_some(), tried.len())
     }
 
     #[inline]

@@ -180,7 +180,7 @@ pub fn start(settings: Settings, config: ProxyConfig) -> io::Result<Proxy> {
         splice: config.splice,
         send_proxy: config.send_proxy,
         capture: settings.reactor.capture.clone(),
-        tls_listeners: settings.tls.as_ref().map(|t| t.listeners.clone()).unwrap_or_default(),
+        tls: settings.tls.clone(),
         backend_roots,
     });
     let checker = match &config.check {
