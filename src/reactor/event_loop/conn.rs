@@ -118,7 +118,6 @@ pub(super) const CONNECTION_BOUND: usize = 48 + std::mem::size_of::<Stream>();
 /// A connection's in-flight bytes: allocated when input is left unconsumed or output is
 /// left unwritten, and given back (to a small per-thread free list, so a busy
 /// connection does not allocate per request) once both are empty again.
-#[derive(Default)]
 pub(super) struct Buffers {
     /// Unconsumed input.
     pub(super) input: Vec<u8>,
@@ -145,22 +144,40 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
+impl Default for Buffers {
+    /// Empty, and not over the soft output limit (`over_soft` is `Tick::MAX`).
+    fn default() -> Self {
+        Buffers {
+            input: Vec::new(),
+            output: Vec::new(),
+            out_pos: 0,
+            partial_since: 0,
+            over_soft: Tick::MAX,
+        }
+    }
+}
+
+/// Empties `v`, keeping its allocation for reuse only when it is small (up to
+/// [`POOL_KEEP_CAPACITY`]); a larger one is freed.
+#[inline]
+pub(super) fn clear_keeping_small(v: &mut Vec<u8>) {
+    if v.capacity() > POOL_KEEP_CAPACITY {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
 impl Buffers {
     /// An empty box, from the free list when it has one.
     pub(super) fn take() -> Box<Buffers> {
-        POOL.with_borrow_mut(Vec::pop)
-            .unwrap_or_else(|| Box::new(Buffers { over_soft: Tick::MAX, ..Buffers::default() }))
+        POOL.with_borrow_mut(Vec::pop).unwrap_or_default()
     }
 
     /// Empties `b` and keeps it for reuse (dropped when the free list is full).
     pub(super) fn give_back(mut b: Box<Buffers>) {
-        for v in [&mut b.input, &mut b.output] {
-            if v.capacity() > POOL_KEEP_CAPACITY {
-                *v = Vec::new();
-            } else {
-                v.clear();
-            }
-        }
+        clear_keeping_small(&mut b.input);
+        clear_keeping_small(&mut b.output);
         b.out_pos = 0;
         b.partial_since = 0;
         b.over_soft = Tick::MAX;
@@ -257,6 +274,12 @@ impl<S> Connection<S> {
     #[inline]
     pub(super) fn over_soft(&self) -> Tick {
         self.bufs.as_ref().map_or(Tick::MAX, |b| b.over_soft)
+    }
+
+    /// Tick at which the current unconsumed input began (`None`: no unconsumed input).
+    #[inline]
+    pub(super) fn partial_since(&self) -> Option<Tick> {
+        self.bufs.as_deref().filter(|b| !b.input.is_empty()).map(|b| b.partial_since)
     }
 
     /// The extras, allocated when there are none.

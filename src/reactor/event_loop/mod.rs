@@ -466,11 +466,13 @@ impl<H: EventHandler> EventLoop<H> {
         let result = guard(parts.config.catch_panics, || f(handler, &mut conn, state, input));
         let deadline = conn.deadline;
         if !self.spare_input.is_empty() {
-            // A rest left by a connection that had no buffers: they are made now.
-            let rest = std::mem::take(&mut self.spare_input);
+            // A rest left by a connection that had no buffers: they are made now. The
+            // vectors trade places, so the spare one keeps the (empty) pooled one's
+            // allocation for the next rest.
             if let Some(c) = self.conns.get_mut(key) {
-                c.bufs_mut().input = rest;
+                std::mem::swap(&mut c.bufs_mut().input, &mut self.spare_input);
             }
+            self.spare_input.clear();
         }
         match result {
             Ok(action) => {

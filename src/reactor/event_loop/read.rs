@@ -17,7 +17,9 @@
 use std::io::{self, Read};
 
 use super::EventLoop;
-use super::conn::{CLOSING, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST};
+use super::conn::{
+    CLOSING, HEARD, HUP_SEEN, PAUSED, READ_CLOSED, USER_PAUSED, WRITE_INTEREST, clear_keeping_small,
+};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
 use crate::reactor::socket::Stream;
 use crate::reactor::stats::bump;
@@ -48,10 +50,10 @@ impl<H: EventHandler> EventLoop<H> {
             if c.has(PAUSED | READ_CLOSED | CLOSING | USER_PAUSED) {
                 return;
             }
-            if c.extra.is_some() && c.tls().is_some() {
+            if c.tls().is_some() {
                 return self.on_readable_tls(key); // ciphertext in, plaintext to the handler
             }
-            if c.extra.is_some() && c.link().is_some() {
+            if c.link().is_some() {
                 return self.forward(key);
             }
             let n = match read_socket(&c.sock, &mut self.rbuf) {
@@ -162,7 +164,8 @@ impl<H: EventHandler> EventLoop<H> {
                 input.extend_from_slice(&rbuf[..n]);
                 let (consumed, action) = h.data(conn, state, input);
                 if consumed >= input.len() {
-                    *input = Vec::new();
+                    // Kept for reuse when small (as `Buffers::give_back` would).
+                    clear_keeping_small(input);
                 } else {
                     input.drain(..consumed);
                 }

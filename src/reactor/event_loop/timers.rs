@@ -40,8 +40,7 @@ impl Timeouts {
     /// The tick at which `c` times out, as its stamps stand now.
     fn deadline<S>(&self, c: &Connection<S>) -> Option<Tick> {
         let idle = self.idle.map(|t| c.active.saturating_add(t));
-        let partial = c.bufs.as_deref().filter(|b| !b.input.is_empty()).map(|b| b.partial_since);
-        let request = self.request.zip(partial).map(|(t, since)| since.saturating_add(t));
+        let request = self.request.zip(c.partial_since()).map(|(t, since)| since.saturating_add(t));
         let handler = (c.deadline != Tick::MAX).then_some(c.deadline);
         let over_soft = c.over_soft();
         let soft = self.soft_output.filter(|_| over_soft != Tick::MAX);
@@ -131,11 +130,9 @@ impl<H: EventHandler> EventLoop<H> {
                 continue;
             }
             c.timer_at = Tick::MAX;
-            let partial =
-                c.bufs.as_deref().filter(|b| !b.input.is_empty()).map(|b| b.partial_since);
             let request_due = timeouts
                 .request
-                .zip(partial)
+                .zip(c.partial_since())
                 .is_some_and(|(t, since)| since.saturating_add(t) <= self.now_tick);
             let idle_due =
                 timeouts.idle.is_some_and(|t| c.active.saturating_add(t) <= self.now_tick);

@@ -249,22 +249,17 @@ impl TlsSession {
     /// Encrypts the plaintext in `plain` (emptied) and appends every TLS record rustls
     /// has to send to `out`.
     pub(super) fn encrypt(&mut self, plain: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-        if !plain.is_empty() {
-            self.conn.writer().write_all(plain)?;
-            plain.clear();
-            if plain.capacity() > 4 * WBUF_KEEP {
-                plain.shrink_to(WBUF_KEEP);
-            }
-        }
-        while self.conn.wants_write() {
-            self.conn.write_tls(out)?;
+        self.encrypt_slice(plain, out)?;
+        plain.clear();
+        if plain.capacity() > 4 * WBUF_KEEP {
+            plain.shrink_to(WBUF_KEEP);
         }
         Ok(())
     }
 
-    /// Encrypts `data` (forwarded from a linked partner) and appends the TLS records
-    /// to `out`. While the handshake is pending rustls keeps the plaintext and sends it
-    /// once the handshake completes.
+    /// Encrypts `data` (forwarded from a linked partner; empty: only what rustls has
+    /// queued) and appends the TLS records to `out`. While the handshake is pending
+    /// rustls keeps the plaintext and sends it once the handshake completes.
     pub(super) fn encrypt_slice(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         self.conn.writer().write_all(data)?;
         while self.conn.wants_write() {
@@ -368,15 +363,19 @@ impl<H: EventHandler> EventLoop<H> {
             let handshaking = tls.handshaking;
             // Handshake flights, alerts, tickets: queued behind the pending output.
             let queued = if tls.wants_write() {
-                tls.encrypt(&mut Vec::new(), &mut bufs.get_or_insert_with(Buffers::take).output)
+                tls.encrypt_slice(&[], &mut bufs.get_or_insert_with(Buffers::take).output)
             } else {
                 Ok(())
             };
             if let Some(e) = r.error.or(queued.err()) {
                 if handshaking {
                     bump(&self.stats.tls_handshake_errors, 1);
-                    let peer = c.peer_for_log();
-                    debug!("loop {}: TLS handshake with {peer} failed: {e}", self.parts.id);
+                    // (The peer, a `getpeername` call, only when the line is logged.)
+                    debug!(
+                        "loop {}: TLS handshake with {} failed: {e}",
+                        self.parts.id,
+                        c.peer_for_log()
+                    );
                 }
                 // The alert rustls queued, if the kernel takes it now.
                 let _ = c.write_pending(&self.stats);
@@ -459,8 +458,7 @@ impl<H: EventHandler> EventLoop<H> {
             };
             if c.tls().is_some_and(|t| t.handshaking) {
                 bump(&self.stats.tls_handshake_errors, 1);
-                let peer = c.peer_for_log();
-                debug!("loop {}: TLS handshake with {peer} timed out", self.parts.id);
+                debug!("loop {}: TLS handshake with {} timed out", self.parts.id, c.peer_for_log());
                 let e = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
                 self.close(key, CloseReason::Error(e));
             }
@@ -477,9 +475,8 @@ impl<S> Connection<S> {
         if tls.failed || pending > 0 {
             return;
         }
-        tls.conn.send_close_notify();
         let mut alert = Vec::new();
-        if tls.encrypt(&mut Vec::new(), &mut alert).is_ok() {
+        if tls.close_notify(&mut alert).is_ok() {
             let _ = (&self.sock).write(&alert);
         }
     }
@@ -538,7 +535,7 @@ impl ClientHandshake {
     /// would block or the handshake is over.
     pub(super) fn advance(&mut self, mut sock: &Stream, stats: &LoopStats) -> HandshakeStep {
         loop {
-            if let Err(e) = self.session.encrypt(&mut Vec::new(), &mut self.out) {
+            if let Err(e) = self.session.encrypt_slice(&[], &mut self.out) {
                 return HandshakeStep::Failed(e);
             }
             while self.out_pos < self.out.len() {
@@ -575,7 +572,7 @@ impl ClientHandshake {
                     if let Err(e) = self.session.conn.process_new_packets() {
                         // The alert, if the kernel takes it now.
                         self.out.clear();
-                        if self.session.encrypt(&mut Vec::new(), &mut self.out).is_ok() {
+                        if self.session.encrypt_slice(&[], &mut self.out).is_ok() {
                             let _ = sock.write(&self.out);
                         }
                         return HandshakeStep::Failed(io::Error::new(

@@ -27,8 +27,8 @@ use std::time::Instant;
 use mio::Interest;
 
 use super::conn::{
-    CLOSING, Connection, HEARD, PARTNER_GONE, PAUSED, POOL_KEEP_CAPACITY, READ_CLOSED, USER_PAUSED,
-    WANT_WRITABLE, WRITE_INTEREST,
+    CLOSING, Connection, HEARD, PARTNER_GONE, PAUSED, READ_CLOSED, USER_PAUSED, WANT_WRITABLE,
+    WRITE_INTEREST, clear_keeping_small,
 };
 use super::{EventLoop, Tok};
 use crate::reactor::handler::{Action, CloseReason, EventHandler};
@@ -106,7 +106,7 @@ impl<H: EventHandler> EventLoop<H> {
                 return false;
             }
         }
-        if c.extra.is_some() && c.link().is_some() {
+        if c.link().is_some() {
             return self.settle_link(key);
         }
         if self.draining.is_some() && c.is_idle() && c.has(HEARD) {
@@ -341,11 +341,7 @@ impl<S> Connection<S> {
         }
         if b.out_pos == b.output.len() {
             // All written: a large vector is freed now, a small one stays for reuse.
-            if b.output.capacity() > POOL_KEEP_CAPACITY {
-                b.output = Vec::new();
-            } else {
-                b.output.clear();
-            }
+            clear_keeping_small(&mut b.output);
             b.out_pos = 0;
         } else if b.out_pos >= b.output.len() / 2 {
             // Amortised compaction: each byte moves at most once per halving.
