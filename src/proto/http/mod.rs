@@ -173,17 +173,26 @@ impl Protocol for Http {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Progress, ProtoError> {
-        let mut w = match session.busy.take() {
-            None => Work::new(self),
-            Some(b) if b.finished => {
-                session.busy = Some(b);
-                return Ok(Progress::answered(input.len(), 0, true));
+        match session.busy.as_deref_mut() {
+            Some(b) if b.finished => Ok(Progress::answered(input.len(), 0, true)),
+            // A request in progress: continue it in its box, dropped once nothing is.
+            Some(b) => {
+                let r = Work::new(self, b).on_input(input, out);
+                if !b.settle() {
+                    session.busy = None;
+                }
+                r
             }
-            Some(b) => Work::resume(self, *b),
-        };
-        let r = w.on_input(input, out);
-        session.busy = w.park();
-        r
+            // Nothing in progress: work in a local state, boxed only if it must persist.
+            None => {
+                let mut b = Busy::default();
+                let r = Work::new(self, &mut b).on_input(input, out);
+                if b.settle() {
+                    session.busy = Some(Box::new(b));
+                }
+                r
+            }
+        }
     }
 
     /// `408 Request Timeout` with `Connection: close`; the session is finished after it.
@@ -323,7 +332,7 @@ impl HttpSession {
 }
 
 /// What a connection keeps between calls while a request is in progress (boxed).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Busy {
     /// The request whose head was consumed and whose body is still being read.
     pending: Option<Request>,
@@ -337,63 +346,38 @@ struct Busy {
 
 impl Busy {
     fn finished() -> Self {
-        Busy { pending: None, body: Vec::new(), finished: true, custom: None }
+        Busy { finished: true, ..Busy::default() }
+    }
+
+    /// At the end of a call: whether this must outlive it (a request is in progress or
+    /// the connection is finished). Frees the echo body buffer unless a request is in
+    /// progress.
+    #[inline]
+    fn settle(&mut self) -> bool {
+        if self.pending.is_none() {
+            self.body = Vec::new();
+        }
+        self.pending.is_some() || self.finished
     }
 }
 
 /// One call's working state: the protocol's limits and routes plus the connection's
-/// [`Busy`] state, unpacked (nothing boxed unless it must outlive the call).
+/// [`Busy`] state (its box, or a local one when it has none: nothing is boxed unless it
+/// must outlive the call).
 struct Work<'a> {
     config: &'a HttpConfig,
     routes: Option<&'a Routes>,
-    /// The request whose head was consumed and whose body is still being read.
-    pending: Option<Request>,
-    /// Decoded chunked body of an echo request (`<= max_body` bytes).
-    body: Vec<u8>,
-    /// A closing response or an error was produced; all further input is ignored.
-    finished: bool,
-    /// The reply of an extra route to the request in progress.
-    custom: Option<RouteReply>,
+    busy: &'a mut Busy,
 }
 
 /// Header fields parsed into a stack array before falling back to the heap.
 const STACK_HEADERS: usize = 64;
 
 impl<'a> Work<'a> {
-    /// A connection with nothing in progress.
+    /// A call working on the connection state `busy`.
     #[inline]
-    fn new(http: &'a Http) -> Self {
-        Work {
-            config: &http.config,
-            routes: http.routes.as_ref(),
-            pending: None,
-            body: Vec::new(),
-            finished: false,
-            custom: None,
-        }
-    }
-
-    /// A connection with a request in progress.
-    fn resume(http: &'a Http, b: Busy) -> Self {
-        Work {
-            pending: b.pending,
-            body: b.body,
-            finished: b.finished,
-            custom: b.custom,
-            ..Work::new(http)
-        }
-    }
-
-    /// What must outlive this call, boxed; `None` (and everything dropped) when no
-    /// request is in progress.
-    #[inline]
-    fn park(self) -> Option<Box<Busy>> {
-        if self.pending.is_none() && !self.finished {
-            return None;
-        }
-        let Work { pending, body, finished, custom, .. } = self;
-        let body = if pending.is_some() { body } else { Vec::new() };
-        Some(Box::new(Busy { pending, body, finished, custom }))
+    fn new(http: &'a Http, busy: &'a mut Busy) -> Self {
+        Work { config: &http.config, routes: http.routes.as_ref(), busy }
     }
 
     /// Parses a request head at the front of `buf`. `Ok(None)`: incomplete (and within
@@ -501,7 +485,7 @@ impl<'a> Work<'a> {
         let conn = if custom.as_ref().is_some_and(|c| c.close) { ConnHeader::Close } else { conn };
         let route = match path {
             _ if custom.is_some() => {
-                self.custom = custom;
+                self.busy.custom = custom;
                 Route::Custom
             }
             "/" | "/plaintext" => match method {
@@ -554,7 +538,7 @@ impl<'a> Work<'a> {
                     }
                     let take = remaining.min(rest.len() as u64) as usize;
                     if keep {
-                        self.body.extend_from_slice(&rest[..take]);
+                        self.busy.body.extend_from_slice(&rest[..take]);
                     }
                     p += take;
                     let left = remaining - take as u64;
@@ -585,8 +569,8 @@ impl<'a> Work<'a> {
 
     /// Records the failure and builds the error the engine sends before closing.
     fn fail(&mut self, fail: Fail, date: &mut Option<HttpDate>) -> ProtoError {
-        self.finished = true;
-        self.pending = None;
+        self.busy.finished = true;
+        self.busy.pending = None;
         self.release_body();
         let date = *date.get_or_insert_with(date::now);
         let mut reply = Vec::with_capacity(192);
@@ -607,7 +591,7 @@ impl<'a> Work<'a> {
 
     /// Empties the echo body buffer between requests (freed at the end of the call).
     fn release_body(&mut self) {
-        self.body.clear();
+        self.busy.body.clear();
     }
 }
 
@@ -695,7 +679,7 @@ impl Work<'_> {
         let (mut pos, mut answered) = (0, 0);
         let mut pending = Pending::None;
         loop {
-            let mut req = match self.pending.take() {
+            let mut req = match self.busy.pending.take() {
                 Some(req) => req,
                 None => {
                     let rest = &input[pos..];
@@ -754,18 +738,18 @@ impl Work<'_> {
                     out.extend_from_slice(response::CONTINUE);
                     req.expect_continue = false;
                 }
-                self.pending = Some(req);
+                self.busy.pending = Some(req);
                 pending = Pending::Body;
                 break;
             }
 
             let date = *date.get_or_insert_with(date::now);
             if req.route == Route::Custom {
-                respond_custom(out, &date, &req, self.custom.take());
+                respond_custom(out, &date, &req, self.busy.custom.take());
             } else {
                 let echo_body = match echo_from_input {
                     Some(range) => &input[range],
-                    None => &self.body[..],
+                    None => &self.busy.body[..],
                 };
                 respond(out, &date, &req, echo_body);
             }
@@ -774,7 +758,7 @@ impl Work<'_> {
                 self.release_body();
             }
             if req.conn == ConnHeader::Close {
-                self.finished = true;
+                self.busy.finished = true;
                 return Ok(Progress::answered(pos, answered, true));
             }
         }

@@ -264,6 +264,14 @@ impl Protocol for Redis {
                 executed: sc.executed,
             };
             let r = run(&self.shared, &mut client, sc, &mut session.partial, input, out);
+            // Every exit records the commands it answered; one registry touch for them all.
+            let n = match &r {
+                Ok(p) => p.requests,
+                Err(e) => e.requests,
+            };
+            if n > 0 {
+                client::touch(&self.shared, &client);
+            }
             sc.executed = client.executed;
             session.db = client.db as u8;
             r
@@ -321,20 +329,11 @@ fn run(
 ) -> Result<Progress, ProtoError> {
     let (mut pos, mut answered) = (0, 0);
     let start = out.len();
-    let done = |client: &Client, answered: usize| {
-        if answered > 0 {
-            client::touch(shared, client);
-        }
-    };
     while pos < input.len() {
         let rest = &input[pos..];
-        let parsed = sc.parse(rest, &shared.cfg, partial).map_err(|e| {
-            done(client, answered);
-            e.after(answered)
-        })?;
+        let parsed = sc.parse(rest, &shared.cfg, partial).map_err(|e| e.after(answered))?;
         match parsed {
             Parsed::Incomplete => {
-                done(client, answered);
                 let p = Progress::answered(pos, answered, false);
                 return Ok(p.with_pending(Pending::Head));
             }
@@ -344,24 +343,20 @@ fn run(
                 let args = Args::new(buf, &sc.ranges);
                 let close = commands::execute(shared, client, &args, out);
                 if client.reply_refused {
-                    done(client, answered);
                     let reply = b"-ERR reply exceeds the output limit\r\n";
                     return Err(ProtoError::new("output_limit", &reply[..]).after(answered));
                 }
                 pos += len;
                 answered += 1;
                 if close {
-                    done(client, answered);
                     return Ok(Progress::answered(pos, answered, true));
                 }
                 if out.len() - start >= shared.cfg.output_budget {
                     // The rest waits until this output has drained.
-                    done(client, answered);
                     return Ok(Progress::answered(pos, answered, false));
                 }
             }
         }
     }
-    done(client, answered);
     Ok(Progress::answered(pos, answered, false))
 }

@@ -45,6 +45,10 @@ pub(super) enum Parsed {
     Command { len: usize, inline: bool },
 }
 
+/// How far [`Scratch::multibulk`] got: what it found, or where a command not yet fully
+/// arrived stopped (for the caller to remember).
+type Step = Result<Parsed, Pending>;
+
 /// A multibulk command read in part.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Pending {
@@ -77,9 +81,6 @@ pub(super) struct Scratch {
     pub(super) scratch: Vec<u8>,
     /// Commands executed on this thread, to run a small expiry step every so many.
     pub(super) executed: u32,
-    /// Where the multibulk command just found incomplete stopped (set by `multibulk`,
-    /// taken by its caller at once).
-    stopped: Option<Pending>,
 }
 
 /// Scratch capacity (in elements) kept by a thread between calls; more is freed.
@@ -87,7 +88,7 @@ const KEEP_SCRATCH: usize = 4096;
 
 impl Scratch {
     const fn new() -> Self {
-        Scratch { ranges: Vec::new(), scratch: Vec::new(), executed: 0, stopped: None }
+        Scratch { ranges: Vec::new(), scratch: Vec::new(), executed: 0 }
     }
 
     /// Frees buffers that one huge command grew beyond what the thread should keep.
@@ -245,23 +246,21 @@ impl Scratch {
     ) -> Result<Parsed, ProtoError> {
         match input.first() {
             None => Ok(Parsed::Incomplete),
-            Some(b'*') => {
-                let parsed = self.multibulk_header(input, cfg)?;
-                if parsed == Parsed::Incomplete {
-                    self.remember(partial);
+            Some(b'*') => match self.multibulk_header(input, cfg)? {
+                Ok(parsed) => Ok(parsed),
+                Err(stopped) => {
+                    self.remember(stopped, partial);
+                    Ok(Parsed::Incomplete)
                 }
-                Ok(parsed)
-            }
+            },
             Some(_) => self.inline(input, cfg, 0, partial, None),
         }
     }
 
-    /// A multibulk command stopped incomplete: boxes where it stands and its ranges.
+    /// A multibulk command stopped incomplete at `p`: boxes where it stands and its ranges.
     #[cold]
-    fn remember(&mut self, partial: &mut Option<Box<Partial>>) {
-        if let Some(p) = self.stopped.take() {
-            *partial = Some(Box::new(Partial::Multibulk { p, ranges: self.ranges.clone() }));
-        }
+    fn remember(&mut self, p: Pending, partial: &mut Option<Box<Partial>>) {
+        *partial = Some(Box::new(Partial::Multibulk { p, ranges: self.ranges.clone() }));
     }
 
     /// Continues the command `partial` holds.
@@ -278,17 +277,18 @@ impl Scratch {
                 // Continue in this thread's buffer with the ranges found so far.
                 let p = *p;
                 std::mem::swap(&mut self.ranges, ranges);
-                let r = self.multibulk(input, cfg, p);
-                if let Some(p) = self.stopped.take() {
-                    // Still incomplete: the ranges go back to the connection.
-                    if let Partial::Multibulk { p: at, ranges } = &mut *b {
-                        *at = p;
-                        std::mem::swap(&mut self.ranges, ranges);
+                match self.multibulk(input, cfg, p)? {
+                    Ok(parsed) => Ok(parsed),
+                    Err(stopped) => {
+                        // Still incomplete: the ranges go back to the connection.
+                        if let Partial::Multibulk { p: at, ranges } = &mut *b {
+                            *at = stopped;
+                            std::mem::swap(&mut self.ranges, ranges);
+                        }
+                        *partial = Some(b);
+                        Ok(Parsed::Incomplete)
                     }
-                    *partial = Some(b);
-                    return Ok(Parsed::Incomplete);
                 }
-                r
             }
             Partial::Inline { scanned } if input.first().is_some_and(|&c| c != b'*') => {
                 let scanned = *scanned;
@@ -299,17 +299,19 @@ impl Scratch {
         }
     }
 
+    /// A multibulk command from its `*` line; as [`Scratch::multibulk`], except that an
+    /// incomplete `*` line is `Ok(Ok(Parsed::Incomplete))` (nothing to remember).
     #[inline(always)]
-    fn multibulk_header(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Parsed, ProtoError> {
+    fn multibulk_header(&mut self, input: &[u8], cfg: &RespConfig) -> Result<Step, ProtoError> {
         let (cr, next) = match length_line(input, 0, cfg.max_inline) {
-            Line::Incomplete => return Ok(Parsed::Incomplete),
+            Line::Incomplete => return Ok(Ok(Parsed::Incomplete)),
             Line::TooBig => return Err(err("mbulk_count_too_big", "too big mbulk count string")),
             Line::BadEnd => return Err(invalid_multibulk_len()),
             Line::Done { cr, next } => (cr, next),
         };
         let n = parse_i64(&input[1..cr]).ok_or_else(invalid_multibulk_len)?;
         if n <= 0 {
-            return Ok(Parsed::Skip(next));
+            return Ok(Ok(Parsed::Skip(next)));
         }
         let n = usize::try_from(n).map_err(|_| invalid_multibulk_len())?;
         if n > cfg.max_multibulk {
@@ -321,21 +323,20 @@ impl Scratch {
         self.multibulk(input, cfg, Pending { remaining: n, pos: next, bulk: None })
     }
 
+    /// Reads the bulks of a multibulk command from `p` on, pushing their ranges: the
+    /// complete command, or `Err` with where it stopped when not all has arrived.
     fn multibulk(
         &mut self,
         input: &[u8],
         cfg: &RespConfig,
         mut p: Pending,
-    ) -> Result<Parsed, ProtoError> {
+    ) -> Result<Step, ProtoError> {
         while p.remaining > 0 {
             let len = match p.bulk {
                 Some(len) => len,
                 None => {
                     let (cr, next) = match length_line(input, p.pos, cfg.max_inline) {
-                        Line::Incomplete => {
-                            self.stopped = Some(p);
-                            return Ok(Parsed::Incomplete);
-                        }
+                        Line::Incomplete => return Ok(Err(p)),
                         Line::TooBig => {
                             return Err(err("bulk_count_too_big", "too big bulk count string"));
                         }
@@ -360,8 +361,7 @@ impl Scratch {
             let end = p.pos + len;
             if input.len() < end + 2 {
                 p.bulk = Some(len);
-                self.stopped = Some(p);
-                return Ok(Parsed::Incomplete);
+                return Ok(Err(p));
             }
             if &input[end..end + 2] != b"\r\n" {
                 return Err(err("bulk_not_crlf", "bulk data not followed by CRLF"));
@@ -371,7 +371,7 @@ impl Scratch {
             p.bulk = None;
             p.remaining -= 1;
         }
-        Ok(Parsed::Command { len: p.pos, inline: false })
+        Ok(Ok(Parsed::Command { len: p.pos, inline: false }))
     }
 
     /// An inline line; `scanned` leading bytes are known to hold no `\n`. `reuse` is the
