@@ -392,9 +392,9 @@ impl Conn<'_> {
     /// `Err(AlreadyExists)` when this one is already linked. Whether `other` is still
     /// open (and unlinked) is known only when the link is made, after this callback:
     /// if it is not, *this* connection is closed ([`CloseReason::Error`],
-    /// `NotConnected`). A TLS connection cannot be linked (the pair moves bytes socket to
-    /// socket, past the TLS layer): when either side is one, *this* connection is
-    /// closed ([`CloseReason::Error`], `Unsupported`).
+    /// `NotConnected`). A TLS connection (a `tls://` listener's or one from
+    /// [`connect_tls`](Self::connect_tls)) can be linked: its side's bytes pass through
+    /// rustls, so such a pair copies and `opts.splice` is ignored.
     pub fn link_with(&mut self, other: ConnId, opts: LinkOptions) -> io::Result<()> {
         let invalid = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
         if other.loop_id != self.remote.id {
